@@ -1,0 +1,47 @@
+// Entry point: parses the command line with yargs, runs one command, maps errors to exit codes.
+// SIGINT/SIGTERM abort cli.abort instead of exiting, so cleanup (snapshots, locks) always runs.
+import yargs from 'yargs';
+import type { CommandModule } from 'yargs';
+import { BlkError, ExitCode, describe, exitCodeOf } from '../errors.js';
+import { log } from '../log.js';
+import { cli } from './context.js';
+import { commands } from './commands.js';
+
+export async function main(args: string[]): Promise<number> {
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (cli.abort.signal.aborted) {
+      log.warn(`${sig} again: cleanup is still running; SIGKILL forces exit and may leave a snapshot`);
+      return;
+    }
+    log.warn(`${sig} received: aborting, cleaning up`);
+    cli.abort.abort(new BlkError(ExitCode.INTERRUPTED, `interrupted by ${sig}`));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    let parser = yargs(args)
+      .scriptName('blkdelta')
+      .usage('blkdelta <command> [options]\n\nBlock-device delta replication: both ends hash their blocks, only differing blocks travel.')
+      .strict()
+      .demandCommand(1, 'name a command')
+      .recommendCommands()
+      .wrap(Math.min(110, process.stdout.columns || 100))
+      .fail((msg, err) => {
+        throw err ?? new BlkError(ExitCode.USAGE, msg);
+      })
+      .help()
+      .version();
+    for (const c of commands as CommandModule[]) parser = parser.command(c);
+    await parser.parseAsync();
+    return cli.exitCode;
+  } catch (err) {
+    const code = exitCodeOf(err);
+    if (code === ExitCode.INTERNAL) log.error(`internal error: ${(err as Error)?.stack ?? String(err)}`);
+    else log.error(describe(err));
+    if (code === ExitCode.USAGE) log.info('see blkdelta --help, or blkdelta <command> --help');
+    return code;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}

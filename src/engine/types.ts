@@ -1,0 +1,79 @@
+// The engine's public types: what a sync is asked to do and what it reports.
+import type { Transport } from '../transport/transport.js';
+
+/** strict: sizes must match; grow: extend a smaller file target; min: compare the common prefix. */
+export type SizePolicy = 'strict' | 'grow' | 'min';
+export const SIZE_POLICIES: readonly SizePolicy[] = ['strict', 'grow', 'min'];
+
+/**
+ * write: make the target equal to the source; dry-run and compare: write nothing, report what
+ * differs (compare is the `verify` command); patch: write the records to `patchOut` instead.
+ */
+export type SyncMode = 'write' | 'dry-run' | 'compare' | 'patch';
+
+export interface SyncOptions {
+  /** Device or image path on its host (the remote host when remote.side is 'source'). */
+  source: string;
+  target: string;
+  /** At most one end is remote; the other end runs in this process. */
+  remote?: { side: 'source' | 'target'; transport: Transport };
+  mode: SyncMode;
+  blockSize: number;
+  sizePolicy: SizePolicy;
+  /** mode 'patch': the local file the patch is written to. */
+  patchOut?: string;
+  /** Re-read every written block after fsync and check it against what was sent. */
+  verify?: boolean;
+  /** lz4-compress records that shrink (default true). */
+  compress?: boolean;
+  /** How many differing block offsets to report (default 10). */
+  maxDiffsReported?: number;
+  /** Identity of the source state, recorded in a patch header (e.g. snapshot name and time). */
+  sourceLabel?: string;
+  /** Start the local half of the protocol as this transport's peer (tests; default: spawn). */
+  localTransport?: Transport;
+  signal?: AbortSignal;
+  onProgress?: (p: Progress) => void;
+}
+
+export interface Progress {
+  bytesDone: number;
+  bytesTotal: number;
+  bytesDiffering: number;
+  elapsedMs: number;
+}
+
+export interface SyncSummary {
+  mode: SyncMode;
+  source: string;
+  target: string;
+  blockSize: number;
+  sourceSize: number;
+  targetSize: number;
+  /** Bytes compared (the common prefix, or both sizes when equal). */
+  comparedBytes: number;
+  blocksCompared: number;
+  blocksDiffering: number;
+  blocksWritten: number;
+  /** Differing blocks that were all zero in the source (sent as zero records). */
+  blocksZero: number;
+  /** Bytes read from the source and from the target devices. */
+  bytesReadSource: number;
+  bytesReadTarget: number;
+  /** Bytes that crossed the channel, each direction (protocol framing included). */
+  bytesSent: number;
+  bytesReceived: number;
+  /** Bytes of block data written to the target (or to the patch). */
+  bytesWritten: number;
+  /** Bytes of the patch file, mode 'patch'. */
+  patchBytes?: number;
+  records: number;
+  /** Offsets of the first differing blocks, up to maxDiffsReported. */
+  firstDiffs: number[];
+  identical: boolean;
+  /** True when --verify re-read every written block and all matched. */
+  verified: boolean;
+  /** True when the target grew (size policy grow). */
+  grown: boolean;
+  durationMs: number;
+}

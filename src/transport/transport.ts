@@ -1,0 +1,30 @@
+// The Transport contract: how the client reaches the other end of a sync, which is always
+// `blkdelta server` speaking the wire protocol (docs/protocol.md) over a pair of byte streams.
+// LocalTransport spawns it as a child process; SshTransport runs it over an ssh2 exec channel;
+// RshTransport runs it through an external command such as `ssh -p 2222 host`.
+import type { Readable, Writable } from 'node:stream';
+
+export interface Channel {
+  /** Bytes from the server (its stdout). Ends when the server exits or the connection drops. */
+  readonly input: Readable;
+  /** Bytes to the server (its stdin). Ending it tells the server to exit. */
+  readonly output: Writable;
+  /** The last few KiB the server wrote to stderr: shown when the server fails. */
+  stderrTail(): string;
+  /**
+   * Ends the server's stdin and waits for it to exit (the server exits on stdin EOF), then
+   * releases the connection. Kills the server / drops the connection after a grace period.
+   * Never throws; safe to call twice. Resolves to the server's exit code (null if unknown).
+   */
+  close(): Promise<number | null>;
+}
+
+export interface Transport {
+  /** A short description for messages, e.g. "local" or "ssh backup@host:22". */
+  readonly label: string;
+  /**
+   * Starts the server end and returns its channel. Throws BlkError: REMOTE when the server
+   * cannot be started, HOST_KEY / AUTH for SSH refusals. The signal aborts a pending open.
+   */
+  open(signal?: AbortSignal): Promise<Channel>;
+}
