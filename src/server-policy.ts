@@ -1,0 +1,93 @@
+// What a locked-down `blkdelta server --allow GLOB... --read-only` lets a client open.
+// The server calls checkDevice on every HELLO, before it opens anything:
+//   path must be absolute and normalized: no NUL or newline, no '.' or '..' component, no '//',
+//   no trailing '/'; then it must match one glob of the allow list (no list: anything goes);
+//   with readOnly every write (sync target) is refused.
+// Globs: '*' is any run of characters except '/', '?' one character except '/', '[...]' a class
+// ('[!...]' or '[^...]' negated, ranges a-z); a backslash quotes the next character. The path is
+// matched as a string: symlinks are not resolved (an allowed /dev/backup/x may be an LVM link).
+// Pure functions, no I/O.
+import { BlkError, ExitCode } from './errors.js';
+
+export interface ServerPolicy {
+  /** Globs of the device paths a client may open; empty = everything. */
+  allow: string[];
+  /** Refuse every write: the server only serves as a sync source or verify peer. */
+  readOnly: boolean;
+}
+
+export const OPEN_POLICY: ServerPolicy = { allow: [], readOnly: false };
+
+/** Throws BlkError PERMISSION unless the policy lets a client open path (for writing if write). */
+export function checkDevice(policy: ServerPolicy, path: string, write: boolean): void {
+  const why = malformed(path);
+  if (why) throw refuse(`device path ${JSON.stringify(path)} ${why}`);
+  if (policy.allow.length > 0 && !policy.allow.some((g) => globToRegExp(g).test(path))) {
+    throw refuse(`device ${path} is outside the server's --allow list (${policy.allow.join(' ')})`);
+  }
+  if (write && policy.readOnly) throw refuse(`device ${path} cannot be written: the server runs with --read-only`);
+}
+
+function refuse(msg: string): BlkError {
+  return new BlkError(ExitCode.PERMISSION, `refused by the server: ${msg}`);
+}
+
+// Why a path is not an absolute normalized path, or undefined when it is one.
+function malformed(path: string): string | undefined {
+  if (path === '') return 'is empty';
+  if (/[\0\n\r]/.test(path)) return 'contains a NUL or newline character';
+  if (!path.startsWith('/')) return 'is not absolute';
+  if (path.includes('//')) return "contains '//'";
+  if (path.length > 1 && path.endsWith('/')) return "ends with '/'";
+  const parts = path.split('/');
+  if (parts.includes('..')) return "contains a '..' component";
+  if (parts.includes('.')) return "contains a '.' component";
+  return undefined;
+}
+
+/** Compiles one allow glob; throws BlkError USAGE naming it when it is malformed. */
+export function globToRegExp(glob: string): RegExp {
+  let re = '';
+  for (let i = 0; i < glob.length; i++) {
+    const c = glob[i];
+    if (c === '*') re += '[^/]*';
+    else if (c === '?') re += '[^/]';
+    else if (c === '[') {
+      const end = classEnd(glob, i);
+      re += classToRegExp(glob.slice(i + 1, end));
+      i = end;
+    } else if (c === '\\' && i + 1 < glob.length) re += escape(glob[++i]);
+    else re += escape(c);
+  }
+  return new RegExp(`^${re}$`);
+}
+
+// Index of the ']' closing the class opened at i ('[]...]' and '[!]...]' keep a leading ']').
+function classEnd(glob: string, i: number): number {
+  let j = i + 1;
+  if (glob[j] === '!' || glob[j] === '^') j++;
+  if (glob[j] === ']') j++;
+  const end = glob.indexOf(']', j);
+  if (end < 0) throw new BlkError(ExitCode.USAGE, `bad --allow glob "${glob}": '[' without a closing ']'`);
+  return end;
+}
+
+function classToRegExp(body: string): string {
+  const negated = body.startsWith('!') || body.startsWith('^');
+  const chars = (negated ? body.slice(1) : body).replace(/[\\\]^]/g, '\\$&');
+  return negated ? `(?!/)[^${chars}]` : `(?!/)[${chars}]`;
+}
+
+function escape(c: string): string {
+  return c.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+}
+
+/** Validates the globs of a command line up front, so a typo fails at start, not at HELLO. */
+export function makePolicy(allow: readonly string[] | undefined, readOnly: boolean | undefined): ServerPolicy {
+  const globs = (allow ?? []).filter((g) => g !== '');
+  for (const g of globs) {
+    if (!g.startsWith('/')) throw new BlkError(ExitCode.USAGE, `bad --allow glob "${g}": must be an absolute path pattern`);
+    globToRegExp(g);
+  }
+  return { allow: globs, readOnly: !!readOnly };
+}
