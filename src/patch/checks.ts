@@ -1,0 +1,59 @@
+// Field rules of the patch format (docs/patch-format.md), shared by the encoders (which refuse to
+// write a bad field) and the decoders (which refuse to read one). Each failure is a FormatError
+// naming the field and its byte offset in the stream (`at` = offset of the structure).
+import { FormatError } from '../errors.js';
+import type { PatchHeader, RecordHeader, Trailer } from './format.js';
+import { Encoding, MAX_BLOCK_SIZE, MAX_RECORD_LEN, MIN_BLOCK_SIZE } from './format.js';
+
+/** A u64 LE field that must fit a JS number exactly (<= 2^53-1). */
+export function safeU64(b: Buffer, off: number, at: number, field: string): number {
+  const v = b.readBigUInt64LE(off);
+  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new FormatError(field, at + off, `${v} exceeds 2^53-1`);
+  return Number(v);
+}
+
+function isPow2(n: number): boolean {
+  return Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
+}
+
+function safeSize(n: number): boolean {
+  return Number.isSafeInteger(n) && n >= 0;
+}
+
+export function checkHeader(h: PatchHeader, at: number): void {
+  const fail = (field: string, off: number, detail: string) => new FormatError(`header.${field}`, at + off, detail);
+  const { blockSize: bs, targetSize, resultSize, maxRecordLen: mrl } = h;
+  if (!isPow2(bs) || bs < MIN_BLOCK_SIZE || bs > MAX_BLOCK_SIZE) throw fail('block_size', 12, `${bs} is not a power of two between ${MIN_BLOCK_SIZE} and ${MAX_BLOCK_SIZE}`);
+  if (!safeSize(targetSize)) throw fail('target_size', 16, `${targetSize} is not an integer in 0 .. 2^53-1`);
+  if (!safeSize(resultSize)) throw fail('result_size', 24, `${resultSize} is not an integer in 0 .. 2^53-1`);
+  if (resultSize < targetSize) throw fail('result_size', 24, `${resultSize} is smaller than target_size ${targetSize}`);
+  if (!Number.isInteger(mrl) || mrl < bs || mrl > MAX_RECORD_LEN || mrl % bs !== 0) {
+    throw fail('max_record_len', 32, `${mrl} is not a multiple of block_size ${bs} between ${bs} and ${MAX_RECORD_LEN}`);
+  }
+  if (!Buffer.isBuffer(h.sourceFingerprint) || h.sourceFingerprint.length !== 16) {
+    throw fail('source_fingerprint', 40, 'must be 16 bytes');
+  }
+}
+
+export function checkRecordHeader(r: RecordHeader, at: number, h: PatchHeader): void {
+  const fail = (field: string, off: number, detail: string) => new FormatError(`record.${field}`, at + off, detail);
+  const { length, offset, storedLength: stored } = r;
+  if (length === 0) throw fail('length', 4, 'must be > 0');
+  if (length > h.maxRecordLen) throw fail('length', 4, `${length} exceeds max_record_len ${h.maxRecordLen}`);
+  if (offset % h.blockSize !== 0) throw fail('offset', 8, `${offset} is not a multiple of block_size ${h.blockSize}`);
+  if (offset + length > h.resultSize) throw fail('offset', 8, `record ${offset}+${length} ends past result_size ${h.resultSize}`);
+  if (length % h.blockSize !== 0 && offset + length !== h.resultSize) {
+    throw fail('length', 4, `${length} is not a multiple of block_size ${h.blockSize} and the record does not end at result_size ${h.resultSize}`);
+  }
+  if (r.encoding === Encoding.RAW && stored !== length) throw fail('stored_len', 16, `raw record: ${stored} differs from length ${length}`);
+  if (r.encoding === Encoding.LZ4 && (stored === 0 || stored >= length)) throw fail('stored_len', 16, `lz4 record: ${stored} must be > 0 and < length ${length}`);
+  if (r.encoding === Encoding.ZERO && stored !== 0) throw fail('stored_len', 16, `zero record: ${stored} must be 0`);
+  if (r.encoding === Encoding.ZERO && r.checksum !== 0n) throw fail('checksum', 24, 'zero record: must be 0');
+}
+
+export function checkTrailer(t: Trailer, at: number): void {
+  const fields: Array<[keyof Trailer, string, number]> = [['recordCount', 'record_count', 8], ['dataBytes', 'data_bytes', 16], ['storedBytes', 'stored_bytes', 24]];
+  for (const [key, name, off] of fields) {
+    if (!safeSize(t[key] as number)) throw new FormatError(`trailer.${name}`, at + off, `${t[key]} is not an integer in 0 .. 2^53-1`);
+  }
+}
