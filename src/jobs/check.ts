@@ -1,0 +1,137 @@
+// The monitoring check, as a pure function of a job's records, its thresholds and the clock:
+//   no / unreadable / corrupt record                           -> UNKNOWN
+//   last run failed or interrupted, target dirty, snapshot left,
+//   a "running" record whose process is gone (killed),
+//   last success older than critical_age, or none at all      -> CRITICAL
+//   last success older than warning_age, a run going longer than
+//   max_duration, last run refused (lock or max_concurrent)    -> WARNING
+// The worst problem wins; the text lists them all, worst first. Output follows the monitoring
+// plugins conventions: one line "BLKDELTA STATUS - text | perfdata", exit 0/1/2/3.
+import type { Thresholds } from './config.js';
+import type { ProcId } from './proc.js';
+import type { ReadResult, RunRecord } from './state.js';
+import { formatBytes, formatDuration } from './units.js';
+
+export const Status = { OK: 0, WARNING: 1, CRITICAL: 2, UNKNOWN: 3 } as const;
+export type Status = (typeof Status)[keyof typeof Status];
+export const STATUS_NAME = ['OK', 'WARNING', 'CRITICAL', 'UNKNOWN'] as const;
+/** For --all: how bad a status is (UNKNOWN ranks between WARNING and CRITICAL). */
+const RANK = [0, 1, 3, 2];
+
+export interface JobCheck {
+  job: string;
+  status: Status;
+  /** Problems worst first, or one line saying all is well. */
+  texts: string[];
+  perfdata: string[];
+}
+
+interface Finding { status: Status; text: string }
+
+/** Evaluates one job. `running` says whether a recorded process is still alive (see proc.ts). */
+export function evaluateJob(job: string, read: ReadResult, th: Thresholds, now: Date,
+  running: (p: ProcId) => boolean): JobCheck {
+  if (read.kind === 'missing') return unknown(job, `no record in ${read.path} (never run?)`);
+  if (read.kind === 'unreadable') return unknown(job, `cannot read ${read.path}: ${read.reason}`);
+  if (read.kind === 'corrupt') return unknown(job, `record ${read.path} is corrupt: ${read.reason}`);
+  const { runs, lastSuccess } = read.state;
+  const found: Finding[] = [];
+  const current = runs[0]?.outcome === 'running' ? runs[0] : undefined;
+  const alive = current ? running(current.process) : false;
+  if (current && alive) found.push(...runningNow(current, th, now));
+  const last = current && !alive ? current : runs.find((r) => r.outcome !== 'running');
+  if (last) found.push(...lastResult(last, alive));
+  found.push(...freshness(lastSuccess, th, now, !!current && alive));
+  if (read.refused && (!last || read.refused.start > last.start) && !(current && alive)) {
+    found.push({ status: Status.WARNING, text: `a run was refused at ${read.refused.start}: ${read.refused.error ?? ''}` });
+  }
+  found.sort((a, b) => RANK[b.status]! - RANK[a.status]!);
+  const status = found[0]?.status ?? Status.OK;
+  const texts = found.filter((f) => f.status !== Status.OK || status === Status.OK).map((f) => f.text);
+  return { job, status, texts, perfdata: perfdata(lastSuccess, last, th, now) };
+}
+
+function unknown(job: string, text: string): JobCheck {
+  return { job, status: Status.UNKNOWN, texts: [text], perfdata: [] };
+}
+
+function runningNow(r: RunRecord, th: Thresholds, now: Date): Finding[] {
+  const dur = (now.getTime() - Date.parse(r.start)) / 1000;
+  if (dur > th.maxDuration) {
+    return [{ status: Status.WARNING, text: `running for ${formatDuration(dur)} (pid ${r.process.pid}), longer than max_duration ${formatDuration(th.maxDuration)}` }];
+  }
+  return [{ status: Status.OK, text: `running for ${formatDuration(dur)} (pid ${r.process.pid})` }];
+}
+
+function lastResult(r: RunRecord, currentAlive: boolean): Finding[] {
+  const out: Finding[] = [];
+  const when = r.end ?? r.start;
+  const why = r.error ? `: ${r.error}` : '';
+  const exit = r.exitCode !== undefined ? ` (exit ${r.exitCode})` : '';
+  if (r.outcome === 'running' && !currentAlive) {
+    out.push({ status: Status.CRITICAL, text: `the run started ${r.start} was killed (pid ${r.process.pid} is gone) before it finished; the target may be dirty` });
+  } else if (r.outcome === 'failed' || r.outcome === 'interrupted') {
+    out.push({ status: Status.CRITICAL, text: `last run ${r.outcome} at ${when}${why}${exit}` });
+  } else if (r.outcome === 'refused') {
+    out.push({ status: Status.WARNING, text: `last run refused at ${when}${why}${exit}` });
+  }
+  if (r.targetState === 'dirty' && r.outcome !== 'running') {
+    out.push({ status: Status.CRITICAL, text: `target ${r.target} is dirty (a write was cut short; it is not a usable copy until the next successful run)` });
+  }
+  if (r.snapshot && !r.snapshot.removed) {
+    out.push({ status: Status.CRITICAL, text: `snapshot ${r.snapshot.name} was not removed${r.snapshot.error ? ': ' + r.snapshot.error : ''}` });
+  }
+  return out;
+}
+
+function freshness(s: RunRecord | undefined, th: Thresholds, now: Date, inProgress: boolean): Finding[] {
+  if (!s) {
+    if (inProgress) return [{ status: Status.OK, text: 'first run in progress' }];
+    return [{ status: Status.CRITICAL, text: 'no successful run on record' }];
+  }
+  const age = ageOf(s, now);
+  const text = `last success ${formatDuration(age)} ago (${s.end ?? s.start})`;
+  if (age > th.criticalAge) return [{ status: Status.CRITICAL, text: `${text}, older than critical_age ${formatDuration(th.criticalAge)}` }];
+  if (age > th.warningAge) return [{ status: Status.WARNING, text: `${text}, older than warning_age ${formatDuration(th.warningAge)}` }];
+  const b = s.bytes ? `, ${formatBytes(s.bytes.changed)} changed of ${formatBytes(s.bytes.compared)}` : '';
+  return [{ status: Status.OK, text: `${text}${b} in ${formatDuration(s.durationS ?? 0)}` }];
+}
+
+function ageOf(r: RunRecord, now: Date): number {
+  return Math.max(0, Math.round((now.getTime() - Date.parse(r.end ?? r.start)) / 1000));
+}
+
+/** 'label'=value[UOM];warn;crit;min;max with whole seconds and bytes. */
+function perfdata(s: RunRecord | undefined, last: RunRecord | undefined, th: Thresholds, now: Date): string[] {
+  const out: string[] = [];
+  const p = (label: string, v: number, uom: string, warn = '', crit = '') =>
+    out.push(`'${label}'=${Math.round(v)}${uom};${warn};${crit};0;`);
+  if (s) p('age', ageOf(s, now), 's', String(th.warningAge), String(th.criticalAge));
+  const d = last ?? s;
+  if (d?.durationS !== undefined) p('duration', d.durationS, 's', String(th.maxDuration));
+  const b = (last?.bytes ? last : s)?.bytes;
+  if (b) {
+    p('compared', b.compared, 'B');
+    p('changed', b.changed, 'B');
+    p('sent', b.sent, 'B');
+    p('written', b.written, 'B');
+  }
+  return out;
+}
+
+/** The plugin output for one or more jobs: first line, long output lines, exit status. */
+export function formatCheck(checks: JobCheck[]): { text: string; status: Status } {
+  if (checks.length === 1) {
+    const c = checks[0]!;
+    const perf = c.perfdata.length ? ` | ${c.perfdata.join(' ')}` : '';
+    return { status: c.status, text: `BLKDELTA ${STATUS_NAME[c.status]} - ${c.job}: ${c.texts.join('; ')}${perf}` };
+  }
+  const worst = checks.reduce<Status>((w, c) => (RANK[c.status]! > RANK[w]! ? c.status : w), Status.OK);
+  const count = (s: Status) => checks.filter((c) => c.status === s).length;
+  const bad = checks.filter((c) => c.status !== Status.OK).map((c) => `${c.job}: ${c.texts[0]}`);
+  const head = `${checks.length} jobs, ${count(Status.CRITICAL)} critical, ${count(Status.WARNING)} warning, ${count(Status.UNKNOWN)} unknown`;
+  const perf = checks.flatMap((c) => c.perfdata.map((p) => p.replace(/^'/, `'${c.job}_`)));
+  const first = `BLKDELTA ${STATUS_NAME[worst]} - ${[head, ...bad].join('; ')}${perf.length ? ' | ' + perf.join(' ') : ''}`;
+  const long = checks.map((c) => `${STATUS_NAME[c.status]} ${c.job}: ${c.texts.join('; ')}`);
+  return { status: worst, text: [first, ...long].join('\n') };
+}

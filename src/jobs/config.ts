@@ -1,0 +1,235 @@
+// The jobs config file (TOML, default /etc/blkdelta/blkdelta.toml): global settings, [defaults]
+// and named [jobs.NAME] tables. loadConfig() reads, parses and validates it in one go:
+//   text -> smol-toml (syntax errors keep their line:col) -> every key checked against schema.ts,
+//   defaults merged into each job -> Config.
+// Every problem is reported as "FILE:LINE:COL: key.path: what is wrong" (keypos.ts finds the
+// position); any problem throws BlkError CONFIG listing them all. Reads only; memory: the file.
+import { readFileSync } from 'node:fs';
+import { parse, TomlError } from 'smol-toml';
+import { BlkError, ExitCode, describe } from '../errors.js';
+import type { SizePolicy } from '../engine/types.js';
+import { parseEndpoint, type Endpoint } from '../transport/address.js';
+import { indexKeys, keyName, type KeyIndex } from './keypos.js';
+import { GLOBAL_KEYS, JOB_KEYS, SHARED_KEYS, SSH_KEYS, TABLES, checkValue, describeValue, type KeySpec } from './schema.js';
+
+export const DEFAULT_CONFIG = '/etc/blkdelta/blkdelta.toml';
+
+export interface SshSettings { port?: number; identity?: string; knownHosts?: string; remoteCmd?: string; connectTimeout?: number }
+
+/** Check thresholds, in seconds. */
+export interface Thresholds { warningAge: number; criticalAge: number; maxDuration: number }
+export const DEFAULT_THRESHOLDS: Thresholds = { warningAge: 36 * 3600, criticalAge: 48 * 3600, maxDuration: 12 * 3600 };
+
+export interface JobConfig extends Thresholds {
+  name: string;
+  source: Endpoint;
+  target: Endpoint;
+  /** The source as written in the file (for records and messages). */
+  sourceText: string;
+  targetText: string;
+  /** Snapshot the source LV first: "VG/LV" (from `snapshot`, or derived from a /dev/VG/LV source). */
+  snapshot?: { lv: string; size?: string; maxFill?: number };
+  blockSize: number;
+  bwlimit?: number;
+  verify: boolean;
+  compress: boolean;
+  sizePolicy: SizePolicy;
+  history: number;
+  ssh: SshSettings;
+}
+
+export interface Config {
+  file: string;
+  stateDir: string;
+  maxConcurrent: number;
+  /** Seconds a job waits for a free slot (max_concurrent) before giving up with BUSY. */
+  waitTimeout: number;
+  metricsFile?: string;
+  /** In file order. */
+  jobs: JobConfig[];
+  /** Where the last job table starts: unknown job names are reported there. */
+  jobsAt: { line: number; col: number };
+}
+
+const JOB_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+type Table = Record<string, unknown>;
+
+/** Reads and validates the file; throws BlkError CONFIG naming file:line:col and the key. */
+export function loadConfig(file: string = DEFAULT_CONFIG): Config {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new BlkError(ExitCode.CONFIG, `cannot read config ${file}: ${describe(err)}`, { cause: err });
+  }
+  return parseConfig(text, file);
+}
+
+/** Validates config text; `file` is only used in messages. */
+export function parseConfig(text: string, file: string): Config {
+  const idx = indexKeys(text);
+  const problems: string[] = [];
+  const at = (path: readonly string[], msg: string) => {
+    const p = idx.at(path);
+    problems.push(`${file}:${p.line}:${p.col}: ${keyName(path)}: ${msg}`);
+  };
+  for (const d of idx.duplicates) {
+    const what = d.path[0] === 'jobs' && d.path.length === 2 ? `duplicate job "${d.path[1]}"` : 'defined twice';
+    problems.push(`${file}:${d.at.line}:${d.at.col}: ${keyName(d.path)}: ${what} (first defined at line ${d.first.line})`);
+  }
+  let doc: Table = {};
+  if (problems.length === 0) {
+    try {
+      doc = parse(text) as Table;
+    } catch (err) {
+      if (!(err instanceof TomlError)) throw err;
+      const first = err.message.split('\n')[0]!.replace(/^Invalid TOML document: /, '');
+      problems.push(`${file}:${err.line}:${err.column}: syntax error: ${first}`);
+    }
+  }
+  const cfg = problems.length ? undefined : buildConfig(doc, file, at, idx);
+  if (problems.length || !cfg) {
+    const head = problems.length === 1 ? '' : `${problems.length} problems in ${file}:\n`;
+    throw new BlkError(ExitCode.CONFIG, head + problems.join('\n'));
+  }
+  return cfg;
+}
+
+type At = (path: readonly string[], msg: string) => void;
+
+function buildConfig(doc: Table, file: string, at: At, idx: KeyIndex): Config {
+  const g = readTable(doc, [], GLOBAL_KEYS, at, ['defaults', 'jobs']);
+  const defaults = isTable(doc.defaults) ? readShared(doc.defaults, ['defaults'], SHARED_KEYS, at) : {};
+  if (doc.defaults !== undefined && !isTable(doc.defaults)) at(['defaults'], `expected a table, got ${describeValue(doc.defaults)}`);
+  const jobs: JobConfig[] = [];
+  if (!isTable(doc.jobs) || Object.keys(doc.jobs).length === 0) {
+    at(['jobs'], doc.jobs === undefined ? 'no jobs defined (add a [jobs.NAME] table with source and target)' : 'expected [jobs.NAME] tables');
+  } else {
+    for (const [name, t] of Object.entries(doc.jobs)) {
+      const job = readJob(name, t, defaults, at);
+      if (job) jobs.push(job);
+    }
+  }
+  const names = isTable(doc.jobs) ? Object.keys(doc.jobs) : [];
+  return {
+    file,
+    stateDir: (g.state_dir as string) ?? '/var/lib/blkdelta',
+    maxConcurrent: (g.max_concurrent as number) ?? 2,
+    waitTimeout: (g.wait_timeout as number) ?? 6 * 3600,
+    metricsFile: g.metrics_file as string | undefined,
+    jobs,
+    jobsAt: idx.at(['jobs', ...names.slice(-1)]),
+  };
+}
+
+/** Checks the plain keys of one table; nested tables must be listed in `tables`. */
+function readTable(t: Table, path: string[], specs: Record<string, KeySpec>, at: At, tables: string[] = []): Table {
+  const out: Table = {};
+  for (const [k, v] of Object.entries(t)) {
+    if (tables.includes(k)) continue;
+    const spec = specs[k];
+    if (!spec) {
+      at([...path, k], TABLES.has(k) ? 'table not allowed here' : `unknown key${suggest(k, specs)}`);
+      continue;
+    }
+    try {
+      out[k] = checkValue(spec, v);
+    } catch (err) {
+      at([...path, k], (err as Error).message);
+    }
+  }
+  return out;
+}
+
+/** A [defaults] or job table: its shared keys plus its ssh sub-table. */
+function readShared(t: Table, path: string[], specs: Record<string, KeySpec>, at: At): Table {
+  const out = readTable(t, path, specs, at, ['ssh']);
+  if (t.ssh !== undefined) {
+    if (isTable(t.ssh)) out.ssh = readTable(t.ssh, [...path, 'ssh'], SSH_KEYS, at);
+    else at([...path, 'ssh'], `expected a table, got ${describeValue(t.ssh)}`);
+  }
+  return out;
+}
+
+function readJob(name: string, t: unknown, defaults: Table, at: At): JobConfig | undefined {
+  const path = ['jobs', name];
+  if (!isTable(t)) return void at(path, `expected a table [jobs.${name}], got ${describeValue(t)}`);
+  if (!JOB_NAME.test(name)) return void at(path, 'job names use letters, digits, "_", "-" and "." (at most 64, not starting with "." or "-")');
+  const own = readShared(t, path, JOB_KEYS, at);
+  const v = { ...defaults, ...own, ssh: { ...(defaults.ssh as Table), ...(own.ssh as Table) } } as Table;
+  for (const k of ['source', 'target']) if (t[k] === undefined) at([...path], `missing required key "${k}"`);
+  const source = endpoint(v.source, [...path, 'source'], at);
+  const target = endpoint(v.target, [...path, 'target'], at);
+  if (!source || !target) return undefined;
+  if (source.kind === 'remote' && target.kind === 'remote') return void at([...path, 'target'], 'source and target are both remote: one end must be local');
+  const snapshot = snapshotOf(v, source, path, at);
+  const ssh = v.ssh as Table;
+  return {
+    name, source, target, snapshot,
+    sourceText: v.source as string,
+    targetText: v.target as string,
+    blockSize: (v.block_size as number) ?? 64 * 1024,
+    bwlimit: v.bwlimit as number | undefined,
+    verify: (v.verify as boolean) ?? false,
+    compress: (v.compress as boolean) ?? true,
+    sizePolicy: (v.size_policy as SizePolicy) ?? 'strict',
+    history: (v.history as number) ?? 30,
+    warningAge: (v.warning_age as number) ?? DEFAULT_THRESHOLDS.warningAge,
+    criticalAge: (v.critical_age as number) ?? DEFAULT_THRESHOLDS.criticalAge,
+    maxDuration: (v.max_duration as number) ?? DEFAULT_THRESHOLDS.maxDuration,
+    ssh: { port: ssh.port as number, identity: ssh.identity as string, knownHosts: ssh.known_hosts as string,
+      remoteCmd: ssh.remote_cmd as string, connectTimeout: ssh.connect_timeout as number },
+  };
+}
+
+function endpoint(v: unknown, path: string[], at: At): Endpoint | undefined {
+  if (typeof v !== 'string') return undefined; // missing or wrong type: already reported
+  try {
+    return parseEndpoint(v);
+  } catch (err) {
+    return void at(path, (err as Error).message);
+  }
+}
+
+/** `snapshot = true` derives VG/LV from a /dev/VG/LV source; `snapshot = "VG/LV"` names it. */
+function snapshotOf(v: Table, source: Endpoint, path: string[], at: At): JobConfig['snapshot'] {
+  if (v.snapshot === undefined || v.snapshot === false) return undefined;
+  if (source.kind !== 'local') return void at([...path, 'snapshot'], 'a snapshot needs a local source');
+  let lv = v.snapshot as string | true;
+  if (lv === true) {
+    const m = /^\/dev\/([^/]+)\/([^/]+)$/.exec(source.path);
+    if (!m) return void at([...path, 'snapshot'], `cannot tell the LV from source "${source.path}": write snapshot = "VG/LV"`);
+    lv = `${m[1]}/${m[2]}`;
+  }
+  return { lv, size: v.snapshot_size as string | undefined, maxFill: v.snapshot_max_fill as number | undefined };
+}
+
+/** The job, or BlkError CONFIG listing the jobs that exist. */
+export function findJob(cfg: Config, name: string): JobConfig {
+  const job = cfg.jobs.find((j) => j.name === name);
+  if (!job) {
+    const p = cfg.jobsAt;
+    throw new BlkError(ExitCode.CONFIG, `${cfg.file}:${p.line}:${p.col}: jobs.${name}: no such job (defined: ${cfg.jobs.map((j) => j.name).join(', ')})`);
+  }
+  return job;
+}
+
+function isTable(v: unknown): v is Table {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && (v as object).constructor?.name !== 'TomlDate';
+}
+
+function suggest(k: string, specs: Record<string, KeySpec>): string {
+  const close = Object.keys(specs).find((s) => editDistance(s, k) <= 2);
+  return close ? ` (did you mean ${close}?)` : '';
+}
+
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+  }
+  return d[a.length]![b.length]!;
+}

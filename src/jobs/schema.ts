@@ -1,0 +1,102 @@
+// The config file's keys: which keys exist where, their types, and how a value is checked and
+// converted. Pure: checkValue() returns the converted value or throws a plain Error with the reason;
+// config.ts adds file:line:col and the key path.
+import { SIZE_POLICIES } from '../engine/types.js';
+import { parseDuration, parseSize } from './units.js';
+
+export type Kind = 'string' | 'path' | 'bool' | 'int' | 'percent' | 'duration' | 'size' | 'sizepolicy' | 'snapshot';
+export interface KeySpec { kind: Kind; min?: number; max?: number }
+
+/** Keys a job may set and [defaults] may provide (everything but source, target, snapshot). */
+export const SHARED_KEYS: Record<string, KeySpec> = {
+  block_size: { kind: 'size', min: 4096, max: 64 * 1024 * 1024 },
+  bwlimit: { kind: 'size', min: 1 },
+  verify: { kind: 'bool' },
+  compress: { kind: 'bool' },
+  size_policy: { kind: 'sizepolicy' },
+  snapshot_size: { kind: 'string' },
+  snapshot_max_fill: { kind: 'percent' },
+  history: { kind: 'int', min: 1, max: 1000 },
+  warning_age: { kind: 'duration' },
+  critical_age: { kind: 'duration' },
+  max_duration: { kind: 'duration' },
+};
+
+export const JOB_KEYS: Record<string, KeySpec> = {
+  source: { kind: 'string' },
+  target: { kind: 'string' },
+  snapshot: { kind: 'snapshot' },
+  ...SHARED_KEYS,
+};
+
+/** [jobs.NAME.ssh] and [defaults.ssh]: how to reach a remote end. */
+export const SSH_KEYS: Record<string, KeySpec> = {
+  port: { kind: 'int', min: 1, max: 65535 },
+  identity: { kind: 'path' },
+  known_hosts: { kind: 'path' },
+  remote_cmd: { kind: 'string' },
+  connect_timeout: { kind: 'duration' },
+};
+
+export const GLOBAL_KEYS: Record<string, KeySpec> = {
+  state_dir: { kind: 'path' },
+  max_concurrent: { kind: 'int', min: 1, max: 64 },
+  wait_timeout: { kind: 'duration' },
+  metrics_file: { kind: 'path' },
+};
+
+/** Tables that hold keys rather than values. */
+export const TABLES = new Set(['defaults', 'jobs', 'ssh']);
+
+const TYPE_NAME: Record<Kind, string> = {
+  string: 'a string', path: 'an absolute path string', bool: 'true or false', int: 'an integer',
+  percent: 'a number from 1 to 100', duration: 'a duration (seconds, or a string like "36h")',
+  size: 'a size (bytes, or a string like "64K")', sizepolicy: `one of ${SIZE_POLICIES.join(', ')}`,
+  snapshot: 'true, false or "VG/LV"',
+};
+
+/** The converted value, or throws with what is wrong ("expected an integer, got string"). */
+export function checkValue(spec: KeySpec, v: unknown): unknown {
+  const got = () => new Error(`expected ${TYPE_NAME[spec.kind]}, got ${describeValue(v)}`);
+  switch (spec.kind) {
+    case 'bool':
+      if (typeof v !== 'boolean') throw got();
+      return v;
+    case 'string':
+    case 'path':
+      if (typeof v !== 'string') throw got();
+      if (v === '') throw new Error('must not be empty');
+      if (spec.kind === 'path' && !v.startsWith('/')) throw new Error(`"${v}" is not an absolute path`);
+      return v;
+    case 'int':
+    case 'percent':
+      if (typeof v !== 'number' || (spec.kind === 'int' && !Number.isInteger(v))) throw got();
+      return inRange(v, spec.kind === 'percent' ? { min: 1, max: 100 } : spec);
+    case 'duration':
+      if (typeof v !== 'number' && typeof v !== 'string') throw got();
+      return parseDuration(v);
+    case 'size':
+      if (typeof v !== 'number' && typeof v !== 'string') throw got();
+      return inRange(parseSize(v), spec);
+    case 'sizepolicy':
+      if (typeof v !== 'string' || !(SIZE_POLICIES as readonly string[]).includes(v)) throw got();
+      return v;
+    case 'snapshot':
+      if (typeof v === 'boolean') return v;
+      if (typeof v !== 'string' || !/^[A-Za-z0-9+_.-]+\/[A-Za-z0-9+_.-]+$/.test(v)) throw got();
+      return v;
+  }
+}
+
+function inRange(n: number, r: { min?: number; max?: number }): number {
+  if (r.min !== undefined && n < r.min) throw new Error(`${n} is below the minimum ${r.min}`);
+  if (r.max !== undefined && n > r.max) throw new Error(`${n} is above the maximum ${r.max}`);
+  return n;
+}
+
+export function describeValue(v: unknown): string {
+  if (Array.isArray(v)) return 'an array';
+  if (v === null || v === undefined) return 'nothing';
+  if (typeof v === 'object') return v.constructor?.name === 'TomlDate' ? 'a date' : 'a table';
+  return `${typeof v === 'number' && Number.isInteger(v) ? 'integer' : typeof v} ${JSON.stringify(v)}`;
+}
