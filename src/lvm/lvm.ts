@@ -1,0 +1,88 @@
+// The only place that runs lvm. Each call: execa with a timeout (LVM can hang holding the VG
+// lock) and a forced kill after it, stdin ignored (no TTY: lvm never waits on a prompt; builders
+// pass -y), LVM_SUPPRESS_FD_WARNINGS=1, DM_DISABLE_UDEV kept when the caller set it, reject:false.
+// A non-zero exit, a timeout or a missing binary becomes BlkError SNAPSHOT naming the command
+// and carrying its stderr. No abort signal reaches lvm: killing lvcreate/lvremove half-way is
+// worse than waiting for it; the timeout bounds the wait. Output is small (one JSON report).
+import { execa } from 'execa';
+import { BlkError, ExitCode } from '../errors.js';
+import { log } from '../log.js';
+import { TAG_OWNER, lvsArgv, removeArgv } from './argv.js';
+import { parseLvs, type LvRow } from './report.js';
+
+export const DEFAULT_LVM_TIMEOUT_MS = 60_000;
+
+export interface LvmResult {
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs one lvm command (argv from argv.ts); throws SNAPSHOT with the command and its stderr. */
+export async function runLvm(argv: readonly string[], timeoutMs = DEFAULT_LVM_TIMEOUT_MS): Promise<LvmResult> {
+  const [cmd, ...args] = argv as [string, ...string[]];
+  const shown = argv.join(' ');
+  log.debug(`running ${shown}`);
+  const r = await execa(cmd, args, {
+    reject: false,
+    stdin: 'ignore',
+    timeout: timeoutMs,
+    forceKillAfterDelay: 5_000,
+    env: { LVM_SUPPRESS_FD_WARNINGS: '1', LC_ALL: 'C' },
+    extendEnv: true,
+    stripFinalNewline: true,
+  });
+  const stderr = String(r.stderr ?? '').trim();
+  if (r.timedOut) {
+    throw new BlkError(ExitCode.SNAPSHOT, `${shown} did not finish within ${timeoutMs / 1000} s (LVM may be waiting for a VG lock)${stderr ? `: ${stderr}` : ''}`);
+  }
+  if (r.failed) {
+    const why = r.exitCode !== undefined ? `exit ${r.exitCode}` : (r.cause as NodeJS.ErrnoException | undefined)?.code ?? r.shortMessage;
+    const hint = (r.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT' ? ' (is lvm2 installed? apt-get install lvm2)' : '';
+    throw new BlkError(ExitCode.SNAPSHOT, `${shown} failed (${why})${hint}${stderr ? `: ${stderr}` : ''}`);
+  }
+  if (stderr) log.debug(`${cmd}: ${stderr}`);
+  return { stdout: String(r.stdout ?? ''), stderr };
+}
+
+/** lvs for some VGs or VG/LVs (none: all), parsed into rows. */
+export async function listLvs(names: readonly string[] = [], timeoutMs?: number): Promise<LvRow[]> {
+  const { stdout } = await runLvm(lvsArgv(names), timeoutMs);
+  return parseLvs(stdout);
+}
+
+/** One LV's row, or null when lvs says it does not exist (exit 5, "Failed to find"). */
+export async function findLv(vg: string, name: string, timeoutMs?: number): Promise<LvRow | null> {
+  const rows = await listLvs([vg], timeoutMs);
+  return rows.find((r) => r.name === name) ?? null;
+}
+
+export interface RemoveOptions {
+  timeoutMs?: number;
+  /** Waits between attempts (ms): lvremove fails while the device is still open. */
+  retryDelaysMs?: readonly number[];
+}
+
+export const DEFAULT_RETRY_DELAYS_MS = [500, 1_000, 2_000, 4_000] as const;
+
+/**
+ * Removes one of blkdelta's own LVs, retrying; refuses (SNAPSHOT) an LV without the blkdelta
+ * tag. Throws SNAPSHOT naming the LV and the last lvremove error when every attempt failed.
+ */
+export async function removeOwned(row: LvRow, o: RemoveOptions = {}): Promise<void> {
+  const id = `${row.vg}/${row.name}`;
+  if (!row.tags.includes(TAG_OWNER)) throw new BlkError(ExitCode.SNAPSHOT, `refusing to remove ${id}: it has no "${TAG_OWNER}" tag`);
+  const delays = o.retryDelaysMs ?? DEFAULT_RETRY_DELAYS_MS;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await runLvm(removeArgv(row.vg, row.name), o.timeoutMs);
+      return;
+    } catch (err) {
+      if ((await findLv(row.vg, row.name, o.timeoutMs).catch(() => row)) === null) return; // gone after all
+      if (attempt >= delays.length) {
+        throw new BlkError(ExitCode.SNAPSHOT, `snapshot ${id} could not be removed after ${attempt + 1} attempts (${(err as Error).message}); remove it by hand: lvremove -y ${id}`, { cause: err });
+      }
+      log.warn(`lvremove ${id} failed (attempt ${attempt + 1}), retrying: ${(err as Error).message}`);
+      await new Promise((r) => setTimeout(r, delays[attempt]));
+    }
+  }
+}
