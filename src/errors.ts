@@ -82,7 +82,7 @@ export function describe(err: unknown): string {
   if (err instanceof Error) {
     const code = (err as NodeJS.ErrnoException).code;
     const msg = err.message.replace(/^[A-Z]+: /, '');
-    return code && !msg.includes(code) ? `${code}, ${msg}` : msg;
+    return typeof code === 'string' && !msg.includes(code) ? `${code}, ${msg}` : msg;
   }
   return String(err);
 }

@@ -1,0 +1,57 @@
+// `blkdelta sync SRC DST`: make DST equal to SRC, writing only the blocks that differ.
+import type { CommandModule } from 'yargs';
+import { ExitCode, exitStatusText } from '../errors.js';
+import { runSync } from '../engine/sync.js';
+import type { SyncMode, SyncOptions } from '../engine/types.js';
+import { cli } from './context.js';
+import { resolveEnds } from './endpoints.js';
+import { progressReporter } from './progress.js';
+import { blockSizeOf, commonOptions, printSummary, type CommonArgs } from './sync-options.js';
+
+interface Args extends CommonArgs {
+  'dry-run'?: boolean;
+  'patch-out'?: string;
+  verify?: boolean;
+  compress: boolean;
+}
+
+export const SYNC_EXIT_CODES = [
+  ExitCode.OK, ExitCode.USAGE, ExitCode.DIFFERENT, ExitCode.SOURCE, ExitCode.TARGET_REFUSED, ExitCode.SIZE_MISMATCH, ExitCode.IO,
+  ExitCode.REMOTE, ExitCode.HOST_KEY, ExitCode.AUTH, ExitCode.PERMISSION, ExitCode.SNAPSHOT, ExitCode.SNAPSHOT_OVERFLOW,
+  ExitCode.VERIFY_FAILED, ExitCode.INTERRUPTED,
+];
+
+export const syncCommand: CommandModule<object, Args> = {
+  command: 'sync <src> <dst>',
+  describe: 'make DST equal to SRC, writing only the blocks that differ',
+  builder: (y) =>
+    commonOptions(y)
+      .option('dry-run', { alias: 'n', type: 'boolean', describe: 'report what differs, write nothing (exit 3 when something differs)' })
+      .option('patch-out', { type: 'string', describe: 'write a patch file instead of touching DST (apply it later with blkdelta apply)' })
+      .option('verify', { type: 'boolean', describe: 'after writing and fsync, re-read every written block and check it' })
+      .option('compress', { type: 'boolean', default: true, describe: 'lz4-compress blocks that shrink; --no-compress to send raw' })
+      .conflicts('dry-run', ['patch-out', 'verify'])
+      .conflicts('patch-out', 'verify')
+      .example('blkdelta sync /dev/vg0/vm1 /dev/backup/vm1', 'local devices')
+      .example('blkdelta sync vm1.img backup@store2:/dev/backup/vm1', 'push over SSH')
+      .example('blkdelta sync --dry-run a.img b.img', 'how much differs')
+      .example('blkdelta sync --patch-out vm1.patch /dev/vg0/vm1 /dev/backup/vm1', 'save the delta, apply later')
+      .epilogue(exitStatusText(SYNC_EXIT_CODES)) as never,
+  handler: async (argv) => {
+    const mode: SyncMode = argv['dry-run'] ? 'dry-run' : argv['patch-out'] ? 'patch' : 'write';
+    const progress = progressReporter(!!argv.progress && !argv.quiet && !argv.json);
+    const opts: SyncOptions = {
+      ...resolveEnds(argv.src, argv.dst, argv as never),
+      mode, blockSize: blockSizeOf(argv), sizePolicy: argv['size-policy'], patchOut: argv['patch-out'],
+      verify: argv.verify, compress: argv.compress, signal: cli.abort.signal, onProgress: progress.update,
+    };
+    try {
+      const summary = await runSync(opts);
+      progress.end();
+      printSummary(summary, argv);
+      if (mode === 'dry-run' && !summary.identical) cli.exitCode = ExitCode.DIFFERENT;
+    } finally {
+      progress.end();
+    }
+  },
+};

@@ -1,0 +1,182 @@
+// Where records go. Source side: PeerSink sends them to the target, PatchSink writes them to a
+// patch file. Target side: DeviceWriter decodes, checks and writes them to the device, then
+// fsyncs, optionally re-reads every written range, and digs holes where zeros were written to a
+// file. Every record is checked (bounds against the geometry, checksum of the plain data) before
+// a byte of it is written.
+//
+// Memory: one decoded record at a time, a 1 MiB zero buffer, and the re-read journal, which keeps
+// at most JOURNAL_MEM entries in memory and spills the rest to a temporary file.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execa } from 'execa';
+import { BlkError, ExitCode, describe } from '../errors.js';
+import type { Hasher } from '../hash.js';
+import { log } from '../log.js';
+import { RECORD_HEADER_LEN, decodePayload, decodeRecordHeader, isAllZero, type PatchHeader } from '../patch/format.js';
+import type { PatchWriter } from '../patch/writer.js';
+import { Msg } from '../proto/wire.js';
+import type { Conn } from '../proto/messages.js';
+import { readFull, writeFull, type Device } from './device.js';
+import type { RecordSink } from './source.js';
+import type { TargetSink } from './target.js';
+
+const ZEROS = Buffer.alloc(1024 * 1024);
+
+export class PeerSink implements RecordSink {
+  constructor(private readonly conn: Conn) {}
+  record(_offset: number, header: Buffer, payload: Buffer): Promise<void> {
+    return this.conn.writer.send(Msg.RECORD, header, payload);
+  }
+}
+
+export class PatchSink implements RecordSink {
+  constructor(private readonly writer: PatchWriter) {}
+  async record(_offset: number, header: Buffer, payload: Buffer): Promise<void> {
+    this.writer.addRecord(header, payload);
+  }
+}
+
+/** Target side, patch output (a pull with --patch-out): checks each record, then stores it. */
+export class PatchFromPeerSink implements TargetSink {
+  private records = 0;
+  private bytes = 0;
+  constructor(private readonly writer: PatchWriter, private readonly geometry: PatchHeader, private readonly h: Hasher) {}
+  record(frame: Buffer, at: number): void {
+    const rh = decodeRecordHeader(frame.subarray(0, RECORD_HEADER_LEN), at, this.geometry);
+    decodePayload(rh, frame.subarray(RECORD_HEADER_LEN), at, this.h);
+    this.writer.addRecord(frame.subarray(0, RECORD_HEADER_LEN), frame.subarray(RECORD_HEADER_LEN));
+    this.records++;
+    this.bytes += rh.length;
+  }
+  async finish() {
+    return { blocksWritten: Math.ceil(this.bytes / this.geometry.blockSize), bytesWritten: this.bytes, verified: false };
+  }
+}
+
+/** Remembers written ranges for the re-read check, in bounded memory. */
+class Journal {
+  static readonly ENTRY = 24;
+  static readonly JOURNAL_MEM = 4096;
+  private mem = Buffer.allocUnsafe(Journal.ENTRY * Journal.JOURNAL_MEM);
+  private n = 0;
+  private spill: { path: string; fd: number } | undefined;
+
+  add(offset: number, length: number, checksum: bigint): void {
+    if (this.n === Journal.JOURNAL_MEM) this.flush();
+    const at = this.n++ * Journal.ENTRY;
+    this.mem.writeBigUInt64LE(BigInt(offset), at);
+    this.mem.writeBigUInt64LE(BigInt(length), at + 8);
+    this.mem.writeBigUInt64LE(checksum, at + 16);
+  }
+
+  private flush(): void {
+    if (!this.spill) {
+      const p = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'blkdelta-journal-')), 'journal');
+      this.spill = { path: p, fd: fs.openSync(p, 'w+') };
+    }
+    fs.writeSync(this.spill.fd, this.mem, 0, this.n * Journal.ENTRY);
+    this.n = 0;
+  }
+
+  *entries(): Generator<[number, number, bigint]> {
+    if (this.spill) {
+      this.flush();
+      const buf = this.mem;
+      for (let pos = 0; ; pos += buf.length) {
+        const got = fs.readSync(this.spill.fd, buf, 0, buf.length, pos);
+        if (got === 0) break;
+        for (let at = 0; at < got; at += Journal.ENTRY) yield [Number(buf.readBigUInt64LE(at)), Number(buf.readBigUInt64LE(at + 8)), buf.readBigUInt64LE(at + 16)];
+      }
+      return;
+    }
+    for (let at = 0; at < this.n * Journal.ENTRY; at += Journal.ENTRY) {
+      yield [Number(this.mem.readBigUInt64LE(at)), Number(this.mem.readBigUInt64LE(at + 8)), this.mem.readBigUInt64LE(at + 16)];
+    }
+  }
+
+  dispose(): void {
+    if (!this.spill) return;
+    fs.closeSync(this.spill.fd);
+    fs.rmSync(path.dirname(this.spill.path), { recursive: true, force: true });
+    this.spill = undefined;
+  }
+}
+
+export interface DeviceWriterOptions {
+  verify: boolean;
+  /** Called once, before the first byte is written (e.g. to snapshot the target). */
+  beforeFirstWrite?: () => Promise<void>;
+}
+
+export class DeviceWriter implements TargetSink {
+  private journal = new Journal();
+  private blocksWritten = 0;
+  private bytesWritten = 0;
+  /** Zero ranges to punch as holes in a file target; at most MAX_HOLES, the rest stay written zeros. */
+  private holes: [number, number][] = [];
+  private static readonly MAX_HOLES = 64;
+  private started = false;
+
+  constructor(private readonly dev: Device, private readonly geometry: PatchHeader, private readonly h: Hasher, private readonly opts: DeviceWriterOptions) {}
+
+  async record(frame: Buffer, at: number): Promise<void> {
+    const rh = decodeRecordHeader(frame.subarray(0, RECORD_HEADER_LEN), at, this.geometry);
+    const plain = decodePayload(rh, frame.subarray(RECORD_HEADER_LEN), at, this.h);
+    if (!this.started) {
+      this.started = true;
+      await this.opts.beforeFirstWrite?.();
+    }
+    if (plain) writeFull(this.dev, plain, rh.offset);
+    else this.writeZeros(rh.offset, rh.length);
+    if (this.opts.verify) this.journal.add(rh.offset, rh.length, rh.checksum);
+    this.blocksWritten += Math.ceil(rh.length / this.geometry.blockSize);
+    this.bytesWritten += rh.length;
+  }
+
+  private writeZeros(offset: number, length: number): void {
+    for (let done = 0; done < length; done += ZEROS.length) writeFull(this.dev, ZEROS.subarray(0, Math.min(ZEROS.length, length - done)), offset + done);
+    const last = this.holes.at(-1);
+    if (last && last[1] === offset) last[1] += length;
+    else if (this.holes.length < DeviceWriter.MAX_HOLES) this.holes.push([offset, offset + length]);
+  }
+
+  async finish() {
+    try {
+      fs.fsyncSync(this.dev.fd);
+    } catch (err) {
+      throw new BlkError(ExitCode.IO, `fsync of ${this.dev.path} failed: ${describe(err)}`, { cause: err });
+    }
+    try {
+      if (this.dev.kind === 'file') await this.punchHoles();
+      if (this.opts.verify) await this.reread();
+    } finally {
+      this.journal.dispose();
+    }
+    return { blocksWritten: this.blocksWritten, bytesWritten: this.bytesWritten, verified: this.opts.verify };
+  }
+
+  /**
+   * Zero ranges of a file target become holes (the zeros are written first, so the data is right
+   * even where punching fails). Not --dig-holes: util-linux 2.38 punches one block past its range.
+   */
+  private async punchHoles(): Promise<void> {
+    for (const [a, b] of this.holes) {
+      const r = await execa('fallocate', ['--punch-hole', '--offset', String(a), '--length', String(b - a), this.dev.path], { reject: false, timeout: 60_000 });
+      if (r.exitCode !== 0) return log.warn(`could not make zero blocks of ${this.dev.path} sparse: ${r.stderr || r.message}`);
+    }
+    if (this.holes.length) fs.fsyncSync(this.dev.fd);
+  }
+
+  /** Drops the written pages from the cache (posix_fadvise via dd nocache), re-reads and checks them. */
+  private async reread(): Promise<void> {
+    await execa('dd', [`if=${this.dev.path}`, 'iflag=nocache', 'count=0', 'status=none'], { reject: false, timeout: 60_000 });
+    const buf = Buffer.allocUnsafe(this.geometry.maxRecordLen);
+    for (const [offset, length, checksum] of this.journal.entries()) {
+      const data = buf.subarray(0, length);
+      readFull(this.dev, data, length, offset);
+      const ok = checksum === 0n ? isAllZero(data) : this.h.h64(data, BigInt(offset)) === checksum;
+      if (!ok) throw new BlkError(ExitCode.VERIFY_FAILED, `verify failed: ${this.dev.path} bytes ${offset}..${offset + length} read back differ from what was written`);
+    }
+  }
+}

@@ -1,0 +1,96 @@
+// Source side of a sync: read the source chunk by chunk, hash its blocks, compare with the
+// target's hashes for the same chunk, and emit one record per run of differing blocks.
+//
+//   for each chunk [pos, pos+chunkSize) of [0, compareSize):
+//     read it (one positional read), hash each block with the run's seed
+//     take the target's HASHES frame for this chunk (must name the same first block)
+//     runs of differing blocks (all-zero and data runs kept apart) → makeRecord → sink
+//   send DONE with the counts
+//
+// Memory: one chunk buffer, one chunk of hashes, and the record being built (≤ chunkSize, lz4
+// output included): a few MiB whatever the device size. The loop yields to the event loop each
+// chunk so lz4-napi's buffers are freed and the channel can drain.
+// Interrupted: nothing is left behind on this side.
+import { setImmediate as turn } from 'node:timers/promises';
+import { BlkError, ExitCode } from '../errors.js';
+import { hashBlocks, loadHasher } from '../hash.js';
+import { makeRecord, isAllZero } from '../patch/format.js';
+import { Msg } from '../proto/wire.js';
+import type { Conn, Done, Start } from '../proto/messages.js';
+import { readFull, type Device } from './device.js';
+
+/** Where the source's records go: the target peer, a patch file, or nowhere (dry-run). */
+export interface RecordSink {
+  record(offset: number, header: Buffer, payload: Buffer): Promise<void>;
+}
+
+export interface SourceOptions {
+  signal?: AbortSignal;
+  maxDiffs: number;
+  onChunk?: (bytesDone: number, bytesDiffering: number) => void;
+}
+
+export async function runSource(dev: Device, conn: Conn, start: Start, sink: RecordSink | null, opts: SourceOptions): Promise<Done> {
+  const h = await loadHasher();
+  const { blockSize: bs, chunkSize, compareSize } = start;
+  const seed = BigInt(start.seed);
+  const buf = Buffer.allocUnsafe(chunkSize);
+  const local = Buffer.allocUnsafe((chunkSize / bs) * 8);
+  const done: Done = { blocksCompared: 0, blocksDiffering: 0, blocksZero: 0, records: 0, dataBytes: 0, bytesRead: 0, firstDiffs: [] };
+
+  for (let pos = 0; pos < compareSize; pos += chunkSize) {
+    opts.signal?.throwIfAborted();
+    const len = Math.min(chunkSize, compareSize - pos);
+    readFull(dev, buf, len, pos);
+    done.bytesRead += len;
+    const n = hashBlocks(h, buf, len, bs, seed, local);
+    const remote = await takeHashes(conn, pos / bs, n);
+    done.blocksCompared += n;
+    if (!local.subarray(0, n * 8).equals(remote)) {
+      for (const [a, b, zero] of differingRuns(local, remote, n, (i) => isAllZero(buf.subarray(i * bs, Math.min((i + 1) * bs, len))))) {
+        const offset = pos + a * bs;
+        const plain = buf.subarray(a * bs, Math.min(b * bs, len));
+        done.blocksDiffering += b - a;
+        if (zero) done.blocksZero += b - a;
+        for (let i = a; i < b && done.firstDiffs.length < opts.maxDiffs; i++) done.firstDiffs.push(pos + i * bs);
+        if (!sink) continue;
+        const rec = makeRecord(offset, plain, start.compress, h);
+        await sink.record(offset, rec.header, rec.payload);
+        done.records++;
+        done.dataBytes += plain.length;
+      }
+    }
+    opts.onChunk?.(pos + len, done.blocksDiffering * bs);
+    await turn();
+  }
+  return done;
+}
+
+async function takeHashes(conn: Conn, firstBlock: number, n: number): Promise<Buffer> {
+  const f = await conn.expect(Msg.HASHES);
+  if (f.payload.length !== 8 + n * 8 || Number(f.payload.readBigUInt64LE(0)) !== firstBlock) {
+    throw new BlkError(ExitCode.REMOTE, `protocol error: HASHES frame for block ${f.payload.length >= 8 ? f.payload.readBigUInt64LE(0) : '?'} with ${(f.payload.length - 8) / 8} hashes, expected block ${firstBlock} with ${n}`);
+  }
+  return f.payload.subarray(8);
+}
+
+/**
+ * Runs [a, b) of block indexes whose hashes differ, split where the all-zero property changes,
+ * so that zero runs become zero records.
+ */
+export function* differingRuns(local: Buffer, remote: Buffer, n: number, isZero: (i: number) => boolean): Generator<[number, number, boolean]> {
+  let a = -1;
+  let zero = false;
+  for (let i = 0; i <= n; i++) {
+    const differs = i < n && local.compare(remote, i * 8, i * 8 + 8, i * 8, i * 8 + 8) !== 0;
+    const z = differs && isZero(i);
+    if (a >= 0 && (!differs || z !== zero)) {
+      yield [a, i, zero];
+      a = -1;
+    }
+    if (differs && a < 0) {
+      a = i;
+      zero = z;
+    }
+  }
+}

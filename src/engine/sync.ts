@@ -1,0 +1,125 @@
+// runSync: the client end of every sync, dry-run, verify and patch output.
+//   open the local end (source, or target when the source is remote)
+//   start the other end (`blkdelta server`, spawned locally or over SSH) and handshake:
+//     HELLO → WELCOME (its size) ; plan sizes by policy ; START → READY
+//   run the local role while the server runs the other; collect DONE/RESULT into a summary
+// The local case spawns a server too, so it exercises exactly the protocol SSH carries.
+// Interrupted or failed: the server is told (its stdin closes) and exits; a patch being written
+// is removed; a target being written is left incomplete and the error says so.
+import fs from 'node:fs';
+import { BlkError, ExitCode, exitCodeOf } from '../errors.js';
+import { loadHasher, randomSeed } from '../hash.js';
+import { PatchWriter } from '../patch/writer.js';
+import { Conn, checkFields, checkMagic, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Hello, type Role, type Start, type Welcome } from '../proto/messages.js';
+import { Msg } from '../proto/wire.js';
+import { LocalTransport } from '../transport/local.js';
+import { openSource, openTarget, type Device } from './device.js';
+import { chunkSizeFor, checkBlockSize, geometryOf, planSizes, runSourceSide } from './session.js';
+import { DeviceWriter, PatchFromPeerSink, PatchSink, PeerSink } from './sinks.js';
+import { runTarget } from './target.js';
+import type { SyncOptions, SyncSummary } from './types.js';
+
+export async function runSync(opts: SyncOptions): Promise<SyncSummary> {
+  checkBlockSize(opts.blockSize);
+  if (opts.mode === 'patch' && !opts.patchOut) throw new BlkError(ExitCode.USAGE, 'patch mode needs a patch file (--patch-out)');
+  const t0 = Date.now();
+  const localRole: Role = opts.remote?.side === 'source' ? 'target' : 'source';
+  const write = opts.mode === 'write';
+  const local = localRole === 'source' ? openSource(opts.source) : openTarget(opts.target, { write });
+  try {
+    if (!opts.remote) refuseSameDevice(local, opts.target);
+    const transport = opts.remote?.transport ?? opts.localTransport ?? new LocalTransport();
+    const channel = await transport.open(opts.signal);
+    const onAbort = () => channel.input.destroy(opts.signal!.reason as Error);
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      return await session(opts, local, localRole, new Conn(channel, transport.label), t0);
+    } catch (err) {
+      throw opts.signal?.aborted ? (opts.signal.reason as Error) : err;
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort);
+      await channel.close();
+    }
+  } finally {
+    local.close();
+  }
+}
+
+/** Two local paths naming the same storage (same file, same device, a loop device over the file). */
+function refuseSameDevice(source: Device, targetPath: string): void {
+  let target: Device;
+  try {
+    target = openTarget(targetPath, { write: false });
+  } catch {
+    return; // the server reports a missing or unusable target with the right code
+  }
+  target.close();
+  if (source.ids.some((id) => target.ids.includes(id))) {
+    throw new BlkError(ExitCode.TARGET_REFUSED, `target ${targetPath} refused: it is the same device or file as the source ${source.path}`);
+  }
+}
+
+async function session(opts: SyncOptions, local: Device, localRole: Role, conn: Conn, t0: number): Promise<SyncSummary> {
+  const h = await loadHasher();
+  const write = opts.mode === 'write';
+  const peerRole: Role = localRole === 'source' ? 'target' : 'source';
+  const hello: Hello = {
+    magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, caps: [...CAPS], role: peerRole,
+    path: peerRole === 'source' ? opts.source : opts.target, write: peerRole === 'target' && write,
+  };
+  await conn.writer.sendJson(Msg.HELLO, hello);
+  const welcome = await conn.expectJson<Welcome>(Msg.WELCOME);
+  checkMagic(conn.peerLabel, welcome);
+  checkFields('WELCOME', welcome, { kind: 'string', size: 'number' });
+
+  const [srcSize, tgt] = localRole === 'source' ? [local.size, welcome] : [welcome.size, local];
+  const plan = planSizes(srcSize, tgt.size, tgt.kind, opts.sizePolicy);
+  const start: Start = {
+    blockSize: opts.blockSize, seed: randomSeed().toString(), ...plan, chunkSize: chunkSizeFor(opts.blockSize),
+    recordsToPeer: localRole === 'source' ? write : write || opts.mode === 'patch',
+    compress: opts.compress ?? true, verify: !!opts.verify,
+  };
+  await conn.writer.sendJson(Msg.START, start);
+  await conn.expect(Msg.READY);
+  if (localRole === 'target' && write && plan.resultSize > local.size) growFile(local, plan.resultSize);
+
+  const fingerprint = sourceFingerprint(h, opts.sourceLabel ?? `${opts.source}|${srcSize}|${t0}`);
+  const geometry = geometryOf(start, tgt.size, fingerprint);
+  const patch = opts.mode === 'patch' ? await PatchWriter.create(opts.patchOut!, geometry, h) : undefined;
+  const progress = (bytesDone: number, bytesDiffering: number) =>
+    opts.onProgress?.({ bytesDone, bytesTotal: plan.compareSize, bytesDiffering, elapsedMs: Date.now() - t0 });
+  try {
+    const { done, result } = localRole === 'source'
+      ? await runSourceSide(local, conn, start, write ? new PeerSink(conn) : patch ? new PatchSink(patch) : null, { signal: opts.signal, maxDiffs: opts.maxDiffsReported ?? 10, onChunk: progress })
+      : await runTarget(local, conn, start, write ? new DeviceWriter(local, geometry, h, { verify: !!opts.verify }) : patch ? new PatchFromPeerSink(patch, geometry, h) : null, opts.signal, progress);
+    const patchBytes = patch ? (await patch.finish()).bytes : undefined;
+    return {
+      mode: opts.mode, source: opts.source, target: opts.target, blockSize: opts.blockSize,
+      sourceSize: srcSize, targetSize: tgt.size, comparedBytes: plan.compareSize,
+      blocksCompared: done.blocksCompared, blocksDiffering: done.blocksDiffering, blocksWritten: result.blocksWritten,
+      blocksZero: done.blocksZero, bytesReadSource: done.bytesRead, bytesReadTarget: result.bytesRead,
+      bytesSent: conn.writer.bytes, bytesReceived: conn.reader.bytes, bytesWritten: patch ? done.dataBytes : result.bytesWritten,
+      patchBytes, records: done.records, firstDiffs: done.firstDiffs, identical: done.blocksDiffering === 0,
+      verified: result.verified, grown: plan.resultSize > tgt.size && write, durationMs: Date.now() - t0,
+    };
+  } catch (err) {
+    patch?.abort();
+    if (write && exitCodeOf(err) !== ExitCode.TARGET_REFUSED && exitCodeOf(err) !== ExitCode.PERMISSION && err instanceof Error) {
+      err.message += `; target ${opts.target} may be incomplete: run the sync again to complete it`;
+    }
+    throw err;
+  }
+}
+
+function growFile(dev: Device, size: number): void {
+  fs.ftruncateSync(dev.fd, size);
+  dev.size = size;
+}
+
+function sourceFingerprint(h: Awaited<ReturnType<typeof loadHasher>>, label: string): Buffer<ArrayBuffer> {
+  const b = Buffer.alloc(16);
+  const data = Buffer.from(label);
+  b.writeBigUInt64LE(h.h64(data, 0n), 0);
+  b.writeBigUInt64LE(h.h64(data, 1n), 8);
+  return b;
+}

@@ -1,0 +1,62 @@
+// Target side of a sync. Two loops run side by side:
+//   hashes:  for each chunk of [0, compareSize): read (past the end of a file: zeros), hash,
+//            send a HASHES frame (waits when the channel is full)
+//   records: take RECORD frames until DONE and hand each to the sink (the device or a patch)
+// The source only sends records for chunks whose hashes it has received, so a record never
+// overwrites a block this side has yet to hash. Then the sink finishes (fsync, re-read check,
+// holes) and a RESULT goes back.
+//
+// Memory: one chunk buffer and one frame at a time. Interrupted: the target holds a mix of old
+// and new blocks (it is "dirty" until a later run completes).
+import { setImmediate as turn } from 'node:timers/promises';
+import { BlkError, ExitCode } from '../errors.js';
+import { hashBlocks, loadHasher } from '../hash.js';
+import { Msg, msgName } from '../proto/wire.js';
+import type { Conn, Done, Result, Start } from '../proto/messages.js';
+import { readFull, type Device } from './device.js';
+
+/** Takes the records that arrive at the target side. */
+export interface TargetSink {
+  record(frame: Buffer, at: number): Promise<void> | void;
+  /** After DONE: make it durable; returns what was written. */
+  finish(): Promise<{ blocksWritten: number; bytesWritten: number; verified: boolean }>;
+}
+
+export async function runTarget(dev: Device, conn: Conn, start: Start, sink: TargetSink | null, signal?: AbortSignal, onChunk?: (bytesDone: number, bytesDiffering: number) => void): Promise<{ done: Done; result: Result }> {
+  let bytesRead = 0;
+  const hashes = (async () => {
+    const h = await loadHasher();
+    const { blockSize: bs, chunkSize, compareSize } = start;
+    const seed = BigInt(start.seed);
+    const buf = Buffer.allocUnsafe(chunkSize);
+    for (let pos = 0; pos < compareSize; pos += chunkSize) {
+      signal?.throwIfAborted();
+      const len = Math.min(chunkSize, compareSize - pos);
+      const inDevice = Math.max(0, Math.min(len, dev.size - pos));
+      readFull(dev, buf, len, pos, true);
+      bytesRead += inDevice;
+      const frame = Buffer.allocUnsafe(8 + Math.ceil(len / bs) * 8);
+      frame.writeBigUInt64LE(BigInt(pos / bs), 0);
+      hashBlocks(h, buf, len, bs, seed, frame, 8);
+      await conn.writer.send(Msg.HASHES, frame);
+      onChunk?.(pos + len, 0);
+      await turn();
+    }
+  })();
+  const records = (async (): Promise<Done> => {
+    for (;;) {
+      const at = conn.reader.bytes;
+      const f = await conn.reader.next();
+      if (!f) throw conn.closed('before the end of the sync: the target is incomplete');
+      if (f.type === Msg.DONE) return JSON.parse(f.payload.toString('utf8')) as Done;
+      if (f.type === Msg.ERROR) throw conn.peerError(f);
+      if (f.type !== Msg.RECORD || !sink) throw new BlkError(ExitCode.REMOTE, `protocol error: unexpected ${msgName(f.type)} during the sync`);
+      await sink.record(f.payload, at);
+    }
+  })();
+  const [, done] = await Promise.all([hashes, records]);
+  const w = sink ? await sink.finish() : { blocksWritten: 0, bytesWritten: 0, verified: false };
+  const result: Result = { ...w, bytesRead };
+  await conn.writer.sendJson(Msg.RESULT, result);
+  return { done, result };
+}

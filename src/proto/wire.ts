@@ -1,0 +1,152 @@
+// Wire framing (docs/protocol.md): every message is an 8-byte frame header
+//   type u8 | reserved u8 (0) | reserved u16 (0) | payload length u32 LE
+// followed by the payload. Control messages carry JSON; HASHES and RECORD are binary.
+//
+// FrameReader pulls bytes from a Readable only when asked for a frame, so the sender's
+// backpressure works end to end: memory is bounded by one frame (at most MAX_FRAME bytes) plus
+// the stream's own highWaterMark. FrameWriter waits for 'drain' whenever write() says so.
+import type { Readable, Writable } from 'node:stream';
+import { BlkError, ExitCode, FormatError } from '../errors.js';
+
+export const Msg = {
+  HELLO: 1, WELCOME: 2, ERROR: 3, START: 4, READY: 5, HASHES: 6, RECORD: 7, DONE: 8, RESULT: 9,
+} as const;
+export type MsgType = (typeof Msg)[keyof typeof Msg];
+const NAMES = Object.fromEntries(Object.entries(Msg).map(([k, v]) => [v, k])) as Record<number, string>;
+export const msgName = (t: number): string => NAMES[t] ?? `unknown(${t})`;
+
+export const FRAME_HEADER_LEN = 8;
+/** Largest payload: a record of 16 MiB plus its 32-byte header, with room to spare. */
+export const MAX_FRAME = 16 * 1024 * 1024 + 4096;
+
+export interface Frame {
+  type: MsgType;
+  payload: Buffer;
+}
+
+export function encodeFrameHeader(type: MsgType, length: number): Buffer {
+  if (length > MAX_FRAME) throw new BlkError(ExitCode.INTERNAL, `frame of ${length} bytes exceeds ${MAX_FRAME}`);
+  const h = Buffer.alloc(FRAME_HEADER_LEN);
+  h.writeUInt8(type, 0);
+  h.writeUInt32LE(length, 4);
+  return h;
+}
+
+/** Parses a frame header; `at` is the stream offset for error messages. */
+export function decodeFrameHeader(h: Buffer, at: number): { type: MsgType; length: number } {
+  const type = h.readUInt8(0);
+  if (!NAMES[type]) throw new FormatError('frame.type', at, `unknown message type ${type} (is the other end blkdelta?)`, ExitCode.REMOTE);
+  if (h.readUInt8(1) !== 0 || h.readUInt16LE(2) !== 0) throw new FormatError('frame.reserved', at + 1, 'must be zero', ExitCode.REMOTE);
+  const length = h.readUInt32LE(4);
+  if (length > MAX_FRAME) throw new FormatError('frame.length', at + 4, `${length} exceeds ${MAX_FRAME}`, ExitCode.REMOTE);
+  return { type: type as MsgType, length };
+}
+
+export class FrameReader {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private it: AsyncIterator<Buffer>;
+  /** Bytes consumed so far (frame headers included). */
+  bytes = 0;
+
+  constructor(input: Readable) {
+    this.it = input[Symbol.asyncIterator]();
+  }
+
+  /** The next frame, or null at a clean end of stream. Throws if the stream ends mid-frame. */
+  async next(): Promise<Frame | null> {
+    if (!(await this.fill(FRAME_HEADER_LEN))) {
+      if (this.buffered === 0) return null;
+      throw new BlkError(ExitCode.REMOTE, `connection closed in the middle of a frame header at byte ${this.bytes}`);
+    }
+    const { type, length } = decodeFrameHeader(this.take(FRAME_HEADER_LEN), this.bytes);
+    if (!(await this.fill(length))) {
+      throw new BlkError(ExitCode.REMOTE, `connection closed in the middle of a ${msgName(type)} frame at byte ${this.bytes}`);
+    }
+    const payload = this.take(length);
+    this.bytes += FRAME_HEADER_LEN + length;
+    return { type, payload };
+  }
+
+  private async fill(n: number): Promise<boolean> {
+    while (this.buffered < n) {
+      const r = await this.it.next();
+      if (r.done) return false;
+      const chunk = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value);
+      this.chunks.push(chunk);
+      this.buffered += chunk.length;
+    }
+    return true;
+  }
+
+  private take(n: number): Buffer {
+    if (n === 0) return Buffer.alloc(0);
+    const first = this.chunks[0]!;
+    let out: Buffer;
+    if (first.length >= n) {
+      out = first.subarray(0, n);
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+    } else {
+      out = Buffer.allocUnsafe(n);
+      let got = 0;
+      while (got < n) {
+        const c = this.chunks[0]!;
+        const k = Math.min(c.length, n - got);
+        c.copy(out, got, 0, k);
+        got += k;
+        if (k === c.length) this.chunks.shift();
+        else this.chunks[0] = c.subarray(k);
+      }
+    }
+    this.buffered -= n;
+    return out;
+  }
+}
+
+export class FrameWriter {
+  /** Bytes written so far (frame headers included). */
+  bytes = 0;
+  constructor(private readonly output: Writable) {}
+
+  /** Writes one frame; resolves once the stream can take more (backpressure). */
+  async send(type: MsgType, ...parts: Uint8Array[]): Promise<void> {
+    const length = parts.reduce((n, p) => n + p.length, 0);
+    const out = this.output;
+    if (out.destroyed || out.writableEnded) throw new BlkError(ExitCode.REMOTE, 'connection closed: cannot send ' + msgName(type));
+    let ok = out.write(encodeFrameHeader(type, length));
+    for (const p of parts) if (p.length) ok = out.write(p);
+    this.bytes += FRAME_HEADER_LEN + length;
+    if (!ok) await drained(out);
+  }
+
+  sendJson(type: MsgType, body: unknown): Promise<void> {
+    return this.send(type, Buffer.from(JSON.stringify(body)));
+  }
+}
+
+function drained(out: Writable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error) => {
+      out.off('drain', onDrain);
+      out.off('close', onClose);
+      out.off('error', done);
+      if (err) reject(new BlkError(ExitCode.REMOTE, `connection lost: ${err.message}`, { cause: err }));
+      else resolve();
+    };
+    const onDrain = () => done();
+    const onClose = () => done(new Error('stream closed while sending'));
+    out.on('drain', onDrain);
+    out.on('close', onClose);
+    out.on('error', done);
+  });
+}
+
+/** Parses a JSON control payload, naming the message on failure. */
+export function parseJson<T>(f: Frame): T {
+  try {
+    return JSON.parse(f.payload.toString('utf8')) as T;
+  } catch {
+    throw new BlkError(ExitCode.REMOTE, `malformed ${msgName(f.type)} message (${f.payload.length} bytes)`);
+  }
+}

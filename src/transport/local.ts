@@ -1,0 +1,55 @@
+// LocalTransport: runs `blkdelta server` as a child process of this one, so that a local sync
+// speaks exactly the protocol an SSH sync does, and both ends hash on their own core.
+// Interrupted: close() ends the child's stdin (the server exits on EOF), then kills it after
+// a grace period; no child outlives the run.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { BlkError, ExitCode } from '../errors.js';
+import type { Channel, Transport } from './transport.js';
+
+/** bin/blkdelta of this installation (dist/src/transport/local.js → ../../../bin/blkdelta). */
+export const BIN_PATH = fileURLToPath(new URL('../../../bin/blkdelta', import.meta.url));
+const STDERR_TAIL = 8192;
+
+export class LocalTransport implements Transport {
+  readonly label = 'local server';
+  constructor(private readonly args: string[] = []) {}
+
+  async open(signal?: AbortSignal): Promise<Channel> {
+    signal?.throwIfAborted();
+    const child = spawn(process.execPath, [BIN_PATH, 'server', ...this.args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    await new Promise<void>((resolve, reject) => {
+      child.once('spawn', resolve);
+      child.once('error', (err) => reject(new BlkError(ExitCode.REMOTE, `cannot start ${BIN_PATH} server: ${err.message}`, { cause: err })));
+    });
+    return childChannel(child, STDERR_TAIL);
+  }
+}
+
+/** A Channel over a child process's stdio; also used by the --rsh transport. */
+export function childChannel(child: ChildProcess, tailBytes: number): Channel {
+  let tail = '';
+  child.stderr!.setEncoding('utf8');
+  child.stderr!.on('data', (s: string) => {
+    tail = (tail + s).slice(-tailBytes);
+  });
+  child.stdin!.on('error', () => { /* EPIPE when the server died: reported by the reader */ });
+  const exited = new Promise<number | null>((resolve) => {
+    if (child.exitCode !== null) resolve(child.exitCode);
+    else child.once('close', (code) => resolve(code));
+  });
+  let closing: Promise<number | null> | undefined;
+  return {
+    input: child.stdout!,
+    output: child.stdin!,
+    stderrTail: () => tail,
+    close: () =>
+      (closing ??= (async () => {
+        child.stdin!.end();
+        const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+        const code = await exited;
+        clearTimeout(timer);
+        return code;
+      })()),
+  };
+}
