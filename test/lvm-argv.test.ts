@@ -1,7 +1,7 @@
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import {
-  activateArgv, checkJobName, cowSnapshotArgv, defaultJobName, lvmNameProblem, lvsArgv, mergeArgv, parseVgLv,
+  activateArgv, checkJobName, cowSnapshotArgv, defaultJobName, delTagArgv, lvmNameProblem, lvsArgv, mergeArgv, parseVgLv,
   removeArgv, sizeArgs, snapshotName, thinSnapshotArgv,
 } from '../src/lvm/argv.js';
 import { BlkError, ExitCode } from '../src/errors.js';
@@ -90,3 +90,4 @@ test('snapshot name fits the device-mapper limit for long names', (t) => {
   t.true(name.includes('-blkdelta-'), name);
   t.is(lvmNameProblem(name, 'LV'), null);
 });
+test('deltag', argv, () => delTagArgv('vg0', 's1', 'blkdelta-pending'), ['lvchange', '-y', '--deltag', 'blkdelta-pending', 'vg0/s1']);

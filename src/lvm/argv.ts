@@ -122,3 +122,8 @@ export const mergeArgv = (vg: string, name: string): string[] => ['lvconvert', '
 export function lvsArgv(names: readonly string[] = [], fields: readonly string[] = LV_FIELDS): string[] {
   return ['lvs', '--reportformat', 'json', '--units', 'b', '--nosuffix', '-o', fields.join(','), ...names];
 }
+
+/** Marks a target snapshot taken before a run that has not (yet) succeeded. */
+export const TAG_PENDING = 'blkdelta-pending';
+
+export const delTagArgv = (vg: string, name: string, tag: string): string[] => ['lvchange', '-y', '--deltag', tag, `${vg}/${name}`];
