@@ -5,11 +5,11 @@ import { SIZE_POLICIES } from '../engine/types.js';
 import { parseDuration, parseSize } from './units.js';
 
 export type Kind = 'string' | 'path' | 'bool' | 'int' | 'percent' | 'duration' | 'size' | 'sizepolicy' | 'snapshot';
-export interface KeySpec { kind: Kind; min?: number; max?: number }
+export interface KeySpec { kind: Kind; min?: number; max?: number; pow2?: boolean }
 
 /** Keys a job may set and [defaults] may provide (everything but source, target, snapshot). */
 export const SHARED_KEYS: Record<string, KeySpec> = {
-  block_size: { kind: 'size', min: 4096, max: 64 * 1024 * 1024 },
+  block_size: { kind: 'size', min: 512, max: 16 * 1024 * 1024, pow2: true },
   bwlimit: { kind: 'size', min: 1 },
   verify: { kind: 'bool' },
   compress: { kind: 'bool' },
@@ -77,7 +77,7 @@ export function checkValue(spec: KeySpec, v: unknown): unknown {
       return parseDuration(v);
     case 'size':
       if (typeof v !== 'number' && typeof v !== 'string') throw got();
-      return inRange(parseSize(v), spec);
+      return powerOfTwo(inRange(parseSize(v), spec), spec);
     case 'sizepolicy':
       if (typeof v !== 'string' || !(SIZE_POLICIES as readonly string[]).includes(v)) throw got();
       return v;
@@ -86,6 +86,11 @@ export function checkValue(spec: KeySpec, v: unknown): unknown {
       if (typeof v !== 'string' || !/^[A-Za-z0-9+_.-]+\/[A-Za-z0-9+_.-]+$/.test(v)) throw got();
       return v;
   }
+}
+
+function powerOfTwo(n: number, spec: KeySpec): number {
+  if (spec.pow2 && (n & (n - 1)) !== 0) throw new Error(`${n} is not a power of two`);
+  return n;
 }
 
 function inRange(n: number, r: { min?: number; max?: number }): number {

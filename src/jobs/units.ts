@@ -36,7 +36,7 @@ export function parseSize(v: string | number): number {
     if (!Number.isSafeInteger(v) || v < 0) throw new Error(`${v} is not a size in bytes`);
     return v;
   }
-  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i.exec(v.trim());
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?(?:\/s)?$/i.exec(v.trim());
   if (!m) throw new Error(`"${v}" is not a size (use bytes or e.g. 64K, 4M, 1G)`);
   const n = Math.round(Number(m[1]) * SIZE_UNITS[m[2]!.toLowerCase()]!);
   if (!Number.isSafeInteger(n)) throw new Error(`"${v}" is too large`);

@@ -1,0 +1,37 @@
+// `blkdelta config check`: validate the jobs config without running anything; every problem is
+// printed as FILE:LINE:COL: key: what is wrong.
+import type { CommandModule } from 'yargs';
+import { BlkError, ExitCode, exitStatusText } from '../errors.js';
+import { loadConfig } from '../jobs/config.js';
+import { formatDuration } from '../jobs/units.js';
+import { cli, out } from './context.js';
+import { configOption } from './config-option.js';
+
+interface Args { config: string; action: string }
+
+export const configCommand: CommandModule<object, Args> = {
+  command: 'config <action>',
+  describe: 'check the jobs config file (blkdelta config check)',
+  builder: (y) =>
+    configOption(y)
+      .positional('action', { choices: ['check'], describe: 'check: validate and list the jobs' })
+      .example('blkdelta config check', 'validate /etc/blkdelta/blkdelta.toml')
+      .example('blkdelta config check --config ./new.toml', 'validate another file')
+      .epilogue(exitStatusText([ExitCode.OK, ExitCode.USAGE, ExitCode.CONFIG])) as never,
+  handler: (argv) => {
+    let cfg;
+    try {
+      cfg = loadConfig(argv.config);
+    } catch (err) {
+      if (!(err instanceof BlkError)) throw err;
+      process.stderr.write(err.message + '\n'); // one problem per line, unlike the log
+      cli.exitCode = err.code;
+      return;
+    }
+    out(`${cfg.file}: OK, ${cfg.jobs.length} job${cfg.jobs.length === 1 ? '' : 's'}; state_dir ${cfg.stateDir}, max_concurrent ${cfg.maxConcurrent}, wait_timeout ${formatDuration(cfg.waitTimeout)}`);
+    for (const j of cfg.jobs) {
+      const snap = j.snapshot ? `, snapshot ${j.snapshot.lv}` : '';
+      out(`  ${j.name}: ${j.sourceText} -> ${j.targetText}${snap}, block ${j.blockSize}${j.verify ? ', verify' : ''}; warn ${formatDuration(j.warningAge)}, crit ${formatDuration(j.criticalAge)}`);
+    }
+  },
+};

@@ -1,0 +1,59 @@
+// Prometheus textfile-collector output: the same figures as the result records, for every job
+// with a record in the state dir, rewritten atomically (node_exporter never reads half a file).
+// Several runs finishing together each write the whole file from the records on disk; the last
+// rename wins and holds every job's latest record at that moment. Memory: the records.
+import { stillRunning } from './proc.js';
+import { readJobState, recordedJobs, writeFileAtomic, type RunRecord } from './state.js';
+
+interface Metric { name: string; help: string; type: 'gauge'; value: (r: RunRecord, ctx: Ctx) => number | undefined }
+interface Ctx { lastSuccess?: RunRecord; running: boolean }
+
+const ts = (iso?: string) => (iso ? Date.parse(iso) / 1000 : undefined);
+
+const METRICS: Metric[] = [
+  { name: 'blkdelta_last_run_start_timestamp_seconds', help: 'Start of the last finished run', type: 'gauge', value: (r) => ts(r.start) },
+  { name: 'blkdelta_last_run_end_timestamp_seconds', help: 'End of the last finished run', type: 'gauge', value: (r) => ts(r.end) },
+  { name: 'blkdelta_last_run_success', help: '1 when the last finished run succeeded', type: 'gauge', value: (r) => (r.outcome === 'success' ? 1 : 0) },
+  { name: 'blkdelta_last_run_exit_code', help: 'Exit code of the last finished run', type: 'gauge', value: (r) => r.exitCode },
+  { name: 'blkdelta_last_run_duration_seconds', help: 'Duration of the last finished run', type: 'gauge', value: (r) => r.durationS },
+  { name: 'blkdelta_last_run_compared_bytes', help: 'Bytes compared by the last finished run', type: 'gauge', value: (r) => r.bytes?.compared },
+  { name: 'blkdelta_last_run_changed_bytes', help: 'Bytes found different by the last finished run', type: 'gauge', value: (r) => r.bytes?.changed },
+  { name: 'blkdelta_last_run_sent_bytes', help: 'Bytes sent over the channel by the last finished run', type: 'gauge', value: (r) => r.bytes?.sent },
+  { name: 'blkdelta_last_run_written_bytes', help: 'Bytes written to the target by the last finished run', type: 'gauge', value: (r) => r.bytes?.written },
+  { name: 'blkdelta_last_run_throughput_bytes_per_second', help: 'Bytes compared per second in the last finished run', type: 'gauge', value: (r) => r.throughputBps },
+  { name: 'blkdelta_target_dirty', help: '1 when the last finished run left the target dirty', type: 'gauge', value: (r) => (r.targetState === 'dirty' ? 1 : 0) },
+  { name: 'blkdelta_snapshot_left_behind', help: '1 when the last run could not remove its snapshot', type: 'gauge', value: (r) => (r.snapshot && !r.snapshot.removed ? 1 : 0) },
+  { name: 'blkdelta_last_success_timestamp_seconds', help: 'End of the last successful run', type: 'gauge', value: (_r, c) => ts(c.lastSuccess?.end) },
+  { name: 'blkdelta_running', help: '1 while a run of the job is in progress', type: 'gauge', value: (_r, c) => (c.running ? 1 : 0) },
+];
+
+/** The textfile for the given jobs' latest records (pure). */
+export function renderMetrics(rows: { job: string; last?: RunRecord; lastSuccess?: RunRecord; running: boolean }[]): string {
+  const lines: string[] = [];
+  for (const m of METRICS) {
+    lines.push(`# HELP ${m.name} ${m.help}`, `# TYPE ${m.name} ${m.type}`);
+    for (const row of rows) {
+      if (!row.last) continue;
+      const v = m.value(row.last, row);
+      if (v !== undefined && Number.isFinite(v)) lines.push(`${m.name}{job="${escape(row.job)}"} ${v}`);
+    }
+  }
+  return lines.join('\n') + '\n';
+}
+
+function escape(s: string): string {
+  return s.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+}
+
+/** Rewrites `file` from every record in `stateDir`. */
+export function writeMetrics(stateDir: string, file: string): void {
+  const rows = recordedJobs(stateDir).map((job) => {
+    const r = readJobState(stateDir, job);
+    if (r.kind !== 'ok') return { job, running: false };
+    const current = r.state.runs[0]?.outcome === 'running' ? r.state.runs[0] : undefined;
+    const running = !!current && stillRunning(current.process);
+    const last = r.state.runs.find((x) => x.outcome !== 'running');
+    return { job, last, lastSuccess: r.state.lastSuccess, running };
+  });
+  writeFileAtomic(file, renderMetrics(rows));
+}
