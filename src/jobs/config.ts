@@ -29,6 +29,8 @@ export interface JobConfig extends Thresholds {
   targetText: string;
   /** Snapshot the source LV first: "VG/LV" (from `snapshot`, or derived from a /dev/VG/LV source). */
   snapshot?: { lv: string; size?: string; maxFill?: number };
+  /** Snapshot a local target LV before writing; keep the newest `keep` after a success. */
+  targetSnapshot?: { size?: string; keep: number };
   blockSize: number;
   bwlimit?: number;
   verify: boolean;
@@ -163,9 +165,10 @@ function readJob(name: string, t: unknown, defaults: Table, at: At): JobConfig |
   if (!source || !target) return undefined;
   if (source.kind === 'remote' && target.kind === 'remote') return void at([...path, 'target'], 'source and target are both remote: one end must be local');
   const snapshot = snapshotOf(v, source, path, at);
+  const targetSnapshot = targetSnapshotOf(v, own, target, path, at);
   const ssh = v.ssh as Table;
   return {
-    name, source, target, snapshot,
+    name, source, target, snapshot, targetSnapshot,
     sourceText: v.source as string,
     targetText: v.target as string,
     blockSize: (v.block_size as number) ?? 64 * 1024,
@@ -202,6 +205,16 @@ function snapshotOf(v: Table, source: Endpoint, path: string[], at: At): JobConf
     lv = `${m[1]}/${m[2]}`;
   }
   return { lv, size: v.snapshot_size as string | undefined, maxFill: v.snapshot_max_fill as number | undefined };
+}
+
+/** target_snapshot needs a local target (the LVM commands run on this host). */
+function targetSnapshotOf(v: Table, own: Table, target: Endpoint, path: string[], at: At): JobConfig['targetSnapshot'] {
+  if (v.target_snapshot !== true) {
+    for (const k of ['keep', 'target_snapshot_size']) if (own[k] !== undefined) at([...path, k], 'needs target_snapshot = true');
+    return undefined;
+  }
+  if (target.kind !== 'local') return void at([...path, 'target_snapshot'], 'target snapshots need a local target (run the job on the target host, pulling from the source)');
+  return { size: v.target_snapshot_size as string | undefined, keep: (v.keep as number) ?? 1 };
 }
 
 /** The job, or BlkError CONFIG listing the jobs that exist. */

@@ -66,6 +66,7 @@ export async function runJob(cfg: Config, job: JobConfig, o: RunJobOptions): Pro
 async function runLocked(cfg: Config, job: JobConfig, base: RunRecord, o: RunJobOptions): Promise<RunJobResult> {
   let rec = base;
   let writing = false;
+  let written = false;
   let result: JobSyncResult | undefined;
   try {
     const slot = await acquireSlot({
@@ -76,7 +77,7 @@ async function runLocked(cfg: Config, job: JobConfig, base: RunRecord, o: RunJob
       rec = { ...base, start: new Date().toISOString() };
       putRecord(cfg.stateDir, rec, job.history);
       log.info(`job ${job.name}: started (${job.sourceText} -> ${job.targetText}, slot ${slot.index})`);
-      result = await syncJob(job, o.signal, () => { writing = true; });
+      result = await syncJob(job, o.signal, { writing: () => { writing = true; }, written: () => { written = true; } });
     } finally {
       slot.release();
     }
@@ -84,7 +85,7 @@ async function runLocked(cfg: Config, job: JobConfig, base: RunRecord, o: RunJob
   } catch (err) {
     const code = exitCodeOf(err);
     const outcome: Outcome = code === ExitCode.INTERRUPTED || o.signal.aborted ? 'interrupted' : code === ExitCode.BUSY ? 'refused' : 'failed';
-    const dirty = writing && !UNTOUCHED.has(code) && !result;
+    const dirty = writing && !written && !UNTOUCHED.has(code);
     const record = finish(rec, outcome, err, dirty ? 'dirty' : 'consistent');
     const snap = result?.snapshot ?? snapshotOfError(err);
     if (snap?.name) record.snapshot = { name: `${snap.vg}/${snap.name}`, removed: snap.removed, error: snap.removeError };
@@ -112,6 +113,7 @@ function withSummary(rec: RunRecord, r: JobSyncResult): RunRecord {
   };
   const snap = r.snapshot;
   if (snap?.name) out.snapshot = { name: `${snap.vg}/${snap.name}`, removed: snap.removed, error: snap.removeError };
+  if (r.targetSnapshot) out.targetSnapshot = r.targetSnapshot;
   return out;
 }
 

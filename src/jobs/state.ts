@@ -31,6 +31,8 @@ export interface RunRecord {
   throughputBps?: number;
   /** The snapshot the source was read from; removed false means it is still there. */
   snapshot?: { name: string; removed: boolean; error?: string };
+  /** target_snapshot: the target's last good copy taken before writing, and those kept after. */
+  targetSnapshot?: { name: string; reused: boolean; kept: string[] };
   /** dirty: a write may have been cut short, the target is not a copy of anything. */
   targetState: 'consistent' | 'dirty' | 'unknown';
   verified?: boolean;
