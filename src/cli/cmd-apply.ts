@@ -18,7 +18,7 @@ export function applyText(s: ApplySummary): string {
 
 export const applyCommand: CommandModule<object, ApplyArgs> = {
   command: 'apply <patch> <target>',
-  describe: 'write a patch file (made by `sync --patch`) onto a target image or device',
+  describe: 'write a patch file (made by `sync --patch-out`) onto a target image or device',
   builder: (y) => y
     .positional('patch', { type: 'string', demandOption: true, describe: 'patch file to apply' })
     .positional('target', { type: 'string', demandOption: true, describe: 'target image file or block device' })
