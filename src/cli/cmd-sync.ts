@@ -1,14 +1,15 @@
 // `blkdelta sync SRC DST`: make DST equal to SRC, writing only the blocks that differ.
 import type { CommandModule } from 'yargs';
-import { ExitCode, exitStatusText } from '../errors.js';
+import { BlkError, ExitCode, exitStatusText } from '../errors.js';
 import { runSync } from '../engine/sync.js';
 import type { SyncMode, SyncOptions } from '../engine/types.js';
 import { cli } from './context.js';
 import { resolveEnds } from './endpoints.js';
 import { progressReporter } from './progress.js';
 import { blockSizeOf, commonOptions, printSummary, type CommonArgs } from './sync-options.js';
+import { runWithSnapshots, snapshotEnds, snapshotOptions, targetSnapshotOf, withTargetSnapshot, type SnapshotArgs } from '../lvm/sync-options.js';
 
-interface Args extends CommonArgs {
+interface Args extends CommonArgs, SnapshotArgs {
   'dry-run'?: boolean;
   'patch-out'?: string;
   verify?: boolean;
@@ -22,10 +23,10 @@ export const SYNC_EXIT_CODES = [
 ];
 
 export const syncCommand: CommandModule<object, Args> = {
-  command: 'sync <src> <dst>',
+  command: 'sync <src> [dst]',
   describe: 'make DST equal to SRC, writing only the blocks that differ',
   builder: (y) =>
-    commonOptions(y)
+    snapshotOptions(commonOptions(y).positional('dst', { demandOption: false }))
       .option('dry-run', { alias: 'n', type: 'boolean', describe: 'report what differs, write nothing (exit 3 when something differs)' })
       .option('patch-out', { type: 'string', describe: 'write a patch file instead of touching DST (apply it later with blkdelta apply)' })
       .option('verify', { type: 'boolean', describe: 'after writing and fsync, re-read every written block and check it' })
@@ -40,15 +41,20 @@ export const syncCommand: CommandModule<object, Args> = {
   handler: async (argv) => {
     const mode: SyncMode = argv['dry-run'] ? 'dry-run' : argv['patch-out'] ? 'patch' : 'write';
     const progress = progressReporter(!!argv.progress && !argv.quiet && !argv.json);
+    const ends = snapshotEnds(argv);
+    const targetSnap = targetSnapshotOf(argv, ends.dst);
+    if (targetSnap && mode !== 'write') throw new BlkError(ExitCode.USAGE, '--target-snapshot applies only when writing the target');
     const opts: SyncOptions = {
-      ...resolveEnds(argv.src, argv.dst, argv as never),
+      ...resolveEnds(ends.src, ends.dst, argv as never),
       mode, blockSize: blockSizeOf(argv), sizePolicy: argv['size-policy'], patchOut: argv['patch-out'],
       verify: argv.verify, compress: argv.compress, signal: cli.abort.signal, onProgress: progress.update,
     };
     try {
-      const summary = await runSync(opts);
+      if (targetSnap && opts.remote?.side === 'target') throw new BlkError(ExitCode.USAGE, '--target-snapshot for a remote target is not wired in yet');
+      const { value: { value: summary, target }, snapshot } = await runWithSnapshots(argv, cli.abort.signal, (source, signal) =>
+        withTargetSnapshot(targetSnap, opts.target, () => runSync({ ...opts, source: source ?? opts.source, signal })));
       progress.end();
-      printSummary(summary, argv);
+      printSummary((snapshot || target ? { ...summary, snapshot, targetSnapshot: target } : summary) as typeof summary, argv);
       if (mode === 'dry-run' && !summary.identical) cli.exitCode = ExitCode.DIFFERENT;
     } finally {
       progress.end();

@@ -12,6 +12,18 @@ import { parseLvs, type LvRow } from './report.js';
 
 export const DEFAULT_LVM_TIMEOUT_MS = 60_000;
 
+/** A failed lvm command: SNAPSHOT, with the command and its stderr. */
+export class LvmError extends BlkError {
+  readonly argv: readonly string[];
+  readonly stderr: string;
+  constructor(argv: readonly string[], message: string, stderr: string) {
+    super(ExitCode.SNAPSHOT, message);
+    this.name = 'LvmError';
+    this.argv = argv;
+    this.stderr = stderr;
+  }
+}
+
 export interface LvmResult {
   stdout: string;
   stderr: string;
@@ -33,12 +45,12 @@ export async function runLvm(argv: readonly string[], timeoutMs = DEFAULT_LVM_TI
   });
   const stderr = String(r.stderr ?? '').trim();
   if (r.timedOut) {
-    throw new BlkError(ExitCode.SNAPSHOT, `${shown} did not finish within ${timeoutMs / 1000} s (LVM may be waiting for a VG lock)${stderr ? `: ${stderr}` : ''}`);
+    throw new LvmError(argv, `${shown} did not finish within ${timeoutMs / 1000} s (LVM may be waiting for a VG lock)${stderr ? `: ${stderr}` : ''}`, stderr);
   }
   if (r.failed) {
     const why = r.exitCode !== undefined ? `exit ${r.exitCode}` : (r.cause as NodeJS.ErrnoException | undefined)?.code ?? r.shortMessage;
     const hint = (r.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT' ? ' (is lvm2 installed? apt-get install lvm2)' : '';
-    throw new BlkError(ExitCode.SNAPSHOT, `${shown} failed (${why})${hint}${stderr ? `: ${stderr}` : ''}`);
+    throw new LvmError(argv, `${shown} failed (${why})${hint}${stderr ? `: ${stderr}` : ''}`, stderr);
   }
   if (stderr) log.debug(`${cmd}: ${stderr}`);
   return { stdout: String(r.stdout ?? ''), stderr };

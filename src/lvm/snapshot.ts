@@ -18,7 +18,7 @@ import {
   TAG_OWNER, TAG_SOURCE, activateArgv, checkJobName, cowSnapshotArgv, jobTag, lvmNameProblem, sizeArgs,
   snapshotName, thinSnapshotArgv,
 } from './argv.js';
-import { findLv, listLvs, removeOwned, runLvm } from './lvm.js';
+import { LvmError, findLv, listLvs, removeOwned, runLvm } from './lvm.js';
 import { ownSnapshots, snapshotFill, snapshotKind, snapshotProblem, type LvRow } from './report.js';
 
 export interface SourceSnapshotSpec {
@@ -81,8 +81,8 @@ async function vgRows(s: SourceSnapshotSpec): Promise<LvRow[]> {
   try {
     return await listLvs([s.vg], s.timeoutMs);
   } catch (err) {
-    if (/not found/i.test((err as Error).message)) {
-      throw new BlkError(ExitCode.SOURCE, `volume group ${s.vg} not found: ${(err as Error).message}`, { cause: err });
+    if (err instanceof LvmError && /not found/i.test(err.stderr)) {
+      throw new BlkError(ExitCode.SOURCE, `source volume group ${s.vg} not found (lvs: ${err.stderr})`, { cause: err });
     }
     throw err;
   }
