@@ -78,6 +78,7 @@ export function indexKeys(text: string): KeyIndex {
   let prefix: string[] = [];
   let skipUntil: string | null = null; // closing delimiter of a multi-line string
   let depth = 0; // open brackets of a multi-line array
+  let inDuplicate = false; // under a repeated [header]: its keys are not reported again
   const lines = text.split(/\r?\n/);
   for (let n = 0; n < lines.length; n++) {
     const line = lines[n]!;
@@ -95,7 +96,8 @@ export function indexKeys(text: string): KeyIndex {
       if (!key) continue;
       prefix = key.parts;
       const k = JSON.stringify(prefix);
-      if (!arr && headers.has(k)) duplicates.push({ path: prefix, at: here, first: pos.get(k)! });
+      inDuplicate = !arr && headers.has(k);
+      if (inDuplicate) duplicates.push({ path: prefix, at: here, first: pos.get(k)! });
       headers.add(k);
       record(prefix, here);
       continue;
@@ -104,7 +106,7 @@ export function indexKeys(text: string): KeyIndex {
     if (!key || line[key.end] !== '=') continue;
     const path = [...prefix, ...key.parts];
     const pk = JSON.stringify(path);
-    if (keys.has(pk)) duplicates.push({ path, at: here, first: pos.get(pk)! });
+    if (keys.has(pk) && !inDuplicate) duplicates.push({ path, at: here, first: pos.get(pk)! });
     keys.add(pk);
     record(path, here);
     const rest = line.slice(key.end + 1).trimStart();

@@ -11,7 +11,7 @@ export function parseDuration(v: string | number): number {
   if (typeof v === 'number') return checkSeconds(v, String(v));
   const s = v.trim().toLowerCase();
   if (/^\d+(\.\d+)?$/.test(s)) return checkSeconds(Number(s), v);
-  const re = /(\d+(?:\.\d+)?)\s*([smhdw])/gy;
+  const re = /\s*(\d+(?:\.\d+)?)\s*([smhdw])/gy;
   let total = 0;
   let m: RegExpExecArray | null;
   let end = 0;
