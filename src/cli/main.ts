@@ -5,7 +5,7 @@ import type { CommandModule } from 'yargs';
 import { BlkError, ExitCode, describe, exitCodeOf } from '../errors.js';
 import { log } from '../log.js';
 import { cli } from './context.js';
-import { commands } from './commands.js';
+import { commandsFor } from './commands.js';
 
 export async function main(args: string[]): Promise<number> {
   const onSignal = (sig: NodeJS.Signals) => {
@@ -31,7 +31,7 @@ export async function main(args: string[]): Promise<number> {
       })
       .help()
       .version();
-    for (const c of commands as CommandModule[]) parser = parser.command(c);
+    for (const c of (await commandsFor(args)) as CommandModule[]) parser = parser.command(c);
     await parser.parseAsync();
     return cli.exitCode;
   } catch (err) {

@@ -9,7 +9,6 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { execa } from 'execa';
 import { BlkError, ExitCode, describe } from '../errors.js';
 import type { Hasher } from '../hash.js';
 import { log } from '../log.js';
@@ -161,6 +160,7 @@ export class DeviceWriter implements TargetSink {
    * even where punching fails). Not --dig-holes: util-linux 2.38 punches one block past its range.
    */
   private async punchHoles(): Promise<void> {
+    const { execa } = await import('execa');
     for (const [a, b] of this.holes) {
       const r = await execa('fallocate', ['--punch-hole', '--offset', String(a), '--length', String(b - a), this.dev.path], { reject: false, timeout: 60_000 });
       if (r.exitCode !== 0) return log.warn(`could not make zero blocks of ${this.dev.path} sparse: ${r.stderr || r.message}`);
@@ -170,6 +170,7 @@ export class DeviceWriter implements TargetSink {
 
   /** Drops the written pages from the cache (posix_fadvise via dd nocache), re-reads and checks them. */
   private async reread(): Promise<void> {
+    const { execa } = await import('execa');
     await execa('dd', [`if=${this.dev.path}`, 'iflag=nocache', 'count=0', 'status=none'], { reject: false, timeout: 60_000 });
     const buf = Buffer.allocUnsafe(this.geometry.maxRecordLen);
     for (const [offset, length, checksum] of this.journal.entries()) {
