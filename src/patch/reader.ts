@@ -56,12 +56,12 @@ async function* scan(path: string, hasher: Hasher): AsyncGenerator<Item> {
     let sinceYield = 0;
     for (;;) {
       const at = src.pos;
-      const type = src.peek(1, 'trailer (file ends before the end marker)')[0];
+      const type = src.peek(1, 'trailer', 'truncated: the file ends before the end marker')[0];
       if (type === TRAILER_TYPE) break;
-      const rb = src.take(RECORD_HEADER_LEN, 'record header');
+      const rb = src.take(RECORD_HEADER_LEN, 'record');
       const record = decodeRecordHeader(rb, at, header);
       stream.update(rb);
-      const payload = src.take(record.storedLength, `record.payload of the record at byte ${at}`);
+      const payload = src.take(record.storedLength, 'record.payload');
       const data = decodePayload(record, payload, at, hasher);
       stream.update(payload);
       counts.records++; counts.data += record.length; counts.stored += record.storedLength;
@@ -122,13 +122,14 @@ class ChunkReader {
     this.end -= this.start; this.start = 0; this.buf = next;
   }
 
-  peek(n: number, what: string): Buffer {
-    if (!this.fill(n)) throw this.truncated(n, what);
+  /** The next n bytes, not consumed; at end of file a FormatError naming `field`. */
+  peek(n: number, field: string, detail?: string): Buffer {
+    if (!this.fill(n)) throw new FormatError(field, this.pos, detail ?? `truncated: the file ends after ${this.end - this.start} of its ${n} bytes`);
     return this.buf.subarray(this.start, this.start + n);
   }
 
-  take(n: number, what: string): Buffer {
-    const b = this.peek(n, what);
+  take(n: number, field: string): Buffer {
+    const b = this.peek(n, field);
     this.start += n;
     return b;
   }
@@ -139,10 +140,6 @@ class ChunkReader {
   close(): void {
     if (this.fd !== undefined) closeSync(this.fd);
     this.fd = undefined;
-  }
-
-  private truncated(n: number, what: string): FormatError {
-    return new FormatError(what, this.pos, `truncated: the file ends after ${this.end - this.start} of ${n} bytes`);
   }
 
   /** Makes n bytes available at buf[start..]; false at end of file. */
