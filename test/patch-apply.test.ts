@@ -158,6 +158,21 @@ test('an aborted signal stops before anything is written (INTERRUPTED)', async (
   t.is(sha256(dst), before);
 });
 
+test('interrupted between records: INTERRUPTED, says the target is partial; applying again finishes it', async (t) => {
+  const dst = copyOf(target);
+  // A signal that turns aborted after validation (one check per header, record and trailer), the
+  // check before opening the target, and the checks before the first two records.
+  let checks = 0;
+  const limit = layout.records.length + 2 + 1 + 2;
+  const signal = { get aborted() { return ++checks > limit; }, reason: new BlkError(ExitCode.INTERRUPTED, 'interrupted by SIGTERM') } as AbortSignal;
+  const err = await t.throwsAsync(applyPatch({ patch, target: dst, signal }), { instanceOf: BlkError });
+  t.is(err!.code, ExitCode.INTERRUPTED);
+  t.regex(err!.message, /interrupted by SIGTERM: after 2 of \d+ records: target .* is partially patched; apply the patch again/);
+  t.not(sha256(dst), sha256(source));
+  await applyPatch({ patch, target: dst });
+  t.is(sha256(dst), sha256(source));
+});
+
 test('a file target grows to result_size; a second apply is accepted', async (t) => {
   const small = copyOf(target);
   truncateSync(small, 12 * 1024 * 1024);
