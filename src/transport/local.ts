@@ -17,7 +17,7 @@ export class LocalTransport implements Transport {
 
   async open(signal?: AbortSignal): Promise<Channel> {
     signal?.throwIfAborted();
-    const child = spawn(process.execPath, [BIN_PATH, 'server', ...this.args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--max-semi-space-size=1', BIN_PATH, 'server', ...this.args], { stdio: ['pipe', 'pipe', 'pipe'] });
     await new Promise<void>((resolve, reject) => {
       child.once('spawn', resolve);
       child.once('error', (err) => reject(new BlkError(ExitCode.REMOTE, `cannot start ${BIN_PATH} server: ${err.message}`, { cause: err })));
