@@ -165,5 +165,7 @@ test('formatDuration keeps two parts', (t) => {
   t.is(formatDuration(0), '0s');
   t.is(formatDuration(59), '59s');
   t.is(formatDuration(3723), '1h 2m');
+  t.is(formatDuration(3600), '1h 0m');
+  t.is(formatDuration(172800), '2d 0h');
   t.is(formatDuration(129600), '1d 12h');
 });

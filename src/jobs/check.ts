@@ -107,8 +107,8 @@ function perfdata(s: RunRecord | undefined, last: RunRecord | undefined, th: Thr
   const p = (label: string, v: number, uom: string, warn = '', crit = '') =>
     out.push(`'${label}'=${Math.round(v)}${uom};${warn};${crit};0;`);
   if (s) p('age', ageOf(s, now), 's', String(th.warningAge), String(th.criticalAge));
-  const d = last ?? s;
-  if (d?.durationS !== undefined) p('duration', d.durationS, 's', String(th.maxDuration));
+  const d = [last, s].find((r) => r?.durationS !== undefined);
+  if (d) p('duration', d.durationS!, 's', String(th.maxDuration));
   const b = (last?.bytes ? last : s)?.bytes;
   if (b) {
     p('compared', b.compared, 'B');

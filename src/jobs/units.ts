@@ -43,18 +43,15 @@ export function parseSize(v: string | number): number {
   return n;
 }
 
-/** "1d 2h", "3h 4m", "5m 6s", "7s": two significant parts, for messages. */
+/** "1d 2h", "3h 0m", "5m 6s", "7s": the largest unit and the next one, for messages. */
 export function formatDuration(seconds: number): string {
-  let s = Math.max(0, Math.round(seconds));
-  const parts: string[] = [];
-  for (const [unit, len] of [['d', 86400], ['h', 3600], ['m', 60], ['s', 1]] as const) {
-    if (s >= len || (unit === 's' && parts.length === 0)) {
-      parts.push(`${Math.floor(s / len)}${unit}`);
-      s %= len;
-    }
-    if (parts.length === 2) break;
-  }
-  return parts.join(' ');
+  const s = Math.max(0, Math.round(seconds));
+  const units = [['d', 86400], ['h', 3600], ['m', 60], ['s', 1]] as const;
+  if (s < 60) return `${s}s`;
+  const i = units.findIndex(([, len]) => s >= len);
+  const [u1, l1] = units[i]!;
+  const [u2, l2] = units[i + 1]!;
+  return `${Math.floor(s / l1)}${u1} ${Math.floor((s % l1) / l2)}${u2}`;
 }
 
 /** "1.5 GiB", "512 B": for tables and messages. */
