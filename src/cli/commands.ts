@@ -15,6 +15,7 @@ export const COMMANDS: Record<string, () => Promise<AnyCommand>> = {
   check: () => import('./cmd-check.js').then((m) => m.checkCommand),
   config: () => import('./cmd-config.js').then((m) => m.configCommand),
   snapshots: () => import('./cmd-snapshots.js').then((m) => m.snapshotsCommand),
+  demo: () => import('./cmd-demo.js').then((m) => m.demoCommand),
   server: () => import('./cmd-server.js').then((m) => m.serverCommand),
 };
 

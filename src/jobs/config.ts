@@ -171,7 +171,7 @@ function readJob(name: string, t: unknown, defaults: Table, at: At): JobConfig |
     name, source, target, snapshot, targetSnapshot,
     sourceText: v.source as string,
     targetText: v.target as string,
-    blockSize: (v.block_size as number) ?? 64 * 1024,
+    blockSize: (v.block_size as number) ?? 4096,
     bwlimit: v.bwlimit as number | undefined,
     verify: (v.verify as boolean) ?? false,
     compress: (v.compress as boolean) ?? true,
