@@ -42,9 +42,6 @@ export function checkRecordHeader(r: RecordHeader, at: number, h: PatchHeader): 
   if (length > h.maxRecordLen) throw fail('length', 4, `${length} exceeds max_record_len ${h.maxRecordLen}`);
   if (offset % h.blockSize !== 0) throw fail('offset', 8, `${offset} is not a multiple of block_size ${h.blockSize}`);
   if (offset + length > h.resultSize) throw fail('offset', 8, `record ${offset}+${length} ends past result_size ${h.resultSize}`);
-  if (length % h.blockSize !== 0 && offset + length !== h.resultSize) {
-    throw fail('length', 4, `${length} is not a multiple of block_size ${h.blockSize} and the record does not end at result_size ${h.resultSize}`);
-  }
   if (r.encoding === Encoding.RAW && stored !== length) throw fail('stored_len', 16, `raw record: ${stored} differs from length ${length}`);
   if (r.encoding === Encoding.LZ4 && (stored === 0 || stored >= length)) throw fail('stored_len', 16, `lz4 record: ${stored} must be > 0 and < length ${length}`);
   if (r.encoding === Encoding.ZERO && stored !== 0) throw fail('stored_len', 16, `zero record: ${stored} must be 0`);
