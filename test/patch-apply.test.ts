@@ -173,6 +173,22 @@ test('interrupted between records: INTERRUPTED, says the target is partial; appl
   t.is(sha256(dst), sha256(source));
 });
 
+test('a patch truncated between the two passes: PATCH_INVALID, and the error says the target is partial', async (t) => {
+  const dst = copyOf(target);
+  const p = copyOf(patch);
+  // The signal is checked once per validated item, once before opening, then before each record:
+  // before the second record it truncates the patch (as a concurrent writer could), then says "go on";
+  // the reader notices when its read-ahead buffer runs dry.
+  let checks = 0;
+  const cutAt = layout.records.length + 2 + 1 + 2;
+  const signal = { get aborted() { if (++checks === cutAt) truncateSync(p, layout.trailerAt - 1); return false; } } as AbortSignal;
+  const err = await t.throwsAsync(applyPatch({ patch: p, target: dst, signal }), { instanceOf: FormatError });
+  t.is(err!.code, ExitCode.PATCH_INVALID);
+  t.regex(err!.message, /^invalid record.* truncated: .* may be partially patched \(\d+ of \d+ records\): apply the patch again/);
+  await applyPatch({ patch, target: dst });
+  t.is(sha256(dst), sha256(source));
+});
+
 test('a file target grows to result_size; a second apply is accepted', async (t) => {
   const small = copyOf(target);
   truncateSync(small, 12 * 1024 * 1024);

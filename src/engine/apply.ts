@@ -7,7 +7,7 @@
 // target is left partially patched and the error says so; applying the patch again finishes it.
 // Memory: the reader's buffer (max_record_len + 1 MiB), one decompressed record, 1 MiB of zeros.
 import fs from 'node:fs';
-import { BlkError, ExitCode, describe } from '../errors.js';
+import { BlkError, ExitCode, describe, exitCodeOf } from '../errors.js';
 import { loadHasher } from '../hash.js';
 import { readRecords, validatePatch } from '../patch/reader.js';
 import type { PatchHeader } from '../patch/format.js';
@@ -42,21 +42,33 @@ export async function applyPatch(opts: { patch: string; target: string; signal?:
     const sizeBefore = dev.size;
     checkSize(dev, header);
     const grown = sizeBefore < header.resultSize;
-    if (grown) grow(dev, header.resultSize);
-    const s = { patch: opts.patch, target: opts.target, targetKind: dev.kind, blockSize: header.blockSize, sizeBefore, sizeAfter: header.resultSize, grown, records: 0, bytesWritten: 0, zeroBytes: 0, durationMs: 0 };
-    for await (const r of readRecords(opts.patch, header, hasher)) {
-      checkAborted(opts.signal, `after ${s.records} of ${trailer.recordCount} records: target ${opts.target} is partially patched; apply the patch again to finish`);
-      if (r.data) writeFull(dev, r.data, r.offset);
-      else writeZeros(dev, r.offset, r.length);
-      s.records++;
-      s.bytesWritten += r.length;
-      if (!r.data) s.zeroBytes += r.length;
+    const s: ApplySummary = { patch: opts.patch, target: opts.target, targetKind: dev.kind, blockSize: header.blockSize, sizeBefore, sizeAfter: header.resultSize, grown, records: 0, bytesWritten: 0, zeroBytes: 0, durationMs: 0 };
+    try {
+      if (grown) grow(dev, header.resultSize);
+      await writeRecords(dev, opts, header, trailer.recordCount, s);
+      sync(dev);
+    } catch (err) {
+      if (err instanceof Error && exitCodeOf(err) !== ExitCode.INTERRUPTED) {
+        err.message += `; target ${opts.target} may be partially patched (${s.records} of ${trailer.recordCount} records): apply the patch again once the cause is fixed`;
+      }
+      throw err;
     }
-    sync(dev);
     s.durationMs = Date.now() - started;
     return s;
   } finally {
     dev.close();
+  }
+}
+
+/** Pass 2: every record at its offset; zero records write real zeros. */
+async function writeRecords(dev: Device, opts: { patch: string; target: string; signal?: AbortSignal }, header: PatchHeader, total: number, s: ApplySummary): Promise<void> {
+  for await (const r of readRecords(opts.patch, header, await loadHasher())) {
+    checkAborted(opts.signal, `after ${s.records} of ${total} records: target ${opts.target} is partially patched; apply the patch again to finish`);
+    if (r.data) writeFull(dev, r.data, r.offset);
+    else writeZeros(dev, r.offset, r.length);
+    s.records++;
+    s.bytesWritten += r.length;
+    if (!r.data) s.zeroBytes += r.length;
   }
 }
 
