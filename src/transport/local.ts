@@ -36,7 +36,9 @@ export function childChannel(child: ChildProcess, tailBytes: number): Channel {
   child.stdin!.on('error', () => { /* EPIPE when the server died: reported by the reader */ });
   const exited = new Promise<number | null>((resolve) => {
     if (child.exitCode !== null) resolve(child.exitCode);
-    else child.once('close', (code) => resolve(code));
+    // 'exit', not 'close': 'close' waits for stdout to end, which never happens while a frame the
+    // client did not read (an ERROR after a client-side refusal) sits in the pipe.
+    else child.once('exit', (code) => resolve(code));
   });
   let closing: Promise<number | null> | undefined;
   return {
@@ -49,6 +51,7 @@ export function childChannel(child: ChildProcess, tailBytes: number): Channel {
         const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
         const code = await exited;
         clearTimeout(timer);
+        child.stdout!.destroy();
         return code;
       })()),
   };
