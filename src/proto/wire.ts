@@ -109,13 +109,16 @@ export class FrameWriter {
   bytes = 0;
   constructor(private readonly output: Writable) {}
 
-  /** Writes one frame; resolves once the stream can take more (backpressure). */
+  /**
+   * Writes one frame; resolves once the stream can take more (backpressure). The frame is copied
+   * into one new buffer: a stream keeps a reference to what it could not write yet, and callers
+   * reuse their buffers (the source's chunk buffer) as soon as send returns.
+   */
   async send(type: MsgType, ...parts: Uint8Array[]): Promise<void> {
     const length = parts.reduce((n, p) => n + p.length, 0);
     const out = this.output;
     if (out.destroyed || out.writableEnded) throw new BlkError(ExitCode.REMOTE, 'connection closed: cannot send ' + msgName(type));
-    let ok = out.write(encodeFrameHeader(type, length));
-    for (const p of parts) if (p.length) ok = out.write(p);
+    const ok = out.write(Buffer.concat([encodeFrameHeader(type, length), ...parts], FRAME_HEADER_LEN + length));
     this.bytes += FRAME_HEADER_LEN + length;
     if (!ok) await drained(out);
   }
