@@ -15,7 +15,8 @@ import { Msg } from './proto/wire.js';
 import { openSource, openTarget, type Device } from './engine/device.js';
 import { checkStart, geometryOf, runSourceSide } from './engine/session.js';
 import { DeviceWriter, PeerSink } from './engine/sinks.js';
-import { runTarget } from './engine/target.js';
+import { runTarget, type TargetSink } from './engine/target.js';
+import type { TargetSnapshotSpec } from './engine/types.js';
 
 export interface ServerOptions {
   /** Throws BlkError PERMISSION when the client may not use this path (or may not write it). */
@@ -47,8 +48,8 @@ export async function serve(input: Readable, output: Writable, opts: ServerOptio
       await runSourceSide(dev, conn, start, start.recordsToPeer ? new PeerSink(conn) : null, { maxDiffs: 10 });
     } else {
       const h = await loadHasher();
-      const sink = hello.write ? new DeviceWriter(dev, geometryOf(start, targetSize), h, { verify: start.verify }) : null;
-      await runTarget(dev, conn, start, sink);
+      const writer = hello.write ? new DeviceWriter(dev, geometryOf(start, targetSize), h, { verify: start.verify }) : null;
+      await runTarget(dev, conn, start, writer && hello.targetSnapshot ? await withTargetSnapshot(writer, dev.path, hello.targetSnapshot) : writer);
     }
     const extra = await conn.reader.next();
     if (extra) throw new BlkError(ExitCode.REMOTE, 'protocol error: data after the end of the session');
@@ -63,6 +64,23 @@ export async function serve(input: Readable, output: Writable, opts: ServerOptio
     dev?.close();
     output.end();
   }
+}
+
+/**
+ * --target-snapshot for this (remote) target: snapshot the LV now, before the first write; after
+ * a successful finish, rotate the job's snapshots. A failed run prunes nothing.
+ */
+async function withTargetSnapshot(inner: TargetSink, device: string, spec: TargetSnapshotSpec): Promise<TargetSink> {
+  const lvm = await import('./lvm/target-snapshot.js');
+  const taken = await lvm.takeTargetSnapshot(device, spec);
+  return {
+    record: (frame, at) => inner.record(frame, at),
+    async finish() {
+      const r = await inner.finish();
+      const rotated = await lvm.rotateTargetSnapshots(device, spec);
+      return { ...r, targetSnapshot: { name: taken.name, reused: taken.reused, ...rotated } };
+    },
+  };
 }
 
 function grow(dev: Device, size: number): void {

@@ -50,9 +50,11 @@ export const syncCommand: CommandModule<object, Args> = {
       verify: argv.verify, compress: argv.compress, signal: cli.abort.signal, onProgress: progress.update,
     };
     try {
-      if (targetSnap && opts.remote?.side === 'target') throw new BlkError(ExitCode.USAGE, '--target-snapshot for a remote target is not wired in yet');
+      // a remote target's server takes and rotates its snapshot; a local one is wrapped here
+      const remoteTarget = opts.remote?.side === 'target';
+      if (remoteTarget) opts.targetSnapshot = targetSnap;
       const { value: { value: summary, target }, snapshot } = await runWithSnapshots(argv, cli.abort.signal, (source, signal) =>
-        withTargetSnapshot(targetSnap, opts.target, () => runSync({ ...opts, source: source ?? opts.source, signal })));
+        withTargetSnapshot(remoteTarget ? undefined : targetSnap, opts.target, () => runSync({ ...opts, source: source ?? opts.source, signal })));
       progress.end();
       printSummary((snapshot || target ? { ...summary, snapshot, targetSnapshot: target } : summary) as typeof summary, argv);
       if (mode === 'dry-run' && !summary.identical) cli.exitCode = ExitCode.DIFFERENT;

@@ -21,6 +21,7 @@ import type { SyncOptions, SyncSummary } from './types.js';
 
 export async function runSync(opts: SyncOptions): Promise<SyncSummary> {
   checkBlockSize(opts.blockSize);
+  if (opts.targetSnapshot && opts.remote?.side !== 'target') throw new BlkError(ExitCode.INTERNAL, 'targetSnapshot is for a remote target; wrap a local one in withTargetSnapshot');
   if (opts.mode === 'patch' && !opts.patchOut) throw new BlkError(ExitCode.USAGE, 'patch mode needs a patch file (--patch-out)');
   const t0 = Date.now();
   const localRole: Role = opts.remote?.side === 'source' ? 'target' : 'source';
@@ -66,6 +67,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
   const hello: Hello = {
     magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, caps: [...CAPS], role: peerRole,
     path: peerRole === 'source' ? opts.source : opts.target, write: peerRole === 'target' && write,
+    ...(peerRole === 'target' && write && opts.targetSnapshot ? { targetSnapshot: opts.targetSnapshot } : {}),
   };
   await conn.writer.sendJson(Msg.HELLO, hello);
   const welcome = await conn.expectJson<Welcome>(Msg.WELCOME);
@@ -101,6 +103,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
       bytesSent: conn.writer.bytes, bytesReceived: conn.reader.bytes, bytesWritten: patch ? done.dataBytes : result.bytesWritten,
       patchBytes, records: done.records, firstDiffs: done.firstDiffs, identical: done.blocksDiffering === 0,
       verified: result.verified, grown: plan.resultSize > tgt.size && write, durationMs: Date.now() - t0,
+      ...(result.targetSnapshot ? { targetSnapshot: result.targetSnapshot } : {}),
     };
   } catch (err) {
     patch?.abort();

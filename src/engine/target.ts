@@ -19,7 +19,7 @@ import { readFull, type Device } from './device.js';
 export interface TargetSink {
   record(frame: Buffer, at: number): Promise<void> | void;
   /** After DONE: make it durable; returns what was written. */
-  finish(): Promise<{ blocksWritten: number; bytesWritten: number; verified: boolean }>;
+  finish(): Promise<Omit<Result, 'bytesRead'>>;
 }
 
 export async function runTarget(dev: Device, conn: Conn, start: Start, sink: TargetSink | null, signal?: AbortSignal, onChunk?: (bytesDone: number, bytesDiffering: number) => void): Promise<{ done: Done; result: Result }> {

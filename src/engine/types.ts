@@ -30,10 +30,29 @@ export interface SyncOptions {
   maxDiffsReported?: number;
   /** Identity of the source state, recorded in a patch header (e.g. snapshot name and time). */
   sourceLabel?: string;
+  /**
+   * A remote target LV is snapshotted by its server before the first write and the job's
+   * snapshots rotated to `keep` after success (a local target: see withTargetSnapshot).
+   */
+  targetSnapshot?: TargetSnapshotSpec;
   /** Start the local half of the protocol as this transport's peer (tests; default: spawn). */
   localTransport?: Transport;
   signal?: AbortSignal;
   onProgress?: (p: Progress) => void;
+}
+
+export interface TargetSnapshotSpec {
+  job: string;
+  keep: number;
+  size?: string;
+}
+
+/** What the target's server did with --target-snapshot. */
+export interface TargetSnapshotResult {
+  name: string;
+  reused: boolean;
+  kept: string[];
+  removed: string[];
 }
 
 export interface Progress {
@@ -76,4 +95,6 @@ export interface SyncSummary {
   /** True when the target grew (size policy grow). */
   grown: boolean;
   durationMs: number;
+  /** A remote target's snapshot (SyncOptions.targetSnapshot). */
+  targetSnapshot?: TargetSnapshotResult;
 }

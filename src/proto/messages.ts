@@ -3,6 +3,7 @@
 // streams HASHES, the source side streams RECORDs and a DONE, the target answers RESULT.
 // Either side may send ERROR at any point and stop; the peer turns it into a BlkError.
 import type { Channel } from '../transport/transport.js';
+import type { TargetSnapshotResult, TargetSnapshotSpec } from '../engine/types.js';
 import { BlkError, ExitCode } from '../errors.js';
 import { FrameReader, FrameWriter, Msg, msgName, parseJson, type Frame, type MsgType } from './wire.js';
 
@@ -22,7 +23,7 @@ export interface Hello {
   /** The target will be written (sync). False for dry-run, verify and patch output. */
   write: boolean;
   /** Target side: take an LVM snapshot before the first write, keep N (optional). */
-  targetSnapshot?: { job: string; keep: number };
+  targetSnapshot?: TargetSnapshotSpec;
 }
 
 export interface Welcome {
@@ -64,6 +65,7 @@ export interface Result {
   bytesWritten: number;
   bytesRead: number;
   verified: boolean;
+  targetSnapshot?: TargetSnapshotResult;
 }
 
 export interface ErrorBody {
