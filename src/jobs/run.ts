@@ -14,7 +14,7 @@ import type { Config, JobConfig } from './config.js';
 import { lockJob, type Lock } from './lock.js';
 import { writeMetrics } from './metrics.js';
 import { selfId } from './proc.js';
-import { acquireSlot } from './slots.js';
+import { acquireSlot, type Slot } from './slots.js';
 import { putRecord, putRefused, removeStaleTemps, type Outcome, type RunRecord } from './state.js';
 import { snapshotOfError, syncJob, type JobSyncResult } from './sync-job.js';
 import { formatBytes, formatDuration } from './units.js';
@@ -64,33 +64,39 @@ export async function runJob(cfg: Config, job: JobConfig, o: RunJobOptions): Pro
 }
 
 async function runLocked(cfg: Config, job: JobConfig, base: RunRecord, o: RunJobOptions): Promise<RunJobResult> {
-  let rec = base;
-  let writing = false;
-  let written = false;
-  let result: JobSyncResult | undefined;
+  let slot: Slot;
   try {
-    const slot = await acquireSlot({
+    slot = await acquireSlot({
       stateDir: cfg.stateDir, max: cfg.maxConcurrent, waitTimeout: o.waitTimeout ?? cfg.waitTimeout, job: job.name,
       signal: o.signal, onWait: (h) => log.info(`job ${job.name}: waiting for a free slot (max_concurrent ${cfg.maxConcurrent}, ${h})`),
     });
-    try {
-      rec = { ...base, start: new Date().toISOString() };
-      putRecord(cfg.stateDir, rec, job.history);
-      log.info(`job ${job.name}: started (${job.sourceText} -> ${job.targetText}, slot ${slot.index})`);
-      result = await syncJob(job, o.signal, { writing: () => { writing = true; }, written: () => { written = true; } });
-    } finally {
-      slot.release();
-    }
+  } catch (err) {
+    return { record: failure(base, err, o.signal, { writing: false, written: false }), error: err };
+  }
+  const phase = { writing: false, written: false };
+  const rec = { ...base, start: new Date().toISOString() };
+  // The record's start..end lies inside the time the slot is held (the concurrency test relies on it).
+  try {
+    putRecord(cfg.stateDir, rec, job.history);
+    log.info(`job ${job.name}: started (${job.sourceText} -> ${job.targetText}, slot ${slot.index})`);
+    const result = await syncJob(job, o.signal, { writing: () => { phase.writing = true; }, written: () => { phase.written = true; } });
     return { record: withSummary(finish(rec, 'success', undefined, 'consistent'), result) };
   } catch (err) {
-    const code = exitCodeOf(err);
-    const outcome: Outcome = code === ExitCode.INTERRUPTED || o.signal.aborted ? 'interrupted' : code === ExitCode.BUSY ? 'refused' : 'failed';
-    const dirty = writing && !written && !UNTOUCHED.has(code);
-    const record = finish(rec, outcome, err, dirty ? 'dirty' : 'consistent');
-    const snap = result?.snapshot ?? snapshotOfError(err);
-    if (snap?.name) record.snapshot = { name: `${snap.vg}/${snap.name}`, removed: snap.removed, error: snap.removeError };
-    return { record: result ? withSummary(record, result) : record, error: err };
+    return { record: failure(rec, err, o.signal, phase), error: err };
+  } finally {
+    slot.release();
   }
+}
+
+/** The record of a run that threw: interrupted, refused (BUSY) or failed; dirty when cut mid-write. */
+function failure(rec: RunRecord, err: unknown, signal: AbortSignal, phase: { writing: boolean; written: boolean }): RunRecord {
+  const code = exitCodeOf(err);
+  const outcome: Outcome = code === ExitCode.INTERRUPTED || signal.aborted ? 'interrupted' : code === ExitCode.BUSY ? 'refused' : 'failed';
+  const dirty = phase.writing && !phase.written && !UNTOUCHED.has(code);
+  const record = finish(rec, outcome, err, dirty ? 'dirty' : 'consistent');
+  const snap = snapshotOfError(err);
+  if (snap?.name) record.snapshot = { name: `${snap.vg}/${snap.name}`, removed: snap.removed, error: snap.removeError };
+  return record;
 }
 
 function finish(rec: RunRecord, outcome: Outcome, err: unknown, targetState: RunRecord['targetState']): RunRecord {
