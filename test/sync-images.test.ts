@@ -1,0 +1,273 @@
+// The sync engine end to end on real image files: runSync for summaries, bin/blkdelta for exit
+// codes and output. After every write the target must be byte-identical to the source (sha256);
+// every refusal must exit with its code, name the thing that is wrong and leave the target as it was.
+import test from 'ava';
+import { copyFileSync, existsSync, linkSync, mkdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { runSync } from '../src/engine/sync.js';
+import type { SizePolicy, SyncOptions, SyncSummary } from '../src/engine/types.js';
+import { tempDir } from './helpers/patch-fixture.js';
+import { Resources, blkdelta, cleanupAll, fileSize, randomFile, readAt, sha256, touchBlocks, touchBytes, writeAt } from './helpers/engine-fixture.js';
+
+const tmp = tempDir('blkdelta-images-');
+const res = new Resources();
+test.after.always(() => cleanupAll(res, tmp.dir));
+
+const MiB = 1 << 20;
+let files = 0;
+const fresh = (name: string) => join(tmp.dir, `${files++}-${name}`);
+
+/** A random source of `size` bytes and a target that starts as a copy of it. */
+function pair(size: number): { src: string; dst: string } {
+  const src = fresh('src.img'), dst = fresh('dst.img');
+  randomFile(src, size);
+  copyFileSync(src, dst);
+  return { src, dst };
+}
+
+const sync = (src: string, dst: string, extra: Partial<SyncOptions> = {}): Promise<SyncSummary> =>
+  runSync({ source: src, target: dst, mode: 'write', blockSize: 4096, sizePolicy: 'strict', ...extra });
+
+test('scattered changes: exactly those blocks are written, target identical', async (t) => {
+  const { src, dst } = pair(8 * MiB);
+  const blocks = Array.from({ length: 40 }, (_, i) => i * 51 + (i % 3));
+  touchBlocks(dst, 4096, blocks);
+  t.not(sha256(dst), sha256(src));
+  const s = await sync(src, dst);
+  t.is(sha256(dst), sha256(src));
+  t.like(s, { blocksCompared: 2048, blocksDiffering: 40, blocksWritten: 40, records: 40, bytesWritten: 40 * 4096, identical: false, blocksZero: 0 });
+  t.like(s, { bytesReadSource: 8 * MiB, bytesReadTarget: 8 * MiB, sourceSize: 8 * MiB, targetSize: 8 * MiB, grown: false });
+  t.deepEqual(s.firstDiffs, blocks.slice(0, 10).map((b) => b * 4096));
+  t.true(s.bytesSent < 200 * 1024, `sent ${s.bytesSent} bytes for 40 blocks of random data`);
+});
+
+test('clustered changes: one record per run (split at 1 MiB chunks), target identical', async (t) => {
+  const { src, dst } = pair(8 * MiB);
+  const blocks = [...Array.from({ length: 300 }, (_, i) => 100 + i), ...Array.from({ length: 10 }, (_, i) => 1000 + i)];
+  touchBlocks(src, 4096, blocks);
+  const s = await sync(src, dst);
+  t.is(sha256(dst), sha256(src));
+  t.like(s, { blocksDiffering: 310, blocksWritten: 310, records: 3, bytesWritten: 310 * 4096 });
+});
+
+test('a size that is not a multiple of the block size (10_000_123 bytes): first, middle and partial last block', async (t) => {
+  const { src, dst } = pair(10_000_123);
+  touchBlocks(dst, 4096, [0, 1234]);
+  touchBytes(dst, [10_000_122]);
+  const s = await sync(src, dst);
+  t.is(sha256(dst), sha256(src));
+  t.is(fileSize(dst), 10_000_123);
+  t.like(s, { blocksCompared: 2442, blocksDiffering: 3, blocksWritten: 3, bytesWritten: 2 * 4096 + (10_000_123 - 2441 * 4096) });
+  t.is(s.firstDiffs.at(-1), 2441 * 4096);
+});
+
+test('empty (0-byte) source and target: exit 0, nothing compared', async (t) => {
+  const src = fresh('empty-src.img'), dst = fresh('empty-dst.img');
+  writeFileSync(src, '');
+  writeFileSync(dst, '');
+  const r = await blkdelta('sync', src, dst, '--json');
+  t.is(r.exitCode, 0, r.stderr);
+  t.like(JSON.parse(r.stdout), { blocksCompared: 0, blocksDiffering: 0, blocksWritten: 0, identical: true, sourceSize: 0, targetSize: 0 });
+  t.is(fileSize(dst), 0);
+});
+
+test('zeroed source ranges become holes in a file target (st_blocks shrinks), data identical', async (t) => {
+  const { src, dst } = pair(16 * MiB);
+  writeAt(src, 1 * MiB, Buffer.alloc(2 * MiB));
+  writeAt(src, 9 * MiB + 8192, Buffer.alloc(3 * 4096));
+  const before = statSync(dst).blocks;
+  const s = await sync(src, dst);
+  t.is(sha256(dst), sha256(src));
+  t.like(s, { blocksDiffering: 515, blocksZero: 515, blocksWritten: 515 });
+  const after = statSync(dst).blocks;
+  t.true(before - after >= (2 * MiB + 3 * 4096) / 512, `st_blocks ${before} → ${after}`);
+});
+
+// ---- size policies (CLI) ----
+
+const policy = test.macro({
+  async exec(t, p: SizePolicy, srcSize: number, dstSize: number, want: { exit: number; message?: RegExp }) {
+    const src = fresh('src.img'), dst = fresh('dst.img');
+    randomFile(src, srcSize);
+    randomFile(dst, dstSize);
+    const common = Math.min(srcSize, dstSize);
+    writeAt(dst, 0, readAt(src, 0, common));
+    touchBlocks(dst, 4096, [0, 100, Math.floor((common - 1) / 4096)]);
+    const [before, tailBefore] = [sha256(dst), readAt(dst, common, dstSize)];
+    const r = await blkdelta('sync', '--size-policy', p, '--json', src, dst);
+    t.is(r.exitCode, want.exit, r.stderr);
+    if (want.message) {
+      t.regex(r.stderr, want.message);
+      t.is(sha256(dst), before, 'a refused sync changed the target');
+      t.is(fileSize(dst), dstSize);
+      return;
+    }
+    const s = JSON.parse(r.stdout) as SyncSummary;
+    if (p === 'grow') {
+      t.is(sha256(dst), sha256(src));
+      t.true(s.grown);
+    } else {
+      t.is(fileSize(dst), dstSize, 'min changed the target size');
+      t.true(readAt(dst, 0, common).equals(readAt(src, 0, common)), 'common prefix differs');
+      t.true(readAt(dst, common, dstSize).equals(tailBefore), 'the tail past the common prefix changed');
+      t.is(s.comparedBytes, common);
+    }
+    t.is(s.blocksDiffering, 3 + (p === 'grow' ? Math.ceil(srcSize / 4096) - Math.ceil(dstSize / 4096) : 0));
+  },
+  title: (_p, p, srcSize, dstSize, want: { exit: number }) => `--size-policy ${p}: source ${srcSize}, target ${dstSize} → exit ${want.exit}`,
+});
+test(policy, 'strict', 3 * MiB, 2 * MiB, { exit: 6, message: /size mismatch: source is 3145728 bytes, target is 2097152 bytes/ });
+test(policy, 'strict', 2 * MiB, 3 * MiB, { exit: 6, message: /size mismatch: source is 2097152 bytes, target is 3145728 bytes/ });
+test(policy, 'grow', 3 * MiB + 123, 2 * MiB, { exit: 0 });
+test(policy, 'grow', 2 * MiB, 3 * MiB, { exit: 6, message: /grow never shrinks a target/ });
+test(policy, 'min', 2 * MiB, 3 * MiB + 5, { exit: 0 });
+test(policy, 'min', 3 * MiB, 2 * MiB + 5, { exit: 0 });
+
+// ---- block sizes ----
+
+const blockSize = test.macro({
+  async exec(t, bs: number) {
+    const { src, dst } = pair(4 * MiB + 1000);
+    const offsets = [0, 5000, 70_000, 1_500_000, 1_500_100, 3 * MiB + 17, 4 * MiB + 999];
+    touchBytes(dst, offsets);
+    const s = await sync(src, dst, { blockSize: bs });
+    t.is(sha256(dst), sha256(src));
+    const want = new Set(offsets.map((o) => Math.floor(o / bs))).size;
+    t.like(s, { blockSize: bs, blocksCompared: Math.ceil((4 * MiB + 1000) / bs), blocksDiffering: want, blocksWritten: want });
+  },
+  title: (_p, bs) => `block size ${bs}: target identical, blocksDiffering counts ${bs}-byte blocks`,
+});
+for (const bs of [512, 4096, 65536, MiB]) test(blockSize, bs);
+
+// ---- modes ----
+
+test('--dry-run: exit 3 when different, 0 when same; the target is untouched', async (t) => {
+  const { src, dst } = pair(4 * MiB);
+  touchBlocks(dst, 4096, [3, 4, 700]);
+  const before = sha256(dst);
+  const r = await blkdelta('sync', '--dry-run', '--json', src, dst);
+  t.is(r.exitCode, 3, r.stderr);
+  t.like(JSON.parse(r.stdout), { mode: 'dry-run', blocksDiffering: 3, blocksWritten: 0, identical: false, firstDiffs: [3 * 4096, 4 * 4096, 700 * 4096] });
+  t.is(sha256(dst), before);
+  const same = await blkdelta('sync', '-n', src, fresh('missing.img'));
+  t.is(same.exitCode, 5, 'a missing target is refused even in a dry run');
+  copyFileSync(src, dst);
+  const r2 = await blkdelta('sync', '--dry-run', src, dst);
+  t.is(r2.exitCode, 0, r2.stderr);
+  t.regex(r2.stdout, /differing {2}0 blocks/);
+});
+
+test('--verify re-reads what was written; --json reports the counts', async (t) => {
+  const { src, dst } = pair(4 * MiB);
+  touchBlocks(dst, 4096, [1, 2, 3, 900, 1023]);
+  writeAt(src, 2 * MiB, Buffer.alloc(2 * 65536));
+  const r = await blkdelta('sync', '--verify', '--json', '-b', '64K', src, dst);
+  t.is(r.exitCode, 0, r.stderr);
+  t.is(sha256(dst), sha256(src));
+  t.like(JSON.parse(r.stdout), { mode: 'write', blockSize: 65536, verified: true, blocksDiffering: 5, blocksZero: 2, blocksWritten: 5, identical: false, sourceSize: 4 * MiB });
+});
+
+test('the human summary names the counts; blkdelta verify agrees afterwards', async (t) => {
+  const { src, dst } = pair(2 * MiB);
+  touchBlocks(dst, 4096, [10, 11]);
+  const r = await blkdelta('sync', '--no-progress', src, dst);
+  t.is(r.exitCode, 0, r.stderr);
+  t.regex(r.stdout, /differing {2}2 blocks/);
+  t.regex(r.stdout, /written {4}2 blocks/);
+  const v = await blkdelta('verify', src, dst);
+  t.is(v.exitCode, 0, v.stderr);
+  t.regex(v.stdout, /IDENTICAL/);
+});
+
+test('--patch-out then blkdelta apply gives the same target as a direct sync', async (t) => {
+  const { src, dst } = pair(6 * MiB + 300);
+  touchBlocks(dst, 4096, [0, 77, 78, 79, 1500]);
+  writeAt(src, 3 * MiB, Buffer.alloc(MiB));
+  const viaPatch = fresh('via-patch.img');
+  copyFileSync(dst, viaPatch);
+  const before = sha256(viaPatch);
+  const patch = fresh('delta.bdp');
+  const p = await blkdelta('sync', '--patch-out', patch, '--json', src, viaPatch);
+  t.is(p.exitCode, 0, p.stderr);
+  t.is(sha256(viaPatch), before, '--patch-out changed the target');
+  t.true(existsSync(patch));
+  t.like(JSON.parse(p.stdout), { mode: 'patch', blocksDiffering: 5 + 256, patchBytes: fileSize(patch) });
+  const a = await blkdelta('apply', patch, viaPatch);
+  t.is(a.exitCode, 0, a.stderr);
+  const d = await blkdelta('sync', src, dst);
+  t.is(d.exitCode, 0, d.stderr);
+  t.is(sha256(viaPatch), sha256(src));
+  t.is(sha256(dst), sha256(viaPatch));
+});
+
+test('a second sync of identical devices writes nothing', async (t) => {
+  const { src, dst } = pair(4 * MiB);
+  touchBlocks(dst, 4096, [5, 600]);
+  t.is((await sync(src, dst)).blocksWritten, 2);
+  const mtime = statSync(dst).mtimeMs;
+  const again = await sync(src, dst);
+  t.like(again, { blocksDiffering: 0, blocksWritten: 0, bytesWritten: 0, records: 0, identical: true });
+  t.is(statSync(dst).mtimeMs, mtime, 'the target was written');
+  t.is(sha256(dst), sha256(src));
+});
+
+// ---- refusals ----
+
+interface Case { src: string; dst: string; args?: string[] }
+const refused = test.macro({
+  async exec(t, setup: () => Promise<Case> | Case, exit: number, message: (c: Case) => RegExp) {
+    const c = await setup();
+    const sums = [c.src, c.dst].map((p) => (existsSync(p) && statSync(p).isFile() ? sha256(p) : undefined));
+    const r = await blkdelta('sync', ...(c.args ?? []), c.src, c.dst);
+    t.is(r.exitCode, exit, r.stderr);
+    t.regex(r.stderr, message(c));
+    t.deepEqual([c.src, c.dst].map((p) => (existsSync(p) && statSync(p).isFile() ? sha256(p) : undefined)), sums, 'a refused sync changed a file');
+  },
+  title: (name) => `refused: ${name}`,
+});
+const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+const targetRefused = (why: string) => (c: Case) => new RegExp(`target ${esc(c.dst)} refused: ${why}`);
+
+test('target missing', refused, () => ({ ...pair(MiB), dst: fresh('missing.img') }), 5, (c) => new RegExp(`target ${esc(c.dst)} does not exist`));
+test('target is a directory', refused, () => ({ ...pair(MiB), dst: tmp.dir }), 5, (c) => new RegExp(`target ${esc(c.dst)} is not a regular file or block device`));
+test('target is the source (same path)', refused, () => { const { src } = pair(MiB); return { src, dst: src }; }, 5, targetRefused('it is the same device or file as the source'));
+test('target is the source via a symlink', refused, () => {
+  const { src } = pair(MiB);
+  const link = fresh('link.img');
+  symlinkSync(src, link);
+  return { src, dst: link };
+}, 5, targetRefused('it is the same device or file as the source'));
+test('target is the source via a symlinked directory', refused, () => {
+  const { src } = pair(MiB);
+  const dir = fresh('dirlink');
+  symlinkSync(tmp.dir, dir);
+  return { src, dst: join(dir, src.slice(tmp.dir.length + 1)) };
+}, 5, targetRefused('it is the same device or file as the source'));
+test('target is the source via a hard link', refused, () => {
+  const { src } = pair(MiB);
+  const link = fresh('hard.img');
+  linkSync(src, link);
+  return { src, dst: link };
+}, 5, targetRefused('it is the same device or file as the source'));
+test('target is immutable (chattr +i)', refused, async () => {
+  const c = pair(MiB);
+  touchBlocks(c.dst, 4096, [1]);
+  await res.immutable(c.dst);
+  return c;
+}, 5, targetRefused('it is read-only \\(EPERM\\)'));
+test('target on a read-only bind mount', refused, async () => {
+  const dir = fresh('rw');
+  mkdirSync(dir);
+  const src = fresh('src.img');
+  randomFile(src, MiB);
+  randomFile(join(dir, 'dst.img'), MiB);
+  const ro = fresh('ro');
+  await res.readOnlyBind(dir, ro);
+  return { src, dst: join(ro, 'dst.img') };
+}, 5, targetRefused('it is read-only \\(EROFS\\)'));
+test('source missing', refused, () => ({ src: fresh('nope.img'), dst: pair(MiB).dst }), 4, (c) => new RegExp(`source ${esc(c.src)} does not exist`));
+test('source is a directory', refused, () => ({ src: tmp.dir, dst: pair(MiB).dst }), 4, (c) => new RegExp(`source ${esc(c.src)} is not a regular file or block device`));
+for (const bs of ['3000', '256', '32M', '4097']) {
+  test(`--block-size ${bs}`, refused, () => ({ ...pair(MiB), args: ['-b', bs] }), 2, () => new RegExp(`--block-size \\d+ is invalid: it must be a power of two`));
+}
+test('--block-size abc', refused, () => ({ ...pair(MiB), args: ['-b', 'abc'] }), 2, () => /--block-size "abc" is not a size/);
