@@ -63,6 +63,7 @@ export async function serve(input: Readable, output: Writable, opts: ServerOptio
   } finally {
     dev?.close();
     output.end();
+    input.destroy(); // stop reading: a client still sending gets EPIPE, and this process can exit
   }
 }
 

@@ -11,8 +11,8 @@
 import { setImmediate as turn } from 'node:timers/promises';
 import { BlkError, ExitCode } from '../errors.js';
 import { hashBlocks, loadHasher } from '../hash.js';
-import { Msg, msgName } from '../proto/wire.js';
-import type { Conn, Done, Result, Start } from '../proto/messages.js';
+import { Msg, msgName, parseJson } from '../proto/wire.js';
+import { checkFields, type Conn, type Done, type Result, type Start } from '../proto/messages.js';
 import { readFull, type Device } from './device.js';
 
 /** Takes the records that arrive at the target side. */
@@ -48,7 +48,7 @@ export async function runTarget(dev: Device, conn: Conn, start: Start, sink: Tar
       const at = conn.reader.bytes;
       const f = await conn.reader.next();
       if (!f) throw conn.closed('before the end of the sync: the target is incomplete');
-      if (f.type === Msg.DONE) return JSON.parse(f.payload.toString('utf8')) as Done;
+      if (f.type === Msg.DONE) return checkDone(parseJson<Done>(f));
       if (f.type === Msg.ERROR) throw conn.peerError(f);
       if (f.type !== Msg.RECORD || !sink) throw new BlkError(ExitCode.REMOTE, `protocol error: unexpected ${msgName(f.type)} during the sync`);
       await sink.record(f.payload, at);
@@ -59,4 +59,9 @@ export async function runTarget(dev: Device, conn: Conn, start: Start, sink: Tar
   const result: Result = { ...w, bytesRead };
   await conn.writer.sendJson(Msg.RESULT, result);
   return { done, result };
+}
+
+function checkDone(d: Done): Done {
+  checkFields('DONE', d, { blocksCompared: 'number', blocksDiffering: 'number', blocksZero: 'number', records: 'number', dataBytes: 'number', bytesRead: 'number', firstDiffs: 'object' });
+  return d;
 }

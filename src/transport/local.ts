@@ -48,6 +48,7 @@ export function childChannel(child: ChildProcess, tailBytes: number): Channel {
     close: () =>
       (closing ??= (async () => {
         child.stdin!.end();
+        child.stdout!.destroy(); // a server blocked writing to us gets EPIPE instead of hanging
         const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
         const code = await exited;
         clearTimeout(timer);
