@@ -1,0 +1,89 @@
+// `npm run bench`: blkdelta's performance figures (issues 2 and 3), printed as Markdown on stdout
+// and written as JSON to bench/results/latest.json. Not a test: nothing here is timed against a
+// deadline; targets are checked and printed PASS/FAIL (exit status 1 when one fails).
+//   node dist/bench/bench.js [--size 4G] [--quick] [--dir /var/tmp] [--skip-ssh] [--skip-sparse]
+//   A: random image of --size (default 4 GiB): no change, 1% random 4 KiB blocks, 40 MiB contiguous
+//   B: sparse 1, 4, 16, 64 GiB (peak RSS flatness)      C: the 1% case over SSH vs local
+//   --quick: 1 GiB image, sparse 1 and 4 GiB only (a smoke run of every table).
+// Disk: two images of --size plus a copy of the changed data, in a temp dir under --dir (default
+// the OS temp dir), removed at the end, also after a failure or Ctrl-C. Memory: see images.ts.
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { GIB, prepareImages, tableA, tableB } from './cases.js';
+import { benchAbort, requireTool } from './measure.js';
+import { markdownA, markdownB, markdownC, markdownTargets, targets, type Results } from './report.js';
+import { tableC } from './ssh-case.js';
+import { parseSize } from '../src/units.js';
+
+const RESULTS = fileURLToPath(new URL('../../bench/results/latest.json', import.meta.url));
+
+interface Config {
+  size: number;
+  sparse: number[];
+  dir: string;
+  ssh: boolean;
+}
+
+function config(): Config {
+  const { values } = parseArgs({
+    options: {
+      size: { type: 'string' }, quick: { type: 'boolean' }, dir: { type: 'string' },
+      'skip-ssh': { type: 'boolean' }, 'skip-sparse': { type: 'boolean' },
+    },
+  });
+  const size = values.size !== undefined ? parseSize(values.size, '--size') : values.quick ? GIB : 4 * GIB;
+  const sparse = values['skip-sparse'] ? [] : (values.quick ? [1, 4] : [1, 4, 16, 64]).map((g) => g * GIB);
+  return { size, sparse, dir: values.dir ?? tmpdir(), ssh: !values['skip-ssh'] };
+}
+
+function section(md: string): void {
+  process.stdout.write(md + '\n\n');
+}
+
+async function run(cfg: Config, work: string): Promise<Results> {
+  const r: Results = {};
+  const img = await prepareImages(work, cfg.size);
+  r.a = await tableA(img, work);
+  section(markdownA(r.a));
+  if (cfg.ssh) {
+    r.c = await tableC(img, work);
+    section(markdownC(r.c));
+  }
+  rmSync(img.a);
+  rmSync(img.b);
+  if (cfg.sparse.length) {
+    r.b = await tableB(cfg.sparse, work);
+    section(markdownB(r.b));
+  }
+  return r;
+}
+
+async function main(): Promise<number> {
+  requireTool('xxhsum', 'xxhash');
+  const cfg = config();
+  const work = mkdtempSync(join(cfg.dir, 'blkdelta-bench-'));
+  const cleanup = () => rmSync(work, { recursive: true, force: true });
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => benchAbort.abort());
+  const t0 = Date.now();
+  section(`## blkdelta bench, ${new Date().toISOString()}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}`);
+  try {
+    const results = await run(cfg, work);
+    const t = targets(results);
+    section(markdownTargets(t));
+    section(`Bench wall time: ${((Date.now() - t0) / 1000).toFixed(0)} s.`);
+    mkdirSync(dirname(RESULTS), { recursive: true });
+    writeFileSync(RESULTS, JSON.stringify({ date: new Date().toISOString(), node: process.version, cpus: cpus().length, config: cfg, results, targets: t }, null, 2) + '\n');
+    process.stdout.write(`figures written to ${RESULTS}\n`);
+    return t.every((x) => x.pass) ? 0 : 1;
+  } finally {
+    cleanup();
+  }
+}
+
+main().then((code) => (process.exitCode = code), (err: Error) => {
+  process.stderr.write(`bench failed: ${process.env.BLKDELTA_BENCH_DEBUG ? err.stack : err.message}\n`);
+  process.exitCode = 2;
+});

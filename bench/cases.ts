@@ -1,0 +1,103 @@
+// Tables A and B of `npm run bench`.
+// A: one random image a.img and its copy b.img (SIZE bytes, 4 KiB blocks); for each case, change
+//    b.img, `blkdelta sync a.img b.img` (which restores it), then time `xxhsum -H1 a b` (two
+//    processes in parallel; their hashes must match, which checks the sync) and `cat a b`.
+//    Caches are warm throughout: the files were just written and one `cat a b` runs before the
+//    first measurement; nothing is dropped. Baselines are timed right after each case's sync.
+// B: identical sparse a and b (truncate -s) of 1, 4, 16, 64 GiB: a no-change sync over holes.
+// Memory: see images.ts. Interrupted: files stay in the work dir, which bench.ts removes.
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { changeRandomBlocks, changeRange, copyImage, makeRandomImage, makeSparse } from './images.js';
+import { runBlkdelta, timeParallel, type SyncRun } from './measure.js';
+
+export const BLOCK = 4096;
+export const MIB = 1024 * 1024;
+export const GIB = 1024 * MIB;
+
+export interface CaseRow {
+  name: string;
+  changedBytes: number;
+  run: SyncRun;
+  xxhsumMs: number;
+  catMs: number;
+}
+
+export interface TableA {
+  size: number;
+  prepMs: number;
+  rows: CaseRow[];
+}
+
+export interface SparseRow {
+  size: number;
+  run: SyncRun;
+}
+
+export interface Images {
+  a: string;
+  b: string;
+  size: number;
+}
+
+/** Writes the random a.img and its copy b.img, then reads both once to warm the cache. */
+export async function prepareImages(dir: string, size: number): Promise<Images & { prepMs: number }> {
+  const t0 = Date.now();
+  const a = join(dir, 'a.img');
+  const b = join(dir, 'b.img');
+  makeRandomImage(a, size, 'blkdelta-bench');
+  copyImage(a, b);
+  await timeParallel([{ argv: ['cat', a, b] }], false);
+  return { a, b, size, prepMs: Date.now() - t0 };
+}
+
+/** Syncs a → b and checks b equals a afterwards with xxhsum (timed), and times cat a b. */
+export async function syncAndCheck(img: Images, name: string, changedBytes: number, dir: string): Promise<CaseRow> {
+  const run = await runBlkdelta(['sync', img.a, img.b], dir);
+  checkSummary(name, run, changedBytes);
+  const xx = await timeParallel([{ argv: ['xxhsum', '-H1', img.a] }, { argv: ['xxhsum', '-H1', img.b] }]);
+  const [ha, hb] = xx.stdouts.map((s) => s.split(/\s/)[0]);
+  if (ha !== hb) throw new Error(`case ${name}: ${img.b} differs from ${img.a} after the sync (xxh64 ${hb} vs ${ha})`);
+  const cat = await timeParallel([{ argv: ['cat', img.a, img.b] }], false);
+  return { name, changedBytes, run, xxhsumMs: xx.wallMs, catMs: cat.wallMs };
+}
+
+function checkSummary(name: string, run: SyncRun, changedBytes: number): void {
+  const s = run.summary;
+  const differing = s.blocksDiffering * s.blockSize;
+  if (changedBytes === 0 ? differing !== 0 : differing !== changedBytes) {
+    throw new Error(`case ${name}: blkdelta found ${differing} differing bytes, the bench changed ${changedBytes}`);
+  }
+}
+
+/** The three cases of table A on prepared images. */
+export async function tableA(img: Images & { prepMs: number }, dir: string): Promise<TableA> {
+  const rows: CaseRow[] = [];
+  rows.push(await syncAndCheck(img, '(a) no change', 0, dir));
+  const randomBytes = changeRandomBlocks(img.b, img.size, BLOCK, 0.01, 1);
+  rows.push(await syncAndCheck(img, '(b) 1% of 4 KiB blocks, random', randomBytes, dir));
+  const rangeLen = Math.min(40 * MIB, img.size);
+  const rangeAt = Math.floor((img.size - rangeLen) / 3 / BLOCK) * BLOCK;
+  rows.push(await syncAndCheck(img, '(c) 40 MiB contiguous', changeRange(img.b, rangeAt, rangeLen, 1), dir));
+  return { size: img.size, prepMs: img.prepMs, rows };
+}
+
+/** Table B: a no-change sync of identical sparse files of each size. */
+export async function tableB(sizes: number[], dir: string): Promise<SparseRow[]> {
+  const rows: SparseRow[] = [];
+  for (const size of sizes) {
+    const a = join(dir, `sparse-a-${size}`);
+    const b = join(dir, `sparse-b-${size}`);
+    makeSparse(a, size);
+    makeSparse(b, size);
+    try {
+      const run = await runBlkdelta(['sync', a, b], dir);
+      if (!run.summary.identical) throw new Error(`sparse ${size}: blkdelta found differences between two empty sparse files`);
+      rows.push({ size, run });
+    } finally {
+      rmSync(a, { force: true });
+      rmSync(b, { force: true });
+    }
+  }
+  return rows;
+}

@@ -1,0 +1,118 @@
+// The bench's figures as Markdown tables and PASS/FAIL targets (issues 2 and 3).
+// Pure functions over the measured rows; bench.ts prints them and writes the same data as JSON.
+// MB and MB/s are decimal (10^6, as bdsync's figures are quoted); RSS is in MiB.
+import type { SparseRow, TableA } from './cases.js';
+import type { SyncRun } from './measure.js';
+import type { TableC } from './ssh-case.js';
+
+const MIB = 1024 * 1024;
+export const RSS_LIMIT = 80 * MIB;
+
+export interface Target {
+  name: string;
+  value: string;
+  limit: string;
+  pass: boolean;
+}
+
+export interface Results {
+  a?: TableA;
+  b?: SparseRow[];
+  c?: TableC;
+}
+
+const s = (ms: number) => (ms / 1000).toFixed(2) + ' s';
+const mb = (n: number) => (n / 1e6).toFixed(2) + ' MB';
+const mib = (n: number) => (n / MIB).toFixed(1) + ' MiB';
+const gib = (n: number) => (n / 1024 / MIB).toFixed(n % (1024 * MIB) ? 2 : 0) + ' GiB';
+const rate = (bytes: number, ms: number) => (bytes / 1e6 / (ms / 1000)).toFixed(0);
+const x = (r: number) => r.toFixed(2) + 'x';
+const exchanged = (r: SyncRun) => r.summary.bytesSent + r.summary.bytesReceived;
+
+function table(head: string[], rows: string[][]): string {
+  return [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+}
+
+/** Wall, MB/s, CPU and peak RSS of a run's two processes, as table cells. */
+function runCells(r: SyncRun): string[] {
+  return [s(r.wallMs), rate(r.summary.comparedBytes, r.wallMs), s(r.client.cpuMs), s(r.server.cpuMs), mib(r.client.peakRss), mib(r.server.peakRss)];
+}
+const RUN_HEAD = ['wall', 'MB/s', 'CPU client', 'CPU server', 'peak RSS client', 'peak RSS server'];
+
+export function markdownA(a: TableA): string {
+  const rows = a.rows.map((c) => [c.name, mb(c.changedBytes), ...runCells(c.run), mb(exchanged(c.run)), s(c.xxhsumMs), s(c.catMs), x(c.run.wallMs / c.xxhsumMs), x(c.run.wallMs / c.catMs)]);
+  return [
+    `### A. ${gib(a.size)} random image, 4 KiB blocks, local sync (client + spawned server)`,
+    `Warm cache: images written and fsynced (${s(a.prepMs)}), then read once with cat; nothing dropped. ` +
+      'Baselines timed right after each sync on the same files; xxhsum hashes matching also checks the sync. CPU = user + sys.',
+    '',
+    table(['case', 'changed', ...RUN_HEAD, 'exchanged', 'xxhsum -H1 a ‖ b', 'cat a b', 'wall / xxhsum', 'wall / cat'], rows),
+  ].join('\n');
+}
+
+export function markdownB(rows: SparseRow[]): string {
+  const f = flatness(rows);
+  return [
+    '### B. Sparse devices: identical sparse source and target (no-change sync over holes)',
+    '',
+    table(['size', ...RUN_HEAD], rows.map((r) => [gib(r.size), ...runCells(r.run)])),
+    '',
+    `Peak RSS max/min: client ${x(f.client)}, server ${x(f.server)}.`,
+  ].join('\n');
+}
+
+export function markdownC(c: TableC): string {
+  const row = (name: string, r: SyncRun) => [name, s(r.wallMs), s(r.client.cpuMs), s(r.server.cpuMs), mib(r.client.peakRss), mib(r.server.peakRss), mb(exchanged(r))];
+  return [
+    `### C. ${gib(c.size)} image, 1% of 4 KiB blocks changed (${mb(c.changedBytes)}), pushed over SSH to sshd on 127.0.0.1`,
+    'Bytes on the wire = protocol bytes both ways (SSH framing, MACs and padding not counted).',
+    '',
+    table(['transport', 'wall', 'CPU client', 'CPU server', 'peak RSS client', 'peak RSS server', 'bytes on the wire'], [row('local', c.local), row('ssh (ssh2 client, OpenSSH sshd)', c.ssh)]),
+    '',
+    `OpenSSH \`ssh 127.0.0.1 'cat > /dev/null' < ${mb(c.changedBytes)} file\`: ${s(c.sshCatMs)}. SSH wall / local wall: ${x(c.ssh.wallMs / c.local.wallMs)}.`,
+  ].join('\n');
+}
+
+export function flatness(rows: SparseRow[]): { client: number; server: number } {
+  const ratio = (v: number[]) => Math.max(...v) / Math.min(...v);
+  return { client: ratio(rows.map((r) => r.run.client.peakRss)), server: ratio(rows.map((r) => r.run.server.peakRss)) };
+}
+
+/** Every run with a label, for the RSS target. */
+function allRuns(r: Results): [string, SyncRun][] {
+  return [
+    ...(r.a?.rows.map((c) => [`A ${c.name}`, c.run] as [string, SyncRun]) ?? []),
+    ...(r.b?.map((b) => [`B sparse ${gib(b.size)}`, b.run] as [string, SyncRun]) ?? []),
+    ...(r.c ? [['C local', r.c.local], ['C ssh', r.c.ssh]] as [string, SyncRun][] : []),
+  ];
+}
+
+export function targets(r: Results): Target[] {
+  const t: Target[] = [];
+  const add = (name: string, value: number, limit: number, fmt: (n: number) => string) => t.push({ name, value: fmt(value), limit: fmt(limit), pass: value <= limit });
+  const noChange = r.a?.rows[0];
+  if (noChange) add(`no-change compare of ${gib(r.a!.size)} / parallel xxhsum wall`, noChange.run.wallMs / noChange.xxhsumMs, 2.5, x);
+  const caseB = r.a?.rows[1];
+  if (caseB) add('bytes exchanged, case (b) at 4 KiB (bdsync: 59.9 MB for 4 GiB)', exchanged(caseB.run), 54e6, mb);
+  for (const side of ['client', 'server'] as const) {
+    const runs = allRuns(r);
+    if (runs.length === 0) break;
+    const [label, run] = runs.reduce((m, e) => (e[1][side].peakRss > m[1][side].peakRss ? e : m));
+    add(`peak RSS of every ${side} process (largest: ${label})`, run[side].peakRss, RSS_LIMIT, mib);
+  }
+  if (r.b && r.b.length > 1) {
+    const f = flatness(r.b);
+    add(`peak RSS flat over sparse ${r.b.map((b) => gib(b.size)).join(', ')}: client max/min`, f.client, 1.1, x);
+    add('peak RSS flat over sparse sizes: server max/min', f.server, 1.1, x);
+  }
+  if (r.c) {
+    add('SSH wall / local wall, same change', r.c.ssh.wallMs / r.c.local.wallMs, 1.3, x);
+    add('peak RSS over SSH, client side', r.c.ssh.client.peakRss, RSS_LIMIT, mib);
+    add('peak RSS over SSH, server side', r.c.ssh.server.peakRss, RSS_LIMIT, mib);
+  }
+  return t;
+}
+
+export function markdownTargets(t: Target[]): string {
+  return ['### Targets', '', table(['target', 'measured', 'limit', 'result'], t.map((r) => [r.name, r.value, r.limit, r.pass ? 'PASS' : 'FAIL']))].join('\n');
+}

@@ -1,0 +1,69 @@
+// Table C of `npm run bench`: the same 1%-of-4-KiB-blocks change pushed over the local transport
+// and over SSH to a private sshd on 127.0.0.1 (test/helpers/sshd.ts: its own host and user keys,
+// known_hosts, stopped by PID), in the same run on the same images:
+//   change b (seed 2) → sync a b (local) → change b again (same seed, same blocks)
+//   → sync a ssh://root@127.0.0.1:PORT/b --identity K --known-hosts F (remote server probed
+//     through --remote-cmd) → xxhsum a b must match
+//   → ssh 127.0.0.1 'cat > /dev/null' < file of the changed amount (OpenSSH client, same sshd)
+// Memory: see images.ts. Interrupted: the sshd is stopped in finally; files stay in the work dir.
+import { closeSync, openSync, readSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { startSshd } from '../test/helpers/sshd.js';
+import { BLOCK, MIB, type Images } from './cases.js';
+import { changeRandomBlocks } from './images.js';
+import { probedRemoteCmd, runBlkdelta, timeParallel, type SyncRun } from './measure.js';
+
+export interface TableC {
+  size: number;
+  changedBytes: number;
+  local: SyncRun;
+  ssh: SyncRun;
+  /** OpenSSH `ssh host 'cat > /dev/null' < changed-amount file`. */
+  sshCatMs: number;
+}
+
+export async function tableC(img: Images, dir: string): Promise<TableC> {
+  const sshd = await startSshd();
+  try {
+    const changedBytes = changeRandomBlocks(img.b, img.size, BLOCK, 0.01, 2);
+    const local = await runBlkdelta(['sync', img.a, img.b], dir);
+    changeRandomBlocks(img.b, img.size, BLOCK, 0.01, 2);
+    const dst = `ssh://${sshd.user}@127.0.0.1:${sshd.port}${img.b}`;
+    const ssh = await runBlkdelta((probeDir) => ['sync', img.a, dst, '--identity', sshd.userKey.privatePath,
+      '--known-hosts', sshd.knownHosts, '--remote-cmd', probedRemoteCmd(probeDir)], dir);
+    for (const [name, run] of [['local', local], ['ssh', ssh]] as const) {
+      if (run.summary.blocksDiffering * BLOCK !== changedBytes) {
+        throw new Error(`ssh case, ${name} sync: ${run.summary.blocksDiffering} blocks differed, the bench changed ${changedBytes / BLOCK}`);
+      }
+    }
+    await checkEqual(img);
+    const data = join(dir, 'changed.bin');
+    copyPrefix(img.a, data, changedBytes);
+    const cat = await timeParallel([{ argv: [...sshd.rshArgv(), '127.0.0.1', 'cat > /dev/null'], stdinFile: data }], false);
+    return { size: img.size, changedBytes, local, ssh, sshCatMs: cat.wallMs };
+  } finally {
+    await sshd.stop();
+  }
+}
+
+async function checkEqual(img: Images): Promise<void> {
+  const xx = await timeParallel([{ argv: ['xxhsum', '-H1', img.a] }, { argv: ['xxhsum', '-H1', img.b] }]);
+  const [ha, hb] = xx.stdouts.map((s) => s.split(/\s/)[0]);
+  if (ha !== hb) throw new Error(`ssh case: ${img.b} differs from ${img.a} after the sync over SSH`);
+}
+
+/** Copies the first n bytes of from into a new file to (random data: nothing for ssh to compress). */
+function copyPrefix(from: string, to: string, n: number): void {
+  const src = openSync(from, 'r');
+  const dst = openSync(to, 'w');
+  const buf = Buffer.alloc(MIB);
+  try {
+    for (let pos = 0; pos < n; pos += MIB) {
+      const len = readSync(src, buf, 0, Math.min(MIB, n - pos), pos);
+      writeSync(dst, buf, 0, len, pos);
+    }
+  } finally {
+    closeSync(src);
+    closeSync(dst);
+  }
+}
