@@ -121,6 +121,11 @@ export class Resources {
     return r.stdout.trim();
   }
 
+  /** Registers an undo step for something made outside these helpers. */
+  adopt(what: string, run: () => Promise<unknown>): void {
+    this.undo.push({ what, run });
+  }
+
   /** losetup -f --show [-r] file → /dev/loopN, detached by cleanup(). */
   async attach(file: string, opts: { readOnly?: boolean } = {}): Promise<string> {
     const dev = await this.run('losetup', ['-f', '--show', ...(opts.readOnly ? ['-r'] : []), file]);

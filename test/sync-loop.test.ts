@@ -1,0 +1,134 @@
+// The sync engine on real loop devices (root, util-linux, e2fsprogs): image → loop, loop → loop,
+// the device size from the kernel, and the refusals that only exist for block devices (mounted,
+// read-only, the same device under another name, a file attached to a loop device).
+// Every loop device and mount is undone in t.teardown, even when the test fails.
+import test, { type ExecutionContext } from 'ava';
+import { copyFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { runSync } from '../src/engine/sync.js';
+import type { SyncOptions } from '../src/engine/types.js';
+import { tempDir } from './helpers/patch-fixture.js';
+import { Resources, blkdelta, randomFile, readAt, requireBlockTools, sha256, touchBlocks } from './helpers/engine-fixture.js';
+
+const tmp = tempDir('blkdelta-loop-');
+test.after.always(() => tmp.cleanup());
+test.before(() => requireBlockTools());
+
+const MiB = 1 << 20;
+const SIZE = 16 * MiB;
+let files = 0;
+const fresh = (name: string) => join(tmp.dir, `${files++}-${name}`);
+
+function resources(t: ExecutionContext): Resources {
+  const r = new Resources();
+  t.teardown(() => r.cleanup());
+  return r;
+}
+
+/** A random image and a second one that differs from it in a few blocks. */
+function pair(size = SIZE): { src: string; dst: string } {
+  const src = fresh('src.img'), dst = fresh('dst.img');
+  randomFile(src, size);
+  copyFileSync(src, dst);
+  touchBlocks(dst, 4096, [0, 17, 18, 2000, size / 4096 - 1]);
+  return { src, dst };
+}
+
+const sync = (src: string, dst: string, extra: Partial<SyncOptions> = {}) =>
+  runSync({ source: src, target: dst, mode: 'write', blockSize: 4096, sizePolicy: 'strict', ...extra });
+
+test.serial('image → loop device: size from the kernel (a --sizelimit smaller than the file), target identical', async (t) => {
+  const r = resources(t);
+  const src = fresh('src.img'), backing = fresh('backing.img');
+  randomFile(src, SIZE);
+  randomFile(backing, SIZE + 3 * MiB);
+  const dev = await r.run('losetup', ['-f', '--show', '--sizelimit', String(SIZE), backing]);
+  r.adopt(`losetup -d ${dev}`, () => r.run('losetup', ['-d', dev]));
+  t.is(statSync(dev).size, 0, 'stat of a block device says 0');
+  const s = await sync(src, dev, { verify: true });
+  t.like(s, { targetSize: SIZE, sourceSize: SIZE, blocksDiffering: SIZE / 4096, blocksWritten: SIZE / 4096, verified: true });
+  t.is(sha256(dev), sha256(src));
+  t.true(readAt(backing, 0, SIZE).equals(readAt(src, 0, SIZE)), 'the backing file does not hold the data');
+  const again = await sync(src, dev);
+  t.like(again, { blocksDiffering: 0, blocksWritten: 0 });
+});
+
+test.serial('loop → loop: only the differing blocks, target identical; blkdelta verify agrees', async (t) => {
+  const r = resources(t);
+  const { src, dst } = pair();
+  const [a, b] = [await r.attach(src, { readOnly: true }), await r.attach(dst)];
+  const s = await sync(a, b);
+  t.like(s, { sourceSize: SIZE, targetSize: SIZE, blocksDiffering: 5, blocksWritten: 5, records: 4 });
+  t.is(sha256(b), sha256(a));
+  const v = await blkdelta('verify', a, b);
+  t.is(v.exitCode, 0, v.stderr);
+});
+
+test.serial('image → loop with a different size: grow refuses a block device (exit 6)', async (t) => {
+  const r = resources(t);
+  const { src } = pair(SIZE + MiB);
+  const { dst } = pair();
+  const dev = await r.attach(dst);
+  const before = sha256(dev);
+  const out = await blkdelta('sync', '--size-policy', 'grow', src, dev);
+  t.is(out.exitCode, 6, out.stderr);
+  t.regex(out.stderr, /only a file target can grow/);
+  t.is(sha256(dev), before);
+});
+
+/** Runs `blkdelta sync ...args`, expects the exit code and message, and an unchanged `watch`. */
+async function refused(t: ExecutionContext, args: string[], watch: string, exit: number, message: RegExp): Promise<void> {
+  const before = sha256(watch);
+  const out = await blkdelta('sync', ...args);
+  t.is(out.exitCode, exit, out.stderr);
+  t.regex(out.stderr, message);
+  t.is(sha256(watch), before, `${watch} changed`);
+}
+
+const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+test.serial('a mounted target is refused (exit 5, "mounted at"); a mounted source only warns', async (t) => {
+  const r = resources(t);
+  const { src, dst } = pair();
+  const dev = await r.attach(dst);
+  await r.run('mkfs.ext4', ['-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0', dev]);
+  const mnt = fresh('mnt');
+  await r.mount(dev, mnt);
+  await refused(t, [src, dev], dev, 5, new RegExp(`target ${esc(dev)} refused: it is mounted at ${esc(mnt)}`));
+  const copy = fresh('copy.img');
+  randomFile(copy, SIZE);
+  await r.run('mount', ['-o', 'remount,ro', mnt]);
+  const out = await blkdelta('sync', dev, copy);
+  t.is(out.exitCode, 0, out.stderr);
+  t.regex(out.stderr, new RegExp(`warning: source ${esc(dev)} is mounted at ${esc(mnt)}`));
+  t.is(sha256(copy), sha256(dev));
+});
+
+test.serial('the same loop device as source and target is refused (exit 5)', async (t) => {
+  const r = resources(t);
+  const { src } = pair();
+  const dev = await r.attach(src);
+  await refused(t, [dev, dev], dev, 5, new RegExp(`target ${esc(dev)} refused: it is the same device or file as the source`));
+});
+
+test.serial('a loop device over the source file, as target, is refused (exit 5); and the reverse', async (t) => {
+  const r = resources(t);
+  const { src } = pair();
+  const dev = await r.attach(src);
+  await refused(t, [src, dev], src, 5, new RegExp(`target ${esc(dev)} refused: it is the same device or file as the source`));
+  await refused(t, [dev, src], src, 5, new RegExp(`target ${esc(src)} refused: it is the same device or file as the source`));
+});
+
+test.serial('a read-only loop device (losetup -r) is refused as a target (exit 5)', async (t) => {
+  const r = resources(t);
+  const { src, dst } = pair();
+  const dev = await r.attach(dst, { readOnly: true });
+  await refused(t, [src, dev], dev, 5, new RegExp(`target ${esc(dev)} refused: the block device is read-only`));
+});
+
+test.serial('a file attached to a loop device is refused as a target (exit 5), naming the loop device', async (t) => {
+  const r = resources(t);
+  const { src, dst } = pair();
+  const dev = await r.attach(dst);
+  await refused(t, [src, dst], dst, 5, new RegExp(`target ${esc(dst)} refused: the file is attached to ${esc(dev)}`));
+});
