@@ -2,7 +2,8 @@
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { BlkError, ExitCode } from '../src/errors.js';
-import { findJob, parseConfig } from '../src/jobs/config.js';
+import { fileURLToPath } from 'node:url';
+import { findJob, loadConfig, parseConfig } from '../src/jobs/config.js';
 import { indexKeys } from '../src/jobs/keypos.js';
 import { formatDuration, parseDuration, parseSize } from '../src/jobs/units.js';
 
@@ -168,4 +169,13 @@ test('formatDuration keeps two parts', (t) => {
   t.is(formatDuration(3600), '1h 0m');
   t.is(formatDuration(172800), '2d 0h');
   t.is(formatDuration(129600), '1d 12h');
+});
+
+test('the example config in fixtures/ is valid', (t) => {
+  const file = fileURLToPath(new URL('../../fixtures/blkdelta.example.toml', import.meta.url));
+  const cfg = loadConfig(file);
+  t.deepEqual(cfg.jobs.map((j) => [j.name, j.source.kind, j.target.kind]), [['tools', 'local', 'remote'], ['db', 'local', 'local'], ['web', 'remote', 'local']]);
+  t.deepEqual(cfg.jobs[1]!.targetSnapshot, { size: '20%ORIGIN', keep: 3 });
+  t.is(cfg.jobs[2]!.ssh.port, 2222);
+  t.is(cfg.jobs[2]!.ssh.identity, '/root/.ssh/id_blkdelta');
 });
