@@ -42,7 +42,7 @@ export function evaluateJob(job: string, read: ReadResult, th: Thresholds, now: 
   const last = current && !alive ? current : runs.find((r) => r.outcome !== 'running');
   if (last) found.push(...lastResult(last, alive));
   found.push(...freshness(lastSuccess, th, now, !!current && alive));
-  if (read.refused && (!last || read.refused.start > last.start) && !(current && alive)) {
+  if (read.refused && (!last || read.refused.start > (last.end ?? last.start)) && !(current && alive)) {
     found.push({ status: Status.WARNING, text: `a run was refused at ${read.refused.start}: ${read.refused.error ?? ''}` });
   }
   found.sort((a, b) => RANK[b.status]! - RANK[a.status]!);

@@ -7,7 +7,7 @@
 // record says "interrupted". SIGKILL: the kernel drops lock and slot; the "running" record stays
 // and `check` reports the run as killed. Memory: one job's history.
 import { hostname } from 'node:os';
-import { ExitCode, describe, exitCodeOf } from '../errors.js';
+import { BlkError, ExitCode, describe, exitCodeOf } from '../errors.js';
 import { log } from '../log.js';
 import type { SyncSummary } from '../engine/types.js';
 import type { Config, JobConfig } from './config.js';
@@ -43,19 +43,19 @@ export async function runJob(cfg: Config, job: JobConfig, o: RunJobOptions): Pro
   };
   let lock: Lock;
   try {
-    lock = lockJob(cfg.stateDir, job.name, queued);
+    lock = stateIo(cfg, () => lockJob(cfg.stateDir, job.name, queued));
   } catch (err) {
     if (exitCodeOf(err) !== ExitCode.LOCKED) throw err;
     const record = finish(base, 'refused', err, 'unknown');
-    putRefused(cfg.stateDir, record);
+    stateIo(cfg, () => putRefused(cfg.stateDir, record));
     return { record, error: err };
   }
   try {
     removeStaleTemps(cfg.stateDir, job.name);
-    putRecord(cfg.stateDir, base, job.history);
+    stateIo(cfg, () => putRecord(cfg.stateDir, base, job.history));
     const { record, error } = await runLocked(cfg, job, base, o);
-    putRecord(cfg.stateDir, record, job.history);
     report(record);
+    stateIo(cfg, () => putRecord(cfg.stateDir, record, job.history));
     writeMetricsSafely(cfg, o);
     return { record, error };
   } finally {
@@ -140,6 +140,16 @@ function writeMetricsSafely(cfg: Config, o: RunJobOptions): void {
     writeMetrics(cfg.stateDir, file);
   } catch (err) {
     log.error(`cannot write metrics file ${file}: ${describe(err)}`);
+  }
+}
+
+/** Runs a state dir operation; a system error becomes IO naming the state dir. */
+function stateIo<T>(cfg: Config, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof BlkError) throw err;
+    throw new BlkError(ExitCode.IO, `state dir ${cfg.stateDir}: ${describe(err)}`, { cause: err });
   }
 }
 
