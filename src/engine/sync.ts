@@ -105,8 +105,10 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
       verified: result.verified, grown: plan.resultSize > tgt.size && write, durationMs: Date.now() - t0,
       ...(result.targetSnapshot ? { targetSnapshot: result.targetSnapshot } : {}),
     };
-  } catch (err) {
+  } catch (caught) {
     patch?.abort();
+    // Aborted: runSync throws the abort reason, so the note below must go on that error.
+    const err: unknown = opts.signal?.aborted ? opts.signal.reason : caught;
     if (write && exitCodeOf(err) !== ExitCode.TARGET_REFUSED && exitCodeOf(err) !== ExitCode.PERMISSION && err instanceof Error) {
       err.message += `; target ${opts.target} may be incomplete: run the sync again to complete it`;
     }
