@@ -3,7 +3,9 @@
 // every refusal must exit with its code, name the thing that is wrong and leave the target as it was.
 import test from 'ava';
 import { copyFileSync, existsSync, linkSync, mkdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
+import { BlkError, ExitCode } from '../src/errors.js';
 import { runSync } from '../src/engine/sync.js';
 import type { SizePolicy, SyncOptions, SyncSummary } from '../src/engine/types.js';
 import { tempDir } from './helpers/patch-fixture.js';
@@ -271,3 +273,39 @@ for (const bs of ['3000', '256', '32M', '4097']) {
   test(`--block-size ${bs}`, refused, () => ({ ...pair(MiB), args: ['-b', bs] }), 2, () => new RegExp(`--block-size \\d+ is invalid: it must be a power of two`));
 }
 test('--block-size abc', refused, () => ({ ...pair(MiB), args: ['-b', 'abc'] }), 2, () => /--block-size "abc" is not a size/);
+
+// ---- interruption ----
+
+/** PIDs of this process's live children (the spawned `blkdelta server`s). */
+function children(): number[] {
+  const r = spawnSync('ps', ['-o', 'pid=,stat=,args=', '--ppid', String(process.pid)], { encoding: 'utf8' });
+  const rows = r.stdout.split('\n').map((l) => l.trim().split(/\s+/));
+  return rows.filter(([, stat, ...args]) => stat && !stat.startsWith('Z') && args.includes('server')).map(([pid]) => Number(pid));
+}
+
+const interrupted = test.macro({
+  async exec(t, mode: 'write' | 'patch') {
+    const { src, dst } = pair(32 * MiB);
+    randomFile(dst, 32 * MiB);
+    const before = sha256(dst);
+    const patchOut = fresh('interrupted.bdp');
+    const ac = new AbortController();
+    const reason = new BlkError(ExitCode.INTERRUPTED, 'interrupted by SIGINT');
+    // Abort from a timer, as a signal handler does: while the run awaits I/O, not between chunks.
+    const onProgress = (p: { bytesDone: number }) => p.bytesDone >= 4 * MiB && setTimeout(() => ac.abort(reason), 1);
+    const err = await t.throwsAsync(sync(src, dst, { mode, patchOut, signal: ac.signal, onProgress }));
+    t.is(err, reason, 'runSync must reject with the abort reason');
+    t.deepEqual(children(), [], 'a server outlived the run');
+    if (mode === 'write') {
+      t.regex(err!.message, new RegExp(`^interrupted by SIGINT; target ${dst.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} may be incomplete: run the sync again`));
+      t.not(sha256(dst), before, 'nothing was written before the abort');
+    } else {
+      t.is(err!.message, 'interrupted by SIGINT');
+      t.false(existsSync(patchOut) || existsSync(patchOut + '.part'), 'an interrupted patch was left behind');
+      t.is(sha256(dst), before);
+    }
+  },
+  title: (_p, mode) => `an interrupted ${mode} rejects with the abort reason${mode === 'write' ? ' saying the target may be incomplete' : ', removes the patch'}; no server left`,
+});
+test.serial(interrupted, 'write');
+test.serial(interrupted, 'patch');
