@@ -4,6 +4,7 @@ import path from 'node:path';
 import { BlkError, ExitCode } from '../errors.js';
 import type { SyncOptions } from '../engine/types.js';
 import { parseEndpoint } from '../transport/address.js';
+import { transportFor } from '../transport/connect.js';
 
 export function resolveEnds(src: string, dst: string, argv: Record<string, unknown>): Pick<SyncOptions, 'source' | 'target' | 'remote'> {
   const s = parseEndpoint(src);
@@ -11,6 +12,7 @@ export function resolveEnds(src: string, dst: string, argv: Record<string, unkno
   if (s.kind === 'remote' && d.kind === 'remote') {
     throw new BlkError(ExitCode.USAGE, `SRC ${src} and DST ${dst} are both remote: run blkdelta on one of the two hosts`);
   }
-  if (s.kind === 'remote' || d.kind === 'remote') throw new BlkError(ExitCode.USAGE, `remote endpoints are not wired in yet (${JSON.stringify(argv._)})`);
+  if (s.kind === 'remote') return { source: s.path, target: path.resolve(d.path), remote: { side: 'source', transport: transportFor(s, argv) } };
+  if (d.kind === 'remote') return { source: path.resolve(s.path), target: d.path, remote: { side: 'target', transport: transportFor(d, argv) } };
   return { source: path.resolve(s.path), target: path.resolve(d.path) };
 }

@@ -5,6 +5,7 @@ import { SIZE_POLICIES, type SizePolicy, type SyncSummary } from '../engine/type
 import { formatBytes, formatDuration, formatRate } from '../units.js';
 import { parseSize } from '../units.js';
 import { out } from './context.js';
+import { remoteOptions } from '../transport/connect.js';
 
 export interface CommonArgs {
   src: string;
@@ -17,7 +18,7 @@ export interface CommonArgs {
 }
 
 export function commonOptions<T>(y: Argv<T>) {
-  return y
+  return remoteOptions(y)
     .positional('src', { type: 'string', demandOption: true, describe: 'source: image file, block device, or [user@]host:/path' })
     .positional('dst', { type: 'string', demandOption: true, describe: 'target: image file, block device, or [user@]host:/path' })
     .option('block-size', { alias: 'b', type: 'string', default: '4K', describe: 'block size, a power of two from 512 to 16M (e.g. 4K, 64K, 1M)' })

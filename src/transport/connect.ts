@@ -1,0 +1,53 @@
+// Glue between the command line and the remote transports: the SSH options that sync and verify
+// add to their builders, and transportFor(), which picks SshTransport (built-in ssh2 client) or
+// RshTransport (--rsh, an external command) for a remote endpoint. Options are validated here,
+// before anything connects, so a bad --bwlimit or --rsh is a usage error naming the option.
+import type { Argv } from 'yargs';
+import { BlkError, ExitCode } from '../errors.js';
+import type { RemoteEndpoint } from './address.js';
+import { RshTransport, splitWords } from './rsh.js';
+import { SshTransport } from './ssh.js';
+import { parseRate } from './throttle.js';
+import type { Transport } from './transport.js';
+
+export interface RemoteArgs {
+  identity?: string[];
+  'known-hosts'?: string[];
+  'accept-new-host-key'?: boolean;
+  'remote-cmd'?: string;
+  rsh?: string;
+  bwlimit?: string;
+  'connect-timeout'?: number;
+}
+
+/** The SSH options of sync and verify: `remoteOptions(y).option(...)`. */
+export function remoteOptions<T>(y: Argv<T>) {
+  return y
+    .option('identity', { alias: 'i', type: 'string', array: true, requiresArg: true, describe: 'ssh private key file (passphrase-less, or loaded in ssh-agent); repeatable. Default: ssh-agent, ~/.ssh/id_ed25519, id_ecdsa, id_rsa' })
+    .option('known-hosts', { type: 'string', array: true, requiresArg: true, describe: 'known_hosts files to check the host key against (default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)' })
+    .option('accept-new-host-key', { type: 'boolean', describe: 'add an unknown host key to known_hosts (a changed key is still refused)' })
+    .option('remote-cmd', { type: 'string', requiresArg: true, describe: 'how to start blkdelta on the remote host (default: blkdelta); runs "<cmd> server"' })
+    .option('rsh', { type: 'string', requiresArg: true, describe: 'connect with this external command instead, e.g. "ssh -p 2222 -o ProxyJump=gw"' })
+    .option('bwlimit', { type: 'string', requiresArg: true, describe: 'cap the bytes per second sent each way to the remote end (40M, 512K, 1G, bytes)' })
+    .option('connect-timeout', { type: 'number', default: 30, requiresArg: true, describe: 'seconds to wait for the ssh connection and handshake' })
+    .conflicts('rsh', ['identity', 'known-hosts', 'accept-new-host-key']);
+}
+
+/** The transport that reaches a remote endpoint with the command line's options. */
+export function transportFor(e: RemoteEndpoint, argv: RemoteArgs): Transport {
+  const bwlimit = argv.bwlimit !== undefined ? parseRate(argv.bwlimit, '--bwlimit') : undefined;
+  const remoteCmd = argv['remote-cmd'];
+  if (remoteCmd !== undefined && remoteCmd.trim() === '') throw new BlkError(ExitCode.USAGE, '--remote-cmd is empty');
+  if (argv.rsh !== undefined) {
+    splitWords(argv.rsh);
+    return new RshTransport({ rsh: argv.rsh, host: e.host, user: e.user, port: e.port, remoteCmd, bwlimit });
+  }
+  const timeout = argv['connect-timeout'] ?? 30;
+  if (!Number.isFinite(timeout) || timeout <= 0) {
+    throw new BlkError(ExitCode.USAGE, `--connect-timeout ${String(argv['connect-timeout'])}: expected a number of seconds above 0`);
+  }
+  return new SshTransport({
+    host: e.host, port: e.port, user: e.user, identityFiles: argv.identity, knownHostsFiles: argv['known-hosts'],
+    acceptNewHostKey: argv['accept-new-host-key'], remoteCmd, bwlimit, connectTimeoutMs: timeout * 1000,
+  });
+}

@@ -1,0 +1,161 @@
+// SshTransport against a real OpenSSH sshd on 127.0.0.1: host keys, authentication, the remote
+// command. Each test opens a channel to `blkdelta server` (this checkout) and closes it.
+import test from 'ava';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BlkError, ExitCode } from '../src/errors.js';
+import { fingerprint } from '../src/transport/knownhosts.js';
+import { SshTransport, type SshOptions } from '../src/transport/ssh.js';
+import { makeKey } from './helpers/keys.js';
+import { BLKDELTA_BIN, startSshd, type TestSshd } from './helpers/sshd.js';
+
+let sshd: TestSshd;
+const dir = mkdtempSync(join(tmpdir(), 'blkdelta-sshkh-'));
+test.before(async () => {
+  sshd = await startSshd();
+});
+test.after.always(async () => {
+  await sshd?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+let n = 0;
+function knownHostsFile(text: string): string {
+  const f = join(dir, `known_hosts.${n++}`);
+  writeFileSync(f, text);
+  return f;
+}
+
+function transport(over: Partial<SshOptions>): SshTransport {
+  return new SshTransport({
+    host: sshd.host, port: sshd.port, identityFiles: [sshd.userKey.privatePath], knownHostsFiles: [sshd.knownHosts],
+    agent: false, remoteCmd: BLKDELTA_BIN, connectTimeoutMs: 20_000, ...over,
+  });
+}
+
+// Opens and closes a channel; the server sees EOF before HELLO and exits 0.
+async function roundTrip(t: SshTransport): Promise<number | null> {
+  const ch = await t.open();
+  ch.input.resume();
+  return ch.close();
+}
+
+async function refusal(t: SshTransport): Promise<BlkError> {
+  const err = await t.open().then(
+    async (ch) => { await ch.close(); throw new Error('open() succeeded'); },
+    (e: unknown) => e,
+  );
+  if (!(err instanceof BlkError)) throw err;
+  return err;
+}
+
+const hostLine = () => `[127.0.0.1]:${sshd.port} ${sshd.hostKey.type} ${sshd.hostKey.blob.toString('base64')}\n`;
+
+test('a known host key connects and the server exits 0 on end of input', async (t) => {
+  t.is(await roundTrip(transport({})), 0);
+});
+
+test('unknown host key: refused with the fingerprint and how to accept it', async (t) => {
+  const kh = knownHostsFile('# nothing yet\n');
+  const err = await refusal(transport({ knownHostsFiles: [kh] }));
+  t.is(err.code, ExitCode.HOST_KEY);
+  const sshKeygen = execFileSync('/usr/bin/ssh-keygen', ['-lf', sshd.hostKey.publicPath], { encoding: 'utf8' }).split(' ')[1];
+  t.is(fingerprint(sshd.hostKey.blob), sshKeygen);
+  t.true(err.message.includes(sshKeygen), err.message);
+  t.true(err.message.includes('ssh-ed25519'), err.message);
+  t.true(err.message.includes('--accept-new-host-key'), err.message);
+  t.true(err.message.includes(hostLine().trim()), 'shows the line to add');
+  t.is(readFileSync(kh, 'utf8'), '# nothing yet\n', 'known_hosts untouched');
+});
+
+test('changed host key: refused loudly, also with --accept-new-host-key, file untouched', async (t) => {
+  const other = makeKey(dir, 'impostor');
+  const text = `[127.0.0.1]:${sshd.port} ${other.type} ${other.blob.toString('base64')}\n`;
+  const kh = knownHostsFile(text);
+  for (const acceptNewHostKey of [false, true]) {
+    const err = await refusal(transport({ knownHostsFiles: [kh], acceptNewHostKey }));
+    t.is(err.code, ExitCode.HOST_KEY);
+    t.true(err.message.includes('HAS CHANGED'), err.message);
+    t.true(err.message.includes(fingerprint(other.blob)), 'names the known key');
+    t.true(err.message.includes(fingerprint(sshd.hostKey.blob)), 'names the presented key');
+    t.true(err.message.includes(`${kh}:1`), 'names the offending line');
+  }
+  t.is(readFileSync(kh, 'utf8'), text);
+});
+
+test('hashed known_hosts entry (ssh-keygen -H) is accepted', async (t) => {
+  const kh = knownHostsFile(hostLine());
+  execFileSync('/usr/bin/ssh-keygen', ['-q', '-H', '-f', kh], { stdio: 'ignore' });
+  t.true(readFileSync(kh, 'utf8').startsWith('|1|'));
+  t.is(await roundTrip(transport({ knownHostsFiles: [kh] })), 0);
+});
+
+test('an entry without the port does not vouch for [host]:port', async (t) => {
+  const kh = knownHostsFile(`127.0.0.1 ${sshd.hostKey.type} ${sshd.hostKey.blob.toString('base64')}\n`);
+  const err = await refusal(transport({ knownHostsFiles: [kh] }));
+  t.is(err.code, ExitCode.HOST_KEY);
+  t.true(err.message.includes('not known'), err.message);
+});
+
+test('the key is found in the second known_hosts file (like /etc/ssh/ssh_known_hosts)', async (t) => {
+  t.is(await roundTrip(transport({ knownHostsFiles: [join(dir, 'absent'), knownHostsFile(hostLine())] })), 0);
+});
+
+test('@revoked host key is refused', async (t) => {
+  const kh = knownHostsFile(hostLine() + `@revoked * ${sshd.hostKey.type} ${sshd.hostKey.blob.toString('base64')}\n`);
+  const err = await refusal(transport({ knownHostsFiles: [kh], acceptNewHostKey: true }));
+  t.is(err.code, ExitCode.HOST_KEY);
+  t.true(err.message.includes('REVOKED'), err.message);
+});
+
+test('--accept-new-host-key adds an unknown key, and a later run passes without it', async (t) => {
+  const kh = join(dir, 'fresh', 'known_hosts');
+  t.is(await roundTrip(transport({ knownHostsFiles: [kh], acceptNewHostKey: true })), 0);
+  t.is(readFileSync(kh, 'utf8'), hostLine());
+  t.is(await roundTrip(transport({ knownHostsFiles: [kh] })), 0);
+});
+
+test('a user key the server does not know: AUTH, naming the key tried', async (t) => {
+  const stranger = makeKey(dir, 'stranger');
+  const err = await refusal(transport({ identityFiles: [stranger.privatePath] }));
+  t.is(err.code, ExitCode.AUTH);
+  t.true(err.message.includes(stranger.privatePath), err.message);
+});
+
+test('an --identity file that does not exist is a usage error naming it', async (t) => {
+  const err = await refusal(transport({ identityFiles: [join(dir, 'nokey')] }));
+  t.is(err.code, ExitCode.USAGE);
+  t.true(err.message.includes(join(dir, 'nokey')), err.message);
+});
+
+test('remote binary missing: the channel fails with the remote stderr and status 127', async (t) => {
+  const ch = await transport({ remoteCmd: '/nonexistent/blkdelta' }).open();
+  const err = await new Promise<Error>((resolve, reject) => {
+    ch.input.on('error', resolve).on('end', () => reject(new Error('input ended without an error')));
+    ch.input.resume();
+  });
+  t.is((err as BlkError).code, ExitCode.REMOTE);
+  t.true(err.message.includes('status 127'), err.message);
+  t.true(err.message.includes('No such file or directory'), err.message);
+  t.true(ch.stderrTail().includes('/nonexistent/blkdelta'), ch.stderrTail());
+  t.is(await ch.close(), 127);
+});
+
+test('nothing listening: REMOTE naming the address', async (t) => {
+  const err = await refusal(new SshTransport({
+    host: '127.0.0.1', port: 1, identityFiles: [sshd.userKey.privatePath], knownHostsFiles: [sshd.knownHosts], agent: false,
+  }));
+  t.is(err.code, ExitCode.REMOTE);
+  t.true(err.message.includes('127.0.0.1:1'), err.message);
+  t.true(err.message.includes('ECONNREFUSED'), err.message);
+});
+
+test('an aborted signal stops a pending open', async (t) => {
+  const ac = new AbortController();
+  const p = transport({}).open(ac.signal);
+  ac.abort(new BlkError(ExitCode.INTERRUPTED, 'interrupted by test'));
+  const err = await p.then((ch) => ch.close().then(() => undefined), (e: unknown) => e);
+  t.is((err as BlkError)?.code, ExitCode.INTERRUPTED);
+});
