@@ -3,12 +3,12 @@
 // read-only, the same device under another name, a file attached to a loop device).
 // Every loop device and mount is undone in t.teardown, even when the test fails.
 import test, { type ExecutionContext } from 'ava';
-import { copyFileSync, statSync } from 'node:fs';
+import { closeSync, constants, copyFileSync, existsSync, openSync, statSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { runSync } from '../src/engine/sync.js';
 import type { SyncOptions } from '../src/engine/types.js';
 import { tempDir } from './helpers/patch-fixture.js';
-import { Resources, blkdelta, randomFile, readAt, requireBlockTools, sha256, touchBlocks } from './helpers/engine-fixture.js';
+import { Resources, blkdelta, randomFile, readAt, requireBlockTools, sha256, touchBlocks, writeAt } from './helpers/engine-fixture.js';
 
 const tmp = tempDir('blkdelta-loop-');
 test.after.always(() => tmp.cleanup());
@@ -132,3 +132,57 @@ test.serial('a file attached to a loop device is refused as a target (exit 5), n
   const dev = await r.attach(dst);
   await refused(t, [src, dst], dst, 5, new RegExp(`target ${esc(dst)} refused: the file is attached to ${esc(dev)}`));
 });
+
+test.serial('the same loop device under another name (a symlink, a mknod node) is refused (exit 5)', async (t) => {
+  const r = resources(t);
+  const { src } = pair();
+  const dev = await r.attach(src);
+  const link = fresh('dev-link');
+  symlinkSync(dev, link);
+  await refused(t, [dev, link], dev, 5, new RegExp(`target ${esc(link)} refused: it is the same device or file as the source`));
+  const node = fresh('dev-node');
+  const rdev = statSync(dev).rdev;
+  await r.run('mknod', [node, 'b', String((rdev >> 8) & 0xfff), String((rdev & 0xff) | ((rdev >> 12) & 0xfff00))]);
+  t.not(statSync(node).ino, statSync(dev).ino);
+  await refused(t, [dev, node], dev, 5, new RegExp(`target ${esc(node)} refused: it is the same device or file as the source`));
+});
+
+test.serial('a whole loop device with a mounted partition is refused (exit 5, "mounted at")', async (t) => {
+  const r = resources(t);
+  const { src, dst } = pair();
+  writeAt(dst, 0, mbrOnePartition(2048, SIZE / 512 - 2048));
+  const dev = await r.run('losetup', ['-f', '--show', '-P', dst]);
+  r.adopt(`losetup -d ${dev}`, () => r.run('losetup', ['-d', dev]));
+  // Kernels without the msdos partition parser do not scan it; partx adds it with BLKPG.
+  if (!existsSync(`${dev}p1`)) await r.run('partx', ['-a', dev]);
+  await r.run('mkfs.ext4', ['-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0', `${dev}p1`]);
+  const mnt = fresh('part-mnt');
+  await r.mount(`${dev}p1`, mnt);
+  await refused(t, [src, dev], dev, 5, new RegExp(`target ${esc(dev)} refused: it is mounted at ${esc(mnt)}`));
+});
+
+test.serial('a target another program holds open with O_EXCL is refused (exit 5, EBUSY)', async (t) => {
+  const r = resources(t);
+  const { src, dst } = pair();
+  const dev = await r.attach(dst);
+  const fd = openSync(dev, constants.O_RDONLY | constants.O_EXCL);
+  try {
+    await refused(t, [src, dev], dev, 5, new RegExp(`target ${esc(dev)} refused: it is held open exclusively by another program`));
+  } finally {
+    closeSync(fd);
+  }
+  const ok = await blkdelta('sync', src, dev);
+  t.is(ok.exitCode, 0, ok.stderr);
+  t.is(sha256(dev), sha256(src));
+});
+
+/** A DOS partition table (MBR) with one Linux partition: what fdisk writes, without fdisk. */
+function mbrOnePartition(startSector: number, sectors: number): Buffer {
+  const mbr = Buffer.alloc(512);
+  const entry = 446;
+  mbr[entry + 4] = 0x83;
+  mbr.writeUInt32LE(startSector, entry + 8);
+  mbr.writeUInt32LE(sectors, entry + 12);
+  mbr.writeUInt16LE(0xaa55, 510);
+  return mbr;
+}
