@@ -73,7 +73,7 @@ export class ServerEnd {
   private bytesIn = 0;
   private stdoutEnded = false;
 
-  constructor(readonly where: string, readonly command: string, stdout: Readable, stdin: Writable, stderr: Readable) {
+  constructor(readonly where: string, readonly command: string, private readonly stdout: Readable, stdin: Writable, stderr: Readable) {
     this.exited = new Promise((r) => (this.resolveExit = r));
     this.tail.attach(stderr);
     stdout.on('data', (c: Buffer) => (this.bytesIn += c.length));
@@ -85,6 +85,13 @@ export class ServerEnd {
     stdout.on('error', (err) => this.lost(err));
     this.output.pipe(stdin);
     stdin.on('error', (err) => this.lost(err));
+  }
+
+  /** Ends the server's stdin and discards what it still sends, so it never blocks writing to us. */
+  finish(): void {
+    this.output.end();
+    this.stdout.unpipe(this.input);
+    this.stdout.resume();
   }
 
   /** The server reported its exit status (or signal). */

@@ -89,7 +89,7 @@ export class RshTransport implements Transport {
     });
     let closing: Promise<number | null> | undefined;
     const close = async (): Promise<number | null> => {
-      end.output.end();
+      end.finish();
       const info = await Promise.race([end.exited, sleep(this.opts.closeTimeoutMs ?? 10_000)]);
       if (info) return info.code;
       child.kill('SIGTERM');

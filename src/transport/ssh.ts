@@ -144,7 +144,7 @@ export class SshTransport implements Transport {
     client.on('close', () => end.lost(new Error('connection closed')));
     let closing: Promise<number | null> | undefined;
     const close = async (): Promise<number | null> => {
-      end.output.end();
+      end.finish();
       const timeout = this.opts.closeTimeoutMs ?? 10_000;
       const info = await Promise.race([end.exited, sleep(timeout).then(() => undefined)]);
       if (!info) log.warn(`remote server on ${this.where()} did not exit within ${timeout / 1000} s of end of input: closing the connection`);
