@@ -140,3 +140,19 @@ const badArgs = test.macro({
 test(badArgs, ['-w', '36x', 'tools'], /^BLKDELTA UNKNOWN - --warning-age: "36x" is not a duration/);
 test(badArgs, [], /^BLKDELTA UNKNOWN - name one job, or use --all/);
 test(badArgs, ['tools', '--bogus'], /^BLKDELTA UNKNOWN - Unknown argument: bogus/);
+
+test('status: table and --json from a state dir, killed runs marked', async (t) => {
+  const dir = stateDir(t);
+  const dead = { ...rec('running', 1), process: { pid: 2 ** 22 + 7, startTicks: 1 } }; // above pid_max: never alive
+  const good = rec('success', 5);
+  writeFileSync(join(dir, 'tools.json'), JSON.stringify({ version: 1, job: 'tools', lastSuccess: good, runs: [dead, good] }));
+  const table = await runBlkdelta(['status', '--state-dir', dir, '-n', '2']);
+  t.is(table.code, 0, table.stderr);
+  const lines = table.stdout.trimEnd().split('\n');
+  t.regex(lines[0]!, /^JOB +OUTCOME +START +DURATION +COMPARED +CHANGED +SENT +TARGET +LAST SUCCESS +ERROR$/);
+  t.regex(lines[1]!, /^tools +killed /);
+  t.regex(lines[2]!, /^tools +success +\S+ +30m 0s +1\.0 GiB +1\.0 MiB +1\.0 MiB +consistent /);
+  const json = await runBlkdelta(['status', 'tools', '--json', '--state-dir', dir]);
+  const parsed = JSON.parse(json.stdout) as { job: string; runs: { outcome: string; killed: boolean }[] }[];
+  t.deepEqual(parsed[0]!.runs.map((r) => [r.outcome, r.killed]), [['running', true], ['success', false]]);
+});

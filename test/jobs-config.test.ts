@@ -61,7 +61,7 @@ test('snapshot true needs /dev/VG/LV', configError, `[jobs.img]\nsource = "/srv/
 test('keep without target_snapshot', configError, `${GOOD}keep = 3\n`,
   ['blkdelta.toml:7:1: jobs.tools.keep: needs target_snapshot = true']);
 test('bad job name', configError, `[jobs."a b"]\nsource = "/a"\ntarget = "/b"\n`,
-  ['blkdelta.toml:1:1: jobs."a b": job names use letters, digits, "_", "-" and "." (at most 64, not starting with "." or "-")']);
+  ['blkdelta.toml:1:1: jobs."a b": job names use letters, digits, "_", "-" and "." (at most 64, not starting with "." or "-", not ending in ".refused")']);
 test('syntax error', configError, `${GOOD}verify = \n`,
   ['blkdelta.toml:7:10: syntax error: invalid value']);
 

@@ -2,7 +2,7 @@
 // prints the records themselves. Reads only the state dir; a killed run shows as "killed".
 import type { CommandModule } from 'yargs';
 import { BlkError, ExitCode, describe, exitStatusText } from '../errors.js';
-import { loadConfig, type Config } from '../jobs/config.js';
+import { findJob, loadConfig, type Config } from '../jobs/config.js';
 import { stillRunning } from '../jobs/proc.js';
 import { readJobState, recordedJobs, type ReadResult, type RunRecord } from '../jobs/state.js';
 import { formatBytes, formatDuration } from '../jobs/units.js';
@@ -26,6 +26,7 @@ export const statusCommand: CommandModule<object, Args> = {
   handler: (argv) => {
     const cfg = argv['state-dir'] ? undefined : loadConfig(argv.config);
     const stateDir = argv['state-dir'] ?? cfg!.stateDir;
+    if (cfg && argv.job) findJob(cfg, argv.job); // an unknown name is a config error, not "never run"
     const names = argv.job ? [argv.job] : jobNames(cfg, stateDir);
     const reads = names.map((name) => ({ name, read: readJobState(stateDir, name) }));
     if (argv.json) return out(JSON.stringify(reads.map(jsonOf), null, 2));

@@ -53,7 +53,7 @@ export interface Config {
   jobsAt: { line: number; col: number };
 }
 
-const JOB_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+const JOB_NAME = /^(?!.*\.refused$)[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/; // X.refused.json is another job's file
 type Table = Record<string, unknown>;
 
 /** Reads and validates the file; throws BlkError CONFIG naming file:line:col and the key. */
@@ -156,7 +156,7 @@ function readShared(t: Table, path: string[], specs: Record<string, KeySpec>, at
 function readJob(name: string, t: unknown, defaults: Table, at: At): JobConfig | undefined {
   const path = ['jobs', name];
   if (!isTable(t)) return void at(path, `expected a table [jobs.${name}], got ${describeValue(t)}`);
-  if (!JOB_NAME.test(name)) return void at(path, 'job names use letters, digits, "_", "-" and "." (at most 64, not starting with "." or "-")');
+  if (!JOB_NAME.test(name)) return void at(path, 'job names use letters, digits, "_", "-" and "." (at most 64, not starting with "." or "-", not ending in ".refused")');
   const own = readShared(t, path, JOB_KEYS, at);
   const v = { ...defaults, ...own, ssh: { ...(defaults.ssh as Table), ...(own.ssh as Table) } } as Table;
   for (const k of ['source', 'target']) if (t[k] === undefined) at([...path], `missing required key "${k}"`);
