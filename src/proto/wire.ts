@@ -110,17 +110,20 @@ export class FrameWriter {
   constructor(private readonly output: Writable) {}
 
   /**
-   * Writes one frame; resolves once the stream can take more (backpressure). The frame is copied
-   * into one new buffer: a stream keeps a reference to what it could not write yet, and callers
-   * reuse their buffers (the source's chunk buffer) as soon as send returns.
+   * Writes one frame; resolves once the stream has handed all of it to the OS. A stream keeps a
+   * reference to what it could not write yet, and callers reuse their buffers (the source's chunk
+   * buffer) as soon as send returns, so waiting for the write callback is what makes that safe;
+   * it is also the backpressure. Nothing is copied: memory stays at one frame in flight.
    */
   async send(type: MsgType, ...parts: Uint8Array[]): Promise<void> {
     const length = parts.reduce((n, p) => n + p.length, 0);
     const out = this.output;
     if (out.destroyed || out.writableEnded) throw new BlkError(ExitCode.REMOTE, 'connection closed: cannot send ' + msgName(type));
-    const ok = out.write(Buffer.concat([encodeFrameHeader(type, length), ...parts], FRAME_HEADER_LEN + length));
+    const chunks = [encodeFrameHeader(type, length), ...parts.filter((p) => p.length)];
+    const last = chunks.pop()!;
+    for (const c of chunks) out.write(c);
     this.bytes += FRAME_HEADER_LEN + length;
-    if (!ok) await drained(out);
+    await written(out, last);
   }
 
   sendJson(type: MsgType, body: unknown): Promise<void> {
@@ -128,20 +131,21 @@ export class FrameWriter {
   }
 }
 
-function drained(out: Writable): Promise<void> {
+// Writes the last chunk of a frame and resolves when the stream has flushed it (and, writes being
+// ordered, everything before it); rejects when the stream fails or closes first.
+function written(out: Writable, chunk: Uint8Array): Promise<void> {
   return new Promise((resolve, reject) => {
-    const done = (err?: Error) => {
-      out.off('drain', onDrain);
-      out.off('close', onClose);
-      out.off('error', done);
+    let settled = false;
+    const done = (err?: Error | null) => {
+      if (settled) return;
+      settled = true;
+      out.off('close', onClose).off('error', done);
       if (err) reject(new BlkError(ExitCode.REMOTE, `connection lost: ${err.message}`, { cause: err }));
       else resolve();
     };
-    const onDrain = () => done();
     const onClose = () => done(new Error('stream closed while sending'));
-    out.on('drain', onDrain);
-    out.on('close', onClose);
-    out.on('error', done);
+    out.on('close', onClose).on('error', done);
+    out.write(chunk, done);
   });
 }
 
