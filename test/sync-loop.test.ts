@@ -53,12 +53,13 @@ test.serial('image → loop device: size from the kernel (a --sizelimit smaller 
   t.like(again, { blocksDiffering: 0, blocksWritten: 0 });
 });
 
-test.serial('loop → loop: only the differing blocks, target identical; blkdelta verify agrees', async (t) => {
+test.serial('loop → loop: only the differing blocks (zeros written as zeros), target identical; blkdelta verify agrees', async (t) => {
   const r = resources(t);
   const { src, dst } = pair();
+  writeAt(src, 5 * MiB, Buffer.alloc(256 * 1024));
   const [a, b] = [await r.attach(src, { readOnly: true }), await r.attach(dst)];
-  const s = await sync(a, b);
-  t.like(s, { sourceSize: SIZE, targetSize: SIZE, blocksDiffering: 5, blocksWritten: 5, records: 4 });
+  const s = await sync(a, b, { verify: true });
+  t.like(s, { sourceSize: SIZE, targetSize: SIZE, blocksDiffering: 5 + 64, blocksZero: 64, blocksWritten: 5 + 64, records: 5, verified: true });
   t.is(sha256(b), sha256(a));
   const v = await blkdelta('verify', a, b);
   t.is(v.exitCode, 0, v.stderr);
