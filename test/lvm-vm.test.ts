@@ -1,0 +1,122 @@
+// Real LVM in a throwaway QEMU VM (this machine's kernel has no device-mapper): one boot runs
+// test/vm/lvm-scenarios.sh, which drives the blkdelta CLI against real snapshots and prints
+// "R <scenario> <key> <value>" facts; each ava test here asserts on one scenario's facts.
+// Needs qemu-system-x86 busybox-static xz-utils lvm2 thin-provisioning-tools and a built dist/.
+import test from 'ava';
+import type { ExecutionContext } from 'ava';
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { ExitCode } from '../src/errors.js';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const INSTALL = 'apt-get install qemu-system-x86 busybox-static xz-utils lvm2 thin-provisioning-tools';
+
+type Facts = Map<string, Map<string, string>>;
+interface VmRun { rc: number | null; stdout: string; stderr: string; facts: Facts; seconds: number }
+
+function parseFacts(stdout: string): Facts {
+  const facts: Facts = new Map();
+  for (const line of stdout.split('\n')) {
+    const m = /^R (\S+) (\S+) ?(.*)$/.exec(line);
+    if (!m) continue;
+    const [, s, k, v] = m as unknown as [string, string, string, string];
+    if (!facts.has(s)) facts.set(s, new Map());
+    facts.get(s)!.set(k, v);
+  }
+  return facts;
+}
+
+const vm: Promise<VmRun> = new Promise((resolve) => {
+  const t0 = Date.now();
+  execFile('bash', ['test/vm/run-vm.sh', 'test/vm/lvm-scenarios.sh'], {
+    cwd: ROOT, maxBuffer: 64 << 20, env: { ...process.env, VM_DISKS: '1G', VM_TIMEOUT: '840' },
+  }, (err, stdout, stderr) => {
+    const rc = err ? (typeof err.code === 'number' ? err.code : null) : 0;
+    resolve({ rc, stdout, stderr, facts: parseFacts(stdout), seconds: (Date.now() - t0) / 1000 });
+  });
+});
+
+async function facts(t: ExecutionContext, scenario: string): Promise<(k: string) => string> {
+  t.timeout(15 * 60_000);
+  const run = await vm;
+  const why = run.rc === 125 && /missing|apt-get/.test(run.stderr)
+    ? `the VM lane cannot run: ${INSTALL}\n${run.stderr}`
+    : `run-vm.sh exited ${run.rc}\nstderr:\n${run.stderr.slice(-4000)}`;
+  if (run.rc !== 0) t.fail(why);
+  const f = run.facts.get(scenario);
+  if (!f) t.fail(`scenario ${scenario} printed nothing; stderr:\n${run.stderr.slice(-4000)}`);
+  t.log(`${scenario}: ${f?.get('seconds') ?? '?'} s of guest time (whole VM run ${run.seconds.toFixed(0)} s)`);
+  return (k: string) => f?.get(k) ?? `<no ${k}>`;
+}
+
+const json = (s: string) => JSON.parse(s.replace(/\|/g, '\n'));
+
+test('COW snapshot: created, synced from, removed; target byte-identical', async (t) => {
+  const f = await facts(t, 'basic');
+  t.is(f('rc'), '0', f('err'));
+  t.is(f('same'), 'yes');
+  t.is(f('left'), '0', 'no blkdelta source snapshot is left');
+  const out = json(f('out'));
+  t.like(out.snapshot, { vg: 'vg0', origin: 'b_src', job: 'vg0-b_src', kind: 'cow', removed: true, staleRemoved: [] });
+  t.regex(out.snapshot.name, /^b_src-blkdelta-vg0-b_src-\d{8}T\d{6}Z$/);
+  t.true(out.snapshot.fillPct >= 0 && out.snapshot.fillPct < 100);
+  t.regex(f('err'), /created cow snapshot vg0\/b_src-blkdelta-.*removed snapshot vg0\/b_src-blkdelta-/);
+});
+
+test('COW overflow during the sync fails the run with SNAPSHOT_OVERFLOW and leaves no snapshot', async (t) => {
+  const f = await facts(t, 'overflow');
+  t.regex(f('attr_during'), /swi-I-s---/, 'the writes made the snapshot invalid');
+  t.is(f('rc'), String(ExitCode.SNAPSHOT_OVERFLOW), f('err'));
+  t.regex(f('err'), /overflowed and is invalid.*NOT consistent/);
+  t.regex(f('err'), /removed snapshot vg0\/o_src-blkdelta-/);
+  t.is(f('left'), '0');
+});
+
+test('SIGTERM mid-sync removes the source snapshot; the target snapshot stays pending', async (t) => {
+  const f = await facts(t, 'sigterm');
+  t.is(f('rc'), String(ExitCode.INTERRUPTED), f('err'));
+  t.regex(f('err'), /SIGTERM received.*removed snapshot vg0\/t_src-blkdelta-/);
+  t.is(f('left'), '0');
+  t.is(f('pending'), '1', 'a failed run prunes nothing: the last good copy of the target stays');
+});
+
+test('SIGKILL mid-sync leaves the snapshot; the next run removes it, says so and syncs', async (t) => {
+  const f = await facts(t, 'sigkill');
+  t.is(f('left_after_kill'), '1');
+  t.is(f('rc'), '0', f('err'));
+  t.regex(f('err'), /removed stale snapshot vg0\/k_src-blkdelta-vg0-k_src-\d{8}T\d{6}Z .*left by an earlier run/);
+  t.is(f('same'), 'yes');
+  t.is(f('left'), '0');
+});
+
+test('thin origin: thin snapshot without a size, synced and removed', async (t) => {
+  const f = await facts(t, 'thin');
+  t.is(f('rc'), '0', f('err'));
+  t.is(f('same'), 'yes');
+  t.like(json(f('out')).snapshot, { kind: 'thin', removed: true, fillPct: null });
+  t.is(f('left'), '0');
+});
+
+test('target snapshot: kept after success (--keep 1), rolled back with lvconvert --merge', async (t) => {
+  const f = await facts(t, 'target');
+  const f1 = await facts(t, 'target1');
+  const f2 = await facts(t, 'target2');
+  t.is(f1('rc'), '0', f1('err'));
+  t.is(f2('rc'), '0', f2('err'));
+  t.regex(f2('err'), /took thin snapshot vg0\/tg_dst-blkdelta-tgt-vg0-tg_dst-/);
+  t.is(f('same_after_2'), 'yes');
+  t.is(f('kept'), '1', '--keep 1 removed the older copy');
+  t.is(f('pending'), '0', 'a successful run confirms its snapshot');
+  t.regex(f('snap'), /^tg_dst-blkdelta-tgt-vg0-tg_dst-\d{8}T\d{6}Z$/);
+  t.is(f('merge_rc'), '0', f('merge_out'));
+  t.is(f('rolled_back'), 'yes', 'the target holds the content from before the second run');
+});
+
+test('snapshots clean removes only blkdelta source snapshots, never an untagged LV', async (t) => {
+  const f = await facts(t, 'untagged');
+  t.is(f('rc'), '0', f('err'));
+  t.regex(f('out'), /removed vg0\/u_ours/);
+  t.is(f('lvs').trim(), 'u_foreign u_plain u_src u_tgt');
+  t.not(f('targets_before'), '0');
+  t.is(f('targets_after'), f('targets_before'), 'target copies are kept');
+});

@@ -1,0 +1,105 @@
+# LVM scenarios for test/lvm-vm.test.ts, run as root inside the VM by run-vm.sh (guest: /dev/vda
+# is a blank disk, cwd is the checkout, dist/ is built). Each scenario uses its own LVs in vg0 and
+# prints facts as "R <scenario> <key> <value>" (newlines in values become "|"); the ava test on the
+# host asserts on them. Only the blkdelta CLI and shell run here (JS is ~17x slower in the VM).
+# usage: lvm-scenarios.sh [SCENARIO...]   (default: all)
+set -u
+export LVM_SUPPRESS_FD_WARNINGS=1
+BD="node bin/blkdelta"
+W=/tmp/bd && mkdir -p $W
+
+R() { printf 'R %s %s %s\n' "$1" "$2" "$(printf '%s' "$3" | tr '\n' '|')"; }
+q() { "$@" >/dev/null 2>>$W/setup.err || { echo "setup failed: $*: $(cat $W/setup.err)" >&2; exit 1; }; }
+lv() { q lvcreate -y -L "$2" -n "$1" vg0; }
+fill() { q dd if=/dev/urandom of=/dev/vg0/$1 bs=1M count=$2 oflag=direct status=none; }
+zero() { q dd if=/dev/zero of=/dev/vg0/$1 bs=1M count=$2 oflag=direct status=none; }
+sha() { sha256sum < /dev/vg0/$1 | cut -d' ' -f1; }
+same() { [ "$(sha $1)" = "$(sha $2)" ] && echo yes || echo no; }
+# how many LVs in vg0 carry exactly this tag
+tagged() { lvs --noheadings -o lv_tags vg0 2>/dev/null | awk -v t="$1" '{ n = split($1, a, ","); for (i = 1; i <= n; i++) if (a[i] == t) c++ } END { print c + 0 }'; }
+# waits until the first MiB of a (zeroed) target is no longer zero: the sync is writing
+wait_written() { for _ in $(seq 600); do cmp -s -n 1048576 /dev/vg0/$1 /dev/zero || return 0; sleep 0.2; done; echo "timeout waiting for writes to $1" >&2; }
+# runs blkdelta, recording rc, stdout and stderr under scenario $1
+bd() { local s=$1; shift; $BD "$@" > $W/$s.out 2> $W/$s.err; local rc=$?; R $s rc $rc; R $s out "$(cat $W/$s.out)"; R $s err "$(cat $W/$s.err)"; }
+
+basic() {   # COW snapshot: create, sync from it, remove; target byte-identical
+  lv b_src 8M; fill b_src 8; lv b_dst 8M
+  bd basic sync --no-progress --json --snapshot vg0/b_src --snapshot-size 8M /dev/vg0/b_dst
+  R basic same "$(same b_src b_dst)"; R basic left "$(tagged blkdelta-source)"
+}
+
+overflow() {   # a 4M COW snapshot overflows while the sync reads it: SNAPSHOT_OVERFLOW, none left
+  lv o_src 16M; fill o_src 16; lv o_dst 16M; zero o_dst 1
+  $BD sync --no-progress --snapshot vg0/o_src --snapshot-size 4M /dev/vg0/o_dst > $W/overflow.out 2> $W/overflow.err &
+  local pid=$!
+  wait_written o_dst
+  dd if=/dev/urandom of=/dev/vg0/o_src bs=1M count=8 oflag=direct status=none
+  R overflow attr_during "$(lvs --noheadings -o lv_attr,lv_tags vg0 | grep blkdelta-source)"
+  wait $pid; R overflow rc $?; R overflow err "$(cat $W/overflow.err)"; R overflow left "$(tagged blkdelta-source)"
+}
+
+sigterm() {   # SIGTERM mid-sync: cleanup runs (no source snapshot left); the target snapshot stays pending
+  lv t_src 16M; fill t_src 16; lv t_dst 16M; zero t_dst 1
+  $BD sync --no-progress --snapshot vg0/t_src --snapshot-size 8M --target-snapshot --target-snapshot-size 16M /dev/vg0/t_dst \
+    > $W/sigterm.out 2> $W/sigterm.err &
+  local pid=$!
+  wait_written t_dst; kill -TERM $pid
+  wait $pid; R sigterm rc $?; R sigterm err "$(cat $W/sigterm.err)"
+  R sigterm left "$(tagged blkdelta-source)"; R sigterm pending "$(tagged blkdelta-pending)"
+}
+
+sigkill() {   # SIGKILL mid-sync leaves the snapshot; the next run removes it, says so, and syncs
+  lv k_src 16M; fill k_src 16; lv k_dst 16M; zero k_dst 1
+  $BD sync --no-progress --snapshot vg0/k_src --snapshot-size 8M /dev/vg0/k_dst > /dev/null 2>&1 &
+  local pid=$!
+  wait_written k_dst; kill -KILL $pid; wait $pid 2>/dev/null
+  sleep 1   # the server child exits on stdin EOF
+  R sigkill left_after_kill "$(tagged blkdelta-source)"
+  bd sigkill sync --no-progress --snapshot vg0/k_src --snapshot-size 8M /dev/vg0/k_dst
+  R sigkill same "$(same k_src k_dst)"; R sigkill left "$(tagged blkdelta-source)"
+}
+
+pool() { lvs vg0/pool >/dev/null 2>&1 || q lvcreate -y --type thin-pool -L 128M -n pool vg0; }
+
+thin() {   # thin origin: a thin snapshot (no size), active via -kn, removed after
+  pool
+  q lvcreate -y -V 8M -T vg0/pool -n th_src; fill th_src 8; lv th_dst 8M
+  bd thin sync --no-progress --json --snapshot vg0/th_src /dev/vg0/th_dst
+  R thin same "$(same th_src th_dst)"; R thin left "$(tagged blkdelta-source)"
+}
+
+target() {   # --target-snapshot on a thin target, --keep 1, then roll back with lvconvert --merge
+  pool; lv tg_src 8M; fill tg_src 8
+  q lvcreate -y -V 8M -T vg0/pool -n tg_dst
+  bd target1 sync --no-progress --target-snapshot --keep 1 /dev/vg0/tg_src /dev/vg0/tg_dst
+  local a; a=$(sha tg_dst)
+  fill tg_src 8
+  bd target2 sync --no-progress --target-snapshot --keep 1 /dev/vg0/tg_src /dev/vg0/tg_dst
+  R target same_after_2 "$(same tg_src tg_dst)"
+  R target kept "$(lvs --noheadings -o lv_name,lv_tags vg0 | grep blkdelta-target | grep -c tg_dst)"
+  R target pending "$(lvs --noheadings -o lv_name,lv_tags vg0 | grep tg_dst-blkdelta | grep -c blkdelta-pending)"
+  local snap; snap=$(lvs --noheadings -o lv_name,lv_tags vg0 | awk '/blkdelta-target/ && $1 ~ /^tg_dst-/ { print $1; exit }')
+  R target snap "$snap"
+  lvconvert -y --merge vg0/"$snap" > $W/merge.out 2>&1; R target merge_rc $?; R target merge_out "$(cat $W/merge.out)"
+  lvchange -ay vg0/tg_dst >/dev/null 2>&1
+  [ "$(sha tg_dst)" = "$a" ] && R target rolled_back yes || R target rolled_back no
+}
+
+untagged() {   # `snapshots clean` removes only blkdelta's source snapshots, never other LVs
+  lv u_src 8M
+  q lvcreate -y -s -L 4M -n u_foreign --addtag backup --addtag blkdelta-job:u vg0/u_src
+  q lvcreate -y -s -L 4M -n u_plain vg0/u_src
+  q lvcreate -y -s -L 4M -n u_ours --addtag blkdelta --addtag blkdelta-source --addtag blkdelta-job:u vg0/u_src
+  q lvcreate -y -s -L 4M -n u_tgt --addtag blkdelta --addtag blkdelta-target --addtag blkdelta-job:u vg0/u_src
+  local targets; targets=$(tagged blkdelta-target)
+  bd untagged snapshots clean --job u
+  R untagged lvs "$(lvs --noheadings -o lv_name vg0 | tr -d ' ' | grep '^u_' | sort | tr '\n' ' ')"
+  R untagged targets_before "$targets"; R untagged targets_after "$(tagged blkdelta-target)"
+}
+
+q pvcreate -y /dev/vda; q vgcreate vg0 /dev/vda
+for s in ${@:-basic overflow sigterm sigkill thin target untagged}; do
+  t0=$(cut -d' ' -f1 /proc/uptime)
+  $s
+  R $s seconds "$(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.1f", b - a }')"
+done
