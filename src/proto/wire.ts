@@ -45,6 +45,7 @@ export function decodeFrameHeader(h: Buffer, at: number): { type: MsgType; lengt
 export class FrameReader {
   private chunks: Buffer[] = [];
   private buffered = 0;
+  private scratch = Buffer.alloc(0);
   private it: AsyncIterator<Buffer>;
   /** Bytes consumed so far (frame headers included). */
   bytes = 0;
@@ -53,7 +54,10 @@ export class FrameReader {
     this.it = input[Symbol.asyncIterator]();
   }
 
-  /** The next frame, or null at a clean end of stream. Throws if the stream ends mid-frame. */
+  /**
+   * The next frame, or null at a clean end of stream. Throws if the stream ends mid-frame.
+   * The payload may be a view of this reader's scratch buffer: it is valid until the next call.
+   */
   async next(): Promise<Frame | null> {
     if (!(await this.fill(FRAME_HEADER_LEN))) {
       if (this.buffered === 0) return null;
@@ -63,7 +67,7 @@ export class FrameReader {
     if (!(await this.fill(length))) {
       throw new BlkError(ExitCode.REMOTE, `connection closed in the middle of a ${msgName(type)} frame at byte ${this.bytes}`);
     }
-    const payload = this.take(length);
+    const payload = this.take(length, true);
     this.bytes += FRAME_HEADER_LEN + length;
     return { type, payload };
   }
@@ -79,7 +83,10 @@ export class FrameReader {
     return true;
   }
 
-  private take(n: number): Buffer {
+  // n bytes off the front. Spanning chunks, they are copied: into the scratch buffer when reuse
+  // (a payload; it grows to the largest frame, ≤ MAX_FRAME, so that 1 MiB records do not leave
+  // 1 MiB of garbage each for the GC to find late), else into a new buffer.
+  private take(n: number, reuse = false): Buffer {
     if (n === 0) return Buffer.alloc(0);
     const first = this.chunks[0]!;
     let out: Buffer;
@@ -88,7 +95,8 @@ export class FrameReader {
       if (first.length === n) this.chunks.shift();
       else this.chunks[0] = first.subarray(n);
     } else {
-      out = Buffer.allocUnsafe(n);
+      if (reuse && this.scratch.length < n) this.scratch = Buffer.allocUnsafe(n);
+      out = reuse ? this.scratch.subarray(0, n) : Buffer.allocUnsafe(n);
       let got = 0;
       while (got < n) {
         const c = this.chunks[0]!;
