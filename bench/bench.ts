@@ -7,7 +7,7 @@
 //   --quick: 1 GiB image, sparse 1 and 4 GiB only (a smoke run of every table).
 // Disk: two images of --size plus a copy of the changed data, in a temp dir under --dir (default
 // the OS temp dir), removed at the end, also after a failure or Ctrl-C. Memory: see images.ts.
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -39,6 +39,11 @@ function config(): Config {
   return { size, sparse, dir: values.dir ?? tmpdir(), ssh: !values['skip-ssh'] };
 }
 
+/** The 1, 5 and 15 minute load averages. */
+function loadavg(): string {
+  return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+}
+
 function section(md: string): void {
   process.stdout.write(md + '\n\n');
 }
@@ -68,14 +73,16 @@ async function main(): Promise<number> {
   const cleanup = () => rmSync(work, { recursive: true, force: true });
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => benchAbort.abort());
   const t0 = Date.now();
-  section(`## blkdelta bench, ${new Date().toISOString()}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}`);
+  const loadStart = loadavg();
+  section(`## blkdelta bench, ${new Date().toISOString()}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, load average ${loadStart}`);
   try {
     const results = await run(cfg, work);
     const t = targets(results);
     section(markdownTargets(t));
-    section(`Bench wall time: ${((Date.now() - t0) / 1000).toFixed(0)} s.`);
+    const loadEnd = loadavg();
+    section(`Bench wall time: ${((Date.now() - t0) / 1000).toFixed(0)} s; load average at the end ${loadEnd} (other work on the machine skews walls).`);
     mkdirSync(dirname(RESULTS), { recursive: true });
-    writeFileSync(RESULTS, JSON.stringify({ date: new Date().toISOString(), node: process.version, cpus: cpus().length, config: cfg, results, targets: t }, null, 2) + '\n');
+    writeFileSync(RESULTS, JSON.stringify({ date: new Date().toISOString(), node: process.version, cpus: cpus().length, loadStart, loadEnd, config: cfg, results, targets: t }, null, 2) + '\n');
     process.stdout.write(`figures written to ${RESULTS}\n`);
     return t.every((x) => x.pass) ? 0 : 1;
   } finally {

@@ -1,5 +1,5 @@
 // Runs one blkdelta command for the bench and measures both of its processes.
-//   spawn node bin/blkdelta ARGS --json with NODE_OPTIONS preloading probe.js and a fresh
+//   spawn bin/blkdelta ARGS --json (its shebang node flags apply) with NODE_OPTIONS preloading probe.js and a fresh
 //   BLKDELTA_PROBE_DIR; wall = spawn to exit, seen from here; each process (the client, and the
 //   `blkdelta server` it spawned, or the one sshd started) writes its own peak RSS and CPU at exit.
 // Also times plain commands (xxhsum, cat, ssh) run in parallel, stdout captured or discarded.
@@ -39,7 +39,7 @@ export function probeEnv(dir: string): Record<string, string> {
 
 /** --remote-cmd that starts the remote server with the same probe. */
 export function probedRemoteCmd(dir: string): string {
-  return `BLKDELTA_PROBE_DIR=${dir} NODE_OPTIONS='--import ${PROBE}' ${process.execPath} ${BIN}`;
+  return `BLKDELTA_PROBE_DIR=${dir} NODE_OPTIONS='--import ${PROBE}' ${BIN}`;
 }
 
 /** Runs `blkdelta ARGS --json --no-progress`; throws with its stderr when it fails. */
@@ -50,7 +50,7 @@ export async function runBlkdelta(args: string[] | ((probeDir: string) => string
   const env: NodeJS.ProcessEnv = { ...process.env, ...probeEnv(probeDir) };
   delete env.SSH_AUTH_SOCK;
   const t0 = process.hrtime.bigint();
-  const child = spawn(process.execPath, [BIN, ...args, '--json', '--no-progress'], { stdio: ['ignore', 'pipe', 'pipe'], env, signal: benchAbort.signal });
+  const child = spawn(BIN, [...args, '--json', '--no-progress'], { stdio: ['ignore', 'pipe', 'pipe'], env, signal: benchAbort.signal });
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
