@@ -108,11 +108,31 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
   } catch (caught) {
     patch?.abort();
     // Aborted: runSync throws the abort reason, so the note below must go on that error.
-    const err: unknown = opts.signal?.aborted ? opts.signal.reason : caught;
+    const err: unknown = opts.signal?.aborted ? opts.signal.reason : localRole === 'source' ? await peerErrorOr(conn, caught) : caught;
     if (write && exitCodeOf(err) !== ExitCode.TARGET_REFUSED && exitCodeOf(err) !== ExitCode.PERMISSION && err instanceof Error) {
       err.message += `; target ${opts.target} may be incomplete: run the sync again to complete it`;
     }
     throw err;
+  }
+}
+
+/**
+ * A send that failed because the peer quit (EPIPE) hides why it quit: its ERROR frame (e.g. a
+ * write error on the target) is still in the pipe. Reads on for up to 5 s and returns that error,
+ * else the original. Source role only: its reads and sends alternate, so no read is pending here.
+ */
+async function peerErrorOr(conn: Conn, err: unknown): Promise<unknown> {
+  if (exitCodeOf(err) !== ExitCode.REMOTE) return err;
+  const find = async (): Promise<unknown> => {
+    for (let f = await conn.reader.next(); f; f = await conn.reader.next()) if (f.type === Msg.ERROR) return conn.peerError(f);
+    return err;
+  };
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<unknown>((resolve) => (timer = setTimeout(() => resolve(err), 5000)));
+  try {
+    return await Promise.race([find().catch(() => err), timeout]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
