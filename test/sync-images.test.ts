@@ -302,6 +302,18 @@ for (const bs of ['3000', '256', '32M', '4097']) {
 }
 test('--block-size abc', refused, () => ({ ...pair(MiB), args: ['-b', 'abc'] }), 2, () => /--block-size "abc" is not a size/);
 
+test('a write error on the target (ENOSPC on a full tmpfs) exits 8 naming the target, the byte and the errno', async (t) => {
+  const dir = fresh('full');
+  await res.mountTmpfs(dir, '2m');
+  const src = fresh('src.img'), dst = join(dir, 'dst.img');
+  randomFile(src, 4 * MiB);
+  randomFile(dst, MiB);
+  const r = await blkdelta('sync', '--size-policy', 'grow', src, dst);
+  t.is(r.exitCode, 8, r.stderr);
+  t.regex(r.stderr, new RegExp(`write error on ${esc(dst)} at byte \\d+: ENOSPC`));
+  t.regex(r.stderr, /may be incomplete: run the sync again/);
+});
+
 // ---- interruption ----
 
 /** PIDs of this process's live children (the spawned `blkdelta server`s). */

@@ -140,6 +140,13 @@ export class Resources {
     this.undo.push({ what: `umount ${dir}`, run: () => this.run('umount', [dir]) });
   }
 
+  /** A tmpfs of `size` (e.g. "2m") at dir: a real file system that fills up. Unmounted by cleanup(). */
+  async mountTmpfs(dir: string, size: string): Promise<void> {
+    mkdirSync(dir, { recursive: true });
+    await this.run('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'blkdelta-test', dir]);
+    this.undo.push({ what: `umount ${dir}`, run: () => this.run('umount', [dir]) });
+  }
+
   /** Unmounts now (and forgets the pending undo). */
   async umount(dir: string): Promise<void> {
     await this.run('umount', [dir]);
