@@ -75,7 +75,8 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
   checkFields('WELCOME', welcome, { kind: 'string', size: 'number' });
 
   const [srcSize, tgt] = localRole === 'source' ? [local.size, welcome] : [welcome.size, local];
-  const plan = planSizes(srcSize, tgt.size, tgt.kind, opts.sizePolicy);
+  const targetSize = tgt.size; // before growFile changes a local target's size
+  const plan = planSizes(srcSize, targetSize, tgt.kind, opts.sizePolicy);
   const start: Start = {
     blockSize: opts.blockSize, seed: randomSeed().toString(), ...plan, chunkSize: chunkSizeFor(opts.blockSize),
     recordsToPeer: localRole === 'source' ? write : write || opts.mode === 'patch',
@@ -86,7 +87,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
   if (localRole === 'target' && write && plan.resultSize > local.size) growFile(local, plan.resultSize);
 
   const fingerprint = sourceFingerprint(h, opts.sourceLabel ?? `${opts.source}|${srcSize}|${t0}`);
-  const geometry = geometryOf(start, tgt.size, fingerprint);
+  const geometry = geometryOf(start, targetSize, fingerprint);
   const patch = opts.mode === 'patch' ? await PatchWriter.create(opts.patchOut!, geometry, h) : undefined;
   const progress = (bytesDone: number, bytesDiffering: number) =>
     opts.onProgress?.({ bytesDone, bytesTotal: plan.compareSize, bytesDiffering, elapsedMs: Date.now() - t0 });
@@ -97,12 +98,12 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
     const patchBytes = patch ? (await patch.finish()).bytes : undefined;
     return {
       mode: opts.mode, source: opts.source, target: opts.target, blockSize: opts.blockSize,
-      sourceSize: srcSize, targetSize: tgt.size, comparedBytes: plan.compareSize,
+      sourceSize: srcSize, targetSize, comparedBytes: plan.compareSize,
       blocksCompared: done.blocksCompared, blocksDiffering: done.blocksDiffering, blocksWritten: result.blocksWritten,
       blocksZero: done.blocksZero, bytesReadSource: done.bytesRead, bytesReadTarget: result.bytesRead,
       bytesSent: conn.writer.bytes, bytesReceived: conn.reader.bytes, bytesWritten: patch ? done.dataBytes : result.bytesWritten,
       patchBytes, records: done.records, firstDiffs: done.firstDiffs, identical: done.blocksDiffering === 0,
-      verified: result.verified, grown: plan.resultSize > tgt.size && write, durationMs: Date.now() - t0,
+      verified: result.verified, grown: plan.resultSize > targetSize && write, durationMs: Date.now() - t0,
       ...(result.targetSnapshot ? { targetSnapshot: result.targetSnapshot } : {}),
     };
   } catch (caught) {
