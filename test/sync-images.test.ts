@@ -2,12 +2,13 @@
 // codes and output. After every write the target must be byte-identical to the source (sha256);
 // every refusal must exit with its code, name the thing that is wrong and leave the target as it was.
 import test from 'ava';
-import { copyFileSync, existsSync, linkSync, mkdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, mkdirSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { BlkError, ExitCode } from '../src/errors.js';
 import { runSync } from '../src/engine/sync.js';
 import type { SizePolicy, SyncOptions, SyncSummary } from '../src/engine/types.js';
+import { LocalTransport } from '../src/transport/local.js';
 import { tempDir } from './helpers/patch-fixture.js';
 import { Resources, blkdelta, cleanupAll, fileSize, randomFile, readAt, sha256, touchBlocks, touchBytes, writeAt } from './helpers/engine-fixture.js';
 
@@ -312,6 +313,34 @@ test('a write error on the target (ENOSPC on a full tmpfs) exits 8 naming the ta
   t.is(r.exitCode, 8, r.stderr);
   t.regex(r.stderr, new RegExp(`write error on ${esc(dst)} at byte \\d+: ENOSPC`));
   t.regex(r.stderr, /may be incomplete: run the sync again/);
+});
+
+// ---- pull: the target end in this process, the source end a spawned `blkdelta server` ----
+
+test('pull (remote source): write with grow and --verify, then dry-run; summary reports the growth', async (t) => {
+  const { src, dst } = pair(5 * MiB);
+  writeAt(src, MiB, Buffer.alloc(MiB));
+  truncateSync(dst, 3 * MiB);
+  touchBlocks(dst, 4096, [0, 600]);
+  const remote = { side: 'source' as const, transport: new LocalTransport() };
+  const s = await sync(src, dst, { remote, sizePolicy: 'grow', verify: true });
+  t.is(sha256(dst), sha256(src));
+  t.like(s, { sourceSize: 5 * MiB, targetSize: 3 * MiB, grown: true, verified: true, blocksZero: 256, blocksDiffering: 2 + 256 + 512, blocksWritten: 2 + 256 + 512 });
+  const again = await sync(src, dst, { remote, mode: 'dry-run' });
+  t.like(again, { identical: true, blocksWritten: 0, targetSize: 5 * MiB, grown: false });
+});
+
+test('pull (remote source) with --patch-out: the target is untouched, apply makes it equal', async (t) => {
+  const { src, dst } = pair(4 * MiB);
+  touchBlocks(dst, 4096, [1, 2, 1000]);
+  const before = sha256(dst);
+  const patchOut = fresh('pull.bdp');
+  const s = await sync(src, dst, { remote: { side: 'source', transport: new LocalTransport() }, mode: 'patch', patchOut });
+  t.like(s, { blocksDiffering: 3, records: 2, patchBytes: fileSize(patchOut) });
+  t.is(sha256(dst), before);
+  const a = await blkdelta('apply', patchOut, dst);
+  t.is(a.exitCode, 0, a.stderr);
+  t.is(sha256(dst), sha256(src));
 });
 
 // ---- interruption ----
