@@ -5,10 +5,13 @@
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import ssh2 from 'ssh2';
+import { createRequire } from 'node:module';
 import type { AgentAuthMethod, PublicKeyAuthMethod } from 'ssh2';
 import { BlkError, ExitCode, describe } from '../errors.js';
 import { log } from '../log.js';
+
+// ssh2 (CommonJS) is loaded on first use: a local sync never pays its ~10 MiB of resident memory.
+const ssh2 = (): typeof import('ssh2') => createRequire(import.meta.url)('ssh2');
 
 export interface AuthMethod {
   /** For messages: "ssh-agent" or a key file. */
@@ -45,7 +48,7 @@ function readKey(file: string, explicit: boolean, haveAgent: boolean): Buffer | 
     if (!explicit && (err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw new BlkError(explicit ? ExitCode.USAGE : ExitCode.AUTH, `cannot read ssh key ${file}: ${describe(err)}`, { cause: err });
   }
-  const parsed = ssh2.utils.parseKey(data);
+  const parsed = ssh2().utils.parseKey(data);
   if (!(parsed instanceof Error)) return data;
   if (/passphrase|encrypted/i.test(parsed.message)) {
     if (haveAgent || !explicit) {

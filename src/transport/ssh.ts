@@ -7,7 +7,7 @@
 // waits for its exit status up to closeTimeoutMs, then ends the connection (destroys it after
 // 2 s). A dropped connection (keepalives detect a dead peer) makes the channel streams error.
 // Memory: the ssh2 channel window (2 MiB by default) plus the ServerEnd buffers.
-import ssh2 from 'ssh2';
+import { createRequire } from 'node:module';
 import type { AnyAuthMethod, Client, ClientChannel, ConnectConfig } from 'ssh2';
 import { homedir, userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +18,9 @@ import { hostVerifier, type HostCheck } from './ssh-hostkey.js';
 import { authMethods, describeAuth, type AuthMethod } from './ssh-auth.js';
 import { ServerEnd, serverCommand } from './remote-end.js';
 import { throttleChannel } from './throttle.js';
+
+// ssh2 (CommonJS) is loaded on first use: a local sync never pays its ~10 MiB of resident memory.
+const ssh2 = (): typeof import('ssh2') => createRequire(import.meta.url)('ssh2');
 
 export interface SshOptions {
   host: string;
@@ -59,7 +62,7 @@ export class SshTransport implements Transport {
   async open(signal?: AbortSignal): Promise<Channel> {
     signal?.throwIfAborted();
     const auths = authMethods(this.user, this.opts.identityFiles, this.opts.agent);
-    const client = new ssh2.Client();
+    const client = new (ssh2().Client)();
     const check: HostCheck = {
       files: this.opts.knownHostsFiles ?? defaultKnownHosts(),
       host: this.opts.host,
