@@ -1,37 +1,20 @@
 // The sync engine end to end on real image files: runSync for summaries, bin/blkdelta for exit
-// codes and output. After every write the target must be byte-identical to the source (sha256);
-// every refusal must exit with its code, name the thing that is wrong and leave the target as it was.
+// codes and output. After every write the target must be byte-identical to the source (sha256).
+// Refusals, write errors and interruptions are in sync-refusals.test.ts.
 import test from 'ava';
-import { copyFileSync, existsSync, linkSync, mkdirSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
-import { join } from 'node:path';
-import { BlkError, ExitCode } from '../src/errors.js';
-import { runSync } from '../src/engine/sync.js';
-import type { SizePolicy, SyncOptions, SyncSummary } from '../src/engine/types.js';
+import { copyFileSync, existsSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import type { SizePolicy, SyncSummary } from '../src/engine/types.js';
 import { LocalTransport } from '../src/transport/local.js';
-import { tempDir } from './helpers/patch-fixture.js';
-import { Resources, blkdelta, cleanupAll, fileSize, randomFile, readAt, sha256, touchBlocks, touchBytes, writeAt } from './helpers/engine-fixture.js';
+import { Workspace, blkdelta, fileSize, randomFile, readAt, sha256, syncFiles as sync, touchBlocks, touchBytes, writeAt } from './helpers/engine-fixture.js';
 
-const tmp = tempDir('blkdelta-images-');
-const res = new Resources();
-test.after.always(() => cleanupAll(res, tmp.dir));
+const ws = new Workspace('blkdelta-images-');
+test.after.always(() => ws.cleanup());
+const fresh = (name: string) => ws.fresh(name);
+const pair = (size: number) => ws.pair(size);
 
 const MiB = 1 << 20;
 /** Holes split extents: ext4 may take a few 4 KiB blocks for the extent tree. */
 const EXTENT_SLACK = 4 * 4096;
-let files = 0;
-const fresh = (name: string) => join(tmp.dir, `${files++}-${name}`);
-
-/** A random source of `size` bytes and a target that starts as a copy of it. */
-function pair(size: number): { src: string; dst: string } {
-  const src = fresh('src.img'), dst = fresh('dst.img');
-  randomFile(src, size);
-  copyFileSync(src, dst);
-  return { src, dst };
-}
-
-const sync = (src: string, dst: string, extra: Partial<SyncOptions> = {}): Promise<SyncSummary> =>
-  runSync({ source: src, target: dst, mode: 'write', blockSize: 4096, sizePolicy: 'strict', ...extra });
 
 test('scattered changes: exactly those blocks are written, target identical', async (t) => {
   const { src, dst } = pair(8 * MiB);
@@ -231,90 +214,6 @@ test('a second sync of identical devices writes nothing', async (t) => {
   t.is(sha256(dst), sha256(src));
 });
 
-// ---- refusals ----
-
-interface Case { src: string; dst: string; args?: string[] }
-const refused = test.macro({
-  async exec(t, setup: () => Promise<Case> | Case, exit: number, message: (c: Case) => RegExp) {
-    const c = await setup();
-    const sums = [c.src, c.dst].map((p) => (existsSync(p) && statSync(p).isFile() ? sha256(p) : undefined));
-    const r = await blkdelta('sync', ...(c.args ?? []), c.src, c.dst);
-    t.is(r.exitCode, exit, r.stderr);
-    t.regex(r.stderr, message(c));
-    t.deepEqual([c.src, c.dst].map((p) => (existsSync(p) && statSync(p).isFile() ? sha256(p) : undefined)), sums, 'a refused sync changed a file');
-  },
-  title: (name) => `refused: ${name}`,
-});
-const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-const targetRefused = (why: string) => (c: Case) => new RegExp(`target ${esc(c.dst)} refused: ${why}`);
-
-test('target missing', refused, () => ({ ...pair(MiB), dst: fresh('missing.img') }), 5, (c) => new RegExp(`target ${esc(c.dst)} does not exist`));
-test('target is a directory', refused, () => ({ ...pair(MiB), dst: tmp.dir }), 5, (c) => new RegExp(`target ${esc(c.dst)} is not a regular file or block device`));
-test('target is the source (same path)', refused, () => { const { src } = pair(MiB); return { src, dst: src }; }, 5, targetRefused('it is the same device or file as the source'));
-test('target is the source via a symlink', refused, () => {
-  const { src } = pair(MiB);
-  const link = fresh('link.img');
-  symlinkSync(src, link);
-  return { src, dst: link };
-}, 5, targetRefused('it is the same device or file as the source'));
-test('target is the source via a symlinked directory', refused, () => {
-  const { src } = pair(MiB);
-  const dir = fresh('dirlink');
-  symlinkSync(tmp.dir, dir);
-  return { src, dst: join(dir, src.slice(tmp.dir.length + 1)) };
-}, 5, targetRefused('it is the same device or file as the source'));
-test('target is the source via a hard link', refused, () => {
-  const { src } = pair(MiB);
-  const link = fresh('hard.img');
-  linkSync(src, link);
-  return { src, dst: link };
-}, 5, targetRefused('it is the same device or file as the source'));
-test('target is immutable (chattr +i)', refused, async () => {
-  const c = pair(MiB);
-  touchBlocks(c.dst, 4096, [1]);
-  await res.immutable(c.dst);
-  return c;
-}, 5, targetRefused('it is read-only \\(EPERM\\)'));
-test('target on a read-only bind mount', refused, async () => {
-  const dir = fresh('rw');
-  mkdirSync(dir);
-  const src = fresh('src.img');
-  randomFile(src, MiB);
-  randomFile(join(dir, 'dst.img'), MiB);
-  const ro = fresh('ro');
-  await res.readOnlyBind(dir, ro);
-  return { src, dst: join(ro, 'dst.img') };
-}, 5, targetRefused('it is read-only \\(EROFS\\)'));
-test('dry-run, verify and --patch-out only read the target: they work on an immutable one', async (t) => {
-  const { src, dst } = pair(MiB);
-  touchBlocks(dst, 4096, [7]);
-  await res.immutable(dst);
-  const before = sha256(dst);
-  t.is((await blkdelta('sync', '-n', '-q', src, dst)).exitCode, 3);
-  t.is((await blkdelta('verify', '-q', src, dst)).exitCode, 3);
-  const p = await blkdelta('sync', '-q', '--patch-out', fresh('ro.bdp'), src, dst);
-  t.is(p.exitCode, 0, p.stderr);
-  t.is(sha256(dst), before);
-});
-test('source missing', refused, () => ({ src: fresh('nope.img'), dst: pair(MiB).dst }), 4, (c) => new RegExp(`source ${esc(c.src)} does not exist`));
-test('source is a directory', refused, () => ({ src: tmp.dir, dst: pair(MiB).dst }), 4, (c) => new RegExp(`source ${esc(c.src)} is not a regular file or block device`));
-for (const bs of ['3000', '256', '32M', '4097']) {
-  test(`--block-size ${bs}`, refused, () => ({ ...pair(MiB), args: ['-b', bs] }), 2, () => new RegExp(`--block-size \\d+ is invalid: it must be a power of two`));
-}
-test('--block-size abc', refused, () => ({ ...pair(MiB), args: ['-b', 'abc'] }), 2, () => /--block-size "abc" is not a size/);
-
-test('a write error on the target (ENOSPC on a full tmpfs) exits 8 naming the target, the byte and the errno', async (t) => {
-  const dir = fresh('full');
-  await res.mountTmpfs(dir, '2m');
-  const src = fresh('src.img'), dst = join(dir, 'dst.img');
-  randomFile(src, 4 * MiB);
-  randomFile(dst, MiB);
-  const r = await blkdelta('sync', '--size-policy', 'grow', src, dst);
-  t.is(r.exitCode, 8, r.stderr);
-  t.regex(r.stderr, new RegExp(`write error on ${esc(dst)} at byte \\d+: ENOSPC`));
-  t.regex(r.stderr, /may be incomplete: run the sync again/);
-});
-
 // ---- pull: the target end in this process, the source end a spawned `blkdelta server` ----
 
 test('pull (remote source): write with grow and --verify, then dry-run; summary reports the growth', async (t) => {
@@ -342,39 +241,3 @@ test('pull (remote source) with --patch-out: the target is untouched, apply make
   t.is(a.exitCode, 0, a.stderr);
   t.is(sha256(dst), sha256(src));
 });
-
-// ---- interruption ----
-
-/** PIDs of this process's live children (the spawned `blkdelta server`s). */
-function children(): number[] {
-  const r = spawnSync('ps', ['-o', 'pid=,stat=,args=', '--ppid', String(process.pid)], { encoding: 'utf8' });
-  const rows = r.stdout.split('\n').map((l) => l.trim().split(/\s+/));
-  return rows.filter(([, stat, ...args]) => stat && !stat.startsWith('Z') && args.includes('server')).map(([pid]) => Number(pid));
-}
-
-const interrupted = test.macro({
-  async exec(t, mode: 'write' | 'patch') {
-    const { src, dst } = pair(32 * MiB);
-    randomFile(dst, 32 * MiB);
-    const before = sha256(dst);
-    const patchOut = fresh('interrupted.bdp');
-    const ac = new AbortController();
-    const reason = new BlkError(ExitCode.INTERRUPTED, 'interrupted by SIGINT');
-    // Abort from a timer, as a signal handler does: while the run awaits I/O, not between chunks.
-    const onProgress = (p: { bytesDone: number }) => p.bytesDone >= 4 * MiB && setTimeout(() => ac.abort(reason), 1);
-    const err = await t.throwsAsync(sync(src, dst, { mode, patchOut, signal: ac.signal, onProgress }));
-    t.is(err, reason, 'runSync must reject with the abort reason');
-    t.deepEqual(children(), [], 'a server outlived the run');
-    if (mode === 'write') {
-      t.regex(err!.message, new RegExp(`^interrupted by SIGINT; target ${dst.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} may be incomplete: run the sync again`));
-      t.not(sha256(dst), before, 'nothing was written before the abort');
-    } else {
-      t.is(err!.message, 'interrupted by SIGINT');
-      t.false(existsSync(patchOut) || existsSync(patchOut + '.part'), 'an interrupted patch was left behind');
-      t.is(sha256(dst), before);
-    }
-  },
-  title: (_p, mode) => `an interrupted ${mode} rejects with the abort reason${mode === 'write' ? ' saying the target may be incomplete' : ', removes the patch'}; no server left`,
-});
-test.serial(interrupted, 'write');
-test.serial(interrupted, 'patch');

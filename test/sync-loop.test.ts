@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { runSync } from '../src/engine/sync.js';
 import type { SyncOptions } from '../src/engine/types.js';
 import { tempDir } from './helpers/patch-fixture.js';
-import { Resources, blkdelta, randomFile, readAt, requireBlockTools, sha256, touchBlocks, writeAt } from './helpers/engine-fixture.js';
+import { Resources, blkdelta, esc, randomFile, readAt, requireBlockTools, sha256, touchBlocks, writeAt } from './helpers/engine-fixture.js';
 
 const tmp = tempDir('blkdelta-loop-');
 test.after.always(() => tmp.cleanup());
@@ -85,8 +85,6 @@ async function refused(t: ExecutionContext, args: string[], watch: string, exit:
   t.regex(out.stderr, message);
   t.is(sha256(watch), before, `${watch} changed`);
 }
-
-const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 test.serial('a mounted target is refused (exit 5, "mounted at"); a mounted source only warns', async (t) => {
   const r = resources(t);

@@ -3,8 +3,12 @@
 // Resources object is undone by its cleanup() (call it from test.after.always / t.teardown).
 // sha256 streams the file or device in 4 MiB reads, so memory does not grow with the image.
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, fstatSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { execa } from 'execa';
+import { runSync } from '../../src/engine/sync.js';
+import type { SyncOptions, SyncSummary } from '../../src/engine/types.js';
 import { BIN_PATH } from '../../src/transport/local.js';
 
 export const TOOLS_HINT = 'apt-get install util-linux e2fsprogs';
@@ -188,3 +192,38 @@ export async function cleanupAll(res: Resources, dir: string): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
   }
 }
+
+/** A temp dir for one test file: fresh names in it, random image pairs, and its Resources. */
+export class Workspace {
+  readonly dir: string;
+  readonly res = new Resources();
+  private n = 0;
+  constructor(prefix: string) {
+    this.dir = mkdtempSync(join(tmpdir(), prefix));
+  }
+
+  /** A new path in the workspace (nothing is created). */
+  fresh(name: string): string {
+    return join(this.dir, `${this.n++}-${name}`);
+  }
+
+  /** A random source of `size` bytes and a target that starts as a copy of it. */
+  pair(size: number): { src: string; dst: string } {
+    const src = this.fresh('src.img'), dst = this.fresh('dst.img');
+    randomFile(src, size);
+    copyFileSync(src, dst);
+    return { src, dst };
+  }
+
+  cleanup(): Promise<void> {
+    return cleanupAll(this.res, this.dir);
+  }
+}
+
+/** runSync of two local paths: write, 4 KiB blocks, strict, unless `extra` says otherwise. */
+export function syncFiles(src: string, dst: string, extra: Partial<SyncOptions> = {}): Promise<SyncSummary> {
+  return runSync({ source: src, target: dst, mode: 'write', blockSize: 4096, sizePolicy: 'strict', ...extra });
+}
+
+/** A string as a literal inside a RegExp. */
+export const esc = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
