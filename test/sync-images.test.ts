@@ -2,7 +2,8 @@
 // codes and output. After every write the target must be byte-identical to the source (sha256).
 // Refusals, write errors and interruptions are in sync-refusals.test.ts.
 import test from 'ava';
-import { copyFileSync, existsSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readdirSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import type { SizePolicy, SyncSummary } from '../src/engine/types.js';
 import { LocalTransport } from '../src/transport/local.js';
 import { Workspace, blkdelta, fileSize, randomFile, readAt, sha256, syncFiles as sync, touchBlocks, touchBytes, writeAt } from './helpers/engine-fixture.js';
@@ -201,6 +202,18 @@ test('--patch-out then blkdelta apply gives the same target as a direct sync', a
   t.is(d.exitCode, 0, d.stderr);
   t.is(sha256(viaPatch), sha256(src));
   t.is(sha256(dst), sha256(viaPatch));
+});
+
+test('--verify with more records than the re-read journal holds in memory (4096): spilled, checked, removed', async (t) => {
+  const { src, dst } = pair(5 * MiB);
+  const blocks = Array.from({ length: 5 * 1024 }, (_, i) => i * 2);
+  touchBlocks(dst, 512, blocks);
+  const journals = () => readdirSync(tmpdir()).filter((n) => n.startsWith('blkdelta-journal-'));
+  const before = new Set(journals());
+  const s = await sync(src, dst, { blockSize: 512, verify: true });
+  t.like(s, { records: blocks.length, blocksWritten: blocks.length, verified: true });
+  t.is(sha256(dst), sha256(src));
+  t.deepEqual(journals().filter((n) => !before.has(n)), [], 'the spilled journal was left behind');
 });
 
 test('a second sync of identical devices writes nothing', async (t) => {
