@@ -2,6 +2,7 @@
 // codes and output. After every write the target must be byte-identical to the source (sha256).
 // Refusals, write errors and interruptions are in sync-refusals.test.ts.
 import test from 'ava';
+import { randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, readdirSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import type { SizePolicy, SyncSummary } from '../src/engine/types.js';
@@ -245,10 +246,11 @@ test('pull (remote source): write with grow and --verify, then dry-run; summary 
 test('pull (remote source) with --patch-out: the target is untouched, apply makes it equal', async (t) => {
   const { src, dst } = pair(4 * MiB);
   touchBlocks(dst, 4096, [1, 2, 1000]);
+  writeAt(src, MiB, randomBytes(2 * MiB)); // two 1 MiB records: frames that span pipe reads
   const before = sha256(dst);
   const patchOut = fresh('pull.bdp');
   const s = await sync(src, dst, { remote: { side: 'source', transport: new LocalTransport() }, mode: 'patch', patchOut });
-  t.like(s, { blocksDiffering: 3, records: 2, patchBytes: fileSize(patchOut) });
+  t.like(s, { blocksDiffering: 3 + 512, records: 4, patchBytes: fileSize(patchOut) });
   t.is(sha256(dst), before);
   const a = await blkdelta('apply', patchOut, dst);
   t.is(a.exitCode, 0, a.stderr);
