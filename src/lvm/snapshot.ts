@@ -61,9 +61,11 @@ export function snapshotReportOf(err: unknown): SnapshotReport | undefined {
   return typeof err === 'object' && err !== null ? reports.get(err) : undefined;
 }
 
-function overflowError(problem: string, cause?: unknown): BlkError {
+/** SNAPSHOT_OVERFLOW; early: the --snapshot-max-fill limit stopped the run before an overflow. */
+function overflowError(problem: string, cause?: unknown, early = false): BlkError {
+  const what = early ? 'the run was stopped part-way' : 'data read from it is torn';
   return new BlkError(ExitCode.SNAPSHOT_OVERFLOW,
-    `${problem}: data read from it is torn, the target is NOT consistent; rerun with a larger --snapshot-size`, { cause });
+    `${problem}: ${what}, the target is NOT consistent; rerun with a larger --snapshot-size`, { cause });
 }
 
 function checkSpec(s: SourceSnapshotSpec): void {
@@ -132,7 +134,7 @@ function startPoller(s: SourceSnapshotSpec, name: string, ctl: AbortController, 
       const row = await findLv(s.vg, name, s.timeoutMs);
       if (row) report.fillPct = snapshotFill(row);
       const problem = row ? snapshotProblem(row, s.maxFillPct) : `snapshot ${s.vg}/${name} disappeared`;
-      if (problem) ctl.abort(overflowError(problem));
+      if (problem) ctl.abort(overflowError(problem, undefined, !row?.attr.invalid));
     } catch (err) {
       log.warn(`cannot check snapshot fill: ${(err as Error).message}`);
     }
