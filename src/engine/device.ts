@@ -13,7 +13,8 @@ export interface Device {
   kind: 'file' | 'block';
   size: number;
   fd: number;
-  /** Identities of the underlying storage ("b:major:minor", "f:dev:ino"), for the same-device check. */
+  /** Identities of the underlying storage ("b:major:minor", "f:dev:ino"), for the same-device check;
+   *  a whole disk lists its partitions too. */
   ids: string[];
   close(): void;
 }
@@ -93,7 +94,9 @@ function identities(p: string, st: fs.Stats): string[] {
   if (st.isBlockDevice()) {
     const mm = majorMinor(st.rdev).join(':');
     const back = sysfs(mm, 'loop/backing_file');
-    const ids = [`b:${mm}`];
+    // A whole disk also holds its partitions, so a disk and its own partition share an id
+    // (two sibling partitions do not).
+    const ids = [`b:${mm}`, ...partitionsOf(mm).map((p) => `b:${p}`)];
     if (back) {
       try {
         const bst = fs.statSync(back);
@@ -103,7 +106,10 @@ function identities(p: string, st: fs.Stats): string[] {
     return ids;
   }
   const ids = [`f:${st.dev}:${st.ino}`];
-  for (const loop of loopsBackedBy(p)) ids.push(`b:${majorMinor(fs.statSync(loop).rdev).join(':')}`);
+  for (const loop of loopsBackedBy(p)) {
+    const mm = majorMinor(fs.statSync(loop).rdev).join(':');
+    ids.push(`b:${mm}`, ...partitionsOf(mm).map((d) => `b:${d}`));
+  }
   return ids;
 }
 
