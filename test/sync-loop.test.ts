@@ -149,7 +149,7 @@ test.serial('the same loop device under another name (a symlink, a mknod node) i
 test.serial('a whole loop device with a mounted partition is refused (exit 5, "mounted at")', async (t) => {
   const r = resources(t);
   const { src, dst } = pair();
-  writeAt(dst, 0, mbrOnePartition(2048, SIZE / 512 - 2048));
+  writeAt(dst, 0, mbr([[2048, SIZE / 512 - 2048]]));
   const dev = await r.run('losetup', ['-f', '--show', '-P', dst]);
   r.adopt(`losetup -d ${dev}`, () => r.run('losetup', ['-d', dev]));
   // Kernels without the msdos partition parser do not scan it; partx adds it with BLKPG.
@@ -175,13 +175,32 @@ test.serial('a target another program holds open with O_EXCL is refused (exit 5,
   t.is(sha256(dev), sha256(src));
 });
 
-/** A DOS partition table (MBR) with one Linux partition: what fdisk writes, without fdisk. */
-function mbrOnePartition(startSector: number, sectors: number): Buffer {
-  const mbr = Buffer.alloc(512);
-  const entry = 446;
-  mbr[entry + 4] = 0x83;
-  mbr.writeUInt32LE(startSector, entry + 8);
-  mbr.writeUInt32LE(sectors, entry + 12);
-  mbr.writeUInt16LE(0xaa55, 510);
-  return mbr;
+test.serial('a disk and its own partition (or the file under it) are refused as source and target; two sibling partitions sync', async (t) => {
+  const r = resources(t);
+  const { dst: disk } = pair();
+  const half = (SIZE / 512 - 2048) / 2;
+  writeAt(disk, 0, mbr([[2048, half], [2048 + half, half]]));
+  const dev = await r.run('losetup', ['-f', '--show', '-P', disk]);
+  r.adopt(`losetup -d ${dev}`, () => r.run('losetup', ['-d', dev]));
+  if (!existsSync(`${dev}p2`)) await r.run('partx', ['-a', dev]);
+  const [p1, p2] = [`${dev}p1`, `${dev}p2`];
+  await refused(t, ['--size-policy', 'min', p1, dev], dev, 5, new RegExp(`target ${esc(dev)} refused: it is the same device or file as the source`));
+  await refused(t, ['--size-policy', 'min', dev, p1], dev, 5, new RegExp(`target ${esc(p1)} refused: it is the same device or file as the source`));
+  await refused(t, ['--size-policy', 'min', disk, p1], disk, 5, new RegExp(`target ${esc(p1)} refused: it is the same device or file as the source`));
+  const ok = await blkdelta('sync', p1, p2);
+  t.is(ok.exitCode, 0, ok.stderr);
+  t.is(sha256(p2), sha256(p1));
+});
+
+/** A DOS partition table (MBR) with Linux partitions [start, sectors]: what fdisk writes, without fdisk. */
+function mbr(parts: Array<[number, number]>): Buffer {
+  const b = Buffer.alloc(512);
+  parts.forEach(([start, sectors], i) => {
+    const entry = 446 + 16 * i;
+    b[entry + 4] = 0x83;
+    b.writeUInt32LE(start, entry + 8);
+    b.writeUInt32LE(sectors, entry + 12);
+  });
+  b.writeUInt16LE(0xaa55, 510);
+  return b;
 }
