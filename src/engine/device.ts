@@ -99,8 +99,7 @@ function identities(p: string, st: fs.Stats): string[] {
     const ids = [`b:${mm}`, ...partitionsOf(mm).map((p) => `b:${p}`)];
     if (back) {
       try {
-        const bst = fs.statSync(back);
-        ids.push(`f:${bst.dev}:${bst.ino}`);
+        ids.push(...identities(back, fs.statSync(back))); // what the loop device sits on: a file or another device
       } catch { /* backing file deleted */ }
     }
     return ids;
