@@ -118,6 +118,15 @@ test.serial('a loop device over the source file, as target, is refused (exit 5);
   await refused(t, [dev, src], src, 5, new RegExp(`target ${esc(src)} refused: it is the same device or file as the source`));
 });
 
+test.serial('a loop device stacked on the source loop device (losetup -o over /dev/loopN) is refused (exit 5)', async (t) => {
+  const r = resources(t);
+  const { src } = pair();
+  const lower = await r.attach(src);
+  const upper = await r.run('losetup', ['-f', '--show', '-o', '4096', lower]);
+  r.adopt(`losetup -d ${upper}`, () => r.run('losetup', ['-d', upper]));
+  await refused(t, ['--size-policy', 'min', lower, upper], lower, 5, new RegExp(`target ${esc(upper)} refused: it is the same device or file as the source`));
+});
+
 test.serial('a read-only loop device (losetup -r) is refused as a target (exit 5)', async (t) => {
   const r = resources(t);
   const { src, dst } = pair();
