@@ -1,9 +1,9 @@
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
-import { PassThrough, Readable } from 'node:stream';
+import { PassThrough, Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { parseRate, Throttle, throttleChannel } from '../src/transport/throttle.js';
+import { parseRate, Throttle, ThrottledWriter, throttleChannel } from '../src/transport/throttle.js';
 import { BlkError, ExitCode } from '../src/errors.js';
 
 const rate = test.macro({
@@ -90,4 +90,39 @@ test('throttleChannel caps both directions and closes through the inner channel'
   t.true((await received).equals(up));
   t.is(closed, 1);
   t.is(ch.stderrTail(), 'tail');
+});
+
+test('ThrottledWriter calls back only after the inner stream did, so callers may reuse buffers', async (t) => {
+  const seen: Buffer[] = [];
+  let innerCallbacks = 0;
+  const inner = new Writable({
+    highWaterMark: 1,
+    write(chunk: Buffer, _e, cb) {
+      setTimeout(() => {
+        seen.push(Buffer.from(chunk));
+        innerCallbacks++;
+        cb();
+      }, 5);
+    },
+  });
+  const w = new ThrottledWriter(inner, 1024 ** 3);
+  const buf = Buffer.alloc(64 * 1024);
+  for (let i = 0; i < 5; i++) {
+    buf.fill(i);
+    await new Promise<void>((resolve, reject) => w.write(buf, (err) => (err ? reject(err) : resolve())));
+    t.is(innerCallbacks, i + 1, 'the write called back after the inner one');
+  }
+  t.deepEqual(seen.map((b) => b[0]), [0, 1, 2, 3, 4], 'no queued data was overwritten');
+});
+
+test('ThrottledWriter paces a large write and keeps it intact', async (t) => {
+  const parts: Buffer[] = [];
+  const inner = new Writable({ write(chunk: Buffer, _e, cb) { parts.push(Buffer.from(chunk)); cb(); } });
+  const w = new ThrottledWriter(inner, 1024 ** 2);
+  const data = randomBytes(300 * 1024);
+  const start = performance.now();
+  await new Promise<void>((resolve, reject) => w.write(data, (err) => (err ? reject(err) : resolve())));
+  t.true((performance.now() - start) / 1000 >= 0.15);
+  t.true(Buffer.concat(parts).equals(data));
+  t.true(parts.length > 1, 'sent in pieces');
 });

@@ -2,12 +2,16 @@
 // for a server that failed before saying anything, and the exec command (device paths never go
 // on it: they travel inside the protocol).
 // ServerEnd turns a server's stdout/stdin/stderr into the Channel streams:
-//   stdout -> input (a PassThrough, backpressure kept); output -> stdin.
+//   stdout -> input (a PassThrough, backpressure kept); output -> stdin through a Forwarder,
+//   whose write callbacks fire only when stdin's do (the engine reuses a buffer once its write
+//   callback ran, so a buffering PassThrough here would let it overwrite queued data).
+//   server exited -> pending and later writes fail, naming the exit status and stderr.
 //   server exited (status known) and stdout ended -> input ends, or, when it failed before
 //   sending a byte, input errors with exitedEarly (so the engine shows stderr, not "EOF");
 //   connection gone before an exit status -> input and output error with connectionLost.
-// Memory: two stream buffers (64 KiB each) and the stderr tail, at most TAIL_BYTES (8 KiB).
-import { PassThrough, type Readable, type Writable } from 'node:stream';
+// Memory: the input PassThrough (64 KiB), the Forwarder's queue (16 KiB of references to the
+// caller's buffers, nothing copied) and the stderr tail, at most TAIL_BYTES (8 KiB).
+import { PassThrough, Writable, type Readable } from 'node:stream';
 import { BlkError, ExitCode } from '../errors.js';
 
 export const TAIL_BYTES = 8 * 1024;
@@ -15,6 +19,20 @@ export const TAIL_BYTES = 8 * 1024;
 /** The command a remote shell runs: `${remoteCmd} server`, e.g. "blkdelta server". */
 export function serverCommand(remoteCmd = 'blkdelta'): string {
   return `${remoteCmd} server`;
+}
+
+/**
+ * p, or undefined after ms. The timer is not unref'd on purpose: a close() awaiting it must keep
+ * the process alive (an empty event loop would end the process with status 0 mid-cleanup).
+ */
+export async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), ms)));
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Keeps the last TAIL_BYTES of what a stream wrote; never holds more. */
@@ -61,10 +79,45 @@ export interface ExitInfo {
   lost?: boolean;
 }
 
+/**
+ * A Writable that hands each chunk to `inner` and calls back only when inner calls back: no
+ * copy, and the caller's buffer is free exactly when its callback runs. fail() errors the write
+ * in flight (ssh2 never calls back once its channel is closed) and every later one.
+ */
+export class Forwarder extends Writable {
+  private pending: ((err?: Error | null) => void) | undefined;
+
+  constructor(private readonly inner: Writable) {
+    super();
+    this.on('error', () => {}); // writers see errors through their callbacks
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.pending = cb;
+    this.inner.write(chunk, (err) => {
+      if (this.pending !== cb) return;
+      this.pending = undefined;
+      cb(err);
+    });
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    this.inner.end();
+    cb();
+  }
+
+  fail(err: Error): void {
+    const cb = this.pending;
+    this.pending = undefined;
+    cb?.(err);
+    if (!this.writableFinished) this.destroy(err);
+  }
+}
+
 /** The client-side half of a running server: see the header. */
 export class ServerEnd {
   readonly input = new PassThrough();
-  readonly output = new PassThrough();
+  readonly output: Forwarder;
   readonly tail = new TailBuffer();
   /** Resolves once the server's exit status is known or the connection is lost. */
   readonly exited: Promise<ExitInfo>;
@@ -76,6 +129,7 @@ export class ServerEnd {
   constructor(readonly where: string, readonly command: string, private readonly stdout: Readable, stdin: Writable, stderr: Readable) {
     this.exited = new Promise((r) => (this.resolveExit = r));
     this.tail.attach(stderr);
+    this.input.on('error', () => {}); // the reader sees errors through its iterator
     stdout.on('data', (c: Buffer) => (this.bytesIn += c.length));
     stdout.pipe(this.input, { end: false });
     stdout.once('end', () => {
@@ -83,7 +137,7 @@ export class ServerEnd {
       this.settle();
     });
     stdout.on('error', (err) => this.lost(err));
-    this.output.pipe(stdin);
+    this.output = new Forwarder(stdin);
     stdin.on('error', (err) => this.lost(err));
   }
 
@@ -94,11 +148,14 @@ export class ServerEnd {
     this.stdout.resume();
   }
 
-  /** The server reported its exit status (or signal). */
+  /** The server reported its exit status (or signal): it reads nothing more. */
   exitedWith(code: number | null, signal?: string): void {
     if (this.exit) return;
     this.exit = { code, signal };
     this.resolveExit(this.exit);
+    const tail = this.tail.text();
+    const how = code !== null ? `with status ${code}` : `on ${signal ?? 'a signal'}`;
+    this.output.fail(new BlkError(ExitCode.REMOTE, `the server on ${this.where} exited ${how}${tail ? `: ${tail}` : ''}`));
     this.settle();
   }
 
@@ -109,7 +166,7 @@ export class ServerEnd {
     this.resolveExit(this.exit);
     const err = connectionLost(this.where, cause, this.tail.text());
     this.input.destroy(err);
-    this.output.destroy(err);
+    this.output.fail(err);
   }
 
   private settle(): void {

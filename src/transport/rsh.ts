@@ -9,7 +9,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { BlkError, ExitCode } from '../errors.js';
 import type { Channel, Transport } from './transport.js';
-import { ServerEnd, serverCommand } from './remote-end.js';
+import { ServerEnd, serverCommand, withTimeout } from './remote-end.js';
 import { throttleChannel } from './throttle.js';
 
 export interface RshOptions {
@@ -90,17 +90,13 @@ export class RshTransport implements Transport {
     let closing: Promise<number | null> | undefined;
     const close = async (): Promise<number | null> => {
       end.finish();
-      const info = await Promise.race([end.exited, sleep(this.opts.closeTimeoutMs ?? 10_000)]);
+      const info = await withTimeout(end.exited, this.opts.closeTimeoutMs ?? 10_000);
       if (info) return info.code;
       child.kill('SIGTERM');
-      const late = await Promise.race([end.exited, sleep(2_000)]);
+      const late = await withTimeout(end.exited, 2_000);
       if (!late) child.kill('SIGKILL');
       return null;
     };
     return { input: end.input, output: end.output, stderrTail: () => end.tail.text(), close: () => (closing ??= close()) };
   }
-}
-
-function sleep(ms: number): Promise<undefined> {
-  return new Promise((r) => setTimeout(() => r(undefined), ms).unref());
 }

@@ -16,7 +16,7 @@ import { log } from '../log.js';
 import type { Channel, Transport } from './transport.js';
 import { hostVerifier, type HostCheck } from './ssh-hostkey.js';
 import { authMethods, describeAuth, type AuthMethod } from './ssh-auth.js';
-import { ServerEnd, serverCommand } from './remote-end.js';
+import { ServerEnd, serverCommand, withTimeout } from './remote-end.js';
 import { throttleChannel } from './throttle.js';
 
 // ssh2 (CommonJS) is loaded on first use: a local sync never pays its ~10 MiB of resident memory.
@@ -144,14 +144,18 @@ export class SshTransport implements Transport {
     stream.on('exit', (code: number | null, sig?: string) => end.exitedWith(code ?? null, sig));
     stream.on('close', () => end.lost(new Error('the channel closed without an exit status')));
     client.on('error', (err) => end.lost(err));
-    client.on('close', () => end.lost(new Error('connection closed')));
+    let clientClosed = false;
+    client.on('close', () => {
+      clientClosed = true;
+      end.lost(new Error('connection closed'));
+    });
     let closing: Promise<number | null> | undefined;
     const close = async (): Promise<number | null> => {
       end.finish();
       const timeout = this.opts.closeTimeoutMs ?? 10_000;
-      const info = await Promise.race([end.exited, sleep(timeout).then(() => undefined)]);
+      const info = await withTimeout(end.exited, timeout);
       if (!info) log.warn(`remote server on ${this.where()} did not exit within ${timeout / 1000} s of end of input: closing the connection`);
-      await endClient(client);
+      if (!clientClosed) await endClient(client);
       return info?.code ?? null;
     };
     return {
@@ -167,14 +171,10 @@ export class SshTransport implements Transport {
   }
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms).unref());
-}
-
 // Ends the connection politely; destroys it when the peer does not close within 2 s.
 async function endClient(client: Client): Promise<void> {
   const closed = new Promise<void>((r) => client.once('close', () => r()));
   client.end();
-  await Promise.race([closed, sleep(2_000)]);
+  await withTimeout(closed, 2_000);
   client.destroy();
 }
