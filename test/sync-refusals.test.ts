@@ -3,7 +3,7 @@
 // were. Then a real write error (a full tmpfs) and interrupted runs (no server left behind).
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
-import { existsSync, linkSync, mkdirSync, statSync, symlinkSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, statSync, symlinkSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { BlkError, ExitCode } from '../src/errors.js';
 import { Workspace, blkdelta, esc, randomFile, sha256, syncFiles as sync, touchBlocks } from './helpers/engine-fixture.js';
@@ -96,6 +96,19 @@ test('a write error on the target (ENOSPC on a full tmpfs) exits 8 naming the ta
   t.is(r.exitCode, 8, r.stderr);
   t.regex(r.stderr, new RegExp(`write error on ${esc(dst)} at byte \\d+: ENOSPC`));
   t.regex(r.stderr, /may be incomplete: run the sync again/);
+});
+
+test('a source that shrinks during the sync fails with IO naming the source and the byte', async (t) => {
+  const { src, dst } = pair(8 * MiB);
+  randomFile(dst, 8 * MiB);
+  let cut = false;
+  const onProgress = (p: { bytesDone: number }) => {
+    if (!cut && p.bytesDone >= 2 * MiB) truncateSync(src, 3 * MiB);
+    cut ||= p.bytesDone >= 2 * MiB;
+  };
+  const err = await t.throwsAsync(sync(src, dst, { onProgress }), { instanceOf: BlkError });
+  t.is(err!.code, ExitCode.IO);
+  t.is(err!.message, `${src} ended at byte ${3 * MiB}, expected ${4 * MiB} (did it shrink?); target ${dst} may be incomplete: run the sync again to complete it`);
 });
 
 // ---- interruption ----
