@@ -1,6 +1,8 @@
 // Real images, loop devices and mounts for the sync engine's tests, with cleanup that runs even
 // when a test fails: every loop device attached, mount made and immutable flag set through a
 // Resources object is undone by its cleanup() (call it from test.after.always / t.teardown).
+// A Workspace is one test file's temp dir plus its Resources; its cleanup() releases them, then
+// removes the dir. bin/blkdelta runs as a child (blkdelta()), runSync in-process (syncFiles()).
 // sha256 streams the file or device in 4 MiB reads, so memory does not grow with the image.
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, copyFileSync, existsSync, fstatSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
