@@ -159,3 +159,23 @@ test('an aborted signal stops a pending open', async (t) => {
   const err = await p.then((ch) => ch.close().then(() => undefined), (e: unknown) => e);
   t.is((err as BlkError)?.code, ExitCode.INTERRUPTED);
 });
+
+test('a host with several keys, known by its ecdsa or rsa key only, is not mistaken for changed', async (t) => {
+  const multi = await startSshd({ hostKeyTypes: ['ed25519', 'ecdsa', 'rsa'] });
+  try {
+    for (const known of multi.hostKeys) {
+      const kh = knownHostsFile(`[127.0.0.1]:${multi.port} ${known.type} ${known.blob.toString('base64')}\n`);
+      const tr = new SshTransport({
+        host: multi.host, port: multi.port, identityFiles: [multi.userKey.privatePath], knownHostsFiles: [kh], agent: false, remoteCmd: BLKDELTA_BIN,
+      });
+      t.is(await roundTrip(tr), 0, `known by ${known.type}`);
+    }
+    const none = knownHostsFile('');
+    const err = await refusal(new SshTransport({
+      host: multi.host, port: multi.port, identityFiles: [multi.userKey.privatePath], knownHostsFiles: [none], agent: false, remoteCmd: BLKDELTA_BIN,
+    }));
+    t.true(err.message.includes('ssh-ed25519'), 'unknown: the preferred ed25519 key is the one shown');
+  } finally {
+    await multi.stop();
+  }
+});

@@ -126,6 +126,16 @@ export function checkHostKeyDetail(files: readonly string[], host: string, port:
   return verdictFor(entries, host, port, keyBlob);
 }
 
+/** Key types that plain (not revoked) entries hold for host:port, in file order, without duplicates. */
+export function knownKeyTypes(files: readonly string[], host: string, port: number): string[] {
+  const name = knownHostName(host, port);
+  const types = files.flatMap((f) => {
+    const text = readIfExists(f);
+    return text === undefined ? [] : parseKnownHosts(text, f);
+  }).filter((e) => e.marker === undefined && patternsMatch(e.patterns, name)).map((e) => e.keyType);
+  return [...new Set(types)];
+}
+
 /** 'ok', 'unknown' or 'changed' for host:port presenting keyBlob, per the known_hosts files. */
 export function checkHostKey(files: readonly string[], host: string, port: number, keyBlob: Buffer): HostKeyStatus {
   return checkHostKeyDetail(files, host, port, keyBlob).status;

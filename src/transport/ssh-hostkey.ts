@@ -6,8 +6,25 @@ import { homedir } from 'node:os';
 import { BlkError, ExitCode } from '../errors.js';
 import { log } from '../log.js';
 import {
-  appendKnownHost, checkHostKeyDetail, fingerprint, keyTypeOf, knownHostLine, knownHostName, type HostKeyVerdict,
+  appendKnownHost, checkHostKeyDetail, fingerprint, keyTypeOf, knownHostLine, knownHostName, knownKeyTypes, type HostKeyVerdict,
 } from './knownhosts.js';
+
+/** ssh2's default host key algorithms, in its order. */
+const DEFAULT_HOST_KEY_ALGORITHMS = [
+  'ssh-ed25519', 'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-nistp521', 'rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa',
+];
+
+/**
+ * The host key algorithms to offer, those of the key types known_hosts holds for the host first
+ * (as OpenSSH orders them): a server with ed25519 and ecdsa keys, known by its ecdsa key only,
+ * must present that one, not an ed25519 key that would look like a changed key.
+ */
+export function hostKeyAlgorithms(check: Pick<HostCheck, 'files' | 'host' | 'port'>): string[] {
+  const known = knownKeyTypes(check.files, check.host, check.port)
+    .flatMap((t) => (t === 'ssh-rsa' ? ['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'] : [t]))
+    .filter((a) => DEFAULT_HOST_KEY_ALGORITHMS.includes(a));
+  return [...new Set([...known, ...DEFAULT_HOST_KEY_ALGORITHMS])];
+}
 
 export interface HostCheck {
   files: string[];

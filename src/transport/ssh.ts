@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { BlkError, ExitCode } from '../errors.js';
 import { log } from '../log.js';
 import type { Channel, Transport } from './transport.js';
-import { hostVerifier, type HostCheck } from './ssh-hostkey.js';
+import { hostKeyAlgorithms, hostVerifier, type HostCheck } from './ssh-hostkey.js';
 import { authMethods, describeAuth, type AuthMethod } from './ssh-auth.js';
 import { ServerEnd, serverCommand, withTimeout } from './remote-end.js';
 import { throttleChannel } from './throttle.js';
@@ -89,6 +89,7 @@ export class SshTransport implements Transport {
       keepaliveInterval: this.opts.keepaliveIntervalMs ?? 15_000,
       keepaliveCountMax: this.opts.keepaliveCountMax ?? 4,
       hostVerifier: hostVerifier(check),
+      algorithms: { serverHostKey: hostKeyAlgorithms(check) as NonNullable<ConnectConfig['algorithms']>['serverHostKey'] },
       // ssh2 takes false as "no more methods" (its types do not say so)
       authHandler: (_left, _partial, done) => (done as (a: AnyAuthMethod | false) => void)(next < auths.length ? auths[next++].auth : false),
     };

@@ -19,9 +19,11 @@ export interface TestSshd {
   user: string;
   dir: string;
   pid: number;
+  /** The first of hostKeys (ed25519 unless told otherwise). */
   hostKey: TestKey;
+  hostKeys: TestKey[];
   userKey: TestKey;
-  /** known_hosts with this sshd's host key as `[127.0.0.1]:PORT`. */
+  /** known_hosts with all of this sshd's host keys as `[127.0.0.1]:PORT`. */
   knownHosts: string;
   authorizedKeys: string;
   /** Replaces authorized_keys: each entry is "options" put before the user key, or '' for none. */
@@ -34,20 +36,23 @@ export interface TestSshd {
   stop(): Promise<void>;
 }
 
+export type KeyType = 'ed25519' | 'ecdsa' | 'rsa';
+
 /** Starts a private sshd; throws with an install hint when OpenSSH is missing. */
-export async function startSshd(): Promise<TestSshd> {
+export async function startSshd(opts: { hostKeyTypes?: KeyType[] } = {}): Promise<TestSshd> {
   requireTool(SSHD, 'openssh-server');
   if (!existsSync('/run/sshd')) mkdirSync('/run/sshd', { mode: 0o755 });
   const dir = mkdtempSync(join(tmpdir(), 'blkdelta-sshd-'));
-  const hostKey = makeKey(dir, 'host_ed25519');
+  const hostKeys = (opts.hostKeyTypes ?? ['ed25519']).map((t) => makeKey(dir, `host_${t}`, t));
+  const hostKey = hostKeys[0];
   const userKey = makeKey(dir, 'user_ed25519');
   const port = await freePort();
   const authorizedKeys = join(dir, 'authorized_keys');
   writeFileSync(authorizedKeys, userKey.publicLine + '\n');
   const knownHosts = join(dir, 'known_hosts');
-  writeFileSync(knownHosts, `[127.0.0.1]:${port} ${hostKey.type} ${hostKey.blob.toString('base64')}\n`);
+  writeFileSync(knownHosts, hostKeys.map((k) => `[127.0.0.1]:${port} ${k.type} ${k.blob.toString('base64')}\n`).join(''));
   const config = join(dir, 'sshd_config');
-  writeFileSync(config, sshdConfig(dir, port, hostKey.privatePath, authorizedKeys));
+  writeFileSync(config, sshdConfig(dir, port, hostKeys.map((k) => k.privatePath), authorizedKeys));
   const child = spawn(SSHD, ['-D', '-e', '-f', config], { stdio: ['ignore', 'ignore', 'pipe'] });
   const logLines: string[] = [];
   child.stderr!.setEncoding('utf8').on('data', (s: string) => {
@@ -56,7 +61,7 @@ export async function startSshd(): Promise<TestSshd> {
   });
   await waitListening(child, logLines, port);
   return {
-    host: '127.0.0.1', port, user: userInfo().username, dir, pid: child.pid!, hostKey, userKey, knownHosts, authorizedKeys,
+    host: '127.0.0.1', port, user: userInfo().username, dir, pid: child.pid!, hostKey, hostKeys, userKey, knownHosts, authorizedKeys,
     setAuthorized: (options) => writeFileSync(authorizedKeys, options.map((o) => `${o ? o + ' ' : ''}${userKey.publicLine}\n`).join('')),
     sessionPids: () => childrenOf(child.pid!, false),
     rshArgv: () => ['ssh', '-F', '/dev/null', '-p', String(port), '-i', userKey.privatePath, '-o', 'IdentitiesOnly=yes',
@@ -67,9 +72,9 @@ export async function startSshd(): Promise<TestSshd> {
   };
 }
 
-function sshdConfig(dir: string, port: number, hostKey: string, authorizedKeys: string): string {
+function sshdConfig(dir: string, port: number, hostKeys: string[], authorizedKeys: string): string {
   return [
-    `Port ${port}`, 'ListenAddress 127.0.0.1', `HostKey ${hostKey}`, `PidFile ${join(dir, 'sshd.pid')}`,
+    `Port ${port}`, 'ListenAddress 127.0.0.1', ...hostKeys.map((k) => `HostKey ${k}`), `PidFile ${join(dir, 'sshd.pid')}`,
     `AuthorizedKeysFile ${authorizedKeys}`, 'StrictModes no', 'PermitRootLogin prohibit-password',
     'PasswordAuthentication no', 'KbdInteractiveAuthentication no', 'UsePAM no', 'PubkeyAuthentication yes',
     'AuthenticationMethods publickey', 'MaxStartups 100:30:200', 'MaxSessions 20', 'LogLevel VERBOSE',
