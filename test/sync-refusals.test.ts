@@ -2,11 +2,11 @@
 // refusal exits with its code, names the thing that is wrong and leaves source and target as they
 // were. Then a real write error (a full tmpfs) and interrupted runs (no server left behind).
 import test from 'ava';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, linkSync, mkdirSync, statSync, symlinkSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { BlkError, ExitCode } from '../src/errors.js';
-import { Workspace, blkdelta, esc, randomFile, sha256, syncFiles as sync, touchBlocks } from './helpers/engine-fixture.js';
+import { Workspace, blkdelta, esc, randomFile, readAt, sha256, syncFiles as sync, touchBlocks } from './helpers/engine-fixture.js';
 
 const ws = new Workspace('blkdelta-refusals-');
 test.after.always(() => ws.cleanup());
@@ -109,6 +109,20 @@ test('a source that shrinks during the sync fails with IO naming the source and 
   const err = await t.throwsAsync(sync(src, dst, { onProgress }), { instanceOf: BlkError });
   t.is(err!.code, ExitCode.IO);
   t.is(err!.message, `${src} ended at byte ${3 * MiB}, expected ${4 * MiB} (did it shrink?); target ${dst} may be incomplete: run the sync again to complete it`);
+});
+
+test('--verify catches a block changed behind its back by a concurrent writer: exit 18 naming the range', async (t) => {
+  const { src, dst } = pair(4 * MiB);
+  const writer = spawn(process.execPath, ['-e', `const fs = require('fs'); const fd = fs.openSync(${JSON.stringify(dst)}, 'r+');
+    const g = Buffer.alloc(4096, 0xab); for (;;) fs.writeSync(fd, g, 0, 4096, 8192);`], { stdio: 'ignore' });
+  t.teardown(() => writer.kill('SIGKILL'));
+  while (readAt(dst, 8192, 1)[0] !== 0xab) await new Promise((r) => setTimeout(r, 20));
+  // The writer must run between the sync's write and its re-read; on a loaded machine it may not,
+  // and the sync then rightly succeeds: try a few times.
+  let r = await blkdelta('sync', '--verify', src, dst);
+  for (let i = 0; i < 4 && r.exitCode === 0; i++) r = await blkdelta('sync', '--verify', src, dst);
+  t.is(r.exitCode, 18, r.stderr);
+  t.regex(r.stderr, new RegExp(`verify failed: ${esc(dst)} bytes 8192\\.\\.12288 read back differ from what was written`));
 });
 
 // ---- interruption ----
