@@ -29,7 +29,7 @@ let vm: Promise<VmRun> | undefined;
 function runVm(): Promise<VmRun> {
   vm ??= new Promise((resolve) => {
     execFile('bash', ['test/vm/run-vm.sh', 'test/vm/jobs-lvm.sh'], {
-      cwd: ROOT, maxBuffer: 64 << 20, env: { ...process.env, VM_DISKS: '1G', VM_TIMEOUT: '840' },
+      cwd: ROOT, maxBuffer: 64 << 20, env: { ...process.env, VM_DISKS: '1G', VM_TIMEOUT: '1700' },
     }, (err, stdout, stderr) => {
       const rc = err ? (typeof err.code === 'number' ? err.code : null) : 0;
       resolve({ rc, stdout, stderr, facts: parseFacts(stdout) });
@@ -39,7 +39,7 @@ function runVm(): Promise<VmRun> {
 }
 
 async function facts(t: ExecutionContext, scenario: string): Promise<(k: string) => string> {
-  t.timeout(15 * 60_000);
+  t.timeout(30 * 60_000);
   const run = await runVm();
   if (run.rc !== 0) {
     t.fail(run.rc === 125 && /missing|apt-get/.test(run.stderr) ? `the VM lane cannot run: ${INSTALL}\n${run.stderr}` : `run-vm.sh exited ${run.rc}\n${run.stderr.slice(-4000)}`);

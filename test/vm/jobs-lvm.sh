@@ -14,7 +14,15 @@ fill() { q dd if=/dev/urandom of=/dev/vg0/$1 bs=1M count=$2 oflag=direct status=
 sha() { sha256sum < /dev/vg0/$1 | cut -d' ' -f1; }
 same() { [ "$(sha $1)" = "$(sha $2)" ] && echo yes || echo no; }
 tagged() { lvs --noheadings -o lv_tags vg0 2>/dev/null | awk -v t="$1" '{ n = split($1, a, ","); for (i = 1; i <= n; i++) if (a[i] == t) c++ } END { print c + 0 }'; }
-wait_written() { for _ in $(seq 600); do cmp -s -n 1048576 /dev/vg0/$1 /dev/zero || return 0; sleep 0.2; done; echo "timeout waiting for writes to $1" >&2; }
+# waits (up to 10 min: the VM is slow, more so on a loaded host) until the source snapshot exists
+# and the first MiB of the (zeroed) target is no longer zero: the run is syncing
+wait_written() {
+  for _ in $(seq 3000); do
+    [ "$(tagged blkdelta-source)" = 1 ] && ! cmp -s -n 1048576 /dev/vg0/$1 /dev/zero && return 0
+    sleep 0.2
+  done
+  echo "timeout waiting for writes to $1" >&2
+}
 # runs blkdelta with scenario $1's name as prefix: rc, stdout, stderr
 bd() { local s=$1 k=$2; shift 2; $BD "$@" > $W/$s.out 2> $W/$s.err; local rc=$?; R $s ${k}rc $rc; R $s ${k}out "$(cat $W/$s.out)"; R $s ${k}err "$(cat $W/$s.err)"; }
 
@@ -37,7 +45,7 @@ source = "/dev/vg0/k_src"
 target = "/dev/vg0/k_dst"
 snapshot = "vg0/k_src"
 snapshot_size = "8M"
-bwlimit = "2M"
+bwlimit = "1M"
 TOML
 
 jobrun() {   # two runs of a job with source and target snapshots: records, snapshots, check
