@@ -207,13 +207,12 @@ function snapshotOf(v: Table, source: Endpoint, path: string[], at: At): JobConf
   return { lv, size: v.snapshot_size as string | undefined, maxFill: v.snapshot_max_fill as number | undefined };
 }
 
-/** target_snapshot needs a local target (the LVM commands run on this host). */
+/** target_snapshot: a local target is snapshotted here, a remote one by its server (blkdelta server). */
 function targetSnapshotOf(v: Table, own: Table, target: Endpoint, path: string[], at: At): JobConfig['targetSnapshot'] {
   if (v.target_snapshot !== true) {
     for (const k of ['keep', 'target_snapshot_size']) if (own[k] !== undefined) at([...path, k], 'needs target_snapshot = true');
     return undefined;
   }
-  if (target.kind !== 'local') return void at([...path, 'target_snapshot'], 'target snapshots need a local target (run the job on the target host, pulling from the source)');
   return { size: v.target_snapshot_size as string | undefined, keep: (v.keep as number) ?? 1 };
 }
 

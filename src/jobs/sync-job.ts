@@ -36,6 +36,7 @@ export async function syncJob(job: JobConfig, signal: AbortSignal, phases: Phase
 
 /** target_snapshot: snapshot the target LV, sync, then rotate (only after a success). */
 async function syncTarget(job: JobConfig, source: string, signal: AbortSignal, phases: Phases): Promise<JobSyncResult> {
+  if (job.target.kind === 'remote') return syncRemoteTarget(job, source, signal, phases);
   const ts = job.targetSnapshot;
   const taken = ts ? await takeTargetSnapshot(job.target.path, { job: job.name, size: ts.size }) : undefined;
   signal.throwIfAborted();
@@ -45,6 +46,16 @@ async function syncTarget(job: JobConfig, source: string, signal: AbortSignal, p
   if (!ts || !taken) return { summary };
   const { kept } = await rotateTargetSnapshots(job.target.path, { job: job.name, keep: ts.keep });
   return { summary, targetSnapshot: { name: `${taken.vg}/${taken.name}`, reused: taken.reused, kept } };
+}
+
+/** A remote target: its server takes the target snapshot and rotates it (SyncOptions.targetSnapshot). */
+async function syncRemoteTarget(job: JobConfig, source: string, signal: AbortSignal, phases: Phases): Promise<JobSyncResult> {
+  const ts = job.targetSnapshot;
+  phases.writing();
+  const summary = await runSync({ ...syncOptions(job, source, signal), ...(ts ? { targetSnapshot: { job: job.name, keep: ts.keep, size: ts.size } } : {}) });
+  phases.written();
+  const t = summary.targetSnapshot;
+  return t ? { summary, targetSnapshot: { name: t.name, reused: t.reused, kept: t.kept } } : { summary };
 }
 
 /** The snapshot report an error from syncJob carries, if a snapshot was involved. */
