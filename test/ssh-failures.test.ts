@@ -53,6 +53,22 @@ test('push and pull through the CLI give identical images', async (t) => {
   t.is(verify.code, 0, verify.stderr);
 });
 
+test('-i is repeatable and does not swallow SRC and DST', async (t) => {
+  const p = pair();
+  const r = await cli(['sync', '--no-progress', '--known-hosts', plain.knownHosts, '--remote-cmd', BLKDELTA_BIN,
+    '-i', roKey.privatePath, '-i', plain.userKey.privatePath, p.source, url(plain, p.target)]);
+  t.is(r.code, 0, r.stderr);
+  t.is(sha256(p.target), sha256(p.source));
+});
+
+test('--rsh: OpenSSH refusing an unknown host key gives exit 9 with its message', async (t) => {
+  const p = pair();
+  const argv = plain.rshArgv().map((a) => (a.startsWith('UserKnownHostsFile=') ? 'UserKnownHostsFile=/dev/null' : a));
+  const r = await cli(['sync', '--rsh', argv.map(shellQuote).join(' '), '--remote-cmd', BLKDELTA_BIN, p.source, `127.0.0.1:${p.target}`]);
+  t.is(r.code, ExitCode.REMOTE, r.stderr);
+  t.true(r.stderr.includes('Host key verification failed'), r.stderr);
+});
+
 test('unknown host key: exit 10 with the fingerprint; --accept-new-host-key then lets runs pass', async (t) => {
   const p = pair();
   const kh = join(root, 'kh-new');

@@ -10,9 +10,11 @@ import { SshTransport } from './ssh.js';
 import { parseRate } from './throttle.js';
 import type { Transport } from './transport.js';
 
+// identity and known-hosts are repeatable but not yargs arrays: an array option would swallow
+// SRC and DST in `sync -i KEY SRC DST`.
 export interface RemoteArgs {
-  identity?: string[];
-  'known-hosts'?: string[];
+  identity?: string | string[];
+  'known-hosts'?: string | string[];
   'accept-new-host-key'?: boolean;
   'remote-cmd'?: string;
   rsh?: string;
@@ -23,8 +25,8 @@ export interface RemoteArgs {
 /** The SSH options of sync and verify: `remoteOptions(y).option(...)`. */
 export function remoteOptions<T>(y: Argv<T>) {
   return y
-    .option('identity', { alias: 'i', type: 'string', array: true, requiresArg: true, describe: 'ssh private key file (passphrase-less, or loaded in ssh-agent); repeatable. Default: ssh-agent, ~/.ssh/id_ed25519, id_ecdsa, id_rsa' })
-    .option('known-hosts', { type: 'string', array: true, requiresArg: true, describe: 'known_hosts files to check the host key against (default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)' })
+    .option('identity', { alias: 'i', type: 'string', requiresArg: true, describe: 'ssh private key file (passphrase-less, or loaded in ssh-agent); repeatable. Default: ssh-agent, ~/.ssh/id_ed25519, id_ecdsa, id_rsa' })
+    .option('known-hosts', { type: 'string', requiresArg: true, describe: 'known_hosts files to check the host key against (default ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts)' })
     .option('accept-new-host-key', { type: 'boolean', describe: 'add an unknown host key to known_hosts (a changed key is still refused)' })
     .option('remote-cmd', { type: 'string', requiresArg: true, describe: 'how to start blkdelta on the remote host (default: blkdelta); runs "<cmd> server"' })
     .option('rsh', { type: 'string', requiresArg: true, describe: 'connect with this external command instead, e.g. "ssh -p 2222 -o ProxyJump=gw"' })
@@ -47,7 +49,11 @@ export function transportFor(e: RemoteEndpoint, argv: RemoteArgs): Transport {
     throw new BlkError(ExitCode.USAGE, `--connect-timeout ${String(argv['connect-timeout'])}: expected a number of seconds above 0`);
   }
   return new SshTransport({
-    host: e.host, port: e.port, user: e.user, identityFiles: argv.identity, knownHostsFiles: argv['known-hosts'],
+    host: e.host, port: e.port, user: e.user, identityFiles: list(argv.identity), knownHostsFiles: list(argv['known-hosts']),
     acceptNewHostKey: argv['accept-new-host-key'], remoteCmd, bwlimit, connectTimeoutMs: timeout * 1000,
   });
+}
+
+function list(v: string | string[] | undefined): string[] | undefined {
+  return v === undefined ? undefined : ([] as string[]).concat(v);
 }
