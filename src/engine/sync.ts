@@ -31,7 +31,11 @@ export async function runSync(opts: SyncOptions): Promise<SyncSummary> {
     if (!opts.remote) refuseSameDevice(local, opts.target);
     const transport = opts.remote?.transport ?? opts.localTransport ?? new LocalTransport();
     const channel = await transport.open(opts.signal);
-    const onAbort = () => channel.input.destroy(opts.signal!.reason as Error);
+    const onAbort = () => {
+      // Before the first read nothing listens for 'error': the destroy would crash the process.
+      channel.input.on('error', () => { /* the abort reason is what runSync throws */ });
+      channel.input.destroy(opts.signal!.reason as Error);
+    };
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     try {
       return await session(opts, local, localRole, new Conn(channel, transport.label), t0);
