@@ -6,6 +6,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, linkSync, mkdirSync, statSync, symlinkSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { BlkError, ExitCode } from '../src/errors.js';
+import { BIN_PATH, LocalTransport } from '../src/transport/local.js';
 import { Workspace, blkdelta, esc, randomFile, readAt, sha256, syncFiles as sync, touchBlocks } from './helpers/engine-fixture.js';
 
 const ws = new Workspace('blkdelta-refusals-');
@@ -127,9 +128,9 @@ test('--verify catches a block changed behind its back by a concurrent writer: e
 
 // ---- interruption ----
 
-/** PIDs of this process's live children (the spawned `blkdelta server`s). */
-function children(): number[] {
-  const r = spawnSync('ps', ['-o', 'pid=,stat=,args=', '--ppid', String(process.pid)], { encoding: 'utf8' });
+/** PIDs of the live `blkdelta server` children of a process (this one by default). */
+function children(ppid = process.pid): number[] {
+  const r = spawnSync('ps', ['-o', 'pid=,stat=,args=', '--ppid', String(ppid)], { encoding: 'utf8' });
   const rows = r.stdout.split('\n').map((l) => l.trim().split(/\s+/));
   return rows.filter(([, stat, ...args]) => stat && !stat.startsWith('Z') && args.includes('server')).map(([pid]) => Number(pid));
 }
@@ -160,3 +161,54 @@ const interrupted = test.macro({
 });
 test.serial(interrupted, 'write');
 test.serial(interrupted, 'patch');
+
+test.serial('an abort right after the channel opens (before the first frame is read) rejects with the reason, no crash', async (t) => {
+  const { src, dst } = pair(MiB);
+  touchBlocks(dst, 4096, [3]);
+  const before = sha256(dst);
+  const ac = new AbortController();
+  const reason = new BlkError(ExitCode.INTERRUPTED, 'interrupted by SIGINT');
+  const transport = {
+    label: 'local server',
+    open: async (signal?: AbortSignal) => {
+      const channel = await new LocalTransport().open(signal);
+      setTimeout(() => ac.abort(reason), 0);
+      return channel;
+    },
+  };
+  const err = await t.throwsAsync(sync(src, dst, { localTransport: transport, signal: ac.signal }));
+  t.is(err, reason);
+  t.deepEqual(children(), [], 'a server outlived the run');
+  t.is(sha256(dst), before);
+});
+
+test.serial('SIGINT to blkdelta sync: exit 130, "interrupted by SIGINT", its server gone, target untouched', async (t) => {
+  const { src, dst } = pair(32 * MiB);
+  randomFile(dst, 32 * MiB);
+  const before = sha256(dst);
+  const cli = spawn(process.execPath, [BIN_PATH, 'sync', '--no-progress', src, dst], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  cli.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const exited = new Promise<number | null>((resolve) => cli.once('exit', (code) => resolve(code)));
+  t.teardown(() => cli.kill('SIGKILL'));
+  // Freeze its server as soon as it exists, so the run cannot finish before the signal arrives.
+  let server: number | undefined;
+  while (server === undefined && cli.exitCode === null) {
+    server = children(cli.pid)[0];
+    if (server === undefined) await new Promise((r) => setTimeout(r, 10));
+  }
+  t.truthy(server, `the sync ended before its server was seen: ${stderr}`);
+  t.teardown(() => {
+    try {
+      process.kill(server!, 'SIGKILL'); // only if the test failed with it still stopped
+    } catch { /* gone, as it should be */ }
+  });
+  process.kill(server!, 'SIGSTOP');
+  cli.kill('SIGINT');
+  await new Promise((r) => setTimeout(r, 200));
+  process.kill(server!, 'SIGCONT');
+  t.is(await exited, 130, stderr);
+  t.regex(stderr, /interrupted by SIGINT/);
+  t.throws(() => process.kill(server!, 0), { code: 'ESRCH' }, 'the server outlived the client');
+  t.is(sha256(dst), before);
+});
