@@ -13,6 +13,7 @@
 // Interrupted: nothing is left behind on this side.
 import { setImmediate as turn } from 'node:timers/promises';
 import { BlkError, ExitCode } from '../errors.js';
+import { gcIfGrown } from '../gc.js';
 import { hashBlocks, loadHasher } from '../hash.js';
 import { makeRecord, isAllZero } from '../patch/format.js';
 import { Msg } from '../proto/wire.js';
@@ -62,6 +63,7 @@ export async function runSource(dev: Device, conn: Conn, start: Start, sink: Rec
     }
     opts.onChunk?.(pos + len, done.blocksDiffering * bs);
     await turn();
+    gcIfGrown(); // lz4-napi's discarded outputs are external memory the GC finds late
   }
   return done;
 }
