@@ -1,8 +1,8 @@
 // SshTransport against a real OpenSSH sshd on 127.0.0.1: host keys, authentication, the remote
 // command. Each test opens a channel to `blkdelta server` (this checkout) and closes it.
 import test from 'ava';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BlkError, ExitCode } from '../src/errors.js';
@@ -177,5 +177,26 @@ test('a host with several keys, known by its ecdsa or rsa key only, is not mista
     t.true(err.message.includes('ssh-ed25519'), 'unknown: the preferred ed25519 key is the one shown');
   } finally {
     await multi.stop();
+  }
+});
+
+// A real ssh-agent holding the user key; the passphrase-protected copy given as --identity is
+// only usable through the agent.
+test('ssh-agent: a passphrase-protected --identity works through the agent, and without it says so', async (t) => {
+  const locked = join(dir, 'locked_key');
+  execFileSync('/bin/cp', [sshd.userKey.privatePath, locked]);
+  execFileSync('/usr/bin/ssh-keygen', ['-q', '-p', '-P', '', '-N', 'secret', '-f', locked], { stdio: 'ignore' });
+  const noAgent = await refusal(transport({ identityFiles: [locked], agent: false }));
+  t.is(noAgent.code, ExitCode.AUTH);
+  t.true(noAgent.message.includes('passphrase-protected') && noAgent.message.includes('ssh-add'), noAgent.message);
+
+  const sock = join(dir, 'agent.sock');
+  const agent = spawn('/usr/bin/ssh-agent', ['-D', '-a', sock], { stdio: 'ignore' });
+  try {
+    for (let i = 0; i < 100 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50));
+    execFileSync('/usr/bin/ssh-add', ['-q', sshd.userKey.privatePath], { env: { ...process.env, SSH_AUTH_SOCK: sock }, stdio: 'ignore' });
+    t.is(await roundTrip(transport({ identityFiles: [locked], agent: sock })), 0);
+  } finally {
+    agent.kill('SIGTERM');
   }
 });
