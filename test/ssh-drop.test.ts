@@ -79,3 +79,21 @@ const drop = test.macro(async (t: ExecutionContext, direction: 'push' | 'pull') 
 
 test.serial('connection killed mid-stream while pushing', drop, 'push');
 test.serial('connection killed mid-stream while pulling', drop, 'pull');
+
+test.serial('SIGINT during an SSH push: exit 130, the remote server exits, the connection closes', async (t) => {
+  const dir = mkdtempSync(join(root, 'int-'));
+  const source = join(dir, 'src.img');
+  const target = join(dir, 'dst.img');
+  writeFileSync(source, randomBytes(SIZE));
+  writeFileSync(target, Buffer.alloc(SIZE));
+  const ssh = ['-i', sshd.userKey.privatePath, '--known-hosts', sshd.knownHosts, '--remote-cmd', BLKDELTA_BIN, '--no-progress'];
+  const run = spawnBlkdelta(['sync', ...ssh, '--bwlimit', '6M', source, `ssh://127.0.0.1:${sshd.port}${target}`], { env: { SSH_AUTH_SOCK: '' } });
+  await until('the first written block', () => firstBlockNonZero(target));
+  const remoteProcs = sshd.sessionPids().flatMap((pid) => [pid, ...childrenOf(pid)]);
+  t.true(remoteProcs.length >= 2, 'a session and its server are running');
+  run.child.kill('SIGINT');
+  const r = await run.done;
+  t.is(r.code, ExitCode.INTERRUPTED, r.stderr);
+  t.true(r.stderr.includes('incomplete'), r.stderr);
+  await until('the session and the remote server to end', () => !remoteProcs.some(alive), 15_000);
+});
