@@ -56,6 +56,7 @@ test('[host]:port does not match port 22', verdict, () => line('[127.0.0.1]:2222
 test('plain entry does not match another port', verdict, () => line('127.0.0.1', ed), '127.0.0.1', 2222, ed, 'unknown');
 test('[host]:port written as plain name for 22', verdict, () => line('[store2]:22', ed), 'store2', 22, ed, 'unknown');
 test('hashed entry', verdict, () => hashed('store2', ed), 'store2', 22, ed, 'ok');
+test('hashed entry, host name typed in capitals', verdict, () => hashed('store2', ed), 'STORE2', 22, ed, 'ok');
 test('hashed entry other host', verdict, () => hashed('store3', ed), 'store2', 22, ed, 'unknown');
 test('hashed [host]:port entry', verdict, () => hashed('[127.0.0.1]:2222', ed), '127.0.0.1', 2222, ed, 'ok');
 test('hashed entry with another key', verdict, () => hashed('store2', other), 'store2', 22, ed, 'changed');

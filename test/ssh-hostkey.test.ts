@@ -4,6 +4,7 @@ import test from 'ava';
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { BlkError, ExitCode } from '../src/errors.js';
 import { fingerprint } from '../src/transport/knownhosts.js';
@@ -150,6 +151,21 @@ test('nothing listening: REMOTE naming the address', async (t) => {
   t.is(err.code, ExitCode.REMOTE);
   t.true(err.message.includes('127.0.0.1:1'), err.message);
   t.true(err.message.includes('ECONNREFUSED'), err.message);
+});
+
+test('a peer that never speaks SSH: REMOTE after the connect timeout', async (t) => {
+  const socks: Socket[] = [];
+  const silent = createServer((sock) => socks.push(sock.on('error', () => {})));
+  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+  const port = (silent.address() as AddressInfo).port;
+  try {
+    const err = await refusal(transport({ port, connectTimeoutMs: 1_000 }));
+    t.is(err.code, ExitCode.REMOTE);
+    t.true(err.message.includes('no ssh handshake within 1 s'), err.message);
+  } finally {
+    for (const s of socks) s.destroy();
+    silent.close();
+  }
 });
 
 test('an aborted signal stops a pending open', async (t) => {

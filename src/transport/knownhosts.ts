@@ -33,9 +33,10 @@ export interface HostKeyVerdict {
   revoked?: boolean;
 }
 
-/** The name known_hosts stores for host:port. */
+/** The name known_hosts stores for host:port (lower-cased, as OpenSSH looks names up and hashes them). */
 export function knownHostName(host: string, port = 22): string {
-  return port === 22 ? host : `[${host}]:${port}`;
+  const h = host.toLowerCase();
+  return port === 22 ? h : `[${h}]:${port}`;
 }
 
 /** OpenSSH-style SHA256 fingerprint: "SHA256:" + base64 without padding. */
