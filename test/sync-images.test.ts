@@ -51,6 +51,16 @@ test('a size that is not a multiple of the block size (10_000_123 bytes): first,
   t.is(s.firstDiffs.at(-1), 2441 * 4096);
 });
 
+test('zero runs at the end of an odd-sized file (a partial last block) become holes without changing its size', async (t) => {
+  const size = 10_000_123, last = 2441 * 4096;
+  const { src, dst } = pair(size);
+  writeAt(src, last - 3 * 4096, Buffer.alloc(size - last + 3 * 4096));
+  const s = await sync(src, dst);
+  t.like(s, { blocksDiffering: 4, blocksZero: 4, bytesWritten: size - last + 3 * 4096 });
+  t.is(fileSize(dst), size);
+  t.is(sha256(dst), sha256(src));
+});
+
 test('empty (0-byte) source and target: exit 0, nothing compared', async (t) => {
   const src = fresh('empty-src.img'), dst = fresh('empty-dst.img');
   writeFileSync(src, '');
