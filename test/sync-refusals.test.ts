@@ -126,6 +126,16 @@ test('--verify catches a block changed behind its back by a concurrent writer: e
   t.regex(r.stderr, new RegExp(`verify failed: ${esc(dst)} bytes 8192\\.\\.12288 read back differ from what was written`));
 });
 
+test('a server that fails at startup: REMOTE, with its stderr in the message, target untouched', async (t) => {
+  const { src, dst } = pair(MiB);
+  touchBlocks(dst, 4096, [0]);
+  const before = sha256(dst);
+  const err = await t.throwsAsync(sync(src, dst, { localTransport: new LocalTransport(['--bogus']) }), { instanceOf: BlkError });
+  t.is(err!.code, ExitCode.REMOTE);
+  t.regex(err!.message, /^local server closed the connection waiting for WELCOME; its stderr: blkdelta: error: Unknown argument: bogus/);
+  t.is(sha256(dst), before);
+});
+
 // ---- interruption ----
 
 /** PIDs of the live `blkdelta server` children of a process (this one by default). */
