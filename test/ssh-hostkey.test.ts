@@ -10,7 +10,7 @@ import { BlkError, ExitCode } from '../src/errors.js';
 import { fingerprint } from '../src/transport/knownhosts.js';
 import { SshTransport, type SshOptions } from '../src/transport/ssh.js';
 import { makeKey } from './helpers/keys.js';
-import { BLKDELTA_BIN, startSshd, type TestSshd } from './helpers/sshd.js';
+import { BLKDELTA_BIN, childrenOf, startSshd, type TestSshd } from './helpers/sshd.js';
 
 let sshd: TestSshd;
 const dir = mkdtempSync(join(tmpdir(), 'blkdelta-sshkh-'));
@@ -50,6 +50,14 @@ async function refusal(t: SshTransport): Promise<BlkError> {
   );
   if (!(err instanceof BlkError)) throw err;
   return err;
+}
+
+function cmdline(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+  } catch {
+    return ''; // exited meanwhile
+  }
 }
 
 const hostLine = () => `[127.0.0.1]:${sshd.port} ${sshd.hostKey.type} ${sshd.hostKey.blob.toString('base64')}\n`;
@@ -142,6 +150,24 @@ test('remote binary missing: the channel fails with the remote stderr and status
   t.true(err.message.includes('No such file or directory'), err.message);
   t.true(ch.stderrTail().includes('/nonexistent/blkdelta'), ch.stderrTail());
   t.is(await ch.close(), 127);
+});
+
+test('close() gives up on a remote command that ignores end of input, and ends the connection', async (t) => {
+  const ch = await transport({ remoteCmd: 'sleep 20 #', closeTimeoutMs: 500 }).open();
+  ch.input.resume();
+  let remote: number[] = [];
+  for (let i = 0; i < 100 && remote.length === 0; i++) {
+    remote = sshd.sessionPids().flatMap((pid) => childrenOf(pid)).filter((pid) => cmdline(pid) === 'sleep\u000020\u0000');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  t.is(remote.length, 1, 'the remote command runs');
+  try {
+    t.is(await ch.close(), null, 'no exit status');
+    t.is(await ch.close(), null, 'safe to call twice');
+  } finally {
+    // sshd does not signal a root session's command when the connection ends: stop it here.
+    for (const pid of remote) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+  }
 });
 
 test('nothing listening: REMOTE naming the address', async (t) => {

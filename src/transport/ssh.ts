@@ -155,7 +155,10 @@ export class SshTransport implements Transport {
       end.finish();
       const timeout = this.opts.closeTimeoutMs ?? 10_000;
       const info = await withTimeout(end.exited, timeout);
-      if (!info) log.warn(`remote server on ${this.where()} did not exit within ${timeout / 1000} s of end of input: closing the connection`);
+      if (!info) {
+        log.warn(`remote server on ${this.where()} did not exit within ${timeout / 1000} s of end of input: closing the connection`);
+        trySignal(stream); // honoured for non-root sessions only (FACTS.md); the server exits on EOF anyway
+      }
       if (!clientClosed) await endClient(client);
       return info?.code ?? null;
     };
@@ -169,6 +172,14 @@ export class SshTransport implements Transport {
 
   private where(): string {
     return this.label.slice('ssh '.length);
+  }
+}
+
+function trySignal(stream: ClientChannel): void {
+  try {
+    stream.signal('TERM');
+  } catch {
+    // the channel is already closed
   }
 }
 
