@@ -45,30 +45,27 @@ async function facts(t: ExecutionContext, scenario: string): Promise<(k: string)
   if (run.rc !== 0) t.fail(why);
   const f = run.facts.get(scenario);
   if (!f) t.fail(`scenario ${scenario} printed nothing; stderr:\n${run.stderr.slice(-4000)}`);
-  t.log(`${scenario}: ${f?.get('seconds') ?? '?'} s of guest time (whole VM run ${run.seconds.toFixed(0)} s)`);
+  const boot = /guest ready after ([\d.]+) s \((\w+)\)/.exec(run.stderr);
+  t.log(`${scenario}: ${f?.get('seconds') ?? '-'} s of guest time; VM booted in ${boot?.[1] ?? '?'} s (${boot?.[2] ?? '?'}), whole run ${run.seconds.toFixed(0)} s`);
   return (k: string) => f?.get(k) ?? `<no ${k}>`;
 }
 
 const json = (s: string) => JSON.parse(s.replace(/\|/g, '\n'));
 
-test('COW snapshot: created, synced from, removed; target byte-identical', async (t) => {
-  const f = await facts(t, 'basic');
-  t.is(f('rc'), '0', f('err'));
-  t.is(f('same'), 'yes');
-  t.is(f('left'), '0', 'no blkdelta source snapshot is left');
-  const out = json(f('out'));
-  t.like(out.snapshot, { vg: 'vg0', origin: 'b_src', job: 'vg0-b_src', kind: 'cow', removed: true, staleRemoved: [] });
-  t.regex(out.snapshot.name, /^b_src-blkdelta-vg0-b_src-\d{8}T\d{6}Z$/);
-  t.true(out.snapshot.fillPct >= 0 && out.snapshot.fillPct < 100);
-  t.regex(f('err'), /created cow snapshot vg0\/b_src-blkdelta-.*removed snapshot vg0\/b_src-blkdelta-/);
-});
-
 test('COW overflow during the sync fails the run with SNAPSHOT_OVERFLOW and leaves no snapshot', async (t) => {
   const f = await facts(t, 'overflow');
-  t.regex(f('attr_during'), /swi-I-s---/, 'the writes made the snapshot invalid');
+  t.regex(f('attr_during'), /swi-I/, 'the writes made the snapshot invalid');
   t.is(f('rc'), String(ExitCode.SNAPSHOT_OVERFLOW), f('err'));
   t.regex(f('err'), /overflowed and is invalid.*NOT consistent/);
   t.regex(f('err'), /removed snapshot vg0\/o_src-blkdelta-/);
+  t.is(f('left'), '0');
+});
+
+test('--snapshot-max-fill stops the run before the snapshot overflows', async (t) => {
+  const f = await facts(t, 'maxfill');
+  t.regex(f('attr_during'), /swi-a/, 'the snapshot is still valid');
+  t.is(f('rc'), String(ExitCode.SNAPSHOT_OVERFLOW), f('err'));
+  t.regex(f('err'), /full, over --snapshot-max-fill 5%: the run was stopped part-way, the target is NOT consistent/);
   t.is(f('left'), '0');
 });
 
@@ -80,40 +77,54 @@ test('SIGTERM mid-sync removes the source snapshot; the target snapshot stays pe
   t.is(f('pending'), '1', 'a failed run prunes nothing: the last good copy of the target stays');
 });
 
-test('SIGKILL mid-sync leaves the snapshot; the next run removes it, says so and syncs', async (t) => {
+test('SIGKILL mid-sync leaves the snapshot; the next run removes it, says so and syncs from a new one', async (t) => {
   const f = await facts(t, 'sigkill');
   t.is(f('left_after_kill'), '1');
   t.is(f('rc'), '0', f('err'));
-  t.regex(f('err'), /removed stale snapshot vg0\/k_src-blkdelta-vg0-k_src-\d{8}T\d{6}Z .*left by an earlier run/);
-  t.is(f('same'), 'yes');
+  const stale = /removed stale snapshot vg0\/(k_src-blkdelta-vg0-k_src-\d{8}T\d{6}Z) .*left by an earlier run of job vg0-k_src/.exec(f('err'));
+  t.truthy(stale, f('err'));
+  const report = json(f('out')).snapshot;
+  t.like(report, { vg: 'vg0', origin: 'k_src', job: 'vg0-k_src', kind: 'cow', removed: true, staleRemoved: [stale?.[1]] });
+  t.not(report.name, stale?.[1]);
   t.is(f('left'), '0');
 });
 
-test('thin origin: thin snapshot without a size, synced and removed', async (t) => {
-  const f = await facts(t, 'thin');
+test('COW snapshot: created, synced from, removed; target byte-identical (the run after the SIGKILL)', async (t) => {
+  const f = await facts(t, 'sigkill');
   t.is(f('rc'), '0', f('err'));
-  t.is(f('same'), 'yes');
-  t.like(json(f('out')).snapshot, { kind: 'thin', removed: true, fillPct: null });
-  t.is(f('left'), '0');
+  const report = json(f('out')).snapshot;
+  t.regex(report.name, /^k_src-blkdelta-vg0-k_src-\d{8}T\d{6}Z$/);
+  t.like(report, { kind: 'cow', removed: true, device: `/dev/vg0/${report.name}` });
+  t.true(report.fillPct >= 0 && report.fillPct < 100);
+  t.is(json(f('out')).source, report.device, 'the sync read the snapshot');
+  t.regex(f('err'), /created cow snapshot vg0\/k_src-blkdelta-.*removed snapshot vg0\/k_src-blkdelta-/);
+  t.is(f('same'), 'yes', 'target byte-identical to the origin (sha256)');
 });
 
-test('target snapshot: kept after success (--keep 1), rolled back with lvconvert --merge', async (t) => {
-  const f = await facts(t, 'target');
-  const f1 = await facts(t, 'target1');
-  const f2 = await facts(t, 'target2');
+test('thin origin: thin snapshot without a size; thin target snapshot kept (--keep 1) and rolled back with lvconvert --merge', async (t) => {
+  const f = await facts(t, 'thin');
+  const f1 = await facts(t, 'thin1');
+  const f2 = await facts(t, 'thin2');
   t.is(f1('rc'), '0', f1('err'));
   t.is(f2('rc'), '0', f2('err'));
-  t.regex(f2('err'), /took thin snapshot vg0\/tg_dst-blkdelta-tgt-vg0-tg_dst-/);
+  t.like(json(f1('out')).snapshot, { kind: 'thin', removed: true, fillPct: null });
+  t.regex(f2('err'), /took thin snapshot vg0\/tg_dst-blkdelta-tgt-vg0-th_src-\d{8}T\d{6}Z of target/);
+  t.regex(f2('err'), /kept 1 snapshot\(s\), removed tg_dst-blkdelta-tgt-vg0-th_src-/);
+  t.is(f('same_after_1'), 'yes');
   t.is(f('same_after_2'), 'yes');
+  t.is(f('left'), '0');
   t.is(f('kept'), '1', '--keep 1 removed the older copy');
   t.is(f('pending'), '0', 'a successful run confirms its snapshot');
-  t.regex(f('snap'), /^tg_dst-blkdelta-tgt-vg0-tg_dst-\d{8}T\d{6}Z$/);
+  t.regex(f('snap'), /^tg_dst-blkdelta-tgt-vg0-th_src-\d{8}T\d{6}Z$/);
   t.is(f('merge_rc'), '0', f('merge_out'));
   t.is(f('rolled_back'), 'yes', 'the target holds the content from before the second run');
 });
 
 test('snapshots clean removes only blkdelta source snapshots, never an untagged LV', async (t) => {
   const f = await facts(t, 'untagged');
+  const list = await facts(t, 'untagged_list');
+  t.is(list('rc'), '0', list('err'));
+  t.deepEqual(json(list('out')).map((r: { name: string; role: string }) => `${r.name}:${r.role}`).sort(), ['u_ours:source', 'u_tgt:target']);
   t.is(f('rc'), '0', f('err'));
   t.regex(f('out'), /removed vg0\/u_ours/);
   t.is(f('lvs').trim(), 'u_foreign u_plain u_src u_tgt');

@@ -22,12 +22,6 @@ wait_written() { for _ in $(seq 600); do cmp -s -n 1048576 /dev/vg0/$1 /dev/zero
 # runs blkdelta, recording rc, stdout and stderr under scenario $1
 bd() { local s=$1; shift; $BD "$@" > $W/$s.out 2> $W/$s.err; local rc=$?; R $s rc $rc; R $s out "$(cat $W/$s.out)"; R $s err "$(cat $W/$s.err)"; }
 
-basic() {   # COW snapshot: create, sync from it, remove; target byte-identical
-  lv b_src 8M; fill b_src 8; lv b_dst 8M
-  bd basic sync --no-progress --json --snapshot vg0/b_src --snapshot-size 8M /dev/vg0/b_dst
-  R basic same "$(same b_src b_dst)"; R basic left "$(tagged blkdelta-source)"
-}
-
 overflow() {   # a 4M COW snapshot overflows while the sync reads it: SNAPSHOT_OVERFLOW, none left
   lv o_src 16M; fill o_src 16; lv o_dst 16M; zero o_dst 1
   $BD sync --no-progress --snapshot vg0/o_src --snapshot-size 4M /dev/vg0/o_dst > $W/overflow.out 2> $W/overflow.err &
@@ -36,6 +30,16 @@ overflow() {   # a 4M COW snapshot overflows while the sync reads it: SNAPSHOT_O
   dd if=/dev/urandom of=/dev/vg0/o_src bs=1M count=8 oflag=direct status=none
   R overflow attr_during "$(lvs --noheadings -o lv_attr,lv_tags vg0 | grep blkdelta-source)"
   wait $pid; R overflow rc $?; R overflow err "$(cat $W/overflow.err)"; R overflow left "$(tagged blkdelta-source)"
+}
+
+maxfill() {   # --snapshot-max-fill: the poller stops the run before the snapshot overflows
+  lv m_src 16M; fill m_src 16; lv m_dst 16M; zero m_dst 1
+  $BD sync --no-progress --snapshot vg0/m_src --snapshot-size 8M --snapshot-max-fill 5 /dev/vg0/m_dst > $W/maxfill.out 2> $W/maxfill.err &
+  local pid=$!
+  wait_written m_dst
+  dd if=/dev/urandom of=/dev/vg0/m_src bs=1M count=2 oflag=direct status=none
+  R maxfill attr_during "$(lvs --noheadings -o lv_attr,snap_percent,lv_tags vg0 | grep blkdelta-source)"
+  wait $pid; R maxfill rc $?; R maxfill err "$(cat $W/maxfill.err)"; R maxfill left "$(tagged blkdelta-source)"
 }
 
 sigterm() {   # SIGTERM mid-sync: cleanup runs (no source snapshot left); the target snapshot stays pending
@@ -55,34 +59,30 @@ sigkill() {   # SIGKILL mid-sync leaves the snapshot; the next run removes it, s
   wait_written k_dst; kill -KILL $pid; wait $pid 2>/dev/null
   sleep 1   # the server child exits on stdin EOF
   R sigkill left_after_kill "$(tagged blkdelta-source)"
-  bd sigkill sync --no-progress --snapshot vg0/k_src --snapshot-size 8M /dev/vg0/k_dst
+  bd sigkill sync --no-progress --json --snapshot vg0/k_src --snapshot-size 8M /dev/vg0/k_dst
   R sigkill same "$(same k_src k_dst)"; R sigkill left "$(tagged blkdelta-source)"
 }
 
 pool() { lvs vg0/pool >/dev/null 2>&1 || q lvcreate -y --type thin-pool -L 128M -n pool vg0; }
 
-thin() {   # thin origin: a thin snapshot (no size), active via -kn, removed after
+thin() {   # thin origin (thin snapshot, no size) to a thin target with --target-snapshot --keep 1,
+           # twice; then roll the target back to the first run's copy with lvconvert --merge
   pool
-  q lvcreate -y -V 8M -T vg0/pool -n th_src; fill th_src 8; lv th_dst 8M
-  bd thin sync --no-progress --json --snapshot vg0/th_src /dev/vg0/th_dst
-  R thin same "$(same th_src th_dst)"; R thin left "$(tagged blkdelta-source)"
-}
-
-target() {   # --target-snapshot on a thin target, --keep 1, then roll back with lvconvert --merge
-  pool; lv tg_src 8M; fill tg_src 8
+  q lvcreate -y -V 8M -T vg0/pool -n th_src; fill th_src 8
   q lvcreate -y -V 8M -T vg0/pool -n tg_dst
-  bd target1 sync --no-progress --target-snapshot --keep 1 /dev/vg0/tg_src /dev/vg0/tg_dst
+  bd thin1 sync --no-progress --json --snapshot vg0/th_src --target-snapshot --keep 1 /dev/vg0/tg_dst
+  R thin same_after_1 "$(same th_src tg_dst)"
   local a; a=$(sha tg_dst)
-  fill tg_src 8
-  bd target2 sync --no-progress --target-snapshot --keep 1 /dev/vg0/tg_src /dev/vg0/tg_dst
-  R target same_after_2 "$(same tg_src tg_dst)"
-  R target kept "$(lvs --noheadings -o lv_name,lv_tags vg0 | grep blkdelta-target | grep -c tg_dst)"
-  R target pending "$(lvs --noheadings -o lv_name,lv_tags vg0 | grep tg_dst-blkdelta | grep -c blkdelta-pending)"
+  fill th_src 8
+  bd thin2 sync --no-progress --json --snapshot vg0/th_src --target-snapshot --keep 1 /dev/vg0/tg_dst
+  R thin same_after_2 "$(same th_src tg_dst)"; R thin left "$(tagged blkdelta-source)"
+  R thin kept "$(lvs --noheadings -o lv_name,lv_tags vg0 | grep blkdelta-target | grep -c tg_dst)"
+  R thin pending "$(lvs --noheadings -o lv_name,lv_tags vg0 | grep tg_dst-blkdelta | grep -c blkdelta-pending)"
   local snap; snap=$(lvs --noheadings -o lv_name,lv_tags vg0 | awk '/blkdelta-target/ && $1 ~ /^tg_dst-/ { print $1; exit }')
-  R target snap "$snap"
-  lvconvert -y --merge vg0/"$snap" > $W/merge.out 2>&1; R target merge_rc $?; R target merge_out "$(cat $W/merge.out)"
+  R thin snap "$snap"
+  lvconvert -y --merge vg0/"$snap" > $W/merge.out 2>&1; R thin merge_rc $?; R thin merge_out "$(cat $W/merge.out)"
   lvchange -ay vg0/tg_dst >/dev/null 2>&1
-  [ "$(sha tg_dst)" = "$a" ] && R target rolled_back yes || R target rolled_back no
+  [ "$(sha tg_dst)" = "$a" ] && R thin rolled_back yes || R thin rolled_back no
 }
 
 untagged() {   # `snapshots clean` removes only blkdelta's source snapshots, never other LVs
@@ -92,13 +92,14 @@ untagged() {   # `snapshots clean` removes only blkdelta's source snapshots, nev
   q lvcreate -y -s -L 4M -n u_ours --addtag blkdelta --addtag blkdelta-source --addtag blkdelta-job:u vg0/u_src
   q lvcreate -y -s -L 4M -n u_tgt --addtag blkdelta --addtag blkdelta-target --addtag blkdelta-job:u vg0/u_src
   local targets; targets=$(tagged blkdelta-target)
+  bd untagged_list snapshots list --job u --json
   bd untagged snapshots clean --job u
   R untagged lvs "$(lvs --noheadings -o lv_name vg0 | tr -d ' ' | grep '^u_' | sort | tr '\n' ' ')"
   R untagged targets_before "$targets"; R untagged targets_after "$(tagged blkdelta-target)"
 }
 
 q pvcreate -y /dev/vda; q vgcreate vg0 /dev/vda
-for s in ${@:-basic overflow sigterm sigkill thin target untagged}; do
+for s in ${@:-overflow maxfill sigterm sigkill thin untagged}; do
   t0=$(cut -d' ' -f1 /proc/uptime)
   $s
   R $s seconds "$(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.1f", b - a }')"
