@@ -73,7 +73,10 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
     path: peerRole === 'source' ? opts.source : opts.target, write: peerRole === 'target' && write,
     ...(peerRole === 'target' && write && opts.targetSnapshot ? { targetSnapshot: opts.targetSnapshot } : {}),
   };
-  await conn.writer.sendJson(Msg.HELLO, hello);
+  await conn.writer.sendJson(Msg.HELLO, hello).catch(async () => {
+    await conn.channel.close(); // the far end is gone (e.g. its command was not found): wait for all its stderr
+    throw conn.closed('before the handshake');
+  });
   const welcome = await conn.expectJson<Welcome>(Msg.WELCOME);
   checkMagic(conn.peerLabel, welcome);
   checkFields('WELCOME', welcome, { kind: 'string', size: 'number' });
