@@ -136,6 +136,21 @@ test('a server that fails at startup: REMOTE, with its stderr in the message, ta
   t.is(sha256(dst), before);
 });
 
+test('a server that has already exited when HELLO is sent (a remote shell that failed fast): its stderr is shown', async (t) => {
+  const { src, dst } = pair(MiB);
+  const transport = {
+    label: 'local server',
+    open: async (signal?: AbortSignal) => {
+      const channel = await new LocalTransport(['--bogus']).open(signal);
+      await new Promise((resolve) => channel.input.once('end', resolve).resume());
+      return channel;
+    },
+  };
+  const err = await t.throwsAsync(sync(src, dst, { localTransport: transport }), { instanceOf: BlkError });
+  t.is(err!.code, ExitCode.REMOTE);
+  t.regex(err!.message, /^local server closed the connection before the handshake; its stderr: blkdelta: error: Unknown argument: bogus/);
+});
+
 // ---- interruption ----
 
 /** PIDs of the live `blkdelta server` children of a process (this one by default). */
