@@ -91,7 +91,7 @@ test.serial('a mounted target is refused (exit 5, "mounted at"); a mounted sourc
   const { src, dst } = pair();
   const dev = await r.attach(dst);
   await r.run('mkfs.ext4', ['-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0', dev]);
-  const mnt = fresh('mnt');
+  const mnt = fresh('mnt with space'); // mountinfo writes it as mnt\040with\040space
   await r.mount(dev, mnt);
   await refused(t, [src, dev], dev, 5, new RegExp(`target ${esc(dev)} refused: it is mounted at ${esc(mnt)}`));
   const copy = fresh('copy.img');
