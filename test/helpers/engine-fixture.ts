@@ -17,8 +17,9 @@ export const TOOLS_HINT = 'apt-get install util-linux e2fsprogs';
 
 /** Throws a message saying how to install them when losetup, mkfs.ext4 or fsck.ext4 are missing. */
 export function requireBlockTools(): void {
-  for (const tool of ['/usr/sbin/losetup', '/usr/sbin/mkfs.ext4', '/usr/sbin/fsck.ext4', '/usr/bin/mount']) {
-    if (!existsSync(tool)) throw new Error(`${tool} is missing: ${TOOLS_HINT}`);
+  const dirs = [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/sbin'];
+  for (const tool of ['losetup', 'mkfs.ext4', 'fsck.ext4', 'mount', 'partx']) {
+    if (!dirs.some((d) => d && existsSync(join(d, tool)))) throw new Error(`${tool} is missing: ${TOOLS_HINT}`);
   }
   if (process.getuid?.() !== 0) throw new Error('loop device tests must run as root (losetup, mount)');
 }
