@@ -86,6 +86,7 @@ export class ThrottledWriter extends Writable {
     super();
     this.bucket = new TokenBucket(rate);
     this.on('error', () => {}); // writers see errors through their callbacks
+    inner.on('error', (err) => this.destroy(err)); // keeps the reason (the peer, the exit status)
     inner.on('close', () => this.destroy());
   }
 
