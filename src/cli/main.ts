@@ -30,7 +30,8 @@ export async function main(args: string[]): Promise<number> {
         throw err ?? new BlkError(ExitCode.USAGE, msg);
       })
       .help()
-      .version();
+      .version()
+      .exitProcess(false);
     for (const c of (await commandsFor(args)) as CommandModule[]) parser = parser.command(c);
     await parser.parseAsync();
     return cli.exitCode;
