@@ -4,7 +4,6 @@
 // A non-zero exit, a timeout or a missing binary becomes BlkError SNAPSHOT naming the command
 // and carrying its stderr. No abort signal reaches lvm: killing lvcreate/lvremove half-way is
 // worse than waiting for it; the timeout bounds the wait. Output is small (one JSON report).
-import { execa } from 'execa';
 import { BlkError, ExitCode } from '../errors.js';
 import { log } from '../log.js';
 import { TAG_OWNER, lvsArgv, removeArgv } from './argv.js';
@@ -34,6 +33,7 @@ export async function runLvm(argv: readonly string[], timeoutMs = DEFAULT_LVM_TI
   const [cmd, ...args] = argv as [string, ...string[]];
   const shown = argv.join(' ');
   log.debug(`running ${shown}`);
+  const { execa } = await import('execa'); // loaded on first use: a sync without LVM stays small
   const r = await execa(cmd, args, {
     reject: false,
     stdin: 'ignore',
