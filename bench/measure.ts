@@ -23,6 +23,7 @@ export interface ProcessFigures {
   userMs: number;
   sysMs: number;
   peakRss: number;
+  peakAnon: number;
 }
 
 export interface SyncRun {
@@ -79,7 +80,7 @@ function readReports(dir: string): ProbeReport[] {
 }
 
 function figures(r: ProbeReport): ProcessFigures {
-  return { wallMs: r.wallMs, cpuMs: r.userMs + r.sysMs, userMs: r.userMs, sysMs: r.sysMs, peakRss: r.peakRss };
+  return { wallMs: r.wallMs, cpuMs: r.userMs + r.sysMs, userMs: r.userMs, sysMs: r.sysMs, peakRss: r.peakRss, peakAnon: r.peakAnon };
 }
 
 export interface Command {

@@ -16,8 +16,10 @@ export interface ProbeReport {
   pid: number;
   ppid: number;
   argv: string[];
-  /** Peak resident set size, bytes. */
+  /** Peak resident set size, bytes (VmHWM: includes the node binary's shared, clean file pages). */
   peakRss: number;
+  /** Largest RssAnon seen, sampling every 20 ms and at exit: memory private to this process. */
+  peakAnon: number;
   userMs: number;
   sysMs: number;
   /** From process start to exit, ms. */
@@ -27,23 +29,29 @@ export interface ProbeReport {
   memory?: Record<string, number>;
 }
 
-/** VmHWM of /proc/self/status in bytes. */
-export function peakRssBytes(status: string): number {
-  const m = /^VmHWM:\s+(\d+) kB$/m.exec(status);
-  if (!m) throw new Error('no VmHWM line in /proc/self/status');
+/** A "NAME:   123 kB" field of /proc/self/status in bytes. */
+export function statusBytes(status: string, name: string): number {
+  const m = new RegExp(`^${name}:\\s+(\\d+) kB$`, 'm').exec(status);
+  if (!m) throw new Error(`no ${name} line in /proc/self/status`);
   return Number(m[1]) * 1024;
 }
+
+const status = () => readFileSync('/proc/self/status', 'utf8');
 
 const dir = process.env.BLKDELTA_PROBE_DIR;
 if (dir) {
   const profiler = process.env.BLKDELTA_PROBE_CPUPROF === '1' ? startProfiler() : undefined;
   const memory = process.env.BLKDELTA_PROBE_MEM === '1' ? sampleMemory() : undefined;
+  let peakAnon = 0;
+  const sampleAnon = () => (peakAnon = Math.max(peakAnon, statusBytes(status(), 'RssAnon')));
+  setInterval(sampleAnon, 20).unref();
   process.on('exit', (code) => {
+    sampleAnon();
     profiler?.(join(dir, `${process.pid}.cpuprofile`));
     const cpu = process.cpuUsage();
     const report: ProbeReport = {
       pid: process.pid, ppid: process.ppid, argv: process.argv.slice(1),
-      peakRss: peakRssBytes(readFileSync('/proc/self/status', 'utf8')),
+      peakRss: statusBytes(status(), 'VmHWM'), peakAnon,
       userMs: cpu.user / 1000, sysMs: cpu.system / 1000, wallMs: process.uptime() * 1000, exitCode: code, memory,
     };
     writeFileSync(join(dir, `${process.pid}.json`), JSON.stringify(report) + '\n');

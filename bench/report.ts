@@ -2,7 +2,7 @@
 // Pure functions over the measured rows; bench.ts prints them and writes the same data as JSON.
 // MB and MB/s are decimal (10^6, as bdsync's figures are quoted); RSS is in MiB.
 import type { SparseRow, TableA } from './cases.js';
-import type { SyncRun } from './measure.js';
+import type { ProcessFigures, SyncRun } from './measure.js';
 import type { TableC } from './ssh-case.js';
 
 const MIB = 1024 * 1024;
@@ -35,16 +35,20 @@ function table(head: string[], rows: string[][]): string {
 
 /** Wall, MB/s, CPU and peak RSS of a run's two processes, as table cells. */
 function runCells(r: SyncRun): string[] {
-  return [s(r.wallMs), rate(r.summary.comparedBytes, r.wallMs), s(r.client.cpuMs), s(r.server.cpuMs), mib(r.client.peakRss), mib(r.server.peakRss)];
+  return [s(r.wallMs), rate(r.summary.comparedBytes, r.wallMs), s(r.client.cpuMs), s(r.server.cpuMs), rss(r.client), rss(r.server)];
 }
-const RUN_HEAD = ['wall', 'MB/s', 'CPU client', 'CPU server', 'peak RSS client', 'peak RSS server'];
+const RUN_HEAD = ['wall', 'MB/s', 'CPU client', 'CPU server', 'peak RSS client (anon)', 'peak RSS server (anon)'];
+const rss = (p: ProcessFigures) => `${mib(p.peakRss)} (${(p.peakAnon / MIB).toFixed(1)})`;
+/** Under each table: what the two RSS figures are. */
+const RSS_NOTE = 'Peak RSS is VmHWM (what the targets use); it includes ~45 MiB of the node binary\'s clean file pages, ' +
+  'shared by both processes. (anon) is the largest RssAnon sampled every 20 ms: memory private to the process.';
 
 export function markdownA(a: TableA): string {
   const rows = a.rows.map((c) => [c.name, mb(c.changedBytes), ...runCells(c.run), mb(exchanged(c.run)), s(c.xxhsumMs), s(c.catMs), x(c.run.wallMs / c.xxhsumMs), x(c.run.wallMs / c.catMs)]);
   return [
     `### A. ${gib(a.size)} random image, 4 KiB blocks, local sync (client + spawned server)`,
     `Warm cache: images written and fsynced (${s(a.prepMs)}), then read once with cat; nothing dropped. ` +
-      'Baselines timed right after each sync on the same files; xxhsum hashes matching also checks the sync. CPU = user + sys.',
+      'Baselines timed right after each sync on the same files; xxhsum hashes matching also checks the sync. CPU = user + sys. ' + RSS_NOTE,
     '',
     table(['case', 'changed', ...RUN_HEAD, 'exchanged', 'xxhsum -H1 a ‖ b', 'cat a b', 'wall / xxhsum', 'wall / cat'], rows),
   ].join('\n');
@@ -54,6 +58,7 @@ export function markdownB(rows: SparseRow[]): string {
   const f = flatness(rows);
   return [
     '### B. Sparse devices: identical sparse source and target (no-change sync over holes)',
+    RSS_NOTE,
     '',
     table(['size', ...RUN_HEAD], rows.map((r) => [gib(r.size), ...runCells(r.run)])),
     '',
@@ -62,12 +67,12 @@ export function markdownB(rows: SparseRow[]): string {
 }
 
 export function markdownC(c: TableC): string {
-  const row = (name: string, r: SyncRun) => [name, s(r.wallMs), s(r.client.cpuMs), s(r.server.cpuMs), mib(r.client.peakRss), mib(r.server.peakRss), mb(exchanged(r))];
+  const row = (name: string, r: SyncRun) => [name, s(r.wallMs), s(r.client.cpuMs), s(r.server.cpuMs), rss(r.client), rss(r.server), mb(exchanged(r))];
   return [
     `### C. ${gib(c.size)} image, 1% of 4 KiB blocks changed (${mb(c.changedBytes)}), pushed over SSH to sshd on 127.0.0.1`,
-    'Bytes on the wire = protocol bytes both ways (SSH framing, MACs and padding not counted).',
+    'Bytes on the wire = protocol bytes both ways (SSH framing, MACs and padding not counted). ' + RSS_NOTE,
     '',
-    table(['transport', 'wall', 'CPU client', 'CPU server', 'peak RSS client', 'peak RSS server', 'bytes on the wire'], [row('local', c.local), row('ssh (ssh2 client, OpenSSH sshd)', c.ssh)]),
+    table(['transport', 'wall', 'CPU client', 'CPU server', 'peak RSS client (anon)', 'peak RSS server (anon)', 'bytes on the wire'], [row('local', c.local), row('ssh (ssh2 client, OpenSSH sshd)', c.ssh)]),
     '',
     `OpenSSH \`ssh 127.0.0.1 'cat > /dev/null' < ${mb(c.changedBytes)} file\`: ${s(c.sshCatMs)}. SSH wall / local wall: ${x(c.ssh.wallMs / c.local.wallMs)}.`,
   ].join('\n');
