@@ -165,7 +165,11 @@ async function runChecked<T>(s: SourceSnapshotSpec, row: LvRow, signal: AbortSig
   } finally {
     await stop?.();
   }
-  const after = await findLv(s.vg, row.name, s.timeoutMs);
+  const after = await findLv(s.vg, row.name, s.timeoutMs).catch((err: Error) => {
+    if (!failed) throw new BlkError(ExitCode.SNAPSHOT, `cannot check snapshot ${s.vg}/${row.name} after the sync, so the copy is unconfirmed: ${err.message}`, { cause: err });
+    log.warn(`cannot check snapshot ${s.vg}/${row.name} after the failed sync: ${err.message}`);
+    return row;
+  });
   if (after) report.fillPct = snapshotFill(after);
   const problem = after ? snapshotProblem(after) : `snapshot ${s.vg}/${row.name} disappeared during the run`;
   if (problem) throw overflowError(problem, fnErr);
