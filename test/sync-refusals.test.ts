@@ -137,13 +137,14 @@ test('a server that fails at startup: REMOTE, with its stderr in the message, ta
   t.is(sha256(dst), before);
 });
 
-test('a server that has already exited when HELLO is sent (a remote shell that failed fast): its stderr is shown', async (t) => {
+test.serial('a server that has already exited when HELLO is sent (a remote shell that failed fast): its stderr is shown', async (t) => {
   const { src, dst } = pair(MiB);
   const transport = {
     label: 'local server',
     open: async (signal?: AbortSignal) => {
       const channel = await new LocalTransport(['--bogus']).open(signal);
       await new Promise((resolve) => channel.input.once('end', resolve).resume());
+      while (children().length) await new Promise((resolve) => setTimeout(resolve, 10)); // all its fds closed
       return channel;
     },
   };
