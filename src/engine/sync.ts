@@ -74,8 +74,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
     ...(peerRole === 'target' && write && opts.targetSnapshot ? { targetSnapshot: opts.targetSnapshot } : {}),
   };
   await conn.writer.sendJson(Msg.HELLO, hello).catch(async () => {
-    await conn.channel.close(); // the far end is gone (e.g. its command was not found): wait for all its stderr
-    throw conn.closed('before the handshake');
+    throw await conn.closedAfterExit('before the handshake'); // e.g. its command was not found: say what it printed
   });
   const welcome = await conn.expectJson<Welcome>(Msg.WELCOME);
   checkMagic(conn.peerLabel, welcome);

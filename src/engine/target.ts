@@ -47,7 +47,7 @@ export async function runTarget(dev: Device, conn: Conn, start: Start, sink: Tar
     for (;;) {
       const at = conn.reader.bytes;
       const f = await conn.reader.next();
-      if (!f) throw conn.closed('before the end of the sync: the target is incomplete');
+      if (!f) throw await conn.closedAfterExit('before the end of the sync: the target is incomplete');
       if (f.type === Msg.DONE) return checkDone(parseJson<Done>(f));
       if (f.type === Msg.ERROR) throw conn.peerError(f);
       if (f.type !== Msg.RECORD || !sink) throw new BlkError(ExitCode.REMOTE, `protocol error: unexpected ${msgName(f.type)} during the sync`);

@@ -84,7 +84,7 @@ export class Conn {
   /** The next frame of the given type; an ERROR frame from the peer is thrown as its BlkError. */
   async expect(type: MsgType): Promise<Frame> {
     const f = await this.reader.next();
-    if (!f) throw this.closed(`waiting for ${msgName(type)}`);
+    if (!f) throw await this.closedAfterExit(`waiting for ${msgName(type)}`);
     if (f.type === Msg.ERROR) throw this.peerError(f);
     if (f.type !== type) throw new BlkError(ExitCode.REMOTE, `protocol error: expected ${msgName(type)} from ${this.peerLabel}, got ${msgName(f.type)}`);
     return f;
@@ -98,6 +98,12 @@ export class Conn {
     const body = parseJson<ErrorBody>(f);
     const code = Number.isInteger(body.code) && body.code > 0 && body.code < 256 ? body.code : ExitCode.REMOTE;
     return new BlkError(code as ExitCode, `${this.peerLabel}: ${String(body.message)}`);
+  }
+
+  /** The peer closed its end: wait for it to exit, so that its stderr is complete, then closed(). */
+  async closedAfterExit(when: string): Promise<BlkError> {
+    await this.channel.close();
+    return this.closed(when);
   }
 
   closed(when: string): BlkError {

@@ -34,6 +34,7 @@ export function childChannel(child: ChildProcess, tailBytes: number): Channel {
     tail = (tail + s).slice(-tailBytes);
   });
   child.stdin!.on('error', () => { /* EPIPE when the server died: reported by the reader */ });
+  const stderrClosed = new Promise<void>((resolve) => child.stderr!.once('close', () => resolve()));
   const exited = new Promise<number | null>((resolve) => {
     if (child.exitCode !== null) resolve(child.exitCode);
     // 'exit', not 'close': 'close' waits for stdout to end, which never happens while a frame the
@@ -53,6 +54,8 @@ export function childChannel(child: ChildProcess, tailBytes: number): Channel {
         const code = await exited;
         clearTimeout(timer);
         child.stdout!.destroy();
+        // 'exit' can come before the last of its stderr: wait for that (briefly) for error messages.
+        await Promise.race([stderrClosed, new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
         return code;
       })()),
   };
