@@ -7,6 +7,7 @@
 // Interrupted or failed: the server is told (its stdin closes) and exits; a patch being written
 // is removed; a target being written is left incomplete and the error says so.
 import fs from 'node:fs';
+import path from 'node:path';
 import { BlkError, ExitCode, exitCodeOf } from '../errors.js';
 import { loadHasher, randomSeed } from '../hash.js';
 import { PatchWriter } from '../patch/writer.js';
@@ -19,7 +20,11 @@ import { DeviceWriter, PatchFromPeerSink, PatchSink, PeerSink } from './sinks.js
 import { runTarget } from './target.js';
 import type { SyncOptions, SyncSummary } from './types.js';
 
-export async function runSync(opts: SyncOptions): Promise<SyncSummary> {
+export async function runSync(options: SyncOptions): Promise<SyncSummary> {
+  // paths on this host are made absolute (the local server may not take relative ones)
+  const opts = { ...options };
+  if (opts.remote?.side !== 'source') opts.source = path.resolve(opts.source);
+  if (opts.remote?.side !== 'target') opts.target = path.resolve(opts.target);
   checkBlockSize(opts.blockSize);
   if (opts.targetSnapshot && opts.remote?.side !== 'target') throw new BlkError(ExitCode.INTERNAL, 'targetSnapshot is for a remote target; wrap a local one in withTargetSnapshot');
   if (opts.mode === 'patch' && !opts.patchOut) throw new BlkError(ExitCode.USAGE, 'patch mode needs a patch file (--patch-out)');
