@@ -48,7 +48,7 @@ export function markdownA(a: TableA): string {
   return [
     `### A. ${gib(a.size)} random image, 4 KiB blocks, local sync (client + spawned server)`,
     `Warm cache: images written and fsynced (${s(a.prepMs)}), then read once with cat; nothing dropped. ` +
-      'Baselines timed right after each sync on the same files; xxhsum hashes matching also checks the sync. CPU = user + sys. ' + RSS_NOTE,
+      'Baselines timed right after each sync on the same files, best of two; xxhsum hashes matching also checks the sync. CPU = user + sys. ' + RSS_NOTE,
     '',
     table(['case', 'changed', ...RUN_HEAD, 'exchanged', 'xxhsum -H1 a ‖ b', 'cat a b', 'wall / xxhsum', 'wall / cat'], rows),
   ].join('\n');
