@@ -123,3 +123,12 @@ test('job and role of a row', (t) => {
     ['a', 'source'], ['b', 'source'], ['a', 'target'], ['a', ''], ['a', ''], ['a', 'source'],
   ]);
 });
+
+test('removeOwned refuses an LV without the blkdelta tag before running lvm', async (t) => {
+  const { removeOwned } = await import('../src/lvm/lvm.js');
+  for (const r of mixed.filter((x) => !x.tags.includes('blkdelta'))) {
+    const err = await t.throwsAsync(removeOwned(r, { retryDelaysMs: [] }), { instanceOf: BlkError });
+    t.is(err?.code, ExitCode.SNAPSHOT);
+    t.regex(err?.message ?? '', new RegExp(`refusing to remove /${r.name}: it has no "blkdelta" tag`));
+  }
+});

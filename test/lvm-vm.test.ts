@@ -77,6 +77,31 @@ test('SIGTERM mid-sync removes the source snapshot; the target snapshot stays pe
   t.is(f('pending'), '1', 'a failed run prunes nothing: the last good copy of the target stays');
 });
 
+test('after a failed run the pending target snapshot is reused (the target is torn), then confirmed', async (t) => {
+  const f = await facts(t, 'sigterm');
+  const f2 = await facts(t, 'sigterm2');
+  t.is(f2('rc'), '0', f2('err'));
+  t.regex(f2('err'), /target vg0\/t_dst: snapshot t_dst-blkdelta-tgt-vg0-t_src-\d{8}T\d{6}Z from a run that did not succeed is still the last good copy; taking no new one/);
+  t.is(f('same_after_rerun'), 'yes');
+  t.is(f('target_snaps'), '1');
+  t.is(f('pending_after_rerun'), '0');
+});
+
+test('a snapshot that cannot be removed (device held open) is retried, then reported, never swallowed', async (t) => {
+  const f = await facts(t, 'holdopen');
+  t.is(f('rc'), '0', f('err'));
+  const [ok, failed] = f('out').split('|').filter(Boolean).map((l) => JSON.parse(l));
+  t.is(ok.code, ExitCode.SNAPSHOT, 'a successful sync fails when its snapshot stays behind');
+  t.regex(ok.message, /snapshot vg0\/h_src-blkdelta-holdopen-ok-\d{8}T\d{6}Z could not be removed after 3 attempts .*lvremove -y vg0\/h_src-blkdelta-holdopen-ok-/);
+  t.like(ok.report, { removed: false, job: 'holdopen-ok' });
+  t.is(failed.code, ExitCode.IO, 'the run keeps its own error');
+  t.like(failed.report, { removed: false, job: 'holdopen-fail' });
+  t.regex(failed.report.removeError, /could not be removed after 3 attempts/);
+  t.regex(f('err'), /lvremove vg0\/h_src-blkdelta-holdopen-ok-\S+ failed \(attempt 1\), retrying/);
+  t.regex(f('err'), /error: snapshot vg0\/h_src-blkdelta-holdopen-fail-\S+ could not be removed/);
+  t.is(f('left'), '2', 'both snapshots were still there (removed by hand afterwards)');
+});
+
 test('SIGKILL mid-sync leaves the snapshot; the next run removes it, says so and syncs from a new one', async (t) => {
   const f = await facts(t, 'sigkill');
   t.is(f('left_after_kill'), '1');

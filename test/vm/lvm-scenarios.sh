@@ -44,12 +44,17 @@ maxfill() {   # --snapshot-max-fill: the poller stops the run before the snapsho
 
 sigterm() {   # SIGTERM mid-sync: cleanup runs (no source snapshot left); the target snapshot stays pending
   lv t_src 16M; fill t_src 16; lv t_dst 16M; zero t_dst 1
-  $BD sync --no-progress --snapshot vg0/t_src --snapshot-size 8M --target-snapshot --target-snapshot-size 16M /dev/vg0/t_dst \
+  $BD sync --no-progress --snapshot vg0/t_src --snapshot-size 8M --target-snapshot --target-snapshot-size 20M /dev/vg0/t_dst \
     > $W/sigterm.out 2> $W/sigterm.err &
   local pid=$!
   wait_written t_dst; kill -TERM $pid
   wait $pid; R sigterm rc $?; R sigterm err "$(cat $W/sigterm.err)"
   R sigterm left "$(tagged blkdelta-source)"; R sigterm pending "$(tagged blkdelta-pending)"
+  # the next run: the target is torn, the pending snapshot is still the last good copy: no new one
+  bd sigterm2 sync --no-progress --snapshot vg0/t_src --snapshot-size 8M --target-snapshot --target-snapshot-size 20M /dev/vg0/t_dst
+  R sigterm same_after_rerun "$(same t_src t_dst)"
+  R sigterm target_snaps "$(lvs --noheadings -o lv_name,lv_tags vg0 | grep -c '^ *t_dst-blkdelta-tgt-.*blkdelta-target')"
+  R sigterm pending_after_rerun "$(tagged blkdelta-pending)"
 }
 
 sigkill() {   # SIGKILL mid-sync leaves the snapshot; the next run removes it, says so, and syncs
@@ -85,6 +90,14 @@ thin() {   # thin origin (thin snapshot, no size) to a thin target with --target
   [ "$(sha tg_dst)" = "$a" ] && R thin rolled_back yes || R thin rolled_back no
 }
 
+holdopen() {   # lvremove keeps failing while the device is open: retried, then reported, never swallowed
+  lv h_src 8M
+  node dist/test/vm/hold-open.js vg0 h_src > $W/holdopen.out 2> $W/holdopen.err
+  R holdopen rc $?; R holdopen out "$(cat $W/holdopen.out)"; R holdopen err "$(cat $W/holdopen.err)"
+  R holdopen left "$(lvs --noheadings -o lv_name,lv_tags vg0 | grep -c 'blkdelta-job:holdopen')"
+  for n in $(lvs --noheadings -o lv_name,lv_tags vg0 | awk '/blkdelta-job:holdopen/ { print $1 }'); do lvremove -y vg0/$n >/dev/null 2>&1; done
+}
+
 untagged() {   # `snapshots clean` removes only blkdelta's source snapshots, never other LVs
   lv u_src 8M
   q lvcreate -y -s -L 4M -n u_foreign --addtag backup --addtag blkdelta-job:u vg0/u_src
@@ -99,7 +112,7 @@ untagged() {   # `snapshots clean` removes only blkdelta's source snapshots, nev
 }
 
 q pvcreate -y /dev/vda; q vgcreate vg0 /dev/vda
-for s in ${@:-overflow maxfill sigterm sigkill thin untagged}; do
+for s in ${@:-overflow maxfill sigterm sigkill thin holdopen untagged}; do
   t0=$(cut -d' ' -f1 /proc/uptime)
   $s
   R $s seconds "$(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.1f", b - a }')"
