@@ -8,7 +8,7 @@
 // writes DIR/<pid>.cpuprofile (open in Chrome DevTools, or `node dist/bench/profile-top.js DIR`).
 // With BLKDELTA_PROBE_MEM=1 it samples process.memoryUsage() (what the peak is made of).
 // Killed by a signal, the process writes nothing and the bench reports the probe as missing.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { openSync, readSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
 import { join } from 'node:path';
 
@@ -36,7 +36,13 @@ export function statusBytes(status: string, name: string): number {
   return Number(m[1]) * 1024;
 }
 
-const status = () => readFileSync('/proc/self/status', 'utf8');
+// Read through one fd into one buffer: sampling must not add malloc'd garbage of its own.
+const statusBuf = Buffer.alloc(8192);
+let statusFd: number | undefined;
+const status = (): string => {
+  statusFd ??= openSync('/proc/self/status', 'r');
+  return statusBuf.toString('latin1', 0, readSync(statusFd, statusBuf, 0, statusBuf.length, 0));
+};
 
 const dir = process.env.BLKDELTA_PROBE_DIR;
 if (dir) {

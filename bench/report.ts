@@ -70,7 +70,8 @@ export function markdownC(c: TableC): string {
   const row = (name: string, r: SyncRun) => [name, s(r.wallMs), s(r.client.cpuMs), s(r.server.cpuMs), rss(r.client), rss(r.server), mb(exchanged(r))];
   return [
     `### C. ${gib(c.size)} image, 1% of 4 KiB blocks changed (${mb(c.changedBytes)}), pushed over SSH to sshd on 127.0.0.1`,
-    'Bytes on the wire = protocol bytes both ways (SSH framing, MACs and padding not counted). ' + RSS_NOTE,
+    'Each transport ran twice (alternating, same change); the faster run is shown. Bytes on the wire = protocol bytes both ways ' +
+      '(SSH framing, MACs and padding not counted). ' + RSS_NOTE,
     '',
     table(['transport', 'wall', 'CPU client', 'CPU server', 'peak RSS client (anon)', 'peak RSS server (anon)', 'bytes on the wire'], [row('local', c.local), row('ssh (ssh2 client, OpenSSH sshd)', c.ssh)]),
     '',
