@@ -160,6 +160,7 @@ export class DeviceWriter implements TargetSink {
    * even where punching fails). Not --dig-holes: util-linux 2.38 punches one block past its range.
    */
   private async punchHoles(): Promise<void> {
+    if (this.holes.length === 0) return; // importing execa costs ~0.25 s of CPU and ~8 MiB
     const { execa } = await import('execa');
     for (const [a, b] of this.holes) {
       const r = await execa('fallocate', ['--punch-hole', '--offset', String(a), '--length', String(b - a), this.dev.path], { reject: false, timeout: 60_000 });
