@@ -160,7 +160,8 @@ for (const [input, want] of [
 const sizeBad = test.macro({
   exec(t, input: string) {
     const err = t.throws(() => parseSize(input, '--block-size'));
-    t.is(err!.message, `--block-size ${JSON.stringify(input)} is not a size (e.g. 4096, 4K, 1M, 2G)`);
+    t.true(err!.message.startsWith(`--block-size ${JSON.stringify(input)} is `), err!.message);
+    t.regex(err!.message, /is not a size \(use bytes or e\.g\. 4096, 4K, 64K, 4M, 1G\)$|is too large$/);
   },
   title: (_p, input) => `parseSize refuses ${JSON.stringify(input)}`,
 });
@@ -171,8 +172,8 @@ const fmt = test.macro({
   title: (_p, n, want) => `formatBytes ${n} = ${want}`,
 });
 for (const [n, want] of [
-  [0, '0 B'], [1023, '1023 B'], [1024, '1.00 KiB'], [1536, '1.50 KiB'], [10240, '10.0 KiB'],
-  [1 << 20, '1.00 MiB'], [1.5 * 1024 ** 3, '1.50 GiB'], [2 * 1024 ** 4, '2.00 TiB'], [3000 * 1024 ** 4, '3000.0 TiB'],
+  [0, '0 B'], [1023, '1023 B'], [1024, '1.0 KiB'], [1536, '1.5 KiB'], [10240, '10.0 KiB'],
+  [1 << 20, '1.0 MiB'], [1.5 * 1024 ** 3, '1.5 GiB'], [2 * 1024 ** 4, '2.0 TiB'], [3000 * 1024 ** 4, '3000.0 TiB'],
 ] as const) test(fmt, n, want);
 
 // ---- frame header codec ----

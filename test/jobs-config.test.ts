@@ -5,7 +5,7 @@ import { BlkError, ExitCode } from '../src/errors.js';
 import { fileURLToPath } from 'node:url';
 import { findJob, loadConfig, parseConfig } from '../src/jobs/config.js';
 import { indexKeys } from '../src/jobs/keypos.js';
-import { formatDuration, parseDuration, parseSize } from '../src/jobs/units.js';
+import { formatAge, parseDuration, parseSize } from '../src/units.js';
 
 const GOOD = `state_dir = "/var/lib/blkdelta"
 max_concurrent = 2
@@ -160,15 +160,15 @@ test(size, '40M/s', 40 * 1024 * 1024);
 test(size, 4096, 4096);
 test(size, '4096', 4096);
 test(size, '4 X', /not a size/);
-test(size, 1.5, /not a size in bytes/);
+test(size, 1.5, /not a whole number of bytes/);
 
-test('formatDuration keeps two parts', (t) => {
-  t.is(formatDuration(0), '0s');
-  t.is(formatDuration(59), '59s');
-  t.is(formatDuration(3723), '1h 2m');
-  t.is(formatDuration(3600), '1h 0m');
-  t.is(formatDuration(172800), '2d 0h');
-  t.is(formatDuration(129600), '1d 12h');
+test('formatAge keeps two parts', (t) => {
+  t.is(formatAge(0), '0s');
+  t.is(formatAge(59), '59s');
+  t.is(formatAge(3723), '1h 2m');
+  t.is(formatAge(3600), '1h 0m');
+  t.is(formatAge(172800), '2d 0h');
+  t.is(formatAge(129600), '1d 12h');
 });
 
 test('the example config in fixtures/ is valid', (t) => {

@@ -7,7 +7,7 @@ import { DEFAULT_THRESHOLDS, loadConfig, type Config, type Thresholds } from '..
 import { Status, evaluateJob, formatCheck, type JobCheck } from '../jobs/check.js';
 import { stillRunning } from '../jobs/proc.js';
 import { readJobState, recordedJobs, type ReadResult } from '../jobs/state.js';
-import { parseDuration } from '../jobs/units.js';
+import { parseDuration } from '../units.js';
 import { cli, out } from './context.js';
 import { configOption } from './config-option.js';
 

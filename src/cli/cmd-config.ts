@@ -3,7 +3,7 @@
 import type { CommandModule } from 'yargs';
 import { BlkError, ExitCode, exitStatusText } from '../errors.js';
 import { loadConfig } from '../jobs/config.js';
-import { formatDuration } from '../jobs/units.js';
+import { formatAge } from '../units.js';
 import { cli, out } from './context.js';
 import { configOption } from './config-option.js';
 
@@ -28,10 +28,10 @@ export const configCommand: CommandModule<object, Args> = {
       cli.exitCode = err.code;
       return;
     }
-    out(`${cfg.file}: OK, ${cfg.jobs.length} job${cfg.jobs.length === 1 ? '' : 's'}; state_dir ${cfg.stateDir}, max_concurrent ${cfg.maxConcurrent}, wait_timeout ${formatDuration(cfg.waitTimeout)}`);
+    out(`${cfg.file}: OK, ${cfg.jobs.length} job${cfg.jobs.length === 1 ? '' : 's'}; state_dir ${cfg.stateDir}, max_concurrent ${cfg.maxConcurrent}, wait_timeout ${formatAge(cfg.waitTimeout)}`);
     for (const j of cfg.jobs) {
       const snap = (j.snapshot ? `, snapshot ${j.snapshot.lv}` : '') + (j.targetSnapshot ? `, target snapshots (keep ${j.targetSnapshot.keep})` : '');
-      out(`  ${j.name}: ${j.sourceText} -> ${j.targetText}${snap}, block ${j.blockSize}${j.verify ? ', verify' : ''}; warn ${formatDuration(j.warningAge)}, crit ${formatDuration(j.criticalAge)}`);
+      out(`  ${j.name}: ${j.sourceText} -> ${j.targetText}${snap}, block ${j.blockSize}${j.verify ? ', verify' : ''}; warn ${formatAge(j.warningAge)}, crit ${formatAge(j.criticalAge)}`);
     }
   },
 };

@@ -6,7 +6,7 @@ import { BlkError, ExitCode, describe, exitStatusText } from '../errors.js';
 import { log } from '../log.js';
 import { findJob, loadConfig } from '../jobs/config.js';
 import { runJob, throwIfFailed } from '../jobs/run.js';
-import { parseDuration } from '../jobs/units.js';
+import { parseDuration } from '../units.js';
 import { cli } from './context.js';
 import { configOption } from './config-option.js';
 

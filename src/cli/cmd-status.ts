@@ -5,7 +5,7 @@ import { BlkError, ExitCode, describe, exitStatusText } from '../errors.js';
 import { findJob, loadConfig, type Config } from '../jobs/config.js';
 import { stillRunning } from '../jobs/proc.js';
 import { readJobState, recordedJobs, type ReadResult, type RunRecord } from '../jobs/state.js';
-import { formatBytes, formatDuration } from '../jobs/units.js';
+import { formatBytes, formatAge } from '../units.js';
 import { out } from './context.js';
 import { configOption } from './config-option.js';
 
@@ -63,7 +63,7 @@ function rowOf(r: RunRecord, lastSuccess: string): string[] {
   const outcome = running ? (stillRunning(r.process) ? `running (pid ${r.process.pid})` : 'killed') : r.outcome;
   const dur = running ? (Date.now() - Date.parse(r.start)) / 1000 : r.durationS ?? 0;
   const b = r.bytes;
-  return [r.job, outcome, r.start.replace(/\.\d+Z$/, 'Z'), formatDuration(dur), b ? formatBytes(b.compared) : '',
+  return [r.job, outcome, r.start.replace(/\.\d+Z$/, 'Z'), formatAge(dur), b ? formatBytes(b.compared) : '',
     b ? formatBytes(b.changed) : '', b ? formatBytes(b.sent) : '', r.targetState, lastSuccess.replace(/\.\d+Z$/, 'Z'),
     (r.error ?? '') + (r.snapshot && !r.snapshot.removed ? ` [snapshot ${r.snapshot.name} left]` : '')];
 }

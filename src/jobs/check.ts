@@ -10,7 +10,7 @@
 import type { Thresholds } from './config.js';
 import type { ProcId } from './proc.js';
 import type { ReadResult, RunRecord } from './state.js';
-import { formatBytes, formatDuration } from './units.js';
+import { formatBytes, formatAge } from '../units.js';
 
 export const Status = { OK: 0, WARNING: 1, CRITICAL: 2, UNKNOWN: 3 } as const;
 export type Status = (typeof Status)[keyof typeof Status];
@@ -58,9 +58,9 @@ function unknown(job: string, text: string): JobCheck {
 function runningNow(r: RunRecord, th: Thresholds, now: Date): Finding[] {
   const dur = (now.getTime() - Date.parse(r.start)) / 1000;
   if (dur > th.maxDuration) {
-    return [{ status: Status.WARNING, text: `running for ${formatDuration(dur)} (pid ${r.process.pid}), longer than max_duration ${formatDuration(th.maxDuration)}` }];
+    return [{ status: Status.WARNING, text: `running for ${formatAge(dur)} (pid ${r.process.pid}), longer than max_duration ${formatAge(th.maxDuration)}` }];
   }
-  return [{ status: Status.OK, text: `running for ${formatDuration(dur)} (pid ${r.process.pid})` }];
+  return [{ status: Status.OK, text: `running for ${formatAge(dur)} (pid ${r.process.pid})` }];
 }
 
 function lastResult(r: RunRecord, currentAlive: boolean): Finding[] {
@@ -90,11 +90,11 @@ function freshness(s: RunRecord | undefined, th: Thresholds, now: Date, inProgre
     return [{ status: Status.CRITICAL, text: 'no successful run on record' }];
   }
   const age = ageOf(s, now);
-  const text = `last success ${formatDuration(age)} ago (${s.end ?? s.start})`;
-  if (age > th.criticalAge) return [{ status: Status.CRITICAL, text: `${text}, older than critical_age ${formatDuration(th.criticalAge)}` }];
-  if (age > th.warningAge) return [{ status: Status.WARNING, text: `${text}, older than warning_age ${formatDuration(th.warningAge)}` }];
+  const text = `last success ${formatAge(age)} ago (${s.end ?? s.start})`;
+  if (age > th.criticalAge) return [{ status: Status.CRITICAL, text: `${text}, older than critical_age ${formatAge(th.criticalAge)}` }];
+  if (age > th.warningAge) return [{ status: Status.WARNING, text: `${text}, older than warning_age ${formatAge(th.warningAge)}` }];
   const b = s.bytes ? `, ${formatBytes(s.bytes.changed)} changed of ${formatBytes(s.bytes.compared)}` : '';
-  return [{ status: Status.OK, text: `${text}${b} in ${formatDuration(s.durationS ?? 0)}` }];
+  return [{ status: Status.OK, text: `${text}${b} in ${formatAge(s.durationS ?? 0)}` }];
 }
 
 function ageOf(r: RunRecord, now: Date): number {

@@ -17,7 +17,7 @@ import { selfId } from './proc.js';
 import { acquireSlot, type Slot } from './slots.js';
 import { putRecord, putRefused, removeStaleTemps, type Outcome, type RunRecord } from './state.js';
 import { snapshotOfError, syncJob, type JobSyncResult } from './sync-job.js';
-import { formatBytes, formatDuration } from './units.js';
+import { formatBytes, formatAge } from '../units.js';
 
 export interface RunJobOptions {
   signal: AbortSignal;
@@ -124,7 +124,7 @@ function withSummary(rec: RunRecord, r: JobSyncResult): RunRecord {
 }
 
 function report(r: RunRecord): void {
-  const took = formatDuration(r.durationS ?? 0);
+  const took = formatAge(r.durationS ?? 0);
   if (r.outcome === 'success') {
     const b = r.bytes!;
     log.info(`job ${r.job}: success in ${took}: ${formatBytes(b.changed)} changed of ${formatBytes(b.compared)}, ${formatBytes(b.sent)} sent, ${formatBytes(b.written)} written`);

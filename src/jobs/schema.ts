@@ -2,7 +2,7 @@
 // converted. Pure: checkValue() returns the converted value or throws a plain Error with the reason;
 // config.ts adds file:line:col and the key path.
 import { SIZE_POLICIES } from '../engine/types.js';
-import { parseDuration, parseSize } from './units.js';
+import { parseDuration, parseSize } from '../units.js';
 
 export type Kind = 'string' | 'path' | 'bool' | 'int' | 'percent' | 'duration' | 'size' | 'sizepolicy' | 'snapshot';
 export interface KeySpec { kind: Kind; min?: number; max?: number; pow2?: boolean }
@@ -80,7 +80,7 @@ export function checkValue(spec: KeySpec, v: unknown): unknown {
       return parseDuration(v);
     case 'size':
       if (typeof v !== 'number' && typeof v !== 'string') throw got();
-      return powerOfTwo(inRange(parseSize(v), spec), spec);
+      return powerOfTwo(inRange(parseSize(v, 'value'), spec), spec);
     case 'sizepolicy':
       if (typeof v !== 'string' || !(SIZE_POLICIES as readonly string[]).includes(v)) throw got();
       return v;

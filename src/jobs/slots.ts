@@ -8,7 +8,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BlkError, ExitCode } from '../errors.js';
-import { formatDuration } from './units.js';
+import { formatAge } from '../units.js';
 import { readHolder, tryLock, type Lock } from './lock.js';
 
 export interface SlotOptions {
@@ -37,7 +37,7 @@ export async function acquireSlot(o: SlotOptions): Promise<Slot> {
     if (!told) o.onWait?.(holders(dir, o.max));
     told = true;
     if (Date.now() >= deadline) {
-      throw new BlkError(ExitCode.BUSY, `all ${o.max} slots (max_concurrent) are busy after waiting ${formatDuration(o.waitTimeout)}: ${holders(dir, o.max)}`);
+      throw new BlkError(ExitCode.BUSY, `all ${o.max} slots (max_concurrent) are busy after waiting ${formatAge(o.waitTimeout)}: ${holders(dir, o.max)}`);
     }
     const left = deadline - Date.now();
     await sleep(Math.min(left, 200 + Math.random() * 200), undefined, { signal: o.signal }).catch(() => {

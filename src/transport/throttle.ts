@@ -11,14 +11,15 @@
 import { Transform, Writable, pipeline, type TransformCallback } from 'node:stream';
 import { BlkError, ExitCode } from '../errors.js';
 import type { Channel } from './transport.js';
-
-const UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 };
+import { parseSize } from '../units.js';
 
 /** Parses a --bwlimit RATE ("40M", "512K", "1G", "1000000") into bytes per second. */
 export function parseRate(text: string, option = '--bwlimit'): number {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?(?:\/s)?\s*$/i.exec(text);
-  const bytes = m ? Math.floor(Number(m[1]) * UNITS[m[2].toUpperCase()]) : NaN;
-  if (!Number.isFinite(bytes) || bytes < 1) {
+  let bytes = NaN;
+  try {
+    bytes = parseSize(text, option);
+  } catch { /* reported below */ }
+  if (!(bytes >= 1)) {
     throw new BlkError(ExitCode.USAGE, `${option} "${text}": expected bytes per second such as 40M, 512K, 1G or 1000000`);
   }
   return bytes;
