@@ -1,7 +1,6 @@
-// gc.ts: fullGc() returns the memory of unreachable buffers; gcIfGrown() runs one only after
-// external memory grew.
+// gc.ts: fullGc() returns the memory of unreachable buffers; gcAfter() runs one per GC_EVERY bytes.
 import test from 'ava';
-import { collections, fullGc, gcIfGrown } from '../src/gc.js';
+import { GC_EVERY, collections, fullGc, gcAfter } from '../src/gc.js';
 
 const arrayBuffers = () => process.memoryUsage().arrayBuffers;
 
@@ -20,12 +19,13 @@ test.serial('fullGc frees unreachable array buffers', (t) => {
   t.true(arrayBuffers() - before < 2 * 1024 * 1024, `${arrayBuffers() - before} bytes left after fullGc`);
 });
 
-test.serial('gcIfGrown collects after growth and not before', (t) => {
-  gcIfGrown();
+test.serial('gcAfter collects once per GC_EVERY bytes counted, not before', (t) => {
+  gcAfter(GC_EVERY); // start from an empty budget
   const n = collections;
-  gcIfGrown();
-  t.is(collections, n, 'no growth, no GC');
-  garbage(16 * 1024 * 1024);
-  gcIfGrown();
+  gcAfter(GC_EVERY - 1);
+  t.is(collections, n, 'under budget, no GC');
+  gcAfter(1);
   t.is(collections, n + 1);
+  for (let i = 0; i < 10; i++) gcAfter(GC_EVERY / 2);
+  t.is(collections, n + 6);
 });

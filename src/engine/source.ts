@@ -13,7 +13,7 @@
 // Interrupted: nothing is left behind on this side.
 import { setImmediate as turn } from 'node:timers/promises';
 import { BlkError, ExitCode } from '../errors.js';
-import { gcIfGrown } from '../gc.js';
+import { gcAfter } from '../gc.js';
 import { hashBlocks, loadHasher } from '../hash.js';
 import { makeRecord, isAllZero } from '../patch/format.js';
 import { Msg } from '../proto/wire.js';
@@ -56,6 +56,7 @@ export async function runSource(dev: Device, conn: Conn, start: Start, sink: Rec
         for (let i = a; i < b && done.firstDiffs.length < opts.maxDiffs; i++) done.firstDiffs.push(pos + i * bs);
         if (!sink) continue;
         const rec = makeRecord(offset, plain, start.compress, h);
+        if (start.compress) gcAfter(plain.length); // lz4-napi's output, kept or not, is garbage soon
         await sink.record(offset, rec.header, rec.payload);
         done.records++;
         done.dataBytes += plain.length;
@@ -63,7 +64,6 @@ export async function runSource(dev: Device, conn: Conn, start: Start, sink: Rec
     }
     opts.onChunk?.(pos + len, done.blocksDiffering * bs);
     await turn();
-    gcIfGrown(); // lz4-napi's discarded outputs are external memory the GC finds late
   }
   return done;
 }

@@ -4,11 +4,11 @@
 //
 // FrameReader pulls bytes from a Readable only when asked for a frame, so the sender's
 // backpressure works end to end: memory is bounded by one frame (at most MAX_FRAME bytes) plus
-// the stream's own highWaterMark; a full GC when external memory grew (gc.ts, checked every
-// GC_CHECK_EVERY chunks read) returns promoted chunks. FrameWriter.send resolves once the frame is handed to the OS.
+// the stream's own highWaterMark; every chunk read counts towards the next full GC (gc.ts), which
+// returns promoted chunks. FrameWriter.send resolves once the frame is handed to the OS.
 import type { Readable, Writable } from 'node:stream';
 import { BlkError, ExitCode, FormatError } from '../errors.js';
-import { gcIfGrown } from '../gc.js';
+import { gcAfter } from '../gc.js';
 
 export const Msg = {
   HELLO: 1, WELCOME: 2, ERROR: 3, START: 4, READY: 5, HASHES: 6, RECORD: 7, DONE: 8, RESULT: 9,
@@ -21,8 +21,6 @@ export const FRAME_HEADER_LEN = 8;
 /** Largest payload: a record of 16 MiB plus its 32-byte header, with room to spare. */
 export const MAX_FRAME = 16 * 1024 * 1024 + 4096;
 
-/** Stream chunks read between two looks at external memory (gc.ts). */
-const GC_CHECK_EVERY = 16;
 
 export interface Frame {
   type: MsgType;
@@ -51,7 +49,6 @@ export class FrameReader {
   private chunks: Buffer[] = [];
   private buffered = 0;
   private scratch = Buffer.alloc(0);
-  private chunksRead = 0;
   private it: AsyncIterator<Buffer>;
   /** Bytes consumed so far (frame headers included). */
   bytes = 0;
@@ -83,7 +80,7 @@ export class FrameReader {
       const r = await this.it.next();
       if (r.done) return false;
       const chunk = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value);
-      if (++this.chunksRead % GC_CHECK_EVERY === 0) gcIfGrown();
+      gcAfter(chunk.length);
       this.chunks.push(chunk);
       this.buffered += chunk.length;
     }
