@@ -5,7 +5,7 @@
 // run dir in a temp dir; stopped by PID) executes the CheckCommand so we see the argv it expands.
 import test, { type ExecutionContext } from 'ava';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { tmpdir, userInfo } from 'node:os';
 import { dirname, join } from 'node:path';
 import { BIN, jobsEnv, runBlkdelta, type JobsEnv } from './helpers/jobs.js';
 import {
@@ -48,11 +48,13 @@ async function succeededJobs(t: ExecutionContext, jobs: string[]): Promise<JobsE
   return env;
 }
 
-/** Runs a doc command line through /bin/sh as Nagios/NRPE do: this checkout's blkdelta, the
- * config at `config` (as $BLKDELTA_CONFIG, standing in for /etc/blkdelta/blkdelta.toml). */
-function runLine(line: string, config: string) {
+/** Runs a doc command line through /bin/sh as Nagios/NRPE do (as `user` if given): this checkout's
+ * blkdelta, the config at `config` (as $BLKDELTA_CONFIG, standing in for /etc/blkdelta/blkdelta.toml). */
+function runLine(line: string, config: string, user?: string) {
   if (!line.startsWith('/usr/bin/blkdelta ')) throw new Error(`not a blkdelta command line: ${line}`);
-  return runSync('/bin/sh', ['-c', `${BIN} ${line.slice('/usr/bin/blkdelta '.length)}`], { BLKDELTA_CONFIG: config });
+  const sh = ['/bin/sh', '-c', `${BIN} ${line.slice('/usr/bin/blkdelta '.length)}`];
+  const argv = user ? ['runuser', '-u', user, '--', ...sh] : sh;
+  return runSync(argv[0]!, argv.slice(1), { BLKDELTA_CONFIG: config });
 }
 
 test('icinga2 -C validates the doc\'s CheckCommand, apply rule, Host/Endpoint/Zone and Service: one Service per job', (t) => {
@@ -128,14 +130,14 @@ test('nagios4 -v verifies the doc\'s command and service (Debian\'s templates) w
   mkdirSync(join(dir, 'checkresults'));
   const files = [...DEBIAN_OBJECTS, PING_CFG, join(dir, 'hosts.cfg'), join(dir, 'blkdelta.cfg')];
   const cfg = join(dir, 'nagios.cfg');
-  // Every path nagios writes points into the temp dir; it checks them as this user.
+  // Every path nagios writes points into the temp dir; it checks them as this user (not nagios).
   put(cfg, [
     ...files.map((f) => `cfg_file=${f}`),
     ...['log_file=nagios.log', 'object_cache_file=objects.cache', 'precached_object_file=objects.precache', 'status_file=status.dat',
       'lock_file=nagios.pid', 'temp_file=nagios.tmp', 'state_retention_file=retention.dat', 'command_file=nagios.cmd']
       .map((kv) => kv.replace('=', `=${dir}/`)),
     `temp_path=${dir}`, `check_result_path=${dir}/checkresults`, 'use_syslog=0', 'check_for_updates=0',
-    'nagios_user=root', 'nagios_group=root', 'illegal_macro_output_chars=`~$&|\'"<>', '',
+    `nagios_user=${userInfo().username}`, `nagios_group=${runSync('id', ['-gn']).stdout.trim()}`, 'illegal_macro_output_chars=`~$&|\'"<>', '',
   ].join('\n'));
   const v = runSync(NAGIOS4, ['-v', cfg]);
   t.is(v.status, 0, v.stdout + v.stderr);
@@ -158,12 +160,13 @@ test('the doc\'s Nagios command line, expanded with its service\'s arguments, pr
   t.regex(r.stdout.split('\n')[0]!, okLine('tools', 129600, 172800));
 });
 
-test('the doc\'s NRPE commands, run as NRPE would with the default config, print BLKDELTA OK and exit 0', async (t) => {
+test('the doc\'s NRPE commands, run as the nagios user like NRPE, print BLKDELTA OK and exit 0', async (t) => {
+  t.is(runSync('id', ['-u', 'nagios']).status, 0, `no nagios user (nagios4-common creates it): ${INSTALL_HINT}`);
   const env = await succeededJobs(t, ['tools', 'db']);
   const lines = [...docBlock(NRPE_CFG).matchAll(/^command\[(\w+)\]=(.+)$/gm)].map((m) => [m[1]!, m[2]!] as const);
   t.deepEqual(lines.map(([n]) => n), ['check_blkdelta_tools', 'check_blkdelta_all']);
   for (const [nrpeName, line] of lines) {
-    const r = runLine(line, env.config);
+    const r = runLine(line, env.config, 'nagios');
     t.is(r.status, 0, `${nrpeName}: ${r.stdout}${r.stderr}`);
     if (nrpeName === 'check_blkdelta_tools') t.regex(r.stdout.split('\n')[0]!, okLine('tools', 129600, 172800));
     else t.regex(r.stdout.split('\n')[0]!, /^BLKDELTA OK - .*\| .*'tools_age'=\d+s;129600;172800;0; .*'db_age'=\d+s;129600;172800;0;/);
