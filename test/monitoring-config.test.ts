@@ -98,7 +98,7 @@ test('icinga2 runs the doc\'s CheckCommand for a job of the apply rule: the expe
   put(join(dir, 'cmd.conf'), command.replace('"/usr/bin/blkdelta"', JSON.stringify(BIN)));
   // The doc's apply rule, run here instead of by an agent, and due at once.
   const apply = /^apply Service[\s\S]*?^}/m.exec(docBlock(ICINGA_FILES[1]!))![0];
-  put(join(dir, 'apply.conf'), apply.replace(/^\s*command_endpoint = .*\n/m, '').replace('check_interval = 15m', 'check_interval = 1s'));
+  put(join(dir, 'apply.conf'), apply.replace(/^\s*command_endpoint = .*\n/m, '').replace(/check_interval = \S+/, 'check_interval = 1s'));
   put(join(dir, 'host.conf'), `object Host "local" {
   check_command = "dummy"
   enable_active_checks = false
