@@ -133,7 +133,7 @@ test('a server that fails at startup: REMOTE, with its stderr in the message, ta
   const before = sha256(dst);
   const err = await t.throwsAsync(sync(src, dst, { localTransport: new LocalTransport(['--bogus']) }), { instanceOf: BlkError });
   t.is(err!.code, ExitCode.REMOTE);
-  t.regex(err!.message, /^local server closed the connection waiting for WELCOME; its stderr: blkdelta: error: Unknown argument: bogus/);
+  t.regex(err!.message, /^local server closed the connection waiting for WELCOME; its stderr: blkdelta: error: server: unknown argument "--bogus"/);
   t.is(sha256(dst), before);
 });
 
@@ -150,7 +150,7 @@ test.serial('a server that has already exited when HELLO is sent (a remote shell
   };
   const err = await t.throwsAsync(sync(src, dst, { localTransport: transport }), { instanceOf: BlkError });
   t.is(err!.code, ExitCode.REMOTE);
-  t.regex(err!.message, /^local server closed the connection before the handshake; its stderr: blkdelta: error: Unknown argument: bogus/);
+  t.regex(err!.message, /^local server closed the connection before the handshake; its stderr: blkdelta: error: server: unknown argument "--bogus"/);
 });
 
 // ---- interruption ----
