@@ -104,8 +104,6 @@ class Journal {
 
 export interface DeviceWriterOptions {
   verify: boolean;
-  /** Called once, before the first byte is written (e.g. to snapshot the target). */
-  beforeFirstWrite?: () => Promise<void>;
 }
 
 export class DeviceWriter implements TargetSink {
@@ -115,17 +113,12 @@ export class DeviceWriter implements TargetSink {
   /** Zero ranges to punch as holes in a file target; at most MAX_HOLES, the rest stay written zeros. */
   private holes: [number, number][] = [];
   private static readonly MAX_HOLES = 64;
-  private started = false;
 
   constructor(private readonly dev: Device, private readonly geometry: PatchHeader, private readonly h: Hasher, private readonly opts: DeviceWriterOptions) {}
 
   async record(frame: Buffer, at: number): Promise<void> {
     const rh = decodeRecordHeader(frame.subarray(0, RECORD_HEADER_LEN), at, this.geometry);
     const plain = decodePayload(rh, frame.subarray(RECORD_HEADER_LEN), at, this.h);
-    if (!this.started) {
-      this.started = true;
-      await this.opts.beforeFirstWrite?.();
-    }
     if (plain) writeFull(this.dev, plain, rh.offset);
     else this.writeZeros(rh.offset, rh.length);
     if (this.opts.verify) this.journal.add(rh.offset, rh.length, rh.checksum);
