@@ -14,7 +14,7 @@
 import { setImmediate as turn } from 'node:timers/promises';
 import { BlkError, ExitCode } from '../errors.js';
 import { gcAfter } from '../gc.js';
-import { hashBlocks, loadHasher } from '../hash.js';
+import { blockHasher, loadHasher } from '../hash.js';
 import { makeRecord, isAllZero } from '../patch/format.js';
 import { Msg } from '../proto/wire.js';
 import type { Conn, Done, Start } from '../proto/messages.js';
@@ -34,8 +34,8 @@ export interface SourceOptions {
 export async function runSource(dev: Device, conn: Conn, start: Start, sink: RecordSink | null, opts: SourceOptions): Promise<Done> {
   const h = await loadHasher();
   const { blockSize: bs, chunkSize, compareSize } = start;
-  const seed = BigInt(start.seed);
-  const buf = Buffer.allocUnsafe(chunkSize);
+  const bh = await blockHasher(chunkSize, bs, BigInt(start.seed));
+  const buf = bh.chunk;
   const local = Buffer.allocUnsafe((chunkSize / bs) * 8);
   const done: Done = { blocksCompared: 0, blocksDiffering: 0, blocksZero: 0, records: 0, dataBytes: 0, bytesRead: 0, firstDiffs: [] };
 
@@ -44,7 +44,7 @@ export async function runSource(dev: Device, conn: Conn, start: Start, sink: Rec
     const len = Math.min(chunkSize, compareSize - pos);
     readFull(dev, buf, len, pos);
     done.bytesRead += len;
-    const n = hashBlocks(h, buf, len, bs, seed, local);
+    const n = bh.hash(len, local);
     const remote = await takeHashes(conn, pos / bs, n);
     done.blocksCompared += n;
     if (!local.subarray(0, n * 8).equals(remote)) {

@@ -10,7 +10,7 @@
 // and new blocks (it is "dirty" until a later run completes).
 import { setImmediate as turn } from 'node:timers/promises';
 import { BlkError, ExitCode } from '../errors.js';
-import { hashBlocks, loadHasher } from '../hash.js';
+import { blockHasher } from '../hash.js';
 import { Msg, msgName, parseJson } from '../proto/wire.js';
 import { checkFields, type Conn, type Done, type Result, type Start } from '../proto/messages.js';
 import { readFull, type Device } from './device.js';
@@ -25,10 +25,9 @@ export interface TargetSink {
 export async function runTarget(dev: Device, conn: Conn, start: Start, sink: TargetSink | null, signal?: AbortSignal, onChunk?: (bytesDone: number, bytesDiffering: number) => void): Promise<{ done: Done; result: Result }> {
   let bytesRead = 0;
   const hashes = (async () => {
-    const h = await loadHasher();
     const { blockSize: bs, chunkSize, compareSize } = start;
-    const seed = BigInt(start.seed);
-    const buf = Buffer.allocUnsafe(chunkSize);
+    const bh = await blockHasher(chunkSize, bs, BigInt(start.seed));
+    const buf = bh.chunk;
     for (let pos = 0; pos < compareSize; pos += chunkSize) {
       signal?.throwIfAborted();
       const len = Math.min(chunkSize, compareSize - pos);
@@ -37,7 +36,7 @@ export async function runTarget(dev: Device, conn: Conn, start: Start, sink: Tar
       bytesRead += inDevice;
       const frame = Buffer.allocUnsafe(8 + Math.ceil(len / bs) * 8);
       frame.writeBigUInt64LE(BigInt(pos / bs), 0);
-      hashBlocks(h, buf, len, bs, seed, frame, 8);
+      bh.hash(len, frame, 8);
       await conn.writer.send(Msg.HASHES, frame);
       onChunk?.(pos + len, 0);
       await turn();
