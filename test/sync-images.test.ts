@@ -194,6 +194,25 @@ test('the human summary names the counts; blkdelta verify lists differences (exi
   t.regex(v.stdout, /IDENTICAL/);
 });
 
+test('--bwlimit caps a local sync too (records go to a local server process); a bad rate writes nothing', async (t) => {
+  const { src, dst } = pair(4 * MiB);
+  touchBlocks(src, 4096, Array.from({ length: 768 }, (_, i) => i)); // 3 MiB of random blocks differ
+  const before = sha256(dst);
+  const bad = await blkdelta('sync', src, dst, '--bwlimit', 'fast');
+  t.is(bad.exitCode, 2, bad.stderr);
+  t.regex(bad.stderr, /--bwlimit "fast"/);
+  t.is(sha256(dst), before);
+  const t0 = Date.now();
+  const r = await blkdelta('sync', src, dst, '--bwlimit', '1M', '--json');
+  const secs = (Date.now() - t0) / 1000;
+  t.is(r.exitCode, 0, r.stderr);
+  t.is(sha256(dst), sha256(src));
+  const s = JSON.parse(r.stdout) as SyncSummary;
+  t.is(s.blocksWritten, 768);
+  // 3 MiB of incompressible records at 1 MiB/s (a 100 KiB burst): at least 2.5 s, however fast the machine
+  t.true(secs >= 2.5, `took ${secs} s for ${s.bytesSent} bytes sent at --bwlimit 1M`);
+});
+
 test('--patch-out then blkdelta apply gives the same target as a direct sync', async (t) => {
   const { src, dst } = pair(6 * MiB + 300);
   touchBlocks(dst, 4096, [0, 77, 78, 79, 1500]);

@@ -1,12 +1,15 @@
-// Turns SRC and DST of a command line into SyncOptions' source, target and remote transport.
-// At most one of them may be remote ([user@]host:/path or ssh://user@host:port/path).
+// Turns SRC and DST of a command line into SyncOptions' source, target and transport.
+// At most one of them may be remote ([user@]host:/path or ssh://user@host:port/path). --bwlimit
+// caps a local sync too (the records travel to a local server process), as it does for jobs.
 import path from 'node:path';
 import { BlkError, ExitCode } from '../errors.js';
 import type { SyncOptions } from '../engine/types.js';
 import { parseEndpoint } from '../transport/address.js';
 import { transportFor } from '../transport/connect.js';
+import { LocalTransport } from '../transport/local.js';
+import { parseRate, throttled } from '../transport/throttle.js';
 
-export function resolveEnds(src: string, dst: string, argv: Record<string, unknown>): Pick<SyncOptions, 'source' | 'target' | 'remote'> {
+export function resolveEnds(src: string, dst: string, argv: Record<string, unknown>): Pick<SyncOptions, 'source' | 'target' | 'remote' | 'localTransport'> {
   const s = parseEndpoint(src);
   const d = parseEndpoint(dst);
   if (s.kind === 'remote' && d.kind === 'remote') {
@@ -14,5 +17,7 @@ export function resolveEnds(src: string, dst: string, argv: Record<string, unkno
   }
   if (s.kind === 'remote') return { source: s.path, target: path.resolve(d.path), remote: { side: 'source', transport: transportFor(s, argv) } };
   if (d.kind === 'remote') return { source: path.resolve(s.path), target: d.path, remote: { side: 'target', transport: transportFor(d, argv) } };
-  return { source: path.resolve(s.path), target: path.resolve(d.path) };
+  const ends = { source: path.resolve(s.path), target: path.resolve(d.path) };
+  const rate = typeof argv.bwlimit === 'string' ? parseRate(argv.bwlimit, '--bwlimit') : undefined;
+  return rate === undefined ? ends : { ...ends, localTransport: throttled(new LocalTransport(), rate) };
 }

@@ -10,7 +10,7 @@ import type { SyncOptions, SyncSummary } from '../engine/types.js';
 import { withSourceSnapshot, snapshotReportOf, type SnapshotReport } from '../lvm/snapshot.js';
 import { rotateTargetSnapshots, takeTargetSnapshot } from '../lvm/target-snapshot.js';
 import { LocalTransport } from '../transport/local.js';
-import { throttleChannel } from '../transport/throttle.js';
+import { throttled } from '../transport/throttle.js';
 import { SshTransport } from '../transport/ssh.js';
 import type { Transport } from '../transport/transport.js';
 import type { RemoteEndpoint } from '../transport/address.js';
@@ -79,14 +79,6 @@ function syncOptions(job: JobConfig, sourcePath: string, signal: AbortSignal): S
     compress: job.compress,
     sourceLabel: `${job.name}|${sourcePath}|${new Date().toISOString()}`,
     signal,
-  };
-}
-
-/** The same transport with each direction capped at `rate` bytes per second. */
-function throttled(t: Transport, rate: number): Transport {
-  return {
-    label: `${t.label}, bwlimit ${rate} B/s`,
-    open: async (signal) => throttleChannel(await t.open(signal), rate),
   };
 }
 

@@ -30,10 +30,10 @@ export function remoteOptions<T>(y: Argv<T>) {
     .option('accept-new-host-key', { type: 'boolean', describe: 'add an unknown host key to known_hosts (a changed key is still refused)' })
     .option('remote-cmd', { type: 'string', requiresArg: true, describe: 'how to start blkdelta on the remote host (default: blkdelta); runs "<cmd> server"' })
     .option('rsh', { type: 'string', requiresArg: true, describe: 'connect with this external command instead, e.g. "ssh -p 2222 -o ProxyJump=gw"' })
-    .option('bwlimit', { type: 'string', requiresArg: true, describe: 'cap the bytes per second sent each way to the remote end (40M, 512K, 1G, bytes)' })
+    .option('bwlimit', { type: 'string', requiresArg: true, describe: 'cap the bytes per second sent each way between the two ends, local or remote (40M, 512K, 1G, bytes)' })
     .option('connect-timeout', { type: 'number', default: 30, requiresArg: true, describe: 'seconds to wait for the ssh connection and handshake' })
     .conflicts('rsh', ['identity', 'known-hosts', 'accept-new-host-key'])
-    .group(['identity', 'known-hosts', 'accept-new-host-key', 'remote-cmd', 'rsh', 'bwlimit', 'connect-timeout'], 'SSH (when SRC or DST is [user@]host:/path):');
+    .group(['identity', 'known-hosts', 'accept-new-host-key', 'remote-cmd', 'rsh', 'connect-timeout'], 'SSH (when SRC or DST is [user@]host:/path):');
 }
 
 /** The transport that reaches a remote endpoint with the command line's options. */

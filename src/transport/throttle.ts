@@ -10,7 +10,7 @@
 // Rates: plain bytes/s, or with K, M, G (powers of 1024), optionally followed by "B", "iB", "/s".
 import { Transform, Writable, pipeline, type TransformCallback } from 'node:stream';
 import { BlkError, ExitCode } from '../errors.js';
-import type { Channel } from './transport.js';
+import type { Channel, Transport } from './transport.js';
 import { parseSize } from '../units.js';
 
 /** Parses a --bwlimit RATE ("40M", "512K", "1G", "1000000") into bytes per second. */
@@ -141,5 +141,13 @@ export function throttleChannel(ch: Channel, rate: number): Channel {
     output,
     stderrTail: () => ch.stderrTail(),
     close: () => ch.close(),
+  };
+}
+
+/** The same transport with each direction of its channels capped at `rate` bytes per second. */
+export function throttled(t: Transport, rate: number): Transport {
+  return {
+    label: `${t.label}, bwlimit ${rate} B/s`,
+    open: async (signal) => throttleChannel(await t.open(signal), rate),
   };
 }
