@@ -3,7 +3,7 @@
 // Refusals, write errors and interruptions are in sync-refusals.test.ts.
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, readdirSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import type { SizePolicy, SyncSummary } from '../src/engine/types.js';
 import { LocalTransport } from '../src/transport/local.js';
@@ -232,6 +232,32 @@ test('--patch-out then blkdelta apply gives the same target as a direct sync', a
   t.is(d.exitCode, 0, d.stderr);
   t.is(sha256(viaPatch), sha256(src));
   t.is(sha256(dst), sha256(viaPatch));
+});
+
+test('--patch-out refuses an existing file (exit 5, untouched); --force replaces it, a directory never', async (t) => {
+  const { src, dst } = pair(2 * MiB);
+  touchBlocks(src, 4096, [3, 100]);
+  const patch = fresh('old.patch');
+  writeFileSync(patch, 'precious');
+  const refused = await blkdelta('sync', '--patch-out', patch, src, dst);
+  t.is(refused.exitCode, 5, refused.stderr);
+  t.regex(refused.stderr, /old\.patch already exists: .*--force/);
+  t.is(readFileSync(patch, 'utf8'), 'precious');
+  const lone = await blkdelta('sync', '--force', src, dst);
+  t.is(lone.exitCode, 2, lone.stderr);
+  t.regex(lone.stderr, /--force applies only with --patch-out/);
+  const forced = await blkdelta('sync', '--patch-out', patch, '--force', src, dst);
+  t.is(forced.exitCode, 0, forced.stderr);
+  t.false(existsSync(patch + '.part'));
+  const applied = await blkdelta('apply', patch, dst);
+  t.is(applied.exitCode, 0, applied.stderr);
+  t.is(sha256(dst), sha256(src));
+  const dir = fresh('patch-dir');
+  mkdirSync(dir);
+  const onDir = await blkdelta('sync', '--patch-out', dir, '--force', src, dst);
+  t.is(onDir.exitCode, 5, onDir.stderr);
+  t.regex(onDir.stderr, /not a regular file/);
+  t.true(statSync(dir).isDirectory());
 });
 
 test('--verify with more records than the re-read journal holds in memory (4096): spilled, checked, removed', async (t) => {

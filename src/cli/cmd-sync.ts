@@ -12,6 +12,7 @@ import { runWithSnapshots, snapshotEnds, snapshotOptions, targetSnapshotOf, with
 interface Args extends CommonArgs, SnapshotArgs {
   'dry-run'?: boolean;
   'patch-out'?: string;
+  force?: boolean;
   verify?: boolean;
   compress: boolean;
 }
@@ -29,6 +30,7 @@ export const syncCommand: CommandModule<object, Args> = {
     snapshotOptions(commonOptions(y).positional('dst', { demandOption: false }))
       .option('dry-run', { alias: 'n', type: 'boolean', describe: 'report what differs, write nothing (exit 3 when something differs)' })
       .option('patch-out', { type: 'string', describe: 'write a patch file instead of touching DST (apply it later with blkdelta apply)' })
+      .option('force', { type: 'boolean', describe: 'with --patch-out: replace an existing patch file (only once the new one is complete)' })
       .option('verify', { type: 'boolean', describe: 'after writing and fsync, re-read every written block and check it' })
       .option('compress', { type: 'boolean', default: true, describe: 'lz4-compress blocks that shrink; --no-compress to send raw' })
       .conflicts('dry-run', ['patch-out', 'verify'])
@@ -39,6 +41,7 @@ export const syncCommand: CommandModule<object, Args> = {
       .example('blkdelta sync --patch-out vm1.patch /dev/vg0/vm1 /dev/backup/vm1', 'save the delta, apply later')
       .epilogue(exitStatusText(SYNC_EXIT_CODES)) as never,
   handler: async (argv) => {
+    if (argv.force && !argv['patch-out']) throw new BlkError(ExitCode.USAGE, '--force applies only with --patch-out: it replaces an existing patch file');
     const mode: SyncMode = argv['dry-run'] ? 'dry-run' : argv['patch-out'] ? 'patch' : 'write';
     const progress = progressReporter(!!argv.progress && !argv.quiet && !argv.json);
     const ends = snapshotEnds(argv);
@@ -46,7 +49,7 @@ export const syncCommand: CommandModule<object, Args> = {
     if (targetSnap && mode !== 'write') throw new BlkError(ExitCode.USAGE, '--target-snapshot applies only when writing the target');
     const opts: SyncOptions = {
       ...resolveEnds(ends.src, ends.dst, argv as never),
-      mode, blockSize: blockSizeOf(argv), sizePolicy: argv['size-policy'], patchOut: argv['patch-out'],
+      mode, blockSize: blockSizeOf(argv), sizePolicy: argv['size-policy'], patchOut: argv['patch-out'], patchOverwrite: argv.force,
       verify: argv.verify, compress: argv.compress, signal: cli.abort.signal, onProgress: progress.update,
     };
     try {

@@ -99,7 +99,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
 
   const fingerprint = sourceFingerprint(h, opts.sourceLabel ?? `${opts.source}|${srcSize}|${t0}`);
   const geometry = geometryOf(start, targetSize, fingerprint);
-  const patch = opts.mode === 'patch' ? await PatchWriter.create(opts.patchOut!, geometry, h) : undefined;
+  const patch = opts.mode === 'patch' ? await PatchWriter.create(opts.patchOut!, geometry, h, { overwrite: opts.patchOverwrite }) : undefined;
   const progress = (bytesDone: number, bytesDiffering: number) =>
     opts.onProgress?.({ bytesDone, bytesTotal: plan.compareSize, bytesDiffering, elapsedMs: Date.now() - t0 });
   try {

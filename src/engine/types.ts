@@ -22,6 +22,8 @@ export interface SyncOptions {
   sizePolicy: SizePolicy;
   /** mode 'patch': the local file the patch is written to. */
   patchOut?: string;
+  /** patch: replace an existing patch file (a regular file only), atomically at the end. */
+  patchOverwrite?: boolean;
   /** Re-read every written block after fsync and check it against what was sent. */
   verify?: boolean;
   /** lz4-compress records that shrink (default true). */

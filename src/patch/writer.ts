@@ -7,7 +7,7 @@
 // removed; abort() (or an error in finish) unlinks it. After a write error the writer refuses use.
 // Memory: nothing beyond the caller's buffers. lz4-napi frees its buffers only on an event-loop
 // turn, so a caller producing records in a loop calls `await writer.yieldIfDue()` after each one.
-import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync, constants, existsSync } from 'node:fs';
+import { closeSync, fsyncSync, lstatSync, openSync, renameSync, unlinkSync, writeSync, constants, type Stats } from 'node:fs';
 import { dirname } from 'node:path';
 import { setImmediate as turn } from 'node:timers/promises';
 import { BlkError, ExitCode, describe } from '../errors.js';
@@ -32,11 +32,19 @@ export class PatchWriter {
     private readonly stream: StreamHasher,
   ) {}
 
-  /** Opens PATH.part (exclusive) and writes the header. Refuses an existing PATH unless overwrite. */
+  /**
+   * Opens PATH.part (exclusive) and writes the header. Refuses an existing PATH unless overwrite,
+   * and never replaces anything but a regular file (finish() renames over PATH: a device node or
+   * a directory must not be swapped for a patch).
+   */
   static async create(path: string, header: PatchHeader, hasher: Hasher, opts: { overwrite?: boolean } = {}): Promise<PatchWriter> {
     const bytes = encodeHeader(header, hasher);
-    if (!opts.overwrite && existsSync(path)) {
-      throw new BlkError(ExitCode.TARGET_REFUSED, `patch file ${path} already exists: remove it or choose another name`);
+    const existing = lstatOrNull(path);
+    if (existing && !opts.overwrite) {
+      throw new BlkError(ExitCode.TARGET_REFUSED, `patch file ${path} already exists: remove it, choose another name, or pass --force to replace it`);
+    }
+    if (existing && !existing.isFile()) {
+      throw new BlkError(ExitCode.TARGET_REFUSED, `patch file ${path} exists and is not a regular file: refusing to replace it`);
     }
     const part = path + '.part';
     let fd: number;
@@ -146,5 +154,14 @@ function syncDir(dir: string): void {
     throw new BlkError(ExitCode.IO, `patch file written, but fsync of directory ${dir} failed: ${describe(err)}`, { cause: err });
   } finally {
     closeSync(fd);
+  }
+}
+
+function lstatOrNull(path: string): Stats | null {
+  try {
+    return lstatSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new BlkError(ExitCode.TARGET_REFUSED, `cannot check patch file ${path}: ${describe(err)}`, { cause: err });
   }
 }
