@@ -26,8 +26,12 @@ export class LocalTransport implements Transport {
   }
 }
 
-/** A Channel over a child process's stdio; also used by the --rsh transport. */
-export function childChannel(child: ChildProcess, tailBytes: number): Channel {
+/**
+ * A Channel straight over the child's stdio: no PassThrough or Forwarder (remote-end.ts's
+ * ServerEnd, for ssh and --rsh) on the hot path, since a local pipe's write callbacks already
+ * fire only once the kernel has the bytes and there is no connection to lose, only a child.
+ */
+function childChannel(child: ChildProcess, tailBytes: number): Channel {
   let tail = '';
   child.stderr!.setEncoding('utf8');
   child.stderr!.on('data', (s: string) => {
