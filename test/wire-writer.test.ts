@@ -1,9 +1,10 @@
 // FrameWriter.send resolves only once the frame has left the stream, so a caller may reuse its
 // buffer right away (the source reuses its chunk buffer for the next read). Regression test for
-// records that arrived with the next chunk's data when a small frame was still queued.
+// records that arrived with the next chunk's data when a small frame was still queued. Also: how
+// frames map to writes (one per small frame, one per batch of HASHES), which SSH turns into packets.
 import test from 'ava';
-import { Writable } from 'node:stream';
-import { FrameWriter, Msg } from '../src/proto/wire.js';
+import { Readable, Writable } from 'node:stream';
+import { COALESCE, FrameReader, FrameWriter, Msg, encodeFrameHeader, writeFrameHeader } from '../src/proto/wire.js';
 
 /** A Writable that takes 5 ms per write and keeps references to what it was given, like a full pipe. */
 function slowSink(): { stream: Writable; received: () => Buffer } {
@@ -41,4 +42,63 @@ test('send rejects with a REMOTE error when the stream is destroyed while sendin
   stream.destroy(new Error('EPIPE'));
   const err = await t.throwsAsync(pending);
   t.regex(err!.message, /connection lost|closed/);
+});
+
+/** A Writable that records each write separately (the packets ssh2 would make of them). */
+function writesOf(): { stream: Writable; writes: Buffer[] } {
+  const writes: Buffer[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      writes.push(Buffer.from(chunk));
+      setImmediate(cb);
+    },
+  });
+  return { stream, writes };
+}
+
+test('a small frame goes out in one write; a large payload after its header, uncopied', async (t) => {
+  const { stream, writes } = writesOf();
+  const w = new FrameWriter(stream);
+  const recHeader = Buffer.alloc(32, 7);
+  const small = Buffer.alloc(4096, 1);
+  await w.send(Msg.RECORD, recHeader, small);
+  t.is(writes.length, 1);
+  t.deepEqual(writes[0], Buffer.concat([encodeFrameHeader(Msg.RECORD, 32 + 4096), recHeader, small]));
+  const big = Buffer.alloc(COALESCE, 2);
+  await w.send(Msg.RECORD, recHeader, big);
+  t.is(writes.length, 3, 'header + record header, then the payload');
+  t.deepEqual(writes[1], Buffer.concat([encodeFrameHeader(Msg.RECORD, 32 + COALESCE), recHeader]));
+  t.deepEqual(writes[2], big);
+  await w.send(Msg.READY);
+  t.deepEqual(writes[3], encodeFrameHeader(Msg.READY, 0));
+  t.is(w.bytes, 3 * 8 + 2 * 32 + 4096 + COALESCE);
+});
+
+test('two sends in flight at once (an ERROR during HASHES) do not share the coalescing buffer', async (t) => {
+  const { stream, received } = slowSink();
+  const w = new FrameWriter(stream);
+  const a = Buffer.alloc(3000, 0xa);
+  const b = Buffer.alloc(3000, 0xb);
+  await Promise.all([w.send(Msg.HASHES, a), w.send(Msg.ERROR, b)]);
+  t.deepEqual(received(), Buffer.concat([encodeFrameHeader(Msg.HASHES, 3000), a, encodeFrameHeader(Msg.ERROR, 3000), b]));
+});
+
+test('sendFramed writes frames built with writeFrameHeader in one write; FrameReader reads them back', async (t) => {
+  const { stream, writes } = writesOf();
+  const w = new FrameWriter(stream);
+  const buf = Buffer.alloc(3 * (8 + 16));
+  for (let i = 0; i < 3; i++) {
+    writeFrameHeader(buf, i * 24, Msg.HASHES, 16);
+    buf.fill(i + 1, i * 24 + 8, i * 24 + 24);
+  }
+  await w.sendFramed(buf);
+  t.is(writes.length, 1);
+  t.is(w.bytes, buf.length);
+  const r = new FrameReader(Readable.from([writes[0]!]));
+  for (let i = 0; i < 3; i++) {
+    const f = await r.next();
+    t.is(f?.type, Msg.HASHES);
+    t.deepEqual(f?.payload, Buffer.alloc(16, i + 1));
+  }
+  t.is(await r.next(), null);
 });

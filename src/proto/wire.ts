@@ -28,11 +28,15 @@ export interface Frame {
 }
 
 export function encodeFrameHeader(type: MsgType, length: number): Buffer {
+  return writeFrameHeader(Buffer.allocUnsafe(FRAME_HEADER_LEN), 0, type, length);
+}
+
+/** Writes a frame header into buf at `at` (for FrameWriter.sendFramed); returns buf. */
+export function writeFrameHeader(buf: Buffer, at: number, type: MsgType, length: number): Buffer {
   if (length > MAX_FRAME) throw new BlkError(ExitCode.INTERNAL, `frame of ${length} bytes exceeds ${MAX_FRAME}`);
-  const h = Buffer.alloc(FRAME_HEADER_LEN);
-  h.writeUInt8(type, 0);
-  h.writeUInt32LE(length, 4);
-  return h;
+  buf.writeUInt32LE(type, at); // type u8, then the three reserved bytes: zero
+  buf.writeUInt32LE(length, at + 4);
+  return buf;
 }
 
 /** Parses a frame header; `at` is the stream offset for error messages. */
@@ -116,26 +120,62 @@ export class FrameReader {
   }
 }
 
+/**
+ * A frame up to this size (header included) goes out as one write, copied into a buffer the
+ * writer reuses; a larger one is written as its header plus leading small parts, then the big
+ * parts in place. One write per small frame matters over SSH: ssh2 makes an SSH packet of every
+ * write, and a 4 KiB record used to cost three packets (frame header, record header, data).
+ */
+export const COALESCE = 64 * 1024;
+
 export class FrameWriter {
   /** Bytes written so far (frame headers included). */
   bytes = 0;
+  private scratch: Buffer | undefined;
+  private scratchBusy = false;
   constructor(private readonly output: Writable) {}
 
   /**
    * Writes one frame; resolves once the stream has handed all of it to the OS. A stream keeps a
    * reference to what it could not write yet, and callers reuse their buffers (the source's chunk
    * buffer) as soon as send returns, so waiting for the write callback is what makes that safe;
-   * it is also the backpressure. Nothing is copied: memory stays at one frame in flight.
+   * it is also the backpressure. Memory: one frame in flight, and the COALESCE buffer.
    */
   async send(type: MsgType, ...parts: Uint8Array[]): Promise<void> {
     const length = parts.reduce((n, p) => n + p.length, 0);
     const out = this.output;
     if (out.destroyed || out.writableEnded) throw new BlkError(ExitCode.REMOTE, 'connection closed: cannot send ' + msgName(type));
-    const chunks = [encodeFrameHeader(type, length), ...parts.filter((p) => p.length)];
+    const header = encodeFrameHeader(type, length);
+    // the head: header and the leading parts that fit in COALESCE, copied into one buffer
+    let headLen = FRAME_HEADER_LEN;
+    let k = 0;
+    while (k < parts.length && headLen + parts[k]!.length <= COALESCE) headLen += parts[k++]!.length;
+    const useScratch = k > 0 && !this.scratchBusy; // a concurrent send (an ERROR) gets its own buffer
+    const head = useScratch ? (this.scratch ??= Buffer.allocUnsafe(COALESCE)).subarray(0, headLen) : Buffer.allocUnsafe(headLen);
+    header.copy(head, 0);
+    for (let i = 0, at = FRAME_HEADER_LEN; i < k; at += parts[i]!.length, i++) head.set(parts[i]!, at);
+    const chunks = [head, ...parts.slice(k).filter((p) => p.length)];
     const last = chunks.pop()!;
-    for (const c of chunks) out.write(c);
-    this.bytes += FRAME_HEADER_LEN + length;
-    await written(out, last);
+    if (useScratch) this.scratchBusy = true;
+    try {
+      for (const c of chunks) out.write(c);
+      this.bytes += FRAME_HEADER_LEN + length;
+      await written(out, last);
+    } finally {
+      if (useScratch) this.scratchBusy = false;
+    }
+  }
+
+  /**
+   * Writes bytes that are already whole frames (headers from writeFrameHeader) in one write, so
+   * that many small frames cost one syscall and, over SSH, a packet or two instead of one each.
+   * Resolves, like send, once the stream has handed them to the OS.
+   */
+  async sendFramed(frames: Buffer): Promise<void> {
+    const out = this.output;
+    if (out.destroyed || out.writableEnded) throw new BlkError(ExitCode.REMOTE, 'connection closed: cannot send frames');
+    this.bytes += frames.length;
+    await written(out, frames);
   }
 
   sendJson(type: MsgType, body: unknown): Promise<void> {
