@@ -1,10 +1,12 @@
 // Table C of `npm run bench`: the same 1%-of-4-KiB-blocks change pushed over the local transport
 // and over SSH to a private sshd on 127.0.0.1 (test/helpers/sshd.ts: its own host and user keys,
 // known_hosts, stopped by PID), in the same run on the same images:
-//   twice: change b (seed 2) → sync a b (local) → change b again (same seed, same blocks)
+//   three times: change b (seed 2) → sync a b (local) → change b again (same seed, same blocks)
 //   → sync a ssh://root@127.0.0.1:PORT/b --identity K --known-hosts F (remote server probed
-//     through --remote-cmd); xxhsum a b must match after each; the faster run of each is kept
+//     through --remote-cmd); xxhsum a b must match after each; the fastest run of each is kept
+//     (this machine is shared: the minimum of three is the steadier estimate)
 //   → ssh 127.0.0.1 'cat > /dev/null' < file of the changed amount (OpenSSH client, same sshd)
+//   → ssh 127.0.0.1 true: what opening a session costs on this sshd, paid once by every SSH sync
 // Memory: see images.ts. Interrupted: the sshd is stopped in finally; files stay in the work dir.
 import { closeSync, openSync, readSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
@@ -20,6 +22,8 @@ export interface TableC {
   ssh: SyncRun;
   /** OpenSSH `ssh host 'cat > /dev/null' < changed-amount file`. */
   sshCatMs: number;
+  /** OpenSSH `ssh host true`: session setup alone. */
+  sshTrueMs: number;
 }
 
 export async function tableC(img: Images, dir: string): Promise<TableC> {
@@ -30,7 +34,7 @@ export async function tableC(img: Images, dir: string): Promise<TableC> {
     const viaSsh = (probeDir: string) => ['sync', img.a, dst, '--identity', sshd.userKey.privatePath,
       '--known-hosts', sshd.knownHosts, '--remote-cmd', probedRemoteCmd(probeDir)];
     const runs: Record<'local' | 'ssh', SyncRun[]> = { local: [], ssh: [] };
-    for (let round = 0; round < 2; round++) {
+    for (let round = 0; round < 3; round++) {
       for (const name of ['local', 'ssh'] as const) {
         const changed = (changedBytes = changeRandomBlocks(img.b, img.size, BLOCK, 0.01, 2));
         const run = await runBlkdelta(name === 'local' ? ['sync', img.a, img.b] : viaSsh, dir);
@@ -46,7 +50,8 @@ export async function tableC(img: Images, dir: string): Promise<TableC> {
     const data = join(dir, 'changed.bin');
     copyPrefix(img.a, data, changedBytes);
     const sshCatMs = await bestOf2(() => timeParallel([{ argv: [...sshd.rshArgv(), '127.0.0.1', 'cat > /dev/null'], stdinFile: data }], false));
-    return { size: img.size, changedBytes, local, ssh, sshCatMs };
+    const sshTrueMs = await bestOf2(() => timeParallel([{ argv: [...sshd.rshArgv(), '127.0.0.1', 'true'] }], false));
+    return { size: img.size, changedBytes, local, ssh, sshCatMs, sshTrueMs };
   } finally {
     await sshd.stop();
   }
