@@ -1,7 +1,10 @@
 // The command line as a user meets it: every command's --help shows its EXIT STATUS, the README's
 // exit table is the code's table, bad arguments exit 2 naming the argument, and the demo runs.
 import test from 'ava';
-import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { EXIT_TABLE } from '../src/errors.js';
 import { COMMANDS } from '../src/cli/commands.js';
@@ -42,4 +45,25 @@ test('the demo runs every step with the expected exit code and ends with the che
   t.regex(r.stdout, /IDENTICAL/);
   t.regex(r.stdout, /^BLKDELTA OK - demo/m);
   t.regex(r.stdout, /demo finished/);
+});
+
+test('a reader that goes away (| true, | head) is no failure: exit status of the command, no stack trace', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'blkdelta-cli-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const a = join(dir, 'a.img'), b = join(dir, 'b.img');
+  writeFileSync(a, randomBytes(1 << 20));
+  writeFileSync(b, randomBytes(1 << 20));
+  // `true` exits without reading: every write blkdelta makes later fails with EPIPE
+  const run = (args: string) => execa('bash', ['-c', `${BIN_PATH} ${args} | true; exit "\${PIPESTATUS[0]}"`], { reject: false });
+  const copy = join(dir, 'copy.img');
+  writeFileSync(copy, readFileSync(a));
+  const same = await run(`verify ${a} ${copy}`);
+  t.is(same.exitCode, 0, same.stderr);
+  t.notRegex(same.stderr, /EPIPE|Unhandled|internal error/);
+  const differ = await run(`verify ${a} ${b}`);
+  t.is(differ.exitCode, 3, differ.stderr);
+  t.notRegex(differ.stderr, /EPIPE|Unhandled|internal error/);
+  const help = await run('sync --help');
+  t.is(help.exitCode, 0, help.stderr);
+  t.notRegex(help.stderr, /EPIPE|Unhandled|internal error/);
 });

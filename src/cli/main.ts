@@ -6,6 +6,14 @@ import { log } from '../log.js';
 import { cli } from './context.js';
 import { commandsFor } from './commands.js';
 
+/**
+ * A reader that went away (`blkdelta status | head -1`) is no failure of the command: the rest of
+ * its output is dropped and the exit status stays the command's. Other stdout errors are logged.
+ */
+function onStdoutError(err: NodeJS.ErrnoException): void {
+  if (err.code !== 'EPIPE' && err.code !== 'ERR_STREAM_DESTROYED') log.error(`cannot write to stdout: ${err.message}`);
+}
+
 export async function main(args: string[]): Promise<number> {
   const onSignal = (sig: NodeJS.Signals) => {
     if (cli.abort.signal.aborted) {
@@ -19,6 +27,7 @@ export async function main(args: string[]): Promise<number> {
   process.on('SIGTERM', onSignal);
   try {
     if (args[0] === 'server' && !args.includes('--help')) return await (await import('./cmd-server.js')).serverMain(args.slice(1));
+    process.stdout.on('error', onStdoutError); // not for the server: stdout is its protocol channel
     const { default: yargs } = await import('yargs');
     let parser = yargs(args)
       .scriptName('blkdelta')
