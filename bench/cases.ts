@@ -1,6 +1,7 @@
 // Tables A and B of `npm run bench`.
 // A: one random image a.img and its copy b.img (SIZE bytes, 4 KiB blocks); for each case, change
-//    b.img, `blkdelta sync a.img b.img` (which restores it), then time `xxhsum -H1 a b` (two
+//    b.img (last: replace it by an empty sparse file, a first full copy),
+//    `blkdelta sync a.img b.img` (which restores it), then time `xxhsum -H1 a b` (two
 //    processes in parallel; their hashes must match, which checks the sync) and `cat a b`.
 //    Caches are warm throughout: the files were just written and one `cat a b` runs before the
 //    first measurement; nothing is dropped. Baselines are timed right after each case's sync,
@@ -86,6 +87,10 @@ export async function tableA(img: Images & { prepMs: number }, dir: string): Pro
   const rangeLen = Math.min(40 * MIB, img.size);
   const rangeAt = Math.floor((img.size - rangeLen) / 3 / BLOCK) * BLOCK;
   rows.push(await syncAndCheck(img, '(c) 40 MiB contiguous', changeRange(img.b, rangeAt, rangeLen, 1), dir));
+  // the first run of a new job: every block of the source travels (random data: none is zero)
+  rmSync(img.b);
+  makeSparse(img.b, img.size);
+  rows.push(await syncAndCheck(img, '(d) full copy to an empty target', img.size, dir));
   return { size: img.size, prepMs: img.prepMs, rows };
 }
 

@@ -1,6 +1,7 @@
-// gc.ts: fullGc() returns the memory of unreachable buffers; gcAfter() runs one per GC_EVERY bytes.
+// gc.ts: fullGc() and the scavenges gcAfter() runs return the memory of unreachable buffers;
+// gcAfter() runs a scavenge per MINOR_EVERY bytes counted and a full GC per FULL_EVERY.
 import test from 'ava';
-import { GC_EVERY, collections, fullGc, gcAfter } from '../src/gc.js';
+import { FULL_EVERY, MINOR_EVERY, collections, fullGc, gcAfter } from '../src/gc.js';
 
 const arrayBuffers = () => process.memoryUsage().arrayBuffers;
 
@@ -26,13 +27,34 @@ test.serial('fullGc frees unreachable array buffers', async (t) => {
   t.true(left < 2 * 1024 * 1024, `${left} bytes left after fullGc`);
 });
 
-test.serial('gcAfter collects once per GC_EVERY bytes counted, not before', (t) => {
-  gcAfter(GC_EVERY); // start from an empty budget
-  const n = collections;
-  gcAfter(GC_EVERY - 1);
-  t.is(collections, n, 'under budget, no GC');
+test.serial('the scavenge gcAfter runs frees young unreachable array buffers (pipe chunks, lz4 outputs)', async (t) => {
+  fullGc();
+  gcAfter(MINOR_EVERY); // start from an empty budget
+  const before = arrayBuffers();
+  const { minor, full } = collections;
+  garbage(16 * 1024 * 1024);
+  t.true(arrayBuffers() - before >= 15 * 1024 * 1024, 'the garbage is still counted before the GC');
+  gcAfter(MINOR_EVERY);
+  if (collections.full !== full) return t.pass('this call happened to be the full GC'); // also frees it
+  t.is(collections.minor, minor + 1);
+  const left = await settled(before);
+  t.true(left < 2 * 1024 * 1024, `${left} bytes left after a scavenge`);
+});
+
+test.serial('gcAfter: a scavenge per MINOR_EVERY bytes counted, not before; a full GC per FULL_EVERY', (t) => {
+  // reach the point right after a full GC
+  const start = collections.full;
+  while (collections.full === start) gcAfter(MINOR_EVERY);
+  const { minor, full } = collections;
+  gcAfter(MINOR_EVERY - 1);
+  t.deepEqual(collections, { minor, full }, 'under budget, no GC');
   gcAfter(1);
-  t.is(collections, n + 1);
-  for (let i = 0; i < 10; i++) gcAfter(GC_EVERY / 2);
-  t.is(collections, n + 6);
+  t.deepEqual(collections, { minor: minor + 1, full });
+  for (let i = 0; i < 10; i++) gcAfter(MINOR_EVERY / 2);
+  t.deepEqual(collections, { minor: minor + 6, full });
+  const perFull = FULL_EVERY / MINOR_EVERY; // the budget: every perFull-th collection is a full one
+  for (let i = 6; i < perFull - 1; i++) gcAfter(MINOR_EVERY);
+  t.deepEqual(collections, { minor: minor + perFull - 1, full });
+  gcAfter(MINOR_EVERY);
+  t.deepEqual(collections, { minor: minor + perFull - 1, full: full + 1 });
 });
