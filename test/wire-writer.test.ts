@@ -102,3 +102,42 @@ test('sendFramed writes frames built with writeFrameHeader in one write; FrameRe
   }
   t.is(await r.next(), null);
 });
+
+test('sendBatched: small frames share 64 KiB writes, in order with send; buffers reusable at once', async (t) => {
+  const { stream, writes } = writesOf();
+  const w = new FrameWriter(stream);
+  const recHeader = Buffer.alloc(32);
+  const data = Buffer.alloc(4096);
+  const expected: Buffer[] = [];
+  for (let i = 0; i < 40; i++) {
+    recHeader.fill(i);
+    data.fill(255 - i); // reused at once: the batch holds a copy
+    expected.push(encodeFrameHeader(Msg.RECORD, 32 + 4096), Buffer.from(recHeader), Buffer.from(data));
+    await w.sendBatched(Msg.RECORD, recHeader, data);
+  }
+  const big = Buffer.alloc(COALESCE, 9); // too big to batch: flushes the batch, then goes by itself
+  expected.push(encodeFrameHeader(Msg.RECORD, 32 + COALESCE), Buffer.alloc(32, 1), big);
+  await w.sendBatched(Msg.RECORD, Buffer.alloc(32, 1), big);
+  await w.sendBatched(Msg.RECORD, recHeader, data);
+  expected.push(encodeFrameHeader(Msg.RECORD, 32 + 4096), Buffer.from(recHeader), Buffer.from(data));
+  await w.sendJson(Msg.DONE, { records: 42 }); // flushes the last record first
+  const done = Buffer.from(JSON.stringify({ records: 42 }));
+  expected.push(encodeFrameHeader(Msg.DONE, done.length), done);
+  t.true(Buffer.concat(writes).equals(Buffer.concat(expected)));
+  const frameLen = 8 + 32 + 4096;
+  const perBatch = Math.floor(COALESCE / frameLen); // 15 frames of 4 KiB records per write
+  t.is(writes[0]!.length, perBatch * frameLen);
+  t.true(writes.length <= Math.ceil(40 / perBatch) + 5, `${writes.length} writes for 42 frames`);
+  t.is(w.bytes, Buffer.concat(writes).length);
+});
+
+test('a record batch waiting in the writer is flushed before DONE, so a sync never loses it', async (t) => {
+  const { stream, received } = slowSink();
+  const w = new FrameWriter(stream);
+  await w.sendBatched(Msg.RECORD, Buffer.alloc(100, 1));
+  t.is(received().length, 0, 'still queued');
+  await w.sendJson(Msg.DONE, {});
+  const r = new FrameReader(Readable.from([received()]));
+  t.is((await r.next())?.type, Msg.RECORD);
+  t.is((await r.next())?.type, Msg.DONE);
+});

@@ -25,7 +25,7 @@ const ZEROS = Buffer.alloc(1024 * 1024);
 export class PeerSink implements RecordSink {
   constructor(private readonly conn: Conn) {}
   record(_offset: number, header: Buffer, payload: Buffer): Promise<void> {
-    return this.conn.writer.send(Msg.RECORD, header, payload);
+    return this.conn.writer.sendBatched(Msg.RECORD, header, payload); // DONE's send flushes the batch
   }
 }
 

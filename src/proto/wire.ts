@@ -129,11 +129,48 @@ export class FrameReader {
 export const COALESCE = 64 * 1024;
 
 export class FrameWriter {
-  /** Bytes written so far (frame headers included). */
+  /** Bytes written so far (frame headers included), batched frames counted when queued. */
   bytes = 0;
   private scratch: Buffer | undefined;
   private scratchBusy = false;
+  /** Frames queued by sendBatched, written as one once COALESCE bytes are reached or on flush. */
+  private batch: Buffer | undefined;
+  private batchLen = 0;
   constructor(private readonly output: Writable) {}
+
+  /**
+   * For many small frames in a row (the source's records): copies the frame into a batch that
+   * goes out in one write once full, or before the next send() (DONE, ERROR), or on flush(). The
+   * caller may reuse its buffers as soon as this resolves; backpressure applies when a full batch
+   * is written. Over SSH this turns thousands of scattered 4 KiB records into a few hundred
+   * writes, each an SSH packet or two: sshd spent 0.8 s of CPU on 10,000 small packets.
+   */
+  async sendBatched(type: MsgType, ...parts: Uint8Array[]): Promise<void> {
+    const length = parts.reduce((n, p) => n + p.length, 0);
+    if (FRAME_HEADER_LEN + length > COALESCE) return this.send(type, ...parts);
+    if (this.batchLen + FRAME_HEADER_LEN + length > COALESCE) await this.flush();
+    const batch = (this.batch ??= Buffer.allocUnsafe(COALESCE));
+    writeFrameHeader(batch, this.batchLen, type, length);
+    let at = this.batchLen + FRAME_HEADER_LEN;
+    for (const p of parts) {
+      batch.set(p, at);
+      at += p.length;
+    }
+    this.batchLen = at;
+    this.bytes += FRAME_HEADER_LEN + length;
+  }
+
+  /** Writes the frames sendBatched queued; resolves once the stream has handed them to the OS. */
+  async flush(): Promise<void> {
+    if (this.batchLen === 0) return;
+    const batch = this.batch!;
+    const len = this.batchLen;
+    this.batch = undefined; // a sendBatched while this write is in flight starts a new buffer
+    this.batchLen = 0;
+    if (this.output.destroyed || this.output.writableEnded) throw new BlkError(ExitCode.REMOTE, 'connection closed: cannot send queued frames');
+    await written(this.output, batch.subarray(0, len));
+    this.batch ??= batch;
+  }
 
   /**
    * Writes one frame; resolves once the stream has handed all of it to the OS. A stream keeps a
@@ -142,6 +179,7 @@ export class FrameWriter {
    * it is also the backpressure. Memory: one frame in flight, and the COALESCE buffer.
    */
   async send(type: MsgType, ...parts: Uint8Array[]): Promise<void> {
+    if (this.batchLen) await this.flush(); // frames go out in the order they were given (no await otherwise: the write starts now)
     const length = parts.reduce((n, p) => n + p.length, 0);
     const out = this.output;
     if (out.destroyed || out.writableEnded) throw new BlkError(ExitCode.REMOTE, 'connection closed: cannot send ' + msgName(type));
@@ -172,6 +210,7 @@ export class FrameWriter {
    * Resolves, like send, once the stream has handed them to the OS.
    */
   async sendFramed(frames: Buffer): Promise<void> {
+    if (this.batchLen) await this.flush();
     const out = this.output;
     if (out.destroyed || out.writableEnded) throw new BlkError(ExitCode.REMOTE, 'connection closed: cannot send frames');
     this.bytes += frames.length;
