@@ -19,12 +19,14 @@ same() { [ "$(sha $1)" = "$(sha $2)" ] && echo yes || echo no; }
 tagged() { lvs --noheadings -o lv_tags vg0 2>/dev/null | awk -v t="$1" '{ n = split($1, a, ","); for (i = 1; i <= n; i++) if (a[i] == t) c++ } END { print c + 0 }'; }
 # waits until the first MiB of a (zeroed) target is no longer zero: the sync is writing
 wait_written() { for _ in $(seq 600); do cmp -s -n 1048576 /dev/vg0/$1 /dev/zero || return 0; sleep 0.2; done; echo "timeout waiting for writes to $1" >&2; }
+# Runs that must still be going when the test acts on them (a write into the source, the fill
+# poller's 2 s tick, a signal) are slowed with --bwlimit: a fast sync could finish first.
 # runs blkdelta, recording rc, stdout and stderr under scenario $1
 bd() { local s=$1; shift; $BD "$@" > $W/$s.out 2> $W/$s.err; local rc=$?; R $s rc $rc; R $s out "$(cat $W/$s.out)"; R $s err "$(cat $W/$s.err)"; }
 
 overflow() {   # a 4M COW snapshot overflows while the sync reads it: SNAPSHOT_OVERFLOW, none left
   lv o_src 16M; fill o_src 16; lv o_dst 16M; zero o_dst 1
-  $BD sync --no-progress --snapshot vg0/o_src --snapshot-size 4M /dev/vg0/o_dst > $W/overflow.out 2> $W/overflow.err &
+  $BD sync --no-progress --bwlimit 2M --snapshot vg0/o_src --snapshot-size 4M /dev/vg0/o_dst > $W/overflow.out 2> $W/overflow.err &
   local pid=$!
   wait_written o_dst
   dd if=/dev/urandom of=/dev/vg0/o_src bs=1M count=8 oflag=direct status=none
@@ -34,7 +36,7 @@ overflow() {   # a 4M COW snapshot overflows while the sync reads it: SNAPSHOT_O
 
 maxfill() {   # --snapshot-max-fill: the poller stops the run before the snapshot overflows
   lv m_src 16M; fill m_src 16; lv m_dst 16M; zero m_dst 1
-  $BD sync --no-progress --snapshot vg0/m_src --snapshot-size 8M --snapshot-max-fill 5 /dev/vg0/m_dst > $W/maxfill.out 2> $W/maxfill.err &
+  $BD sync --no-progress --bwlimit 1M --snapshot vg0/m_src --snapshot-size 8M --snapshot-max-fill 5 /dev/vg0/m_dst > $W/maxfill.out 2> $W/maxfill.err &
   local pid=$!
   wait_written m_dst
   dd if=/dev/urandom of=/dev/vg0/m_src bs=1M count=2 oflag=direct status=none
@@ -44,7 +46,7 @@ maxfill() {   # --snapshot-max-fill: the poller stops the run before the snapsho
 
 sigterm() {   # SIGTERM mid-sync: cleanup runs (no source snapshot left); the target snapshot stays pending
   lv t_src 16M; fill t_src 16; lv t_dst 16M; zero t_dst 1
-  $BD sync --no-progress --snapshot vg0/t_src --snapshot-size 8M --target-snapshot --target-snapshot-size 20M /dev/vg0/t_dst \
+  $BD sync --no-progress --bwlimit 1M --snapshot vg0/t_src --snapshot-size 8M --target-snapshot --target-snapshot-size 20M /dev/vg0/t_dst \
     > $W/sigterm.out 2> $W/sigterm.err &
   local pid=$!
   wait_written t_dst; kill -TERM $pid
@@ -59,7 +61,7 @@ sigterm() {   # SIGTERM mid-sync: cleanup runs (no source snapshot left); the ta
 
 sigkill() {   # SIGKILL mid-sync leaves the snapshot; the next run removes it, says so, and syncs
   lv k_src 16M; fill k_src 16; lv k_dst 16M; zero k_dst 1
-  $BD sync --no-progress --snapshot vg0/k_src --snapshot-size 8M /dev/vg0/k_dst > /dev/null 2>&1 &
+  $BD sync --no-progress --bwlimit 1M --snapshot vg0/k_src --snapshot-size 8M /dev/vg0/k_dst > /dev/null 2>&1 &
   local pid=$!
   wait_written k_dst; kill -KILL $pid; wait $pid 2>/dev/null
   sleep 1   # the server child exits on stdin EOF
