@@ -85,6 +85,27 @@ test('Forwarder calls back when the inner stream does, not before', async (t) =>
   t.deepEqual(calls, ['inner', 'outer']);
 });
 
+test('Forwarder with a socket below: a write calls back only once that socket has drained', async (t) => {
+  // `below` stands for ssh2's TCP socket: it holds what it was given until release()
+  let release!: () => void;
+  const below = new Writable({ highWaterMark: 1024, write: (_c, _e, cb) => (release = cb) });
+  const inner = new Writable({
+    write(chunk: Buffer, _e, cb) {
+      below.write(chunk); // like ssh2: hand the packet to the socket and call back at once
+      cb();
+    },
+  });
+  const f = new Forwarder(inner, below);
+  let done = false;
+  f.write(Buffer.alloc(4096), () => (done = true));
+  await new Promise((r) => setTimeout(r, 20));
+  t.true(below.writableNeedDrain);
+  t.false(done, 'the socket is still full');
+  release();
+  await new Promise((r) => setTimeout(r, 20));
+  t.true(done);
+});
+
 test('withTimeout gives the value, or undefined after the time', async (t) => {
   t.is(await withTimeout(Promise.resolve(5), 1000), 5);
   t.is(await withTimeout(new Promise(() => {}), 20), undefined);

@@ -83,21 +83,27 @@ export interface ExitInfo {
  * A Writable that hands each chunk to `inner` and calls back only when inner calls back: no
  * copy, and the caller's buffer is free exactly when its callback runs. fail() errors the write
  * in flight (ssh2 never calls back once its channel is closed) and every later one.
+ * `below`, if given, is the socket under inner, and a write also waits for it to drain: ssh2
+ * turns a write into packets at once and queues them on its socket whatever the socket says.
  */
 export class Forwarder extends Writable {
   private pending: ((err?: Error | null) => void) | undefined;
 
-  constructor(private readonly inner: Writable) {
+  constructor(private readonly inner: Writable, private readonly below?: Writable) {
     super();
     this.on('error', () => {}); // writers see errors through their callbacks
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
     this.pending = cb;
-    this.inner.write(chunk, (err) => {
+    const done = (err?: Error | null) => {
       if (this.pending !== cb) return;
       this.pending = undefined;
       cb(err);
+    };
+    this.inner.write(chunk, (err) => {
+      if (!err && this.below?.writableNeedDrain) this.below.once('drain', () => done());
+      else done(err);
     });
   }
 
@@ -126,7 +132,8 @@ export class ServerEnd {
   private bytesIn = 0;
   private stdoutEnded = false;
 
-  constructor(readonly where: string, readonly command: string, private readonly stdout: Readable, stdin: Writable, stderr: Readable) {
+  /** `socket`: the connection under stdin, when there is one to wait for (see Forwarder). */
+  constructor(readonly where: string, readonly command: string, private readonly stdout: Readable, stdin: Writable, stderr: Readable, socket?: Writable) {
     this.exited = new Promise((r) => (this.resolveExit = r));
     this.tail.attach(stderr);
     this.input.on('error', () => {}); // the reader sees errors through its iterator
@@ -137,7 +144,7 @@ export class ServerEnd {
       this.settle();
     });
     stdout.on('error', (err) => this.lost(err));
-    this.output = new Forwarder(stdin);
+    this.output = new Forwarder(stdin, socket);
     stdin.on('error', (err) => this.lost(err));
   }
 

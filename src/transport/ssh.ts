@@ -8,6 +8,7 @@
 // 2 s). A dropped connection (keepalives detect a dead peer) makes the channel streams error.
 // Memory: the ssh2 channel window (2 MiB by default) plus the ServerEnd buffers.
 import { createRequire } from 'node:module';
+import { connect as tcpConnect, type Socket } from 'node:net';
 import type { AnyAuthMethod, Client, ClientChannel, ConnectConfig } from 'ssh2';
 import { homedir, userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -71,9 +72,11 @@ export class SshTransport implements Transport {
       port: this.port,
       acceptNew: !!this.opts.acceptNewHostKey,
     };
-    await this.connect(client, this.config(check, auths), check, auths, signal);
+    // our own TCP socket, which ssh2 takes as is, so that writes can wait for it (Forwarder)
+    const sock = tcpConnect({ host: this.opts.host, port: this.port });
+    await this.connect(client, { ...this.config(check, auths), sock }, check, auths, signal);
     try {
-      const ch = await this.exec(client, signal);
+      const ch = await this.exec(client, sock, signal);
       return this.opts.bwlimit ? throttleChannel(ch, this.opts.bwlimit) : ch;
     } catch (err) {
       client.destroy();
@@ -131,19 +134,19 @@ export class SshTransport implements Transport {
     return new BlkError(ExitCode.REMOTE, `cannot connect to ${where}: ${code ? code + ', ' : ''}${err.message}`, { cause: err });
   }
 
-  private exec(client: Client, signal?: AbortSignal): Promise<Channel> {
+  private exec(client: Client, sock: Socket, signal?: AbortSignal): Promise<Channel> {
     const command = serverCommand(this.opts.remoteCmd);
     return new Promise((resolve, reject) => {
       signal?.throwIfAborted();
       client.exec(command, (err, stream) => {
         if (err) return reject(new BlkError(ExitCode.REMOTE, `cannot start "${command}" on ${this.where()}: ${err.message}`, { cause: err }));
-        resolve(this.channel(client, stream, command));
+        resolve(this.channel(client, stream, command, sock));
       });
     });
   }
 
-  private channel(client: Client, stream: ClientChannel, command: string): Channel {
-    const end = new ServerEnd(this.where(), command, stream, stream, stream.stderr);
+  private channel(client: Client, stream: ClientChannel, command: string, sock: Socket): Channel {
+    const end = new ServerEnd(this.where(), command, stream, stream, stream.stderr, sock);
     stream.on('exit', (code: number | null, sig?: string) => end.exitedWith(code ?? null, sig));
     stream.on('close', () => end.lost(new Error('the channel closed without an exit status')));
     client.on('error', (err) => end.lost(err));
