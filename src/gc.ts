@@ -19,10 +19,10 @@ export const FULL_EVERY = 64 * 1024 * 1024;
 let fullEvery = FULL_EVERY;
 
 /**
- * Makes every collection of gcAfter a full one. For the SSH client: ssh2 copies what it sends
- * into packets that wait in its socket's queue long enough to be promoted, so scavenges free
- * little of it: with the scavenge budget an SSH push peaked at 84 MiB instead of 78 (and took
- * 0.3 s less CPU: memory is the hard requirement).
+ * Makes every collection of gcAfter a full one. For the SSH client, where ssh2 allocates a packet
+ * buffer per write and per packet received: scavenges free those worse than pipe chunks (measured;
+ * the cause is not pinned down). With the scavenge budget an SSH push peaked at 84 MiB instead
+ * of 78, for 0.3 s less CPU: memory is the hard requirement.
  */
 export function fullGcsOnly(): void {
   fullEvery = MINOR_EVERY;
