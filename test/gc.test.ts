@@ -1,7 +1,7 @@
 // gc.ts: fullGc() and the scavenges gcAfter() runs return the memory of unreachable buffers;
 // gcAfter() runs a scavenge per MINOR_EVERY bytes counted and a full GC per FULL_EVERY.
 import test from 'ava';
-import { FULL_EVERY, MINOR_EVERY, collections, fullGc, gcAfter } from '../src/gc.js';
+import { FULL_EVERY, MINOR_EVERY, SSH_FULL_EVERY, collections, fullGc, gcAfter, gcAfterSsh } from '../src/gc.js';
 
 const arrayBuffers = () => process.memoryUsage().arrayBuffers;
 
@@ -57,4 +57,14 @@ test.serial('gcAfter: a scavenge per MINOR_EVERY bytes counted, not before; a fu
   t.deepEqual(collections, { minor: minor + perFull - 1, full });
   gcAfter(MINOR_EVERY);
   t.deepEqual(collections, { minor: minor + perFull - 1, full: full + 1 });
+});
+
+test.serial('gcAfterSsh: a full GC per SSH_FULL_EVERY bytes sent through ssh2', (t) => {
+  const start = collections.full;
+  while (collections.full === start) gcAfter(MINOR_EVERY); // right after a full GC
+  const { minor, full } = collections;
+  gcAfterSsh(SSH_FULL_EVERY - 1024);
+  t.deepEqual(collections, { minor, full }, 'under budget');
+  gcAfterSsh(1024);
+  t.deepEqual(collections, { minor, full: full + 1 });
 });

