@@ -183,14 +183,13 @@ export class FrameWriter {
     const length = parts.reduce((n, p) => n + p.length, 0);
     const out = this.output;
     if (out.destroyed || out.writableEnded) throw new BlkError(ExitCode.REMOTE, 'connection closed: cannot send ' + msgName(type));
-    const header = encodeFrameHeader(type, length);
     // the head: header and the leading parts that fit in COALESCE, copied into one buffer
     let headLen = FRAME_HEADER_LEN;
     let k = 0;
     while (k < parts.length && headLen + parts[k]!.length <= COALESCE) headLen += parts[k++]!.length;
     const useScratch = k > 0 && !this.scratchBusy; // a concurrent send (an ERROR) gets its own buffer
     const head = useScratch ? (this.scratch ??= Buffer.allocUnsafe(COALESCE)).subarray(0, headLen) : Buffer.allocUnsafe(headLen);
-    header.copy(head, 0);
+    writeFrameHeader(head, 0, type, length);
     for (let i = 0, at = FRAME_HEADER_LEN; i < k; at += parts[i]!.length, i++) head.set(parts[i]!, at);
     const chunks = [head, ...parts.slice(k).filter((p) => p.length)];
     const last = chunks.pop()!;
