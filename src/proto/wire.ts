@@ -121,34 +121,66 @@ export class FrameReader {
 }
 
 /**
- * A frame up to this size (header included) goes out as one write, copied into a buffer the
- * writer reuses; a larger one is written as its header plus leading small parts, then the big
- * parts in place. One write per small frame matters over SSH: ssh2 makes an SSH packet of every
- * write, and a 4 KiB record used to cost three packets (frame header, record header, data).
+ * Frames up to this size (header included) are copied into a batch buffer and go out as one
+ * write; a larger one is written in place after its header. One write per small frame matters
+ * over SSH, where ssh2 makes an SSH packet of every write: a 4 KiB record used to cost three.
  */
 export const COALESCE = 64 * 1024;
 
 export class FrameWriter {
   /** Bytes written so far (frame headers included), batched frames counted when queued. */
   bytes = 0;
-  private scratch: Buffer | undefined;
-  private scratchBusy = false;
-  /** Frames queued by sendBatched, written as one once COALESCE bytes are reached or on flush. */
+  /** Small frames copied in and not yet written: the batch goes out on flush(). */
   private batch: Buffer | undefined;
   private batchLen = 0;
   constructor(private readonly output: Writable) {}
 
   /**
-   * For many small frames in a row (the source's records): copies the frame into a batch that
-   * goes out in one write once full, or before the next send() (DONE, ERROR), or on flush(). The
-   * caller may reuse its buffers as soon as this resolves; backpressure applies when a full batch
-   * is written. Over SSH this turns thousands of scattered 4 KiB records into a few hundred
-   * writes, each an SSH packet or two: sshd spent 0.8 s of CPU on 10,000 small packets.
+   * Writes one frame; resolves once the stream has handed all of it to the OS. A stream keeps a
+   * reference to what it could not write yet, and callers reuse their buffers (the source's chunk
+   * buffer) as soon as send returns, so waiting for the write callback is what makes that safe;
+   * it is also the backpressure. Memory: one frame in flight, and the COALESCE batch buffer.
+   */
+  async send(type: MsgType, ...parts: Uint8Array[]): Promise<void> {
+    const length = parts.reduce((n, p) => n + p.length, 0);
+    if (FRAME_HEADER_LEN + length <= COALESCE) {
+      if (this.batchLen + FRAME_HEADER_LEN + length > COALESCE) await this.flush();
+      this.queue(type, parts, length);
+      return this.flush(msgName(type));
+    }
+    if (this.batchLen) await this.flush(); // frames go out in the order they were given
+    const out = this.output;
+    if (out.destroyed || out.writableEnded) throw new BlkError(ExitCode.REMOTE, 'connection closed: cannot send ' + msgName(type));
+    // the header and the small leading parts (a record's header) in one write, the rest in place
+    let headLen = FRAME_HEADER_LEN;
+    let k = 0;
+    while (k < parts.length && headLen + parts[k]!.length <= COALESCE) headLen += parts[k++]!.length;
+    const head = writeFrameHeader(Buffer.allocUnsafe(headLen), 0, type, length);
+    for (let i = 0, at = FRAME_HEADER_LEN; i < k; at += parts[i]!.length, i++) head.set(parts[i]!, at);
+    const chunks = [head, ...parts.slice(k).filter((p) => p.length)];
+    const last = chunks.pop()!;
+    for (const c of chunks) out.write(c);
+    this.bytes += FRAME_HEADER_LEN + length;
+    await written(out, last);
+  }
+
+  /**
+   * For many small frames in a row (the source's records): copies the frame into the batch,
+   * which goes out in one write once full, or with the next send() (DONE, ERROR), or on flush().
+   * The caller may reuse its buffers as soon as this resolves; backpressure applies when a full
+   * batch is written. Over SSH this turns thousands of scattered 4 KiB records into a few hundred
+   * writes: sshd spent 0.8 s of CPU on 10,000 one-record packets.
    */
   async sendBatched(type: MsgType, ...parts: Uint8Array[]): Promise<void> {
     const length = parts.reduce((n, p) => n + p.length, 0);
     if (FRAME_HEADER_LEN + length > COALESCE) return this.send(type, ...parts);
     if (this.batchLen + FRAME_HEADER_LEN + length > COALESCE) await this.flush();
+    this.queue(type, parts, length);
+  }
+
+  // Copies a frame that fits into the batch. Synchronous, so that send() starts its write (and
+  // listens for the stream's errors) before it first awaits.
+  private queue(type: MsgType, parts: Uint8Array[], length: number): void {
     const batch = (this.batch ??= Buffer.allocUnsafe(COALESCE));
     writeFrameHeader(batch, this.batchLen, type, length);
     let at = this.batchLen + FRAME_HEADER_LEN;
@@ -160,47 +192,16 @@ export class FrameWriter {
     this.bytes += FRAME_HEADER_LEN + length;
   }
 
-  /** Writes the frames sendBatched queued; resolves once the stream has handed them to the OS. */
-  async flush(): Promise<void> {
+  /** Writes the queued frames; resolves once the stream has handed them to the OS. */
+  async flush(what = 'queued frames'): Promise<void> {
     if (this.batchLen === 0) return;
     const batch = this.batch!;
     const len = this.batchLen;
-    this.batch = undefined; // a sendBatched while this write is in flight starts a new buffer
+    this.batch = undefined; // a frame queued while this write is in flight starts a new buffer
     this.batchLen = 0;
-    if (this.output.destroyed || this.output.writableEnded) throw new BlkError(ExitCode.REMOTE, 'connection closed: cannot send queued frames');
+    if (this.output.destroyed || this.output.writableEnded) throw new BlkError(ExitCode.REMOTE, 'connection closed: cannot send ' + what);
     await written(this.output, batch.subarray(0, len));
     this.batch ??= batch;
-  }
-
-  /**
-   * Writes one frame; resolves once the stream has handed all of it to the OS. A stream keeps a
-   * reference to what it could not write yet, and callers reuse their buffers (the source's chunk
-   * buffer) as soon as send returns, so waiting for the write callback is what makes that safe;
-   * it is also the backpressure. Memory: one frame in flight, and the COALESCE buffer.
-   */
-  async send(type: MsgType, ...parts: Uint8Array[]): Promise<void> {
-    if (this.batchLen) await this.flush(); // frames go out in the order they were given (no await otherwise: the write starts now)
-    const length = parts.reduce((n, p) => n + p.length, 0);
-    const out = this.output;
-    if (out.destroyed || out.writableEnded) throw new BlkError(ExitCode.REMOTE, 'connection closed: cannot send ' + msgName(type));
-    // the head: header and the leading parts that fit in COALESCE, copied into one buffer
-    let headLen = FRAME_HEADER_LEN;
-    let k = 0;
-    while (k < parts.length && headLen + parts[k]!.length <= COALESCE) headLen += parts[k++]!.length;
-    const useScratch = k > 0 && !this.scratchBusy; // a concurrent send (an ERROR) gets its own buffer
-    const head = useScratch ? (this.scratch ??= Buffer.allocUnsafe(COALESCE)).subarray(0, headLen) : Buffer.allocUnsafe(headLen);
-    writeFrameHeader(head, 0, type, length);
-    for (let i = 0, at = FRAME_HEADER_LEN; i < k; at += parts[i]!.length, i++) head.set(parts[i]!, at);
-    const chunks = [head, ...parts.slice(k).filter((p) => p.length)];
-    const last = chunks.pop()!;
-    if (useScratch) this.scratchBusy = true;
-    try {
-      for (const c of chunks) out.write(c);
-      this.bytes += FRAME_HEADER_LEN + length;
-      await written(out, last);
-    } finally {
-      if (useScratch) this.scratchBusy = false;
-    }
   }
 
   /**
