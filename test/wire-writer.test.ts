@@ -1,10 +1,11 @@
 // FrameWriter.send resolves only once the frame has left the stream, so a caller may reuse its
 // buffer right away (the source reuses its chunk buffer for the next read). Regression test for
 // records that arrived with the next chunk's data when a small frame was still queued. Also: how
-// frames map to writes (one per small frame, one per batch of HASHES), which SSH turns into packets.
+// frames map to writes (one per small frame, one per batch of records or HASHES), which SSH turns
+// into packets.
 import test from 'ava';
 import { Readable, Writable } from 'node:stream';
-import { COALESCE, FrameReader, FrameWriter, Msg, encodeFrameHeader, writeFrameHeader } from '../src/proto/wire.js';
+import { COALESCE, FrameReader, FrameWriter, Msg, encodeFrameHeader } from '../src/proto/wire.js';
 
 /** A Writable that takes 5 ms per write and keeps references to what it was given, like a full pipe. */
 function slowSink(): { stream: Writable; received: () => Buffer } {
@@ -83,17 +84,15 @@ test('two sends in flight at once (an ERROR during HASHES) do not share the coal
   t.deepEqual(received(), Buffer.concat([encodeFrameHeader(Msg.HASHES, 3000), a, encodeFrameHeader(Msg.ERROR, 3000), b]));
 });
 
-test('sendFramed writes frames built with writeFrameHeader in one write; FrameReader reads them back', async (t) => {
+test('frames queued with sendBatched go out in one write on flush; FrameReader reads them back', async (t) => {
   const { stream, writes } = writesOf();
   const w = new FrameWriter(stream);
-  const buf = Buffer.alloc(3 * (8 + 16));
-  for (let i = 0; i < 3; i++) {
-    writeFrameHeader(buf, i * 24, Msg.HASHES, 16);
-    buf.fill(i + 1, i * 24 + 8, i * 24 + 24);
-  }
-  await w.sendFramed(buf);
+  const payload = Buffer.alloc(16);
+  for (let i = 0; i < 3; i++) await w.sendBatched(Msg.HASHES, payload.fill(i + 1)); // reused at once
+  t.is(writes.length, 0, 'queued until flush');
+  await w.flush();
   t.is(writes.length, 1);
-  t.is(w.bytes, buf.length);
+  t.is(w.bytes, 3 * (8 + 16));
   const r = new FrameReader(Readable.from([writes[0]!]));
   for (let i = 0; i < 3; i++) {
     const f = await r.next();

@@ -1,19 +1,19 @@
 // Target side of a sync. Two loops run side by side:
 //   hashes:  for each chunk of [0, compareSize): read (past the end of a file: zeros), hash;
-//            send the HASHES frames of BATCH_BYTES of chunks in one write (waits when the
+//            the HASHES frames of BATCH_BYTES of chunks go out in one write (waits when the
 //            channel is full)
 //   records: take RECORD frames until DONE and hand each to the sink (the device or a patch)
 // The source only sends records for chunks whose hashes it has received, so a record never
 // overwrites a block this side has yet to hash. Then the sink finishes (fsync, re-read check,
 // holes) and a RESULT goes back.
 //
-// Memory: one chunk buffer, one batch of HASHES frames (BATCH_BYTES of the device: 33 KiB at
-// 4 KiB blocks), and one record frame at a time. Interrupted: the target holds a mix of old
+// Memory: one chunk buffer, one HASHES frame, the writer's batch buffer (64 KiB), and one record
+// frame at a time. Interrupted: the target holds a mix of old
 // and new blocks (it is "dirty" until a later run completes).
 import { setImmediate as turn } from 'node:timers/promises';
 import { BlkError, ExitCode } from '../errors.js';
 import { blockHasher } from '../hash.js';
-import { FRAME_HEADER_LEN, Msg, msgName, parseJson, writeFrameHeader } from '../proto/wire.js';
+import { Msg, msgName, parseJson } from '../proto/wire.js';
 import { checkFields, type Conn, type Done, type Result, type Start } from '../proto/messages.js';
 import { readFull, type Device } from './device.js';
 
@@ -33,26 +33,20 @@ export async function runTarget(dev: Device, conn: Conn, start: Start, sink: Tar
     const { blockSize: bs, chunkSize, compareSize } = start;
     const bh = await blockHasher(chunkSize, bs, BigInt(start.seed));
     const buf = bh.chunk;
-    // HASHES frames of up to BATCH_BYTES of the device go out together, in one write
-    const perChunk = Math.max(1, Math.floor(BATCH_BYTES / chunkSize));
-    const frameLen = FRAME_HEADER_LEN + 8 + (chunkSize / bs) * 8;
-    const batch = Buffer.allocUnsafe(perChunk * frameLen);
-    let used = 0;
-    let inBatch = 0;
-    for (let pos = 0; pos < compareSize; pos += chunkSize) {
+    // HASHES frames are queued in the writer's batch and go out together every BATCH_BYTES of the device
+    const perBatch = Math.max(1, Math.floor(BATCH_BYTES / chunkSize));
+    const frame = Buffer.allocUnsafe(8 + (chunkSize / bs) * 8); // copied into the batch by sendBatched
+    for (let pos = 0, k = 1; pos < compareSize; pos += chunkSize, k++) {
       signal?.throwIfAborted();
       const len = Math.min(chunkSize, compareSize - pos);
       const inDevice = Math.max(0, Math.min(len, dev.size - pos));
       readFull(dev, buf, len, pos, true);
       bytesRead += inDevice;
-      const n = Math.ceil(len / bs);
-      writeFrameHeader(batch, used, Msg.HASHES, 8 + n * 8);
-      batch.writeBigUInt64LE(BigInt(pos / bs), used + FRAME_HEADER_LEN);
-      bh.hash(len, batch, used + FRAME_HEADER_LEN + 8);
-      used += FRAME_HEADER_LEN + 8 + n * 8;
-      if (++inBatch === perChunk || pos + len >= compareSize) {
-        await conn.writer.sendFramed(batch.subarray(0, used));
-        used = inBatch = 0;
+      frame.writeBigUInt64LE(BigInt(pos / bs), 0);
+      const n = bh.hash(len, frame, 8);
+      await conn.writer.sendBatched(Msg.HASHES, frame.subarray(0, 8 + n * 8));
+      if (k % perBatch === 0 || pos + len >= compareSize) {
+        await conn.writer.flush();
         onChunk?.(pos + len, 0);
         await turn();
       }

@@ -31,8 +31,8 @@ export function encodeFrameHeader(type: MsgType, length: number): Buffer {
   return writeFrameHeader(Buffer.allocUnsafe(FRAME_HEADER_LEN), 0, type, length);
 }
 
-/** Writes a frame header into buf at `at` (for FrameWriter.sendFramed); returns buf. */
-export function writeFrameHeader(buf: Buffer, at: number, type: MsgType, length: number): Buffer {
+/** Writes a frame header into buf at `at`; returns buf. */
+function writeFrameHeader(buf: Buffer, at: number, type: MsgType, length: number): Buffer {
   if (length > MAX_FRAME) throw new BlkError(ExitCode.INTERNAL, `frame of ${length} bytes exceeds ${MAX_FRAME}`);
   buf.writeUInt32LE(type, at); // type u8, then the three reserved bytes: zero
   buf.writeUInt32LE(length, at + 4);
@@ -202,19 +202,6 @@ export class FrameWriter {
     if (this.output.destroyed || this.output.writableEnded) throw new BlkError(ExitCode.REMOTE, 'connection closed: cannot send ' + what);
     await written(this.output, batch.subarray(0, len));
     this.batch ??= batch;
-  }
-
-  /**
-   * Writes bytes that are already whole frames (headers from writeFrameHeader) in one write, so
-   * that many small frames cost one syscall and, over SSH, a packet or two instead of one each.
-   * Resolves, like send, once the stream has handed them to the OS.
-   */
-  async sendFramed(frames: Buffer): Promise<void> {
-    if (this.batchLen) await this.flush();
-    const out = this.output;
-    if (out.destroyed || out.writableEnded) throw new BlkError(ExitCode.REMOTE, 'connection closed: cannot send frames');
-    this.bytes += frames.length;
-    await written(out, frames);
   }
 
   sendJson(type: MsgType, body: unknown): Promise<void> {
