@@ -1,6 +1,6 @@
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
-import { checkDevice, makePolicy, type ServerPolicy } from '../src/server-policy.js';
+import { checkDevice, makePolicy, type ServerPolicy } from '../src/server/policy.js';
 import { BlkError, ExitCode } from '../src/errors.js';
 
 const backup: ServerPolicy = { allow: ['/dev/backup/*', '/srv/img/disk[0-9].raw', '/tmp/x/?.img'], readOnly: false };

@@ -2,8 +2,8 @@
 // help; run by LocalTransport and by sshd (see docs/ssh.md for the authorized_keys line).
 import type { CommandModule } from 'yargs';
 import { BlkError, ExitCode, exitStatusText } from '../errors.js';
-import { checkDevice, makePolicy } from '../server-policy.js';
-import { serve } from '../server.js';
+import { checkDevice, makePolicy } from '../server/policy.js';
+import { serve } from '../server/session.js';
 import { cli } from './context.js';
 
 interface Args {

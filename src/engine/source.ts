@@ -5,7 +5,8 @@
 //     read it (one positional read), hash each block with the run's seed
 //     take the target's HASHES frame for this chunk (must name the same first block)
 //     runs of differing blocks (all-zero and data runs kept apart) → makeRecord → sink
-//   send DONE with the counts
+//   send DONE with the counts and the fingerprints of the target's content before and after
+//   (engine/fingerprint.ts)
 //
 // Memory: one chunk buffer, one chunk of hashes, and the record being built (≤ chunkSize, lz4
 // output included): a few MiB whatever the device size. The loop yields to the event loop each
@@ -19,6 +20,7 @@ import { makeRecord, isAllZero } from '../patch/format.js';
 import { Msg } from '../proto/wire.js';
 import type { Conn, Done, Start } from '../proto/messages.js';
 import { readFull, type Device } from './device.js';
+import { FingerprintBuilder } from './fingerprint.js';
 
 /** Where the source's records go: the target peer, a patch file, or nowhere (dry-run). */
 export interface RecordSink {
@@ -38,6 +40,9 @@ export async function runSource(dev: Device, conn: Conn, start: Start, sink: Rec
   const buf = bh.chunk;
   const local = Buffer.allocUnsafe((chunkSize / bs) * 8);
   const done: Done = { blocksCompared: 0, blocksDiffering: 0, blocksZero: 0, records: 0, dataBytes: 0, bytesRead: 0, firstDiffs: [] };
+  // the content the target holds after the run (the source's hashes), and before it (the target's)
+  const after = await FingerprintBuilder.create(BigInt(start.seed));
+  const before = await FingerprintBuilder.create(BigInt(start.seed));
 
   for (let pos = 0; pos < compareSize; pos += chunkSize) {
     opts.signal?.throwIfAborted();
@@ -47,6 +52,8 @@ export async function runSource(dev: Device, conn: Conn, start: Start, sink: Rec
     const n = bh.hash(len, local);
     const remote = await takeHashes(conn, pos / bs, n);
     done.blocksCompared += n;
+    after.update(local.subarray(0, n * 8));
+    before.update(remote);
     if (!local.subarray(0, n * 8).equals(remote)) {
       for (const [a, b, zero] of differingRuns(local, remote, n, (i) => isAllZero(buf.subarray(i * bs, Math.min((i + 1) * bs, len))))) {
         const offset = pos + a * bs;
@@ -65,7 +72,7 @@ export async function runSource(dev: Device, conn: Conn, start: Start, sink: Rec
     opts.onChunk?.(pos + len, done.blocksDiffering * bs);
     await turn();
   }
-  return done;
+  return { ...done, fingerprint: after.hex(), baseFingerprint: before.hex() };
 }
 
 async function takeHashes(conn: Conn, firstBlock: number, n: number): Promise<Buffer> {

@@ -18,6 +18,7 @@ import { openSource, openTarget, type Device } from './device.js';
 import { chunkSizeFor, checkBlockSize, geometryOf, planSizes, runSourceSide } from './session.js';
 import { DeviceWriter, PatchFromPeerSink, PatchSink, PeerSink } from './sinks.js';
 import { runTarget } from './target.js';
+import { makeFingerprint } from './fingerprint.js';
 import type { SyncOptions, SyncSummary } from './types.js';
 
 export async function runSync(options: SyncOptions): Promise<SyncSummary> {
@@ -116,6 +117,10 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
       patchBytes, records: done.records, firstDiffs: done.firstDiffs, identical: done.blocksDiffering === 0,
       verified: result.verified, grown: plan.resultSize > targetSize && write, durationMs: Date.now() - t0,
       ...(result.targetSnapshot ? { targetSnapshot: result.targetSnapshot } : {}),
+      ...(done.fingerprint && done.baseFingerprint ? {
+        fingerprint: makeFingerprint(start.seed, start.blockSize, plan.compareSize, done.fingerprint),
+        baseFingerprint: makeFingerprint(start.seed, start.blockSize, plan.compareSize, done.baseFingerprint),
+      } : {}),
     };
   } catch (caught) {
     patch?.abort();

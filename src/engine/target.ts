@@ -72,5 +72,10 @@ export async function runTarget(dev: Device, conn: Conn, start: Start, sink: Tar
 
 function checkDone(d: Done): Done {
   checkFields('DONE', d, { blocksCompared: 'number', blocksDiffering: 'number', blocksZero: 'number', records: 'number', dataBytes: 'number', bytesRead: 'number', firstDiffs: 'object' });
+  for (const k of ['fingerprint', 'baseFingerprint'] as const) {
+    if (d[k] !== undefined && !(typeof d[k] === 'string' && /^[0-9a-f]{16}$/.test(d[k]))) {
+      throw new BlkError(ExitCode.REMOTE, `malformed DONE: field ${k} must be 16 lower-case hex digits`);
+    }
+  }
   return d;
 }

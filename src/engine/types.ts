@@ -1,5 +1,6 @@
 // The engine's public types: what a sync is asked to do and what it reports.
 import type { Transport } from '../transport/transport.js';
+import type { Fingerprint } from './fingerprint.js';
 
 /** strict: sizes must match; grow: extend a smaller file target; min: compare the common prefix. */
 export type SizePolicy = 'strict' | 'grow' | 'min';
@@ -99,4 +100,11 @@ export interface SyncSummary {
   durationMs: number;
   /** A remote target's snapshot (SyncOptions.targetSnapshot). */
   targetSnapshot?: TargetSnapshotResult;
+  /**
+   * The content of [0, comparedBytes) that the run leaves on the target (in write mode, once it
+   * succeeded) and the one the target held before. Absent when the source side is an older
+   * blkdelta that does not send them.
+   */
+  fingerprint?: Fingerprint;
+  baseFingerprint?: Fingerprint;
 }

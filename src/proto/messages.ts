@@ -58,6 +58,13 @@ export interface Done {
   dataBytes: number;
   bytesRead: number;
   firstDiffs: number[];
+  /**
+   * Fingerprint digests (engine/fingerprint.ts; the START's seed and block size, [0, compareSize))
+   * of the content the target holds after the run and of the one it held before. Optional: a
+   * source older than this field sends neither.
+   */
+  fingerprint?: string;
+  baseFingerprint?: string;
 }
 
 export interface Result {

@@ -7,7 +7,7 @@
 // ('[!...]' or '[^...]' negated, ranges a-z); a backslash quotes the next character. The path is
 // matched as a string: symlinks are not resolved (an allowed /dev/backup/x may be an LVM link).
 // Pure functions, no I/O.
-import { BlkError, ExitCode } from './errors.js';
+import { BlkError, ExitCode } from '../errors.js';
 
 export interface ServerPolicy {
   /** Globs of the device paths a client may open; empty = everything. */

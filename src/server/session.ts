@@ -7,16 +7,16 @@
 // its stdin closes, so no server outlives its client.
 import fs from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
-import { BlkError, ExitCode, describe, exitCodeOf } from './errors.js';
-import { loadHasher } from './hash.js';
-import { log } from './log.js';
-import { Conn, checkFields, checkMagic, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Hello, type Start, type Welcome } from './proto/messages.js';
-import { Msg } from './proto/wire.js';
-import { openSource, openTarget, type Device } from './engine/device.js';
-import { checkStart, geometryOf, runSourceSide } from './engine/session.js';
-import { DeviceWriter, PeerSink } from './engine/sinks.js';
-import { runTarget, type TargetSink } from './engine/target.js';
-import type { TargetSnapshotSpec } from './engine/types.js';
+import { BlkError, ExitCode, describe, exitCodeOf } from '../errors.js';
+import { loadHasher } from '../hash.js';
+import { log } from '../log.js';
+import { Conn, checkFields, checkMagic, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Hello, type Start, type Welcome } from '../proto/messages.js';
+import { Msg } from '../proto/wire.js';
+import { openSource, openTarget, type Device } from '../engine/device.js';
+import { checkStart, geometryOf, runSourceSide } from '../engine/session.js';
+import { DeviceWriter, PeerSink } from '../engine/sinks.js';
+import { runTarget, type TargetSink } from '../engine/target.js';
+import type { TargetSnapshotSpec } from '../engine/types.js';
 
 export interface ServerOptions {
   /** Throws BlkError PERMISSION when the client may not use this path (or may not write it). */
@@ -72,7 +72,7 @@ export async function serve(input: Readable, output: Writable, opts: ServerOptio
  * a successful finish, rotate the job's snapshots. A failed run prunes nothing.
  */
 async function withTargetSnapshot(inner: TargetSink, device: string, spec: TargetSnapshotSpec): Promise<TargetSink> {
-  const lvm = await import('./lvm/target-snapshot.js');
+  const lvm = await import('../lvm/target-snapshot.js');
   const taken = await lvm.takeTargetSnapshot(device, spec);
   return {
     record: (frame, at) => inner.record(frame, at),
