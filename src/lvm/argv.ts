@@ -15,7 +15,7 @@ export const jobTag = (job: string): string => `blkdelta-job:${job}`;
 /** The columns every lvs call asks for (parsed by report.ts). */
 export const LV_FIELDS = [
   'vg_name', 'lv_name', 'lv_path', 'lv_attr', 'origin', 'pool_lv', 'snap_percent', 'data_percent',
-  'lv_size', 'origin_size', 'lv_tags', 'lv_time', 'lv_kernel_major', 'lv_kernel_minor',
+  'metadata_percent', 'lv_size', 'origin_size', 'lv_tags', 'lv_time', 'lv_kernel_major', 'lv_kernel_minor',
 ] as const;
 
 const NAME_RE = /^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$/;

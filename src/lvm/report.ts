@@ -33,6 +33,8 @@ export interface LvRow {
   /** COW snapshot fill (snap_percent), null when not applicable or inactive. */
   snapPercent: number | null;
   dataPercent: number | null;
+  /** A thin pool's metadata fill (metadata_percent), null elsewhere. */
+  metadataPercent: number | null;
   size: number | null;
   originSize: number | null;
   tags: string[];
@@ -80,6 +82,7 @@ function toRow(o: Record<string, unknown>): LvRow {
     pool: field(o, 'pool_lv'),
     snapPercent: num(field(o, 'snap_percent')),
     dataPercent: num(field(o, 'data_percent')),
+    metadataPercent: num(field(o, 'metadata_percent')),
     size: num(field(o, 'lv_size')),
     originSize: num(field(o, 'origin_size')),
     tags: tags === '' ? [] : tags.split(','),

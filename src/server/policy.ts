@@ -91,3 +91,32 @@ export function makePolicy(allow: readonly string[] | undefined, readOnly: boole
   }
   return { allow: globs, readOnly: !!readOnly };
 }
+
+/**
+ * Retention of kept copies (job keys and [server.target_snapshot]): keep_last newest copies, and
+ * the newest copy in each of the last keep_hourly hours, keep_daily days, keep_weekly weeks and
+ * keep_monthly months (UTC). 0 or absent: that rule keeps nothing. `keep` is an alias of keepLast.
+ */
+export interface Retention {
+  keepLast?: number;
+  keepHourly?: number;
+  keepDaily?: number;
+  keepWeekly?: number;
+  keepMonthly?: number;
+}
+
+/**
+ * What `blkdelta server --config FILE` sets beyond allow/readOnly ([server] and its sub-tables,
+ * docs/ssh.md). Absent fields: the built-in defaults; an absent table: that feature is refused.
+ */
+export interface ServerConfig extends ServerPolicy {
+  /** Sessions at once on this host, across all server processes (absent: no limit). */
+  maxConcurrent?: number;
+  /** How long a session over the limit waits for a slot, in seconds (then exit 17). */
+  waitTimeout?: number;
+  stateDir?: string;
+  /** [server.source_snapshot]: what a pull may snapshot here (absent: pulls cannot snapshot). */
+  sourceSnapshot?: { size: string; maxFill: number; poolMaxFill: number };
+  /** [server.target_snapshot]: history of every target written here (absent: refused, exit 12). */
+  targetSnapshot?: { size: string; poolMaxFill: number; retention: Retention };
+}
