@@ -11,7 +11,7 @@ import { BlkError, ExitCode, describe, exitCodeOf } from '../errors.js';
 import { loadHasher } from '../hash.js';
 import { readRecords, validatePatch } from '../patch/reader.js';
 import type { PatchHeader } from '../patch/format.js';
-import { openTarget, writeFull, type Device } from './device.js';
+import { openTarget, writeFull, type Device } from '../io/device.js';
 
 export interface ApplySummary {
   patch: string;

@@ -4,7 +4,7 @@ import { BlkError, ExitCode } from '../errors.js';
 import { MAX_RECORD_LEN, type PatchHeader } from '../patch/format.js';
 import { Msg } from '../proto/wire.js';
 import { checkFields, type Conn, type Done, type Result, type Start } from '../proto/messages.js';
-import type { Device } from './device.js';
+import type { Device } from '../io/device.js';
 import { runSource, type RecordSink, type SourceOptions } from './source.js';
 import type { SizePolicy } from './types.js';
 

@@ -16,7 +16,7 @@ import { RECORD_HEADER_LEN, decodePayload, decodeRecordHeader, isAllZero, type P
 import type { PatchWriter } from '../patch/writer.js';
 import { Msg } from '../proto/wire.js';
 import type { Conn } from '../proto/messages.js';
-import { readFull, writeFull, type Device } from './device.js';
+import { readFull, writeFull, type Device } from '../io/device.js';
 import type { RecordSink } from './source.js';
 import type { TargetSink } from './target.js';
 

@@ -14,7 +14,7 @@ import { PatchWriter } from '../patch/writer.js';
 import { Conn, checkFields, checkMagic, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Hello, type Role, type Start, type Welcome } from '../proto/messages.js';
 import { Msg } from '../proto/wire.js';
 import { LocalTransport } from '../transport/local.js';
-import { openSource, openTarget, type Device } from './device.js';
+import { openSource, openTarget, type Device } from '../io/device.js';
 import { chunkSizeFor, checkBlockSize, geometryOf, planSizes, runSourceSide } from './session.js';
 import { DeviceWriter, PatchFromPeerSink, PatchSink, PeerSink } from './sinks.js';
 import { runTarget } from './target.js';

@@ -15,7 +15,7 @@ import { BlkError, ExitCode } from '../errors.js';
 import { blockHasher } from '../hash.js';
 import { Msg, msgName, parseJson } from '../proto/wire.js';
 import { checkFields, type Conn, type Done, type Result, type Start } from '../proto/messages.js';
-import { readFull, type Device } from './device.js';
+import { readFull, type Device } from '../io/device.js';
 
 /** Device bytes whose HASHES frames are sent in one write (at most 16 frames of 1 MiB chunks). */
 const BATCH_BYTES = 16 * 1024 * 1024;

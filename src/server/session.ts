@@ -12,7 +12,7 @@ import { loadHasher } from '../hash.js';
 import { log } from '../log.js';
 import { Conn, checkFields, checkMagic, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Hello, type Start, type Welcome } from '../proto/messages.js';
 import { Msg } from '../proto/wire.js';
-import { openSource, openTarget, type Device } from '../engine/device.js';
+import { openSource, openTarget, type Device } from '../io/device.js';
 import { checkStart, geometryOf, runSourceSide } from '../engine/session.js';
 import { DeviceWriter, PeerSink } from '../engine/sinks.js';
 import { runTarget, type TargetSink } from '../engine/target.js';

@@ -1,4 +1,4 @@
-// Opening the two ends of a sync: image files and block devices.
+// src/io/device.ts: opening the two ends of a sync (image files and block devices), used by engine, server and apply.
 // The source is opened read-only. The target is refused, with nothing written, when it is missing,
 // not a file or block device, mounted, held by another driver (device-mapper, md, a loop device),
 // held open exclusively (O_EXCL on a block device fails with EBUSY), or read-only.
