@@ -125,11 +125,11 @@ export class Conn {
 
 /** Checks that a JSON message has the fields we rely on, with the right types. */
 export function checkFields(what: string, obj: unknown, spec: Record<string, 'string' | 'number' | 'boolean' | 'object'>): void {
-  if (typeof obj !== 'object' || obj === null) throw new BlkError(ExitCode.REMOTE, `malformed ${what}: not an object`);
+  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) throw new BlkError(ExitCode.REMOTE, `malformed ${what}: not a JSON object`);
   for (const [k, t] of Object.entries(spec)) {
     const v = (obj as Record<string, unknown>)[k];
     if (typeof v !== t || (t === 'number' && !Number.isSafeInteger(v))) {
-      throw new BlkError(ExitCode.REMOTE, `malformed ${what}: field ${k} must be ${t === 'number' ? 'an integer' : `a ${t}`}`);
+      throw new BlkError(ExitCode.REMOTE, `malformed ${what}: field ${k} must be ${t === 'number' ? 'a whole number of magnitude below 2^53' : `a ${t}`}`);
     }
   }
 }
