@@ -5,7 +5,8 @@
 // a byte of it is written.
 //
 // Memory: one decoded record at a time, the re-read journal, which keeps
-// at most JOURNAL_MEM entries in memory and spills the rest to a temporary file.
+// at most JOURNAL_MEM entries in memory and spills the rest to a temporary file. That file goes
+// on every exit path: finish, and dispose (runTarget's finally: errors, a lost peer, SIGINT).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -141,9 +142,14 @@ export class DeviceWriter implements TargetSink {
       if (this.dev.kind === 'file') await this.punchHoles();
       if (this.opts.verify) await this.reread();
     } finally {
-      this.journal.dispose();
+      this.dispose();
     }
     return { blocksWritten: this.blocksWritten, bytesWritten: this.bytesWritten, verified: this.opts.verify };
+  }
+
+  /** Removes the re-read journal's temp file, if it spilled one; runTarget calls it on every exit path. */
+  dispose(): void {
+    this.journal.dispose();
   }
 
   /**

@@ -14,6 +14,7 @@
 // Memory: nothing beyond the caller's buffers and a 1 MiB zero buffer. Nothing here writes
 // before the caller asks; a grow that the session does not finish is undone with shrinkTo.
 import fs from 'node:fs';
+import path from 'node:path';
 import { BlkError, ExitCode, describe } from '../errors.js';
 import { log } from '../log.js';
 import { Sysfs, devno, mountedAt } from './sysfs.js';
@@ -96,13 +97,33 @@ const codeOf = (what: What) => (what === 'source' ? ExitCode.SOURCE : ExitCode.T
 // does not exist (so that a path outside the list is refused as such, not as missing).
 function precheck(p: string, allow: OpenOptions['allow']): void {
   if (!allow) return;
-  let real = p;
+  const real = resolvedName(p);
   let st: fs.Stats | undefined;
   try {
-    real = fs.realpathSync(p);
     st = fs.statSync(real);
-  } catch { /* missing: stat below says so */ }
+  } catch { /* missing: statOrRefuse says so */ }
   allow(namesOf(real, st));
+}
+
+/** realpath, or for a missing file (a dangling link too) where its links and directory lead. */
+function resolvedName(p: string): string {
+  for (let hops = 0; hops < 40; hops++) {
+    try {
+      return fs.realpathSync(p);
+    } catch { /* missing somewhere along the way */ }
+    let link: string;
+    try {
+      link = fs.readlinkSync(p);
+    } catch {
+      try {
+        return path.join(fs.realpathSync(path.dirname(p)), path.basename(p));
+      } catch {
+        return p;
+      }
+    }
+    p = path.resolve(path.dirname(p), link);
+  }
+  return p;
 }
 
 function statOrRefuse(p: string, what: What): fs.Stats {

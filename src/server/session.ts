@@ -83,6 +83,7 @@ async function withTargetSnapshot(inner: TargetSink, device: string, spec: Targe
   const taken = await lvm.takeTargetSnapshot(device, spec);
   return {
     record: (frame, at) => inner.record(frame, at),
+    dispose: () => inner.dispose?.(),
     async finish() {
       const r = await inner.finish();
       const rotated = await lvm.rotateTargetSnapshots(device, spec);
