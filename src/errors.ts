@@ -77,6 +77,23 @@ export function exitCodeOf(err: unknown): ExitCode {
   return ExitCode.INTERNAL;
 }
 
+/** A code a peer sent (ERROR frame): one of the table's failure codes, anything else REMOTE. */
+export function peerExitCode(code: unknown): ExitCode {
+  const known = EXIT_TABLE.some(([c]) => c === code && c !== ExitCode.OK);
+  return known ? (code as ExitCode) : ExitCode.REMOTE;
+}
+
+/**
+ * Text from the other host (ERROR messages, stderr tails) made safe to print: control characters
+ * (terminal escapes, carriage returns that hide a line, newlines that forge one) are escaped.
+ */
+export function printable(text: string): string {
+  return text.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => {
+    const named: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+    return named[c] ?? `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`;
+  });
+}
+
 /** "context: cause" for system errors, keeping the errno name (ENOENT, EBUSY...) visible. */
 export function describe(err: unknown): string {
   if (err instanceof Error) {

@@ -4,7 +4,7 @@
 // Either side may send ERROR at any point and stop; the peer turns it into a BlkError.
 import type { Channel } from '../transport/transport.js';
 import type { TargetSnapshotResult, TargetSnapshotSpec } from '../engine/types.js';
-import { BlkError, ExitCode } from '../errors.js';
+import { BlkError, ExitCode, peerExitCode, printable } from '../errors.js';
 import { FrameReader, FrameWriter, Msg, msgName, parseJson, type Frame, type MsgType } from './wire.js';
 
 export const PROTOCOL_MAGIC = 'BLKDELTA';
@@ -88,7 +88,10 @@ export class Conn {
     this.writer = new FrameWriter(channel.output);
   }
 
-  /** The next frame of the given type; an ERROR frame from the peer is thrown as its BlkError. */
+  /**
+   * The next frame of the given type; an ERROR frame from the peer is thrown as its BlkError
+   * (peerError: its code checked against the exit table, its text without control characters).
+   */
   async expect(type: MsgType): Promise<Frame> {
     const f = await this.reader.next();
     if (!f) throw await this.closedAfterExit(`waiting for ${msgName(type)}`);
@@ -102,9 +105,9 @@ export class Conn {
   }
 
   peerError(f: Frame): BlkError {
-    const body = parseJson<ErrorBody>(f);
-    const code = Number.isInteger(body.code) && body.code > 0 && body.code < 256 ? body.code : ExitCode.REMOTE;
-    return new BlkError(code as ExitCode, `${this.peerLabel}: ${String(body.message)}`);
+    const body = parseJson<Partial<ErrorBody> | null>(f);
+    const message = typeof body?.message === 'string' ? body.message.slice(0, 4096) : 'sent a malformed ERROR';
+    return new BlkError(peerExitCode(body?.code), `${this.peerLabel}: ${printable(message)}`);
   }
 
   /** The peer closed its end: wait for it to exit, so that its stderr is complete, then closed(). */
@@ -114,7 +117,7 @@ export class Conn {
   }
 
   closed(when: string): BlkError {
-    const tail = this.channel.stderrTail().trim();
+    const tail = printable(this.channel.stderrTail().trim());
     return new BlkError(ExitCode.REMOTE, `${this.peerLabel} closed the connection ${when}${tail ? `; its stderr: ${tail}` : ''}`);
   }
 
