@@ -33,7 +33,7 @@ export const EXIT_TABLE: ReadonlyArray<[ExitCode, string]> = [
   [ExitCode.USAGE, 'bad command line: unknown option, missing or invalid argument'],
   [ExitCode.DIFFERENT, 'verify / dry-run: source and target differ'],
   [ExitCode.SOURCE, 'source missing, unreadable or not a file or block device'],
-  [ExitCode.TARGET_REFUSED, 'target refused: missing, mounted, busy, read-only, or the same as the source'],
+  [ExitCode.TARGET_REFUSED, 'target refused: missing, mounted, busy, read-only (a file without write permission bits too), its state unreadable, or the same as the source'],
   [ExitCode.SIZE_MISMATCH, 'source and target sizes differ and the size policy does not allow it'],
   [ExitCode.PATCH_INVALID, 'patch file corrupt, truncated, or made for another target; nothing was written'],
   [ExitCode.IO, 'read or write error on a device, file or patch'],
