@@ -33,7 +33,7 @@ export const EXIT_TABLE: ReadonlyArray<[ExitCode, string]> = [
   [ExitCode.USAGE, 'bad command line: unknown option, missing or invalid argument'],
   [ExitCode.DIFFERENT, 'verify / dry-run: source and target differ'],
   [ExitCode.SOURCE, 'source missing, unreadable or not a file or block device'],
-  [ExitCode.TARGET_REFUSED, 'target refused: missing, mounted, busy, read-only, or the same as the source'],
+  [ExitCode.TARGET_REFUSED, 'target refused: missing, mounted, busy, read-only (a file without write permission bits too), its state unreadable, or the same as the source'],
   [ExitCode.SIZE_MISMATCH, 'source and target sizes differ and the size policy does not allow it'],
   [ExitCode.PATCH_INVALID, 'patch file corrupt, truncated, or made for another target; nothing was written'],
   [ExitCode.IO, 'read or write error on a device, file or patch'],
@@ -75,6 +75,23 @@ export class FormatError extends BlkError {
 export function exitCodeOf(err: unknown): ExitCode {
   if (err instanceof BlkError) return err.code;
   return ExitCode.INTERNAL;
+}
+
+/** A code a peer sent (ERROR frame): one of the table's failure codes, anything else REMOTE. */
+export function peerExitCode(code: unknown): ExitCode {
+  const known = EXIT_TABLE.some(([c]) => c === code && c !== ExitCode.OK);
+  return known ? (code as ExitCode) : ExitCode.REMOTE;
+}
+
+/**
+ * Text from the other host (ERROR messages, stderr tails) made safe to print: control characters
+ * (terminal escapes, carriage returns that hide a line, newlines that forge one) are escaped.
+ */
+export function printable(text: string): string {
+  return text.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => {
+    const named: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+    return named[c] ?? `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`;
+  });
 }
 
 /** "context: cause" for system errors, keeping the errno name (ENOENT, EBUSY...) visible. */

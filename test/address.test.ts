@@ -51,7 +51,13 @@ test(rejects, 'ssh://host', 'no device path');
 test(rejects, 'ssh://host:99999/dev/x', 'bad port');
 test(rejects, 'ssh://host:abc/dev/x', 'bad port');
 test(rejects, 'ssh://:22/dev/x', 'empty host');
-test(rejects, '-oProxyCommand=x:/dev/x', 'bad host name');
+test(rejects, '-oProxyCommand=x:/dev/x', "bad host name \"-oProxyCommand=x\" (it starts with '-'");
+test(rejects, '-oProxyCommand=x@host:/dev/x', "bad user name \"-oProxyCommand=x\": it starts with '-'");
+test(rejects, 'ssh://-oProxyCommand=x@host/x', "bad user name \"-oProxyCommand=x\"");
+test(rejects, 'ssh://%2DoProxyCommand=x@host/x', "bad user name \"-oProxyCommand=x\"");
+test(rejects, 'ssh://u@-oProxyCommand=x/x', "bad host name \"-oProxyCommand=x\"");
+test(rejects, 'u@-h:/dev/x', "bad host name \"-h\"");
+test(rejects, '-l:/dev/x', "bad host name \"-l\"");
 test(rejects, 'ssh://h/dev/%zz', 'bad %-escape');
 
 test('formatRemote brackets IPv6 and shows user and port', (t) => {

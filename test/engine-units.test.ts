@@ -4,7 +4,7 @@
 import test from 'ava';
 import { Readable } from 'node:stream';
 import { BlkError, ExitCode, FormatError } from '../src/errors.js';
-import { majorMinor, parseMountinfo } from '../src/engine/device.js';
+import { majorMinor, parseMountinfo } from '../src/io/device.js';
 import { chunkSizeFor, checkBlockSize, planSizes } from '../src/engine/session.js';
 import { differingRuns } from '../src/engine/source.js';
 import type { SizePolicy } from '../src/engine/types.js';

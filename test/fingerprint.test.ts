@@ -3,7 +3,7 @@
 // to one byte, the seed, the block size or the size gives another.
 import test from 'ava';
 import { copyFileSync } from 'node:fs';
-import { openSource } from '../src/engine/device.js';
+import { openSource } from '../src/io/device.js';
 import { fingerprintDevice, type Fingerprint } from '../src/engine/fingerprint.js';
 import { Workspace, syncFiles as sync, touchBytes } from './helpers/engine-fixture.js';
 

@@ -43,8 +43,8 @@ test(splitFails, 'ssh \\', 'backslash');
 
 test('rshArgv puts port, user@host and the server command last, the path nowhere', (t) => {
   t.deepEqual(rshArgv({ rsh: 'ssh -o BatchMode=yes', host: 'store2', user: 'backup', port: 2222, remoteCmd: '/opt/blkdelta/bin/blkdelta' }),
-    ['ssh', '-o', 'BatchMode=yes', '-p', '2222', 'backup@store2', '/opt/blkdelta/bin/blkdelta server']);
-  t.deepEqual(rshArgv({ rsh: 'ssh', host: 'h' }), ['ssh', 'h', 'blkdelta server']);
+    ['ssh', '-o', 'BatchMode=yes', '-p', '2222', '--', 'backup@store2', '/opt/blkdelta/bin/blkdelta server']);
+  t.deepEqual(rshArgv({ rsh: 'ssh', host: 'h' }), ['ssh', '--', 'h', 'blkdelta server']);
   t.is(serverCommand(), 'blkdelta server');
 });
 

@@ -3,7 +3,7 @@
 // were. Then a real write error (a full tmpfs) and interrupted runs (no server left behind).
 import test from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, linkSync, mkdirSync, statSync, symlinkSync, truncateSync } from 'node:fs';
+import { chmodSync, existsSync, linkSync, mkdirSync, statSync, symlinkSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { BlkError, ExitCode } from '../src/errors.js';
 import { BIN_PATH, LocalTransport } from '../src/transport/local.js';
@@ -59,6 +59,12 @@ test('target is immutable (chattr +i)', refused, async () => {
   await res.immutable(c.dst);
   return c;
 }, 5, targetRefused('it is read-only \\(EPERM\\)'));
+test('target file without write permission bits (chmod 444), even for root', refused, () => {
+  const c = pair(MiB);
+  touchBlocks(c.dst, 4096, [1]);
+  chmodSync(c.dst, 0o444);
+  return c;
+}, 5, targetRefused('the file has no write permission bits \\(mode 0444\\); chmod u\\+w it'));
 test('target on a read-only bind mount', refused, async () => {
   const dir = fresh('rw');
   mkdirSync(dir);
@@ -87,16 +93,18 @@ for (const bs of ['3000', '256', '32M', '4097']) {
 }
 test('--block-size abc', refused, () => ({ ...pair(MiB), args: ['-b', 'abc'] }), 2, () => /--block-size "abc" is not a size/);
 
-test('a write error on the target (ENOSPC on a full tmpfs) exits 8 naming the target, the byte and the errno', async (t) => {
+test('a write error on the target (ENOSPC on a full tmpfs) exits 8 naming the target, the byte and the errno; the grown target is truncated back', async (t) => {
   const dir = fresh('full');
-  await res.mountTmpfs(dir, '2m');
+  await res.mountTmpfs(dir, '4m');
   const src = fresh('src.img'), dst = join(dir, 'dst.img');
-  randomFile(src, 4 * MiB);
+  randomFile(join(dir, 'filler'), 2 * MiB);
+  randomFile(src, 3 * MiB); // within the file system's 4 MiB, more than its free space
   randomFile(dst, MiB);
   const r = await blkdelta('sync', '--size-policy', 'grow', src, dst);
   t.is(r.exitCode, 8, r.stderr);
   t.regex(r.stderr, new RegExp(`write error on ${esc(dst)} at byte \\d+: ENOSPC`));
   t.regex(r.stderr, /may be incomplete: run the sync again/);
+  t.is(statSync(dst).size, MiB, 'a failed session leaves the target at its size before');
 });
 
 test('a source that shrinks during the sync fails with IO naming the source and the byte', async (t) => {

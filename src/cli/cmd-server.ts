@@ -2,7 +2,7 @@
 // help; run by LocalTransport and by sshd (see docs/ssh.md for the authorized_keys line).
 import type { CommandModule } from 'yargs';
 import { BlkError, ExitCode, exitStatusText } from '../errors.js';
-import { checkDevice, makePolicy } from '../server/policy.js';
+import { makePolicy } from '../server/policy.js';
 import { serve } from '../server/session.js';
 import { cli } from './context.js';
 
@@ -28,7 +28,7 @@ export const serverCommand: CommandModule<object, Args> = {
 
 function runServer(allow: string[] | undefined, readOnly: boolean | undefined): Promise<number> {
   const policy = makePolicy(allow, readOnly);
-  return serve(process.stdin, process.stdout, { checkDevice: (p, write) => checkDevice(policy, p, write) });
+  return serve(process.stdin, process.stdout, { policy });
 }
 
 /**

@@ -11,7 +11,7 @@ import { BlkError, ExitCode, describe, exitCodeOf } from '../errors.js';
 import { loadHasher } from '../hash.js';
 import { readRecords, validatePatch } from '../patch/reader.js';
 import type { PatchHeader } from '../patch/format.js';
-import { openTarget, writeFull, type Device } from './device.js';
+import { grow, openTarget, writeFull, writeZeros, type Device } from '../io/device.js';
 
 export interface ApplySummary {
   patch: string;
@@ -29,8 +29,6 @@ export interface ApplySummary {
   zeroBytes: number;
   durationMs: number;
 }
-
-const ZEROS = Buffer.alloc(1024 * 1024);
 
 export async function applyPatch(opts: { patch: string; target: string; signal?: AbortSignal }): Promise<ApplySummary> {
   const started = Date.now();
@@ -81,21 +79,6 @@ function checkSize(dev: Device, h: PatchHeader): void {
   }
   if (dev.kind === 'block' && dev.size < h.resultSize) {
     throw new BlkError(ExitCode.SIZE_MISMATCH, `target ${dev.path} is a ${dev.size}-byte block device and the patch needs ${h.resultSize} bytes; a block device cannot grow; nothing written`);
-  }
-}
-
-function grow(dev: Device, size: number): void {
-  try {
-    fs.ftruncateSync(dev.fd, size);
-  } catch (err) {
-    throw new BlkError(ExitCode.IO, `cannot grow target ${dev.path} to ${size} bytes: ${describe(err)}`, { cause: err });
-  }
-}
-
-/** Writes real zeros (the target may not be sparse, and a block device never is). */
-function writeZeros(dev: Device, offset: number, length: number): void {
-  for (let done = 0; done < length; done += ZEROS.length) {
-    writeFull(dev, ZEROS.subarray(0, Math.min(ZEROS.length, length - done)), offset + done);
   }
 }
 

@@ -10,7 +10,7 @@
 // Memory: one chunk buffer and the hasher's state. Interrupted: nothing is left behind.
 import { setImmediate as turn } from 'node:timers/promises';
 import { blockHasher, loadHasher, type StreamHasher } from '../hash.js';
-import { readFull, type Device } from './device.js';
+import { readFull, type Device } from '../io/device.js';
 
 export const FINGERPRINT_ALGO = 'xxh64-blocks';
 

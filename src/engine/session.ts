@@ -4,7 +4,7 @@ import { BlkError, ExitCode } from '../errors.js';
 import { MAX_RECORD_LEN, type PatchHeader } from '../patch/format.js';
 import { Msg } from '../proto/wire.js';
 import { checkFields, type Conn, type Done, type Result, type Start } from '../proto/messages.js';
-import type { Device } from './device.js';
+import type { Device } from '../io/device.js';
 import { runSource, type RecordSink, type SourceOptions } from './source.js';
 import type { SizePolicy } from './types.js';
 
@@ -46,16 +46,25 @@ export function geometryOf(start: Start, targetSize: number, fingerprint = Buffe
   return { blockSize: start.blockSize, targetSize, resultSize: start.resultSize, maxRecordLen: start.chunkSize, sourceFingerprint: fingerprint };
 }
 
-/** Checks a START from the client against this side's device before anything is read or written. */
+/**
+ * Checks a START from the client against this side's device before anything is read or written:
+ * every field of its type and range (REMOTE, naming the field). Sizes are whole numbers of bytes
+ * below 2^53; chunkSize is a positive multiple of blockSize of at most MAX_RECORD_LEN; a source
+ * has compareSize bytes; a target is never shrunk (resultSize >= its size).
+ */
 export function checkStart(start: Start, dev: Device, role: 'source' | 'target'): void {
   checkFields('START', start, { blockSize: 'number', seed: 'string', compareSize: 'number', resultSize: 'number', chunkSize: 'number', recordsToPeer: 'boolean', compress: 'boolean', verify: 'boolean' });
-  const bad = (why: string) => new BlkError(ExitCode.REMOTE, `protocol error: START ${why}`);
-  checkBlockSize(start.blockSize);
-  if (start.chunkSize % start.blockSize || start.chunkSize > MAX_RECORD_LEN) throw bad(`chunkSize ${start.chunkSize} is not a multiple of the block size or too large`);
-  if (!/^\d{1,20}$/.test(start.seed) || BigInt(start.seed) >= 2n ** 64n) throw bad('seed is not a u64');
-  if (start.compareSize < 0 || start.compareSize > start.resultSize) throw bad('compareSize exceeds resultSize');
-  if (role === 'source' && start.compareSize > dev.size) throw bad(`compareSize ${start.compareSize} exceeds the source's ${dev.size} bytes`);
-  if (role === 'target' && start.resultSize < dev.size) throw bad(`resultSize ${start.resultSize} is below the target's ${dev.size} bytes`);
+  const bad = (field: string, why: string) => new BlkError(ExitCode.REMOTE, `malformed START: field ${field} ${why}`);
+  const { blockSize: bs, chunkSize, compareSize, resultSize } = start;
+  if (bs < MIN_BLOCK || bs > MAX_BLOCK || (bs & (bs - 1)) !== 0) throw bad('blockSize', `${bs} is not a power of two from ${MIN_BLOCK} to ${MAX_BLOCK}`);
+  if (chunkSize <= 0 || chunkSize % bs !== 0) throw bad('chunkSize', `${chunkSize} is not a positive multiple of the block size ${bs}`);
+  if (chunkSize > MAX_RECORD_LEN) throw bad('chunkSize', `${chunkSize} exceeds the largest record, ${MAX_RECORD_LEN}`);
+  if (!/^\d{1,20}$/.test(start.seed) || BigInt(start.seed) >= 2n ** 64n) throw bad('seed', 'is not a decimal u64');
+  if (compareSize < 0) throw bad('compareSize', `${compareSize} is negative`);
+  if (resultSize < 0) throw bad('resultSize', `${resultSize} is negative`);
+  if (compareSize > resultSize) throw bad('compareSize', `${compareSize} exceeds resultSize ${resultSize}`);
+  if (role === 'source' && compareSize > dev.size) throw bad('compareSize', `${compareSize} exceeds the source's ${dev.size} bytes`);
+  if (role === 'target' && resultSize < dev.size) throw bad('resultSize', `${resultSize} is below the target's ${dev.size} bytes (a target is never shrunk)`);
 }
 
 /** Source role to the end: compare and send, then DONE, then the target's RESULT. */

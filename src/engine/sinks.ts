@@ -4,8 +4,9 @@
 // file. Every record is checked (bounds against the geometry, checksum of the plain data) before
 // a byte of it is written.
 //
-// Memory: one decoded record at a time, a 1 MiB zero buffer, and the re-read journal, which keeps
-// at most JOURNAL_MEM entries in memory and spills the rest to a temporary file.
+// Memory: one decoded record at a time, the re-read journal, which keeps
+// at most JOURNAL_MEM entries in memory and spills the rest to a temporary file. That file goes
+// on every exit path: finish, and dispose (runTarget's finally: errors, a lost peer, SIGINT).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,11 +17,9 @@ import { RECORD_HEADER_LEN, decodePayload, decodeRecordHeader, isAllZero, type P
 import type { PatchWriter } from '../patch/writer.js';
 import { Msg } from '../proto/wire.js';
 import type { Conn } from '../proto/messages.js';
-import { readFull, writeFull, type Device } from './device.js';
+import { readFull, writeFull, writeZeros, type Device } from '../io/device.js';
 import type { RecordSink } from './source.js';
 import type { TargetSink } from './target.js';
-
-const ZEROS = Buffer.alloc(1024 * 1024);
 
 export class PeerSink implements RecordSink {
   constructor(private readonly conn: Conn) {}
@@ -120,14 +119,14 @@ export class DeviceWriter implements TargetSink {
     const rh = decodeRecordHeader(frame.subarray(0, RECORD_HEADER_LEN), at, this.geometry);
     const plain = decodePayload(rh, frame.subarray(RECORD_HEADER_LEN), at, this.h);
     if (plain) writeFull(this.dev, plain, rh.offset);
-    else this.writeZeros(rh.offset, rh.length);
+    else this.zeros(rh.offset, rh.length);
     if (this.opts.verify) this.journal.add(rh.offset, rh.length, rh.checksum);
     this.blocksWritten += Math.ceil(rh.length / this.geometry.blockSize);
     this.bytesWritten += rh.length;
   }
 
-  private writeZeros(offset: number, length: number): void {
-    for (let done = 0; done < length; done += ZEROS.length) writeFull(this.dev, ZEROS.subarray(0, Math.min(ZEROS.length, length - done)), offset + done);
+  private zeros(offset: number, length: number): void {
+    writeZeros(this.dev, offset, length);
     const last = this.holes.at(-1);
     if (last && last[1] === offset) last[1] += length;
     else if (this.holes.length < DeviceWriter.MAX_HOLES) this.holes.push([offset, offset + length]);
@@ -143,9 +142,14 @@ export class DeviceWriter implements TargetSink {
       if (this.dev.kind === 'file') await this.punchHoles();
       if (this.opts.verify) await this.reread();
     } finally {
-      this.journal.dispose();
+      this.dispose();
     }
     return { blocksWritten: this.blocksWritten, bytesWritten: this.bytesWritten, verified: this.opts.verify };
+  }
+
+  /** Removes the re-read journal's temp file, if it spilled one; runTarget calls it on every exit path. */
+  dispose(): void {
+    this.journal.dispose();
   }
 
   /**

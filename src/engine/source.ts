@@ -19,7 +19,7 @@ import { blockHasher, loadHasher } from '../hash.js';
 import { makeRecord, isAllZero } from '../patch/format.js';
 import { Msg } from '../proto/wire.js';
 import type { Conn, Done, Start } from '../proto/messages.js';
-import { readFull, type Device } from './device.js';
+import { readFull, type Device } from '../io/device.js';
 import { FingerprintBuilder } from './fingerprint.js';
 
 /** Where the source's records go: the target peer, a patch file, or nowhere (dry-run). */

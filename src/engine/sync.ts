@@ -6,7 +6,6 @@
 // The local case spawns a server too, so it exercises exactly the protocol SSH carries.
 // Interrupted or failed: the server is told (its stdin closes) and exits; a patch being written
 // is removed; a target being written is left incomplete and the error says so.
-import fs from 'node:fs';
 import path from 'node:path';
 import { BlkError, ExitCode, exitCodeOf } from '../errors.js';
 import { loadHasher, randomSeed } from '../hash.js';
@@ -14,7 +13,7 @@ import { PatchWriter } from '../patch/writer.js';
 import { Conn, checkFields, checkMagic, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Hello, type Role, type Start, type Welcome } from '../proto/messages.js';
 import { Msg } from '../proto/wire.js';
 import { LocalTransport } from '../transport/local.js';
-import { openSource, openTarget, type Device } from './device.js';
+import { grow, openSource, openTarget, shrinkTo, type Device } from '../io/device.js';
 import { chunkSizeFor, checkBlockSize, geometryOf, planSizes, runSourceSide } from './session.js';
 import { DeviceWriter, PatchFromPeerSink, PatchSink, PeerSink } from './sinks.js';
 import { runTarget } from './target.js';
@@ -87,7 +86,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
   checkFields('WELCOME', welcome, { kind: 'string', size: 'number' });
 
   const [srcSize, tgt] = localRole === 'source' ? [local.size, welcome] : [welcome.size, local];
-  const targetSize = tgt.size; // before growFile changes a local target's size
+  const targetSize = tgt.size; // before grow changes a local target's size
   const plan = planSizes(srcSize, targetSize, tgt.kind, opts.sizePolicy);
   const start: Start = {
     blockSize: opts.blockSize, seed: randomSeed().toString(), ...plan, chunkSize: chunkSizeFor(opts.blockSize),
@@ -96,14 +95,15 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
   };
   await conn.writer.sendJson(Msg.START, start);
   await conn.expect(Msg.READY);
-  if (localRole === 'target' && write && plan.resultSize > local.size) growFile(local, plan.resultSize);
 
   const fingerprint = sourceFingerprint(h, opts.sourceLabel ?? `${opts.source}|${srcSize}|${t0}`);
   const geometry = geometryOf(start, targetSize, fingerprint);
   const patch = opts.mode === 'patch' ? await PatchWriter.create(opts.patchOut!, geometry, h, { overwrite: opts.patchOverwrite }) : undefined;
   const progress = (bytesDone: number, bytesDiffering: number) =>
     opts.onProgress?.({ bytesDone, bytesTotal: plan.compareSize, bytesDiffering, elapsedMs: Date.now() - t0 });
+  const growing = localRole === 'target' && write && plan.resultSize > local.size;
   try {
+    if (growing) grow(local, plan.resultSize);
     const { done, result } = localRole === 'source'
       ? await runSourceSide(local, conn, start, write ? new PeerSink(conn) : patch ? new PatchSink(patch) : null, { signal: opts.signal, maxDiffs: opts.maxDiffsReported ?? 10, onChunk: progress })
       : await runTarget(local, conn, start, write ? new DeviceWriter(local, geometry, h, { verify: !!opts.verify }) : patch ? new PatchFromPeerSink(patch, geometry, h) : null, opts.signal, progress);
@@ -124,11 +124,13 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
     };
   } catch (caught) {
     patch?.abort();
+    const undo = growing ? shrinkTo(local, targetSize) : undefined; // a failed run never leaves the target grown
     // Aborted: runSync throws the abort reason, so the note below must go on that error.
     const err: unknown = opts.signal?.aborted ? opts.signal.reason : localRole === 'source' ? await peerErrorOr(conn, caught) : caught;
     if (write && exitCodeOf(err) !== ExitCode.TARGET_REFUSED && exitCodeOf(err) !== ExitCode.PERMISSION && err instanceof Error) {
       err.message += `; target ${opts.target} may be incomplete: run the sync again to complete it`;
     }
+    if (undo && err instanceof Error) err.message += `; ${undo}`;
     throw err;
   }
 }
@@ -151,11 +153,6 @@ async function peerErrorOr(conn: Conn, err: unknown): Promise<unknown> {
   } finally {
     clearTimeout(timer);
   }
-}
-
-function growFile(dev: Device, size: number): void {
-  fs.ftruncateSync(dev.fd, size);
-  dev.size = size;
 }
 
 function sourceFingerprint(h: Awaited<ReturnType<typeof loadHasher>>, label: string): Buffer<ArrayBuffer> {

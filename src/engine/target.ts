@@ -5,7 +5,9 @@
 //   records: take RECORD frames until DONE and hand each to the sink (the device or a patch)
 // The source only sends records for chunks whose hashes it has received, so a record never
 // overwrites a block this side has yet to hash. Then the sink finishes (fsync, re-read check,
-// holes) and a RESULT goes back.
+// holes) and a RESULT goes back. The loops stop together: when one fails, the other is told
+// (an AbortSignal checked every chunk and raced against its waits) and awaited before the error
+// is thrown, so no read of the device goes on after a failure.
 //
 // Memory: one chunk buffer, one HASHES frame, the writer's batch buffer (64 KiB), and one record
 // frame at a time. Interrupted: the target holds a mix of old
@@ -15,7 +17,7 @@ import { BlkError, ExitCode } from '../errors.js';
 import { blockHasher } from '../hash.js';
 import { Msg, msgName, parseJson } from '../proto/wire.js';
 import { checkFields, type Conn, type Done, type Result, type Start } from '../proto/messages.js';
-import { readFull, type Device } from './device.js';
+import { readFull, type Device } from '../io/device.js';
 
 /** Device bytes whose HASHES frames are sent in one write (at most 16 frames of 1 MiB chunks). */
 const BATCH_BYTES = 16 * 1024 * 1024;
@@ -25,11 +27,13 @@ export interface TargetSink {
   record(frame: Buffer, at: number): Promise<void> | void;
   /** After DONE: make it durable; returns what was written. */
   finish(): Promise<Omit<Result, 'bytesRead'>>;
+  /** Releases what the sink holds (temp files); runTarget calls it on every exit path. */
+  dispose?(): void;
 }
 
 export async function runTarget(dev: Device, conn: Conn, start: Start, sink: TargetSink | null, signal?: AbortSignal, onChunk?: (bytesDone: number, bytesDiffering: number) => void): Promise<{ done: Done; result: Result }> {
   let bytesRead = 0;
-  const hashes = (async () => {
+  const hashes = async (stop: AbortSignal) => {
     const { blockSize: bs, chunkSize, compareSize } = start;
     const bh = await blockHasher(chunkSize, bs, BigInt(start.seed));
     const buf = bh.chunk;
@@ -38,36 +42,72 @@ export async function runTarget(dev: Device, conn: Conn, start: Start, sink: Tar
     const frame = Buffer.allocUnsafe(8 + (chunkSize / bs) * 8); // copied into the batch by sendBatched
     for (let pos = 0, k = 1; pos < compareSize; pos += chunkSize, k++) {
       signal?.throwIfAborted();
+      stop.throwIfAborted();
       const len = Math.min(chunkSize, compareSize - pos);
       const inDevice = Math.max(0, Math.min(len, dev.size - pos));
       readFull(dev, buf, len, pos, true);
       bytesRead += inDevice;
       frame.writeBigUInt64LE(BigInt(pos / bs), 0);
       const n = bh.hash(len, frame, 8);
-      await conn.writer.sendBatched(Msg.HASHES, frame.subarray(0, 8 + n * 8));
+      await untilStopped(conn.writer.sendBatched(Msg.HASHES, frame.subarray(0, 8 + n * 8)), stop);
       if (k % perBatch === 0 || pos + len >= compareSize) {
-        await conn.writer.flush();
+        await untilStopped(conn.writer.flush(), stop);
         onChunk?.(pos + len, 0);
         await turn();
       }
     }
-  })();
-  const records = (async (): Promise<Done> => {
+  };
+  const records = async (stop: AbortSignal): Promise<Done> => {
     for (;;) {
       const at = conn.reader.bytes;
-      const f = await conn.reader.next();
+      const f = await untilStopped(conn.reader.next(), stop);
       if (!f) throw await conn.closedAfterExit('before the end of the sync: the target is incomplete');
       if (f.type === Msg.DONE) return checkDone(parseJson<Done>(f));
       if (f.type === Msg.ERROR) throw conn.peerError(f);
       if (f.type !== Msg.RECORD || !sink) throw new BlkError(ExitCode.REMOTE, `protocol error: unexpected ${msgName(f.type)} during the sync`);
       await sink.record(f.payload, at);
     }
-  })();
-  const [, done] = await Promise.all([hashes, records]);
-  const w = sink ? await sink.finish() : { blocksWritten: 0, bytesWritten: 0, verified: false };
-  const result: Result = { ...w, bytesRead };
-  await conn.writer.sendJson(Msg.RESULT, result);
-  return { done, result };
+  };
+  try {
+    const [, done] = await together(hashes, records);
+    const w = sink ? await sink.finish() : { blocksWritten: 0, bytesWritten: 0, verified: false };
+    const result: Result = { ...w, bytesRead };
+    await conn.writer.sendJson(Msg.RESULT, result);
+    return { done, result };
+  } finally {
+    sink?.dispose?.();
+  }
+}
+
+/**
+ * Runs two loops side by side. When one fails, the other's stop signal is aborted and it is
+ * awaited (a loop checks stop between steps and races its waits against it with untilStopped),
+ * then the first error is thrown: neither outlives the call.
+ */
+export async function together<A, B>(a: (stop: AbortSignal) => Promise<A>, b: (stop: AbortSignal) => Promise<B>): Promise<[A, B]> {
+  const stop = new AbortController();
+  let first: { err: unknown } | undefined;
+  const run = <T>(f: (s: AbortSignal) => Promise<T>) => f(stop.signal).catch((err: unknown) => {
+    first ??= { err };
+    stop.abort(err);
+    return undefined as T;
+  });
+  const both = await Promise.all([run(a), run(b)]);
+  if (first) throw first.err;
+  return both;
+}
+
+/** p, or a rejection with the stop reason as soon as stop aborts (p keeps a handler: no unhandled rejection). */
+export function untilStopped<T>(p: Promise<T>, stop: AbortSignal): Promise<T> {
+  if (stop.aborted) {
+    p.catch(() => { /* given up on */ });
+    return Promise.reject(stop.reason);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(stop.reason);
+    stop.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => stop.removeEventListener('abort', onAbort));
+  });
 }
 
 function checkDone(d: Done): Done {

@@ -15,6 +15,7 @@
 import { statSync } from 'node:fs';
 import { BlkError, ExitCode } from '../errors.js';
 import { log } from '../log.js';
+import { devno as devnoOf } from '../io/sysfs.js';
 import {
   TAG_OWNER, TAG_PENDING, TAG_TARGET, checkJobName, cowSnapshotArgv, delTagArgv, jobTag, snapshotName, thinSnapshotArgv,
 } from './argv.js';
@@ -48,9 +49,7 @@ function devno(devicePath: string): string {
     throw new BlkError(ExitCode.SNAPSHOT, `cannot snapshot target ${devicePath}: ${(err as Error).message}`, { cause: err });
   }
   if (!st.isBlockDevice()) throw new BlkError(ExitCode.SNAPSHOT, `--target-snapshot needs an LVM logical volume as target: ${devicePath} is not a block device`);
-  const major = (st.rdev >>> 8) & 0xfff;
-  const minor = (st.rdev & 0xff) | ((st.rdev >>> 12) & 0xfff00);
-  return `${major}:${minor}`;
+  return devnoOf(st.rdev);
 }
 
 /** The LV behind a device path and the rows of its VG. */

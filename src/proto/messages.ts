@@ -4,7 +4,7 @@
 // Either side may send ERROR at any point and stop; the peer turns it into a BlkError.
 import type { Channel } from '../transport/transport.js';
 import type { TargetSnapshotResult, TargetSnapshotSpec } from '../engine/types.js';
-import { BlkError, ExitCode } from '../errors.js';
+import { BlkError, ExitCode, peerExitCode, printable } from '../errors.js';
 import { FrameReader, FrameWriter, Msg, msgName, parseJson, type Frame, type MsgType } from './wire.js';
 
 export const PROTOCOL_MAGIC = 'BLKDELTA';
@@ -88,7 +88,10 @@ export class Conn {
     this.writer = new FrameWriter(channel.output);
   }
 
-  /** The next frame of the given type; an ERROR frame from the peer is thrown as its BlkError. */
+  /**
+   * The next frame of the given type; an ERROR frame from the peer is thrown as its BlkError
+   * (peerError: its code checked against the exit table, its text without control characters).
+   */
   async expect(type: MsgType): Promise<Frame> {
     const f = await this.reader.next();
     if (!f) throw await this.closedAfterExit(`waiting for ${msgName(type)}`);
@@ -102,9 +105,9 @@ export class Conn {
   }
 
   peerError(f: Frame): BlkError {
-    const body = parseJson<ErrorBody>(f);
-    const code = Number.isInteger(body.code) && body.code > 0 && body.code < 256 ? body.code : ExitCode.REMOTE;
-    return new BlkError(code as ExitCode, `${this.peerLabel}: ${String(body.message)}`);
+    const body = parseJson<Partial<ErrorBody> | null>(f);
+    const message = typeof body?.message === 'string' ? body.message.slice(0, 4096) : 'sent a malformed ERROR';
+    return new BlkError(peerExitCode(body?.code), `${this.peerLabel}: ${printable(message)}`);
   }
 
   /** The peer closed its end: wait for it to exit, so that its stderr is complete, then closed(). */
@@ -114,7 +117,7 @@ export class Conn {
   }
 
   closed(when: string): BlkError {
-    const tail = this.channel.stderrTail().trim();
+    const tail = printable(this.channel.stderrTail().trim());
     return new BlkError(ExitCode.REMOTE, `${this.peerLabel} closed the connection ${when}${tail ? `; its stderr: ${tail}` : ''}`);
   }
 
@@ -125,11 +128,11 @@ export class Conn {
 
 /** Checks that a JSON message has the fields we rely on, with the right types. */
 export function checkFields(what: string, obj: unknown, spec: Record<string, 'string' | 'number' | 'boolean' | 'object'>): void {
-  if (typeof obj !== 'object' || obj === null) throw new BlkError(ExitCode.REMOTE, `malformed ${what}: not an object`);
+  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) throw new BlkError(ExitCode.REMOTE, `malformed ${what}: not a JSON object`);
   for (const [k, t] of Object.entries(spec)) {
     const v = (obj as Record<string, unknown>)[k];
     if (typeof v !== t || (t === 'number' && !Number.isSafeInteger(v))) {
-      throw new BlkError(ExitCode.REMOTE, `malformed ${what}: field ${k} must be ${t === 'number' ? 'an integer' : `a ${t}`}`);
+      throw new BlkError(ExitCode.REMOTE, `malformed ${what}: field ${k} must be ${t === 'number' ? 'a whole number of magnitude below 2^53' : `a ${t}`}`);
     }
   }
 }

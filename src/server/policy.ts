@@ -1,12 +1,16 @@
 // What a locked-down `blkdelta server --allow GLOB... --read-only` lets a client open.
-// The server calls checkDevice on every HELLO, before it opens anything:
-//   path must be absolute and normalized: no NUL or newline, no '.' or '..' component, no '//',
-//   no trailing '/'; then it must match one glob of the allow list (no list: anything goes);
-//   with readOnly every write (sync target) is refused.
+// The server checks every HELLO in two steps:
+//   checkRequest, on the path as sent: it must be absolute and normalized (no NUL or newline, no
+//   '.' or '..' component, no '//', no trailing '/'); with readOnly every write (sync target) is
+//   refused;
+//   checkAllowed, on the names of what the path resolves to (io/device.ts: symlinks followed, and
+//   for a device-mapper device the kernel's /dev/mapper/NAME and /dev/VG/LV), before the open and
+//   again on the opened file: one of them must match one glob of the allow list (no list:
+//   anything goes). A symlink in an allowed directory that points outside the list is refused; a
+//   hard link is a second name of the same file, and the administrator's business.
 // Globs: '*' is any run of characters except '/', '?' one character except '/', '[...]' a class
-// ('[!...]' or '[^...]' negated, ranges a-z); a backslash quotes the next character. The path is
-// matched as a string: symlinks are not resolved (an allowed /dev/backup/x may be an LVM link).
-// Pure functions, no I/O.
+// ('[!...]' or '[^...]' negated, ranges a-z); a backslash quotes the next character. An empty
+// glob is a usage error, never "everything". Pure functions, no I/O.
 import { BlkError, ExitCode } from '../errors.js';
 
 export interface ServerPolicy {
@@ -18,14 +22,25 @@ export interface ServerPolicy {
 
 export const OPEN_POLICY: ServerPolicy = { allow: [], readOnly: false };
 
-/** Throws BlkError PERMISSION unless the policy lets a client open path (for writing if write). */
+/** checkRequest and checkAllowed on the path itself, for a path that is no symlink. */
 export function checkDevice(policy: ServerPolicy, path: string, write: boolean): void {
+  checkRequest(policy, path, write);
+  checkAllowed(policy, [path], path);
+}
+
+/** Throws BlkError PERMISSION when the path as sent is malformed, or a write on a read-only server. */
+export function checkRequest(policy: ServerPolicy, path: string, write: boolean): void {
   const why = malformed(path);
   if (why) throw refuse(`device path ${JSON.stringify(path)} ${why}`);
-  if (policy.allow.length > 0 && !policy.allow.some((g) => globToRegExp(g).test(path))) {
-    throw refuse(`device ${path} is outside the server's --allow list (${policy.allow.join(' ')})`);
-  }
   if (write && policy.readOnly) throw refuse(`device ${path} cannot be written: the server runs with --read-only`);
+}
+
+/** Throws BlkError PERMISSION unless one of the resolved names matches the allow list. */
+export function checkAllowed(policy: ServerPolicy, names: readonly string[], requested: string): void {
+  if (policy.allow.length === 0) return;
+  if (names.some((n) => policy.allow.some((g) => globToRegExp(g).test(n)))) return;
+  const via = names[0] !== undefined && names[0] !== requested ? ` (it resolves to ${names[0]})` : '';
+  throw refuse(`device ${requested}${via} is outside the server's --allow list (${policy.allow.join(' ')})`);
 }
 
 function refuse(msg: string): BlkError {
@@ -84,8 +99,9 @@ function escape(c: string): string {
 
 /** Validates the globs of a command line up front, so a typo fails at start, not at HELLO. */
 export function makePolicy(allow: readonly string[] | undefined, readOnly: boolean | undefined): ServerPolicy {
-  const globs = (allow ?? []).filter((g) => g !== '');
+  const globs = [...(allow ?? [])];
   for (const g of globs) {
+    if (g === '') throw new BlkError(ExitCode.USAGE, 'bad --allow glob "": an empty glob names no device (it never means "everything"); give a path pattern such as /dev/backup/*');
     if (!g.startsWith('/')) throw new BlkError(ExitCode.USAGE, `bad --allow glob "${g}": must be an absolute path pattern`);
     globToRegExp(g);
   }

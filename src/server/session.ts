@@ -1,47 +1,52 @@
 // `blkdelta server`: the far end of a sync, speaking the protocol on stdin/stdout (spawned by
 // LocalTransport, or run by sshd for an SSH transport). One session per process:
-//   HELLO (role, device path, write?) → policy check → open the device → WELCOME (kind, size)
-//   START (geometry) → checks, grow a file target → READY → run the role → wait for stdin EOF
-// The device path only ever travels inside the protocol, never through a shell.
+//   HELLO (role, device path, write?) validated (validate.ts) → policy check of the path as
+//   given → open the device, the allow list matched on what it resolves to (io/device.ts)
+//   → WELCOME (kind, size)
+//   START (geometry) validated against the device and checkGrowth → grow a file target → READY
+//   → run the role → wait for stdin EOF
+// The device path only ever travels inside the protocol, never through a shell. A session that
+// fails after growing its target truncates it back to its size before the session.
 // Errors go back as an ERROR frame (exit code + message) and to stderr; the process exits when
 // its stdin closes, so no server outlives its client.
-import fs from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import { BlkError, ExitCode, describe, exitCodeOf } from '../errors.js';
 import { loadHasher } from '../hash.js';
 import { log } from '../log.js';
-import { Conn, checkFields, checkMagic, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Hello, type Start, type Welcome } from '../proto/messages.js';
+import { Conn, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Hello, type Start, type Welcome } from '../proto/messages.js';
 import { Msg } from '../proto/wire.js';
-import { openSource, openTarget, type Device } from '../engine/device.js';
+import { grow, openSource, openTarget, shrinkTo, type Device, type OpenOptions } from '../io/device.js';
 import { checkStart, geometryOf, runSourceSide } from '../engine/session.js';
 import { DeviceWriter, PeerSink } from '../engine/sinks.js';
 import { runTarget, type TargetSink } from '../engine/target.js';
 import type { TargetSnapshotSpec } from '../engine/types.js';
+import { checkAllowed, checkRequest, OPEN_POLICY, type ServerPolicy } from './policy.js';
+import { checkGrowth, parseHello } from './validate.js';
 
 export interface ServerOptions {
-  /** Throws BlkError PERMISSION when the client may not use this path (or may not write it). */
-  checkDevice?: (path: string, write: boolean) => void;
+  /** Allow list and read-only (default: OPEN_POLICY, as the local transport runs it). */
+  policy?: ServerPolicy;
 }
 
 export async function serve(input: Readable, output: Writable, opts: ServerOptions = {}): Promise<number> {
   const conn = new Conn({ input, output, stderrTail: () => '', close: async () => null }, 'client');
   let dev: Device | undefined;
+  let sizeBefore: number | undefined; // set while a grown target must be truncated back on failure
   try {
     const first = await conn.reader.next();
     if (!first) return ExitCode.OK;
-    if (first.type !== Msg.HELLO) throw new BlkError(ExitCode.REMOTE, 'protocol error: the client did not start with HELLO');
-    const hello = JSON.parse(first.payload.toString('utf8')) as Hello;
-    checkMagic('client', hello);
-    checkFields('HELLO', hello, { role: 'string', path: 'string', write: 'boolean' });
-    if (hello.role !== 'source' && hello.role !== 'target') throw new BlkError(ExitCode.REMOTE, `protocol error: unknown role ${hello.role}`);
-    opts.checkDevice?.(hello.path, hello.write);
-    dev = hello.role === 'source' ? openSource(hello.path) : openTarget(hello.path, { write: hello.write });
+    const hello = parseHello(first);
+    dev = open(hello, opts.policy ?? OPEN_POLICY);
     await conn.writer.sendJson(Msg.WELCOME, { magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, caps: [...CAPS], kind: dev.kind, size: dev.size } satisfies Welcome);
 
     const start = await conn.expectJson<Start>(Msg.START);
     checkStart(start, dev, hello.role);
     const targetSize = dev.size;
-    if (hello.role === 'target' && hello.write && start.resultSize > dev.size) grow(dev, start.resultSize);
+    if (hello.role === 'target') checkGrowth(start, dev, hello.write);
+    if (hello.role === 'target' && hello.write && start.resultSize > dev.size) {
+      sizeBefore = dev.size;
+      grow(dev, start.resultSize);
+    }
     await conn.writer.send(Msg.READY);
 
     if (hello.role === 'source') {
@@ -51,12 +56,14 @@ export async function serve(input: Readable, output: Writable, opts: ServerOptio
       const writer = hello.write ? new DeviceWriter(dev, geometryOf(start, targetSize), h, { verify: start.verify }) : null;
       await runTarget(dev, conn, start, writer && hello.targetSnapshot ? await withTargetSnapshot(writer, dev.path, hello.targetSnapshot) : writer);
     }
+    sizeBefore = undefined; // RESULT is sent: the sync is complete
     const extra = await conn.reader.next();
     if (extra) throw new BlkError(ExitCode.REMOTE, 'protocol error: data after the end of the session');
     return ExitCode.OK;
   } catch (err) {
     const code = exitCodeOf(err);
-    const message = code === ExitCode.INTERNAL ? `internal error: ${describe(err)}` : describe(err);
+    const undo = dev && sizeBefore !== undefined ? shrinkTo(dev, sizeBefore) : undefined;
+    const message = (code === ExitCode.INTERNAL ? `internal error: ${describe(err)}` : describe(err)) + (undo ? `; ${undo}` : '');
     log.error(message);
     await conn.sendError(code, message).catch(() => { /* the client is gone */ });
     return code;
@@ -76,6 +83,7 @@ async function withTargetSnapshot(inner: TargetSink, device: string, spec: Targe
   const taken = await lvm.takeTargetSnapshot(device, spec);
   return {
     record: (frame, at) => inner.record(frame, at),
+    dispose: () => inner.dispose?.(),
     async finish() {
       const r = await inner.finish();
       const rotated = await lvm.rotateTargetSnapshots(device, spec);
@@ -84,12 +92,9 @@ async function withTargetSnapshot(inner: TargetSink, device: string, spec: Targe
   };
 }
 
-function grow(dev: Device, size: number): void {
-  if (dev.kind !== 'file') throw new BlkError(ExitCode.SIZE_MISMATCH, `target ${dev.path} is a block device and cannot grow`);
-  try {
-    fs.ftruncateSync(dev.fd, size);
-  } catch (err) {
-    throw new BlkError(ExitCode.IO, `cannot grow ${dev.path} to ${size} bytes: ${describe(err)}`, { cause: err });
-  }
-  dev.size = size;
+/** Opens the device of a HELLO under the policy: the path as given, then what it resolves to. */
+function open(hello: Hello, policy: ServerPolicy): Device {
+  checkRequest(policy, hello.path, hello.write);
+  const o: OpenOptions = { allow: (names) => checkAllowed(policy, names, hello.path) };
+  return hello.role === 'source' ? openSource(hello.path, o) : openTarget(hello.path, { ...o, write: hello.write });
 }

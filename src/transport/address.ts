@@ -3,6 +3,7 @@
 //   host:/dev/x, user@host:/dev/x, [::1]:/dev/x, user@[fe80::1]:/dev/x   remote, scp-style
 //   ssh://user@host:2222/dev/x, ssh://[::1]/dev/x                         remote, URL form
 //   anything without a ':' before its first '/'                           local
+// A user or host starting with '-' is refused (ssh would take it for an option).
 // Pure string work; bad remote addresses throw BlkError USAGE naming the address.
 import { BlkError, ExitCode } from '../errors.js';
 
@@ -107,7 +108,8 @@ function parsePort(whole: string, p: string): number {
 
 function remote(whole: string, user: string | undefined, host: string, port: number | undefined, path: string): RemoteEndpoint {
   if (host === '') throw bad(whole, 'empty host name');
-  if (/[\s/]/.test(host) || host.startsWith('-')) throw bad(whole, `bad host name "${host}"`);
+  if (/[\s/]/.test(host) || host.startsWith('-')) throw bad(whole, `bad host name "${host}"${host.startsWith('-') ? " (it starts with '-', which ssh would read as an option)" : ''}`);
+  if (user?.startsWith('-')) throw bad(whole, `bad user name "${user}": it starts with '-', which ssh would read as an option`);
   if (!path.startsWith('/')) throw bad(whole, `remote path "${path}" must be absolute`);
   const e: RemoteEndpoint = { kind: 'remote', host, path };
   if (user !== undefined) e.user = user;

@@ -12,7 +12,7 @@
 // Memory: the input PassThrough (64 KiB), the Forwarder's queue (16 KiB of references to the
 // caller's buffers, nothing copied) and the stderr tail, at most TAIL_BYTES (8 KiB).
 import { PassThrough, Writable, type Readable } from 'node:stream';
-import { BlkError, ExitCode } from '../errors.js';
+import { BlkError, ExitCode, printable } from '../errors.js';
 import { gcAfterSsh } from '../gc.js';
 
 export const TAIL_BYTES = 8 * 1024;
@@ -51,8 +51,9 @@ export class TailBuffer {
     this.buf = joined.length > TAIL_BYTES ? Buffer.from(joined.subarray(-TAIL_BYTES)) : joined;
   }
 
+  /** The tail as printable text (control characters escaped: it comes from the other host). */
   text(): string {
-    return this.buf.toString('utf8').trim();
+    return printable(this.buf.toString('utf8').trim());
   }
 }
 

@@ -1,6 +1,7 @@
 // RshTransport: `--rsh "ssh -p 2222 -o ProxyJump=gw"` runs `blkdelta server` through an external
 // command, for what ssh_config does and ssh2 does not (ProxyJump, GSSAPI, ControlMaster...).
-//   argv = splitWords(rsh) + [-p PORT] + [user@]host + "${remoteCmd} server"
+//   argv = splitWords(rsh) + [-p PORT] + -- + [user@]host + "${remoteCmd} server"
+// ('--' ends ssh's options: the destination is never read as one; OpenSSH accepts it)
 // spawned without a shell; the device path travels inside the protocol, never on this argv.
 // The external command checks host keys itself (OpenSSH: known_hosts, StrictHostKeyChecking).
 // Exit 255 (OpenSSH's own failures: connection refused or lost, host key, auth) counts as a
@@ -57,7 +58,7 @@ export function splitWords(line: string, option = '--rsh'): string[] {
 /** The full argv RshTransport runs (exported for tests and --debug output). */
 export function rshArgv(o: RshOptions): string[] {
   const dest = o.user ? `${o.user}@${o.host}` : o.host;
-  return [...splitWords(o.rsh), ...(o.port ? ['-p', String(o.port)] : []), dest, serverCommand(o.remoteCmd)];
+  return [...splitWords(o.rsh), ...(o.port ? ['-p', String(o.port)] : []), '--', dest, serverCommand(o.remoteCmd)];
 }
 
 export class RshTransport implements Transport {
