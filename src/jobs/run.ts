@@ -14,7 +14,7 @@ import type { Config, JobConfig } from './config.js';
 import { lockJob, type Lock } from './lock.js';
 import { writeMetrics } from './metrics.js';
 import { selfId } from './proc.js';
-import { acquireSlot, type Slot } from './slots.js';
+import { acquireSlot, type Slot } from '../server/slots.js';
 import { putRecord, putRefused, removeStaleTemps, type Outcome, type RunRecord } from './state.js';
 import { snapshotOfError, syncJob, type JobSyncResult } from './sync-job.js';
 import { formatBytes, formatAge } from '../units.js';
