@@ -21,6 +21,8 @@ export function applyText(s: ApplySummary): string {
 
 /** PATCH... TARGET: at least one patch, then the target. */
 export function splitFiles(files: string[]): { patches: string[]; target: string } {
+  const option = files.find((f) => f.startsWith('-') && f !== '-');
+  if (option) throw new BlkError(ExitCode.USAGE, `unknown option ${option} (a file name that starts with "-" must be given as ./${option})`);
   if (files.length < 2) throw new BlkError(ExitCode.USAGE, 'apply needs a patch and a target: blkdelta apply PATCH [PATCH...] TARGET');
   return { patches: files.slice(0, -1), target: files.at(-1)! };
 }
@@ -29,6 +31,8 @@ export const applyCommand: CommandModule<object, ApplyArgs> = {
   command: 'apply <files..>',
   describe: 'write patch files (made by `sync --patch-out`) onto a target image or device: apply PATCH [PATCH...] TARGET',
   builder: (y) => y
+    // yargs drops a lone "-" from positionals unless unknown options pass as arguments (then splitFiles refuses them)
+    .parserConfiguration({ 'unknown-options-as-args': true })
     .positional('files', { type: 'string', array: true, demandOption: true, describe: 'patch files in the order they were made ("-": stdin), then the target image file or block device' })
     .option('json', { type: 'boolean', default: false, describe: 'print the summary as JSON' })
     .example('$0 apply nightly.bdp /dev/vg0/replica', 'apply a patch to a block device')

@@ -29,7 +29,7 @@ export const syncCommand: CommandModule<object, Args> = {
   builder: (y) =>
     snapshotOptions(commonOptions(y).positional('dst', { demandOption: false }))
       .option('dry-run', { alias: 'n', type: 'boolean', describe: 'report what differs, write nothing (exit 3 when something differs)' })
-      .option('patch-out', { type: 'string', describe: 'write a patch file (mode 0600) instead of touching DST (apply it later with blkdelta apply); "-": to stdout, the summary then goes to stderr' })
+      .option('patch-out', { type: 'string', requiresArg: true, describe: 'write a patch file (mode 0600) instead of touching DST (apply it later with blkdelta apply); "-": to stdout, the summary then goes to stderr' })
       .option('force', { type: 'boolean', describe: 'with --patch-out: replace an existing patch file (only once the new one is complete)' })
       .option('verify', { type: 'boolean', describe: 'after writing and fsync, re-read every written block and check it' })
       .option('compress', { type: 'boolean', default: true, describe: 'lz4-compress blocks that shrink; --no-compress to send raw' })
