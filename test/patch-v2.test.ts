@@ -5,7 +5,7 @@
 // header, items and trailer is corrupted (checksums recomputed so the field rule itself fires).
 import test, { type ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { BlkError, ExitCode, FormatError } from '../src/errors.js';
@@ -15,7 +15,7 @@ import { loadHasher } from '../src/hash.js';
 import { HEADER_LEN_V2, RECORD_HEADER_LEN, TRAILER_LEN_V2 } from '../src/patch/format.js';
 import { BASE_HEAD_LEN, REGION_LEN } from '../src/patch/state.js';
 import { LocalTransport } from '../src/transport/local.js';
-import { makeImagePair, sha256, tempDir } from './helpers/patch-fixture.js';
+import { fileCopier, makeImagePair, sha256, tempDir } from './helpers/patch-fixture.js';
 import { blkdelta, readAt, writeAt } from './helpers/engine-fixture.js';
 
 const MiB = 1024 * 1024, BS = 4096;
@@ -24,7 +24,7 @@ const tmp = tempDir('blkdelta-v2-');
 const BIN = 'bin/blkdelta';
 // A0 --P1--> A1 --P2--> A2
 let a0 = '', a1 = '', a2 = '', p1 = '', p2 = '';
-let copies = 0;
+let spools = 0;
 
 test.before(async () => {
   ({ source: a1, target: a0 } = await makeImagePair(tmp.dir));
@@ -40,12 +40,7 @@ test.before(async () => {
 });
 test.after.always(() => tmp.cleanup());
 
-function copyOf(path: string, edit?: (b: Buffer) => Buffer | void): string {
-  const out = join(tmp.dir, `copy-${copies++}`);
-  if (!edit) copyFileSync(path, out);
-  else { const b = readFileSync(path); writeFileSync(out, edit(b) ?? b); }
-  return out;
-}
+const copyOf = fileCopier(tmp.dir);
 
 /** Offsets of the blocks where two images differ (or are equal). */
 function blocks(x: string, y: string, differing: boolean): number[] {
@@ -151,7 +146,7 @@ test('a chain whose second link does not follow the first: the first stays appli
 
 // stdin and stdout
 function spoolDir(): string {
-  const d = join(tmp.dir, `spool-${copies++}`);
+  const d = join(tmp.dir, `spool-${spools++}`);
   mkdirSync(d);
   return d;
 }
