@@ -30,6 +30,7 @@ export function spoolBound(h: PatchHeader): number {
 }
 
 export async function spoolStdin(hasher: Hasher, signal?: AbortSignal, input: Readable = process.stdin): Promise<Spool> {
+  if ((input as { isTTY?: boolean }).isTTY) throw new BlkError(ExitCode.USAGE, 'apply -: stdin is a terminal; pipe or redirect the patch into it');
   const dir = mkdtempSync(join(tmpdir(), 'blkdelta-spool-'));
   const spool: Spool = { path: join(dir, 'patch'), remove: () => rmSync(dir, { recursive: true, force: true }) };
   const onAbort = () => input.destroy(signal!.reason as Error);
