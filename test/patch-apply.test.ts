@@ -2,7 +2,7 @@
 // applyPatch (and the CLI) to copies of the target, to a grown file and to a real loop device.
 // Every corruption and truncation is refused with PATCH_INVALID and leaves the target unchanged.
 import test from 'ava';
-import { copyFileSync, existsSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { BlkError, ExitCode, FormatError } from '../src/errors.js';
@@ -10,11 +10,10 @@ import { applyPatch } from '../src/engine/apply.js';
 import { loadHasher } from '../src/hash.js';
 import { Encoding, HEADER_LEN, RECORD_HEADER_LEN, TRAILER_LEN } from '../src/patch/format.js';
 import { validatePatch } from '../src/patch/reader.js';
-import { buildPatch, makeImagePair, sha256, tempDir, type PatchLayout } from './helpers/patch-fixture.js';
+import { buildPatch, fileCopier, makeImagePair, sha256, tempDir, type PatchLayout } from './helpers/patch-fixture.js';
 
 const tmp = tempDir();
 let source = '', target = '', patch = '', layout: PatchLayout;
-let copies = 0;
 
 test.before(async () => {
   ({ source, target } = await makeImagePair(tmp.dir));
@@ -23,13 +22,7 @@ test.before(async () => {
 });
 test.after.always(() => tmp.cleanup());
 
-/** A fresh copy of a file in the temp dir, optionally changed by `edit`. */
-function copyOf(path: string, edit?: (b: Buffer) => Buffer | void): string {
-  const out = join(tmp.dir, `copy-${copies++}`);
-  if (!edit) copyFileSync(path, out);
-  else { const b = readFileSync(path); writeFileSync(out, edit(b) ?? b); }
-  return out;
-}
+const copyOf = fileCopier(tmp.dir);
 
 const first = (enc: number) => layout.records.find((r) => r.encoding === enc)!;
 

@@ -37,7 +37,7 @@ const badHeader = test.macro({
 });
 
 test('bad magic', badHeader, (b) => b.write('BLKDPTCX', 0, 'ascii'), 'header.magic', 0, false);
-test('version 2', badHeader, (b) => b.writeUInt16LE(2, 8), 'header.version', 8, true);
+test('version 3', badHeader, (b) => b.writeUInt16LE(3, 8), 'header.version', 8, true);
 test('version 0', badHeader, (b) => b.writeUInt16LE(0, 8), 'header.version', 8, true);
 test('a flipped bit', badHeader, (b) => { b[20]! ^= 0x10; }, 'header.header_checksum', 56, false);
 test('a flipped checksum bit', badHeader, (b) => { b[60]! ^= 1; }, 'header.header_checksum', 56, false);

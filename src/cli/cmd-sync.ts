@@ -29,7 +29,7 @@ export const syncCommand: CommandModule<object, Args> = {
   builder: (y) =>
     snapshotOptions(commonOptions(y).positional('dst', { demandOption: false }))
       .option('dry-run', { alias: 'n', type: 'boolean', describe: 'report what differs, write nothing (exit 3 when something differs)' })
-      .option('patch-out', { type: 'string', describe: 'write a patch file instead of touching DST (apply it later with blkdelta apply)' })
+      .option('patch-out', { type: 'string', requiresArg: true, describe: 'write a patch file (mode 0600) instead of touching DST (apply it later with blkdelta apply); "-": to stdout, the summary then goes to stderr' })
       .option('force', { type: 'boolean', describe: 'with --patch-out: replace an existing patch file (only once the new one is complete)' })
       .option('verify', { type: 'boolean', describe: 'after writing and fsync, re-read every written block and check it' })
       .option('compress', { type: 'boolean', default: true, describe: 'lz4-compress blocks that shrink; --no-compress to send raw' })
@@ -39,9 +39,12 @@ export const syncCommand: CommandModule<object, Args> = {
       .example('blkdelta sync vm1.img backup@store2:/dev/backup/vm1', 'push over SSH')
       .example('blkdelta sync --dry-run a.img b.img', 'how much differs')
       .example('blkdelta sync --patch-out vm1.patch /dev/vg0/vm1 /dev/backup/vm1', 'save the delta, apply later')
+      .example('blkdelta sync --patch-out - vm1.img store2:/dev/backup/vm1 | ssh store3 blkdelta apply - /dev/backup/vm1', 'stream the delta')
       .epilogue(exitStatusText(SYNC_EXIT_CODES)) as never,
   handler: async (argv) => {
     if (argv.force && !argv['patch-out']) throw new BlkError(ExitCode.USAGE, '--force applies only with --patch-out: it replaces an existing patch file');
+    const toStdout = argv['patch-out'] === '-';
+    if (toStdout && argv.json) throw new BlkError(ExitCode.USAGE, '--json cannot be used with --patch-out -: stdout carries the patch (the summary goes to stderr)');
     const mode: SyncMode = argv['dry-run'] ? 'dry-run' : argv['patch-out'] ? 'patch' : 'write';
     const progress = progressReporter(!!argv.progress && !argv.quiet && !argv.json);
     const ends = snapshotEnds(argv);
@@ -59,7 +62,8 @@ export const syncCommand: CommandModule<object, Args> = {
       const { value: { value: summary, target }, snapshot } = await runWithSnapshots(argv, cli.abort.signal, (source, signal) =>
         withTargetSnapshot(remoteTarget ? undefined : targetSnap, opts.target, () => runSync({ ...opts, source: source ?? opts.source, signal })));
       progress.end();
-      printSummary((snapshot || target ? { ...summary, snapshot, targetSnapshot: target } : summary) as typeof summary, argv);
+      printSummary((snapshot || target ? { ...summary, snapshot, targetSnapshot: target } : summary) as typeof summary, argv,
+        toStdout ? (line) => process.stderr.write(line + '\n') : undefined);
       if (mode === 'dry-run' && !summary.identical) cli.exitCode = ExitCode.DIFFERENT;
     } finally {
       progress.end();

@@ -36,7 +36,9 @@ export function blockSizeOf(argv: { 'block-size': string }): number {
   }
 }
 
-export function printSummary(s: SyncSummary, argv: { json?: boolean; quiet?: boolean }): void {
+/** print: where the lines go (stderr when stdout carries a patch). */
+export function printSummary(s: SyncSummary, argv: { json?: boolean; quiet?: boolean }, print: (line: string) => void = out): void {
+  const out = print;
   if (argv.json) return out(JSON.stringify(s, null, 2));
   if (argv.quiet) return;
   const bs = s.blockSize;

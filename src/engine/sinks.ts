@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { BlkError, ExitCode, describe } from '../errors.js';
-import type { Hasher } from '../hash.js';
+import { blockHasher, type BlockHasher, type Hasher } from '../hash.js';
 import { log } from '../log.js';
 import { RECORD_HEADER_LEN, decodePayload, decodeRecordHeader, isAllZero, type PatchHeader } from '../patch/format.js';
 import type { PatchWriter } from '../patch/writer.js';
@@ -28,27 +28,54 @@ export class PeerSink implements RecordSink {
   }
 }
 
+/** Source side, patch output: each record with the target's hashes under it, and each chunk's region. */
 export class PatchSink implements RecordSink {
   constructor(private readonly writer: PatchWriter) {}
-  async record(_offset: number, header: Buffer, payload: Buffer): Promise<void> {
-    this.writer.addRecord(header, payload);
+  async record(_offset: number, header: Buffer, payload: Buffer, base: Buffer): Promise<void> {
+    this.writer.addRecord(header, payload, base);
+    await this.writer.yieldIfDue();
+  }
+  async region(offset: number, length: number, baseHashes: Buffer): Promise<void> {
+    this.writer.addRegion(offset, length, baseHashes);
+    await this.writer.drain();
   }
 }
 
-/** Target side, patch output (a pull with --patch-out): checks each record, then stores it. */
+/**
+ * Target side, patch output (a pull with --patch-out): checks each record, then stores it with the
+ * hashes of the blocks it overwrites, re-read from this side's device (only the blocks the patch
+ * writes: the device is not written in patch mode). Regions come from the hashes as they are sent.
+ */
 export class PatchFromPeerSink implements TargetSink {
   private records = 0;
   private bytes = 0;
-  constructor(private readonly writer: PatchWriter, private readonly geometry: PatchHeader, private readonly h: Hasher) {}
-  record(frame: Buffer, at: number): void {
-    const rh = decodeRecordHeader(frame.subarray(0, RECORD_HEADER_LEN), at, this.geometry);
+  private readonly base: Buffer;
+  private constructor(private readonly writer: PatchWriter, private readonly header: PatchHeader, private readonly h: Hasher,
+    private readonly dev: Device, private readonly bh: BlockHasher) {
+    this.base = Buffer.allocUnsafe((header.maxRecordLen / header.blockSize) * 8);
+  }
+
+  static async create(writer: PatchWriter, header: PatchHeader, h: Hasher, dev: Device): Promise<PatchFromPeerSink> {
+    return new PatchFromPeerSink(writer, header, h, dev, await blockHasher(header.maxRecordLen, header.blockSize, header.state!.seed));
+  }
+
+  async record(frame: Buffer, at: number): Promise<void> {
+    const rh = decodeRecordHeader(frame.subarray(0, RECORD_HEADER_LEN), at, this.header);
     decodePayload(rh, frame.subarray(RECORD_HEADER_LEN), at, this.h);
-    this.writer.addRecord(frame.subarray(0, RECORD_HEADER_LEN), frame.subarray(RECORD_HEADER_LEN));
+    readFull(this.dev, this.bh.chunk, rh.length, rh.offset, true);
+    const n = this.bh.hash(rh.length, this.base);
+    this.writer.addRecord(frame.subarray(0, RECORD_HEADER_LEN), frame.subarray(RECORD_HEADER_LEN), this.base.subarray(0, n * 8));
     this.records++;
     this.bytes += rh.length;
+    await this.writer.yieldIfDue();
   }
+
+  hashes(offset: number, length: number, hashes: Buffer): void {
+    this.writer.addRegion(offset, length, hashes);
+  }
+
   async finish() {
-    return { blocksWritten: Math.ceil(this.bytes / this.geometry.blockSize), bytesWritten: this.bytes, verified: false };
+    return { blocksWritten: Math.ceil(this.bytes / this.header.blockSize), bytesWritten: this.bytes, verified: false };
   }
 }
 

@@ -24,7 +24,10 @@ import { FingerprintBuilder } from './fingerprint.js';
 
 /** Where the source's records go: the target peer, a patch file, or nowhere (dry-run). */
 export interface RecordSink {
-  record(offset: number, header: Buffer, payload: Buffer): Promise<void>;
+  /** base: the target's block hashes under the record (valid during the call only). */
+  record(offset: number, header: Buffer, payload: Buffer, base: Buffer): Promise<void>;
+  /** After each chunk's records: the target's block hashes of [offset, offset+length) (a patch's region). */
+  region?(offset: number, length: number, baseHashes: Buffer): Promise<void>;
 }
 
 export interface SourceOptions {
@@ -64,11 +67,12 @@ export async function runSource(dev: Device, conn: Conn, start: Start, sink: Rec
         if (!sink) continue;
         const rec = makeRecord(offset, plain, start.compress, h);
         if (start.compress) gcAfter(plain.length); // lz4-napi's output, kept or not, is garbage soon
-        await sink.record(offset, rec.header, rec.payload);
+        await sink.record(offset, rec.header, rec.payload, remote.subarray(a * 8, b * 8));
         done.records++;
         done.dataBytes += plain.length;
       }
     }
+    await sink?.region?.(pos, len, remote);
     opts.onChunk?.(pos + len, done.blocksDiffering * bs);
     await turn();
   }

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { BlkError, ExitCode, exitCodeOf } from '../errors.js';
 import { loadHasher, randomSeed } from '../hash.js';
 import { PatchWriter } from '../patch/writer.js';
-import { Conn, checkFields, checkMagic, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Hello, type Role, type Start, type Welcome } from '../proto/messages.js';
+import { Conn, checkFields, checkMagic, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Done, type Hello, type Role, type Start, type Welcome } from '../proto/messages.js';
 import { Msg } from '../proto/wire.js';
 import { LocalTransport } from '../transport/local.js';
 import { grow, openSource, openTarget, shrinkTo, type Device } from '../io/device.js';
@@ -98,7 +98,8 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
 
   const fingerprint = sourceFingerprint(h, opts.sourceLabel ?? `${opts.source}|${srcSize}|${t0}`);
   const geometry = geometryOf(start, targetSize, fingerprint);
-  const patch = opts.mode === 'patch' ? await PatchWriter.create(opts.patchOut!, geometry, h, { overwrite: opts.patchOverwrite }) : undefined;
+  const patchHeader = { ...geometry, state: { seed: BigInt(start.seed), regionSize: start.chunkSize, compareSize: plan.compareSize } };
+  const patch = opts.mode === 'patch' ? await PatchWriter.create(opts.patchOut!, patchHeader, h, { overwrite: opts.patchOverwrite }) : undefined;
   const progress = (bytesDone: number, bytesDiffering: number) =>
     opts.onProgress?.({ bytesDone, bytesTotal: plan.compareSize, bytesDiffering, elapsedMs: Date.now() - t0 });
   const growing = localRole === 'target' && write && plan.resultSize > local.size;
@@ -106,8 +107,8 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
     if (growing) grow(local, plan.resultSize);
     const { done, result } = localRole === 'source'
       ? await runSourceSide(local, conn, start, write ? new PeerSink(conn) : patch ? new PatchSink(patch) : null, { signal: opts.signal, maxDiffs: opts.maxDiffsReported ?? 10, onChunk: progress })
-      : await runTarget(local, conn, start, write ? new DeviceWriter(local, geometry, h, { verify: !!opts.verify }) : patch ? new PatchFromPeerSink(patch, geometry, h) : null, opts.signal, progress);
-    const patchBytes = patch ? (await patch.finish()).bytes : undefined;
+      : await runTarget(local, conn, start, write ? new DeviceWriter(local, geometry, h, { verify: !!opts.verify }) : patch ? await PatchFromPeerSink.create(patch, patchHeader, h, local) : null, opts.signal, progress);
+    const patchBytes = patch ? (await patch.finish(patchFingerprints(done))).bytes : undefined;
     return {
       mode: opts.mode, source: opts.source, target: opts.target, blockSize: opts.blockSize,
       sourceSize: srcSize, targetSize, comparedBytes: plan.compareSize,
@@ -153,6 +154,14 @@ async function peerErrorOr(conn: Conn, err: unknown): Promise<unknown> {
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** A version 2 patch's trailer carries the content before and after (the DONE's digests). */
+function patchFingerprints(done: Done): { base: bigint; result: bigint } {
+  if (!done.fingerprint || !done.baseFingerprint) {
+    throw new BlkError(ExitCode.REMOTE, 'the source end sent no fingerprints (an older blkdelta): cannot write a version 2 patch; upgrade it');
+  }
+  return { base: BigInt('0x' + done.baseFingerprint), result: BigInt('0x' + done.fingerprint) };
 }
 
 function sourceFingerprint(h: Awaited<ReturnType<typeof loadHasher>>, label: string): Buffer<ArrayBuffer> {

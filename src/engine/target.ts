@@ -25,6 +25,8 @@ const BATCH_BYTES = 16 * 1024 * 1024;
 /** Takes the records that arrive at the target side. */
 export interface TargetSink {
   record(frame: Buffer, at: number): Promise<void> | void;
+  /** This side's block hashes of [offset, offset+length), as they are sent (valid during the call only). */
+  hashes?(offset: number, length: number, hashes: Buffer): void;
   /** After DONE: make it durable; returns what was written. */
   finish(): Promise<Omit<Result, 'bytesRead'>>;
   /** Releases what the sink holds (temp files); runTarget calls it on every exit path. */
@@ -49,6 +51,7 @@ export async function runTarget(dev: Device, conn: Conn, start: Start, sink: Tar
       bytesRead += inDevice;
       frame.writeBigUInt64LE(BigInt(pos / bs), 0);
       const n = bh.hash(len, frame, 8);
+      sink?.hashes?.(pos, len, frame.subarray(8, 8 + n * 8));
       await untilStopped(conn.writer.sendBatched(Msg.HASHES, frame.subarray(0, 8 + n * 8)), stop);
       if (k % perBatch === 0 || pos + len >= compareSize) {
         await untilStopped(conn.writer.flush(), stop);

@@ -33,6 +33,20 @@ export function checkHeader(h: PatchHeader, at: number): void {
   if (!Buffer.isBuffer(h.sourceFingerprint) || h.sourceFingerprint.length !== 16) {
     throw fail('source_fingerprint', 40, 'must be 16 bytes');
   }
+  if (h.state) checkState(h, at);
+}
+
+/** Version 2 header fields. */
+function checkState(h: PatchHeader, at: number): void {
+  const fail = (field: string, off: number, detail: string) => new FormatError(`header.${field}`, at + off, detail);
+  const { regionSize: rs, compareSize, seed } = h.state!;
+  if (!Number.isInteger(rs) || rs < h.maxRecordLen || rs > MAX_RECORD_LEN || rs % h.blockSize !== 0) {
+    throw fail('region_size', 36, `${rs} is not a multiple of block_size ${h.blockSize} between max_record_len ${h.maxRecordLen} and ${MAX_RECORD_LEN}`);
+  }
+  if (typeof seed !== 'bigint' || seed < 0n || seed >= 2n ** 64n) throw fail('seed', 56, `${seed} is not a u64`);
+  if (!safeSize(compareSize)) throw fail('compare_size', 64, `${compareSize} is not an integer in 0 .. 2^53-1`);
+  if (compareSize > h.resultSize) throw fail('compare_size', 64, `${compareSize} exceeds result_size ${h.resultSize}`);
+  if (h.resultSize > h.targetSize && compareSize < h.targetSize) throw fail('compare_size', 64, `${compareSize} is below target_size ${h.targetSize} of a growing patch`);
 }
 
 export function checkRecordHeader(r: RecordHeader, at: number, h: PatchHeader): void {
@@ -42,6 +56,10 @@ export function checkRecordHeader(r: RecordHeader, at: number, h: PatchHeader): 
   if (length > h.maxRecordLen) throw fail('length', 4, `${length} exceeds max_record_len ${h.maxRecordLen}`);
   if (offset % h.blockSize !== 0) throw fail('offset', 8, `${offset} is not a multiple of block_size ${h.blockSize}`);
   if (offset + length > h.resultSize) throw fail('offset', 8, `record ${offset}+${length} ends past result_size ${h.resultSize}`);
+  if (h.state && offset + length > h.state.compareSize) throw fail('offset', 8, `record ${offset}+${length} ends past compare_size ${h.state.compareSize}`);
+  if (h.state && Math.floor(offset / h.state.regionSize) !== Math.floor((offset + length - 1) / h.state.regionSize)) {
+    throw fail('offset', 8, `record ${offset}+${length} crosses a region boundary (region_size ${h.state.regionSize})`);
+  }
   if (r.encoding === Encoding.RAW && stored !== length) throw fail('stored_len', 16, `raw record: ${stored} differs from length ${length}`);
   if (r.encoding === Encoding.LZ4 && (stored === 0 || stored >= length)) throw fail('stored_len', 16, `lz4 record: ${stored} must be > 0 and < length ${length}`);
   if (r.encoding === Encoding.ZERO && stored !== 0) throw fail('stored_len', 16, `zero record: ${stored} must be 0`);
@@ -49,8 +67,12 @@ export function checkRecordHeader(r: RecordHeader, at: number, h: PatchHeader): 
 }
 
 export function checkTrailer(t: Trailer, at: number): void {
-  const fields: Array<[keyof Trailer, string, number]> = [['recordCount', 'record_count', 8], ['dataBytes', 'data_bytes', 16], ['storedBytes', 'stored_bytes', 24]];
-  for (const [key, name, off] of fields) {
-    if (!safeSize(t[key] as number)) throw new FormatError(`trailer.${name}`, at + off, `${t[key]} is not an integer in 0 .. 2^53-1`);
+  const fields: Array<[number | undefined, string, number]> = [[t.recordCount, 'record_count', 8], [t.dataBytes, 'data_bytes', 16], [t.storedBytes, 'stored_bytes', 24]];
+  if (t.state) fields.push([t.state.regionCount, 'region_count', 32]);
+  for (const [v, name, off] of fields) {
+    if (!safeSize(v as number)) throw new FormatError(`trailer.${name}`, at + off, `${v} is not an integer in 0 .. 2^53-1`);
+  }
+  for (const [v, name, off] of [[t.state?.baseFingerprint, 'base_fingerprint', 40], [t.state?.resultFingerprint, 'result_fingerprint', 48]] as const) {
+    if (t.state && (typeof v !== 'bigint' || v < 0n || v >= 2n ** 64n)) throw new FormatError(`trailer.${name}`, at + off, `${v} is not a u64`);
   }
 }

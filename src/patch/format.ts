@@ -1,7 +1,8 @@
-// Patch stream format v1 (docs/patch-format.md): a pure codec, bytes in and bytes out, no I/O.
-// The same record encoding travels on the wire in a sync, so the engine and the patch file share it.
-//   stream  = header(64) record* trailer(40)
-//   record  = record header(32) payload(stored_len)      payload: raw | lz4 | none (zero)
+// Patch stream format v2, and v1 for reading (docs/patch-format.md): a pure codec, bytes in and
+// bytes out, no I/O. The record encoding travels on the wire in a sync too (always v1 rules there).
+//   v1 stream = header(64) record* trailer(40)
+//   v2 stream = header(80) (record base | region)* trailer(64)        (base, region: state.ts)
+//   record    = record header(32) payload(stored_len)      payload: raw | lz4 | none (zero)
 // Every decoder is strict: each field is checked against the header before anything is allocated,
 // and a bad field throws FormatError naming the field and its byte offset in the stream.
 // Memory: a decoded lz4 payload is at most max_record_len (<= 16 MiB); nothing else is allocated.
@@ -11,45 +12,72 @@ import type { Hasher, StreamHasher } from '../hash.js';
 import { checkHeader, checkRecordHeader, checkTrailer, safeU64 } from './checks.js';
 
 export const PATCH_MAGIC: Buffer = Buffer.from('BLKDPTCH', 'ascii');
-export const PATCH_VERSION = 1, HEADER_LEN = 64, RECORD_HEADER_LEN = 32, TRAILER_LEN = 40;
+/** The version writers write; HEADER_LEN and TRAILER_LEN are version 1's (the v2 ones below). */
+export const PATCH_VERSION = 2, HEADER_LEN = 64, RECORD_HEADER_LEN = 32, TRAILER_LEN = 40;
+export const HEADER_LEN_V2 = 80, TRAILER_LEN_V2 = 64;
 export const MAX_RECORD_LEN = 16 * 1024 * 1024;
 export const MIN_BLOCK_SIZE = 512, MAX_BLOCK_SIZE = 64 * 1024 * 1024;
 export const Encoding = { RAW: 0, LZ4: 1, ZERO: 2 } as const;
-export const RECORD_TYPE = 0x01, TRAILER_TYPE = 0x02;
+export const RECORD_TYPE = 0x01, TRAILER_TYPE = 0x02, BASE_TYPE = 0x03, REGION_TYPE = 0x04;
 /** lz4 payloads start with the plain length as u32 LE (lz4-napi's size prefix), then an LZ4 block. */
 export const LZ4_PREFIX_LEN = 4;
 
-export interface PatchHeader { blockSize: number; targetSize: number; resultSize: number; maxRecordLen: number; sourceFingerprint: Buffer }
+export interface PatchHeader { blockSize: number; targetSize: number; resultSize: number; maxRecordLen: number; sourceFingerprint: Buffer; state?: PatchState }
+/** Version 2: how the target's state before the patch is recorded (absent: a version 1 patch, or the wire). */
+export interface PatchState { seed: bigint; regionSize: number; compareSize: number }
 export interface RecordHeader { encoding: 0 | 1 | 2; length: number; offset: number; storedLength: number; checksum: bigint }
-export interface Trailer { recordCount: number; dataBytes: number; storedBytes: number; streamChecksum: bigint }
+export interface Trailer { recordCount: number; dataBytes: number; storedBytes: number; streamChecksum: bigint; state?: TrailerState }
+/** Version 2 trailer fields. */
+export interface TrailerState { regionCount: number; baseFingerprint: bigint; resultFingerprint: bigint }
+
+export const headerLen = (h: PatchHeader): number => (h.state ? HEADER_LEN_V2 : HEADER_LEN);
+export const trailerLen = (h: PatchHeader): number => (h.state ? TRAILER_LEN_V2 : TRAILER_LEN);
 
 /** Encodes and self-checks a header (decodes the bytes before returning them). */
 export function encodeHeader(h: PatchHeader, hasher: Hasher): Buffer {
   checkHeader(h, 0);
-  const b = Buffer.alloc(HEADER_LEN);
+  const len = headerLen(h), sumAt = len - 8;
+  const b = Buffer.alloc(len);
   PATCH_MAGIC.copy(b, 0);
-  b.writeUInt16LE(PATCH_VERSION, 8);
+  b.writeUInt16LE(h.state ? 2 : 1, 8);
   b.writeUInt32LE(h.blockSize, 12);
   b.writeBigUInt64LE(BigInt(h.targetSize), 16);
   b.writeBigUInt64LE(BigInt(h.resultSize), 24);
   b.writeUInt32LE(h.maxRecordLen, 32);
   h.sourceFingerprint.copy(b, 40);
-  b.writeBigUInt64LE(hasher.h64(b.subarray(0, 56), 0n), 56);
+  if (h.state) {
+    b.writeUInt32LE(h.state.regionSize, 36);
+    b.writeBigUInt64LE(h.state.seed, 56);
+    b.writeBigUInt64LE(BigInt(h.state.compareSize), 64);
+  }
+  b.writeBigUInt64LE(hasher.h64(b.subarray(0, sumAt), 0n), sumAt);
   decodeHeader(b, hasher);
   return b;
 }
 
-/** Decodes a header: magic, then version (a newer file says so), then checksum, then each field. */
-export function decodeHeader(buf: Uint8Array, hasher: Hasher): PatchHeader {
-  if (buf.length < HEADER_LEN) throw new FormatError('header', 0, `truncated: ${buf.length} of ${HEADER_LEN} bytes`);
-  const b = asBuffer(buf).subarray(0, HEADER_LEN);
+/**
+ * The header's length, from its first 10 bytes: checks the magic, then the version (a newer file
+ * says so rather than looking corrupt).
+ */
+export function headerLenOf(buf: Uint8Array): number {
+  if (buf.length < 10) throw new FormatError('header', 0, `truncated: ${buf.length} of ${HEADER_LEN} bytes`);
+  const b = asBuffer(buf);
   if (!b.subarray(0, 8).equals(PATCH_MAGIC)) throw new FormatError('header.magic', 0, `not a blkdelta patch (expected "BLKDPTCH", got ${hex(b.subarray(0, 8))})`);
   const version = b.readUInt16LE(8);
-  if (version !== PATCH_VERSION) throw new FormatError('header.version', 8, `unsupported version ${version} (this program reads version ${PATCH_VERSION})`);
-  const sum = b.readBigUInt64LE(56), want = hasher.h64(b.subarray(0, 56), 0n);
-  if (sum !== want) throw new FormatError('header.header_checksum', 56, `mismatch (stored ${hex64(sum)}, computed ${hex64(want)}): header corrupt`);
+  if (version !== 1 && version !== 2) throw new FormatError('header.version', 8, `unsupported version ${version} (this program reads versions 1 and 2)`);
+  return version === 1 ? HEADER_LEN : HEADER_LEN_V2;
+}
+
+/** Decodes a header: magic, then version, then checksum, then each field. */
+export function decodeHeader(buf: Uint8Array, hasher: Hasher): PatchHeader {
+  if (buf.length < HEADER_LEN) throw new FormatError('header', 0, `truncated: ${buf.length} of ${HEADER_LEN} bytes`);
+  const len = headerLenOf(buf), sumAt = len - 8, v2 = len === HEADER_LEN_V2;
+  if (buf.length < len) throw new FormatError('header', 0, `truncated: ${buf.length} of ${len} bytes`);
+  const b = asBuffer(buf).subarray(0, len);
+  const sum = b.readBigUInt64LE(sumAt), want = hasher.h64(b.subarray(0, sumAt), 0n);
+  if (sum !== want) throw new FormatError('header.header_checksum', sumAt, `mismatch (stored ${hex64(sum)}, computed ${hex64(want)}): header corrupt`);
   if (b.readUInt16LE(10) !== 0) throw new FormatError('header.flags', 10, `reserved, must be 0 (got ${b.readUInt16LE(10)})`);
-  if (b.readUInt32LE(36) !== 0) throw new FormatError('header.reserved', 36, 'reserved bytes must be 0');
+  if (!v2 && b.readUInt32LE(36) !== 0) throw new FormatError('header.reserved', 36, 'reserved bytes must be 0');
   const h: PatchHeader = {
     blockSize: b.readUInt32LE(12),
     targetSize: safeU64(b, 16, 0, 'header.target_size'),
@@ -57,6 +85,7 @@ export function decodeHeader(buf: Uint8Array, hasher: Hasher): PatchHeader {
     maxRecordLen: b.readUInt32LE(32),
     sourceFingerprint: Buffer.from(b.subarray(40, 56)),
   };
+  if (v2) h.state = { regionSize: b.readUInt32LE(36), seed: b.readBigUInt64LE(56), compareSize: safeU64(b, 64, 0, 'header.compare_size') };
   checkHeader(h, 0);
   return h;
 }
@@ -146,23 +175,31 @@ function unpack(r: RecordHeader, payload: Buffer, pAt: number): Buffer {
 /** Encodes the trailer: feeds bytes 0..31 to `stream` (the running hash) and stores its digest. */
 export function encodeTrailer(t: Omit<Trailer, 'streamChecksum'>, stream: StreamHasher): Buffer {
   checkTrailer({ ...t, streamChecksum: 0n }, 0);
-  const b = Buffer.alloc(TRAILER_LEN);
+  const len = t.state ? TRAILER_LEN_V2 : TRAILER_LEN, sumAt = len - 8;
+  const b = Buffer.alloc(len);
   b.writeUInt8(TRAILER_TYPE, 0);
   b.writeBigUInt64LE(BigInt(t.recordCount), 8);
   b.writeBigUInt64LE(BigInt(t.dataBytes), 16);
   b.writeBigUInt64LE(BigInt(t.storedBytes), 24);
-  const sum = stream.update(b.subarray(0, 32)).digest();
-  b.writeBigUInt64LE(sum, 32);
-  const back = decodeTrailer(b, 0);
-  if (back.recordCount !== t.recordCount || back.dataBytes !== t.dataBytes || back.storedBytes !== t.storedBytes || back.streamChecksum !== sum) {
+  if (t.state) {
+    b.writeBigUInt64LE(BigInt(t.state.regionCount), 32);
+    b.writeBigUInt64LE(t.state.baseFingerprint, 40);
+    b.writeBigUInt64LE(t.state.resultFingerprint, 48);
+  }
+  const sum = stream.update(b.subarray(0, sumAt)).digest();
+  b.writeBigUInt64LE(sum, sumAt);
+  const back = decodeTrailer(b, 0, t.state ? 2 : 1);
+  if (back.recordCount !== t.recordCount || back.dataBytes !== t.dataBytes || back.storedBytes !== t.storedBytes || back.streamChecksum !== sum ||
+    back.state?.regionCount !== t.state?.regionCount || back.state?.baseFingerprint !== t.state?.baseFingerprint || back.state?.resultFingerprint !== t.state?.resultFingerprint) {
     throw new Error('encodeTrailer: self-check failed');
   }
   return b;
 }
 
-/** Decodes the trailer at buf[0..40]; the caller compares stream_checksum with its running hash. */
-export function decodeTrailer(buf: Uint8Array, at: number): Trailer {
-  if (buf.length < TRAILER_LEN) throw new FormatError('trailer', at, `truncated: ${buf.length} of ${TRAILER_LEN} bytes`);
+/** Decodes the trailer at buf[0..40] (v2: 0..64); the caller compares stream_checksum with its running hash. */
+export function decodeTrailer(buf: Uint8Array, at: number, version: 1 | 2 = 1): Trailer {
+  const len = version === 2 ? TRAILER_LEN_V2 : TRAILER_LEN;
+  if (buf.length < len) throw new FormatError('trailer', at, `truncated: ${buf.length} of ${len} bytes`);
   const b = asBuffer(buf);
   const type = b.readUInt8(0);
   if (type !== TRAILER_TYPE) throw new FormatError('trailer.type', at, `expected 0x02, got 0x${type.toString(16).padStart(2, '0')}`);
@@ -171,8 +208,9 @@ export function decodeTrailer(buf: Uint8Array, at: number): Trailer {
     recordCount: safeU64(b, 8, at, 'trailer.record_count'),
     dataBytes: safeU64(b, 16, at, 'trailer.data_bytes'),
     storedBytes: safeU64(b, 24, at, 'trailer.stored_bytes'),
-    streamChecksum: b.readBigUInt64LE(32),
+    streamChecksum: b.readBigUInt64LE(len - 8),
   };
+  if (version === 2) t.state = { regionCount: safeU64(b, 32, at, 'trailer.region_count'), baseFingerprint: b.readBigUInt64LE(40), resultFingerprint: b.readBigUInt64LE(48) };
   return t;
 }
 
@@ -197,6 +235,6 @@ function hex(b: Uint8Array): string {
   return Buffer.from(b).toString('hex');
 }
 
-function hex64(n: bigint): string {
+export function hex64(n: bigint): string {
   return n.toString(16).padStart(16, '0');
 }

@@ -1,6 +1,7 @@
-// Reading a patch file in two passes, so that a corrupt patch writes nothing:
+// Reading a patch file (version 1 or 2) in two passes, so that a corrupt patch writes nothing:
 //   pass 1 validatePatch: read every byte once, check every field, decompress and checksum every
 //     record, check the trailer's counts and stream checksum, and that nothing follows it;
+//     (version 2: base items after each record, regions in order up to compare_size);
 //   pass 2 readRecords: read it again and yield each record's plain data (null = zeros). Every
 //     record is checked again, so a file changed between the passes fails on the changed record.
 // Both read sequentially with readSync through one fixed buffer of max_record_len + 1 MiB, plus
@@ -9,12 +10,13 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { setImmediate as turn } from 'node:timers/promises';
 import { BlkError, ExitCode, FormatError, describe } from '../errors.js';
-import type { Hasher } from '../hash.js';
+import type { Hasher, StreamHasher } from '../hash.js';
 import {
-  HEADER_LEN, RECORD_HEADER_LEN, TRAILER_LEN, TRAILER_TYPE,
-  decodeHeader, decodePayload, decodeRecordHeader, decodeTrailer,
+  BASE_TYPE, RECORD_HEADER_LEN, REGION_TYPE, TRAILER_TYPE,
+  decodeHeader, decodePayload, decodeRecordHeader, decodeTrailer, headerLenOf, trailerLen,
   type PatchHeader, type RecordHeader, type Trailer,
 } from './format.js';
+import { BASE_HEAD_LEN, REGION_LEN, decodeBaseHead, decodeRegion, type RegionItem } from './state.js';
 
 const SLACK = 1024 * 1024;
 const YIELD_EVERY = 4 * 1024 * 1024;
@@ -40,60 +42,106 @@ export async function* readRecords(path: string, header: PatchHeader, hasher: Ha
   }
 }
 
-type Item = { header: PatchHeader } | { record: RecordHeader; data: Buffer | null } | { trailer: Trailer };
+export type Item = { header: PatchHeader } | { record: RecordHeader; data: Buffer | null; base?: Buffer } | { region: RegionItem } | { trailer: Trailer };
 
-/** Parses and checks the stream, yielding the header, each record, then the checked trailer. */
-async function* scan(path: string, hasher: Hasher): AsyncGenerator<Item> {
+/**
+ * Parses and checks the stream, yielding the header, each record (v2: with its base hashes), each
+ * region (v2), then the checked trailer. payloads: false skips decoding the records' data (data is
+ * null): for a cursor that only needs the state items of a validated file.
+ */
+export async function* scan(path: string, hasher: Hasher, opts: { payloads?: boolean } = {}): AsyncGenerator<Item> {
   const src = new ChunkReader(path);
   try {
     const stream = hasher.create64(0n);
-    const hb = src.take(HEADER_LEN, 'header');
+    const hb = src.take(headerLenOf(src.peek(src.available(10) || 1, 'header')), 'header');
     const header = decodeHeader(hb, hasher);
     stream.update(hb);
     yield { header };
     src.reserve(header.maxRecordLen + SLACK);
-    const counts = { records: 0, data: 0, stored: 0 };
+    const seen = { records: 0, data: 0, stored: 0, regions: 0, nextRegion: 0, recordEnd: 0 };
     let sinceYield = 0;
     for (;;) {
       const at = src.pos;
       const type = src.peek(1, 'trailer', 'truncated: the file ends before the end marker')[0];
       if (type === TRAILER_TYPE) break;
-      const rb = src.take(RECORD_HEADER_LEN, 'record');
-      const record = decodeRecordHeader(rb, at, header);
-      stream.update(rb);
-      const payload = src.take(record.storedLength, 'record.payload');
-      const data = decodePayload(record, payload, at, hasher);
-      stream.update(payload);
-      counts.records++; counts.data += record.length; counts.stored += record.storedLength;
-      yield { record, data };
-      sinceYield += record.length;
+      if (header.state && type === REGION_TYPE) {
+        yield { region: takeRegion(src, header, stream, seen) };
+        continue;
+      }
+      if (header.state && type === BASE_TYPE) throw new FormatError('base.type', at, 'a base item must follow a record');
+      const item = takeRecord(src, header, hasher, stream, seen, opts.payloads ?? true);
+      yield item;
+      sinceYield += item.record.length;
       if (sinceYield >= YIELD_EVERY) { sinceYield = 0; await turn(); }
     }
-    yield { trailer: readTrailer(src, stream, counts) };
+    yield { trailer: readTrailer(src, header, stream, seen) };
   } finally {
     src.close();
   }
 }
 
-function readTrailer(src: ChunkReader, stream: ReturnType<Hasher['create64']>, counts: { records: number; data: number; stored: number }): Trailer {
+type Seen = { records: number; data: number; stored: number; regions: number; nextRegion: number; recordEnd: number };
+
+function takeRegion(src: ChunkReader, header: PatchHeader, stream: StreamHasher, seen: Seen): RegionItem {
   const at = src.pos;
-  const tb = src.take(TRAILER_LEN, 'trailer');
-  const t = decodeTrailer(tb, at);
-  const sum = stream.update(tb.subarray(0, 32)).digest();
-  if (sum !== t.streamChecksum) throw new FormatError('trailer.stream_checksum', at + 32, 'mismatch: the patch is corrupt');
-  const check = (name: string, off: number, stored: number, seen: number) => {
-    if (stored !== seen) throw new FormatError(`trailer.${name}`, at + off, `says ${stored}, the records add up to ${seen}`);
+  const rb = src.take(REGION_LEN, 'region');
+  const region = decodeRegion(rb, at, header, seen.nextRegion);
+  stream.update(rb);
+  seen.nextRegion += region.length;
+  seen.regions++;
+  return region;
+}
+
+/** A record, its payload, and (v2) its base item, all read before any view of them is handed out. */
+function takeRecord(src: ChunkReader, header: PatchHeader, hasher: Hasher, stream: StreamHasher, seen: Seen, payloads: boolean): { record: RecordHeader; data: Buffer | null; base?: Buffer } {
+  const at = src.pos;
+  const rb = src.take(RECORD_HEADER_LEN, 'record');
+  const record = decodeRecordHeader(rb, at, header);
+  if (header.state && record.offset < seen.recordEnd) throw new FormatError('record.offset', at + 8, `${record.offset} is before the end of the previous record (${seen.recordEnd}): records come in offset order`);
+  stream.update(rb);
+  let baseLen = 0;
+  if (header.state) {
+    // payload and base item are made resident together, so that no view is moved by a later read
+    const bAt = src.pos + record.storedLength;
+    const head = src.peek(record.storedLength + BASE_HEAD_LEN, 'base').subarray(record.storedLength);
+    baseLen = decodeBaseHead(head, bAt, record, header);
+    src.peek(record.storedLength + baseLen, 'base');
+  }
+  const payload = src.take(record.storedLength, 'record.payload');
+  const data = payloads ? decodePayload(record, payload, at, hasher) : null;
+  stream.update(payload);
+  seen.records++; seen.data += record.length; seen.stored += record.storedLength; seen.recordEnd = record.offset + record.length;
+  if (!header.state) return { record, data };
+  const bb = src.take(baseLen, 'base');
+  stream.update(bb);
+  return { record, data, base: bb.subarray(BASE_HEAD_LEN) };
+}
+
+function readTrailer(src: ChunkReader, header: PatchHeader, stream: StreamHasher, seen: Seen): Trailer {
+  const at = src.pos;
+  const len = trailerLen(header), sumAt = len - 8;
+  const tb = src.take(len, 'trailer');
+  const t = decodeTrailer(tb, at, header.state ? 2 : 1);
+  const sum = stream.update(tb.subarray(0, sumAt)).digest();
+  if (sum !== t.streamChecksum) throw new FormatError('trailer.stream_checksum', at + sumAt, 'mismatch: the patch is corrupt');
+  const check = (name: string, off: number, stored: number, counted: number) => {
+    if (stored !== counted) throw new FormatError(`trailer.${name}`, at + off, `says ${stored}, the stream adds up to ${counted}`);
   };
-  check('record_count', 8, t.recordCount, counts.records);
-  check('data_bytes', 16, t.dataBytes, counts.data);
-  check('stored_bytes', 24, t.storedBytes, counts.stored);
+  check('record_count', 8, t.recordCount, seen.records);
+  check('data_bytes', 16, t.dataBytes, seen.data);
+  check('stored_bytes', 24, t.storedBytes, seen.stored);
+  if (header.state) {
+    check('region_count', 32, t.state!.regionCount, seen.regions);
+    if (seen.nextRegion !== header.state.compareSize) throw new FormatError('trailer', at, `the regions end at ${seen.nextRegion}, compare_size is ${header.state.compareSize}`);
+  }
   if (src.peekEof() === false) throw new FormatError('trailer', src.pos, 'data follows the trailer (the stream must end there)');
   return t;
 }
 
 function sameHeader(a: PatchHeader, b: PatchHeader): boolean {
   return a.blockSize === b.blockSize && a.targetSize === b.targetSize && a.resultSize === b.resultSize &&
-    a.maxRecordLen === b.maxRecordLen && a.sourceFingerprint.equals(b.sourceFingerprint);
+    a.maxRecordLen === b.maxRecordLen && a.sourceFingerprint.equals(b.sourceFingerprint) &&
+    a.state?.seed === b.state?.seed && a.state?.regionSize === b.state?.regionSize && a.state?.compareSize === b.state?.compareSize;
 }
 
 /** Sequential reads through one buffer; `pos` is the stream offset of the next unread byte. */
@@ -136,6 +184,12 @@ class ChunkReader {
 
   /** True when no byte is left. */
   peekEof(): boolean { return !this.fill(1); }
+
+  /** How many of the next n bytes the file still has (at most n). */
+  available(n: number): number {
+    this.fill(n);
+    return Math.min(n, this.end - this.start);
+  }
 
   close(): void {
     if (this.fd !== undefined) closeSync(this.fd);

@@ -3,7 +3,7 @@
 // between them written with PatchWriter by a plain block-by-block comparison (independent of the
 // sync engine). The patch's record positions are returned so tests can corrupt each structure.
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, openSync, readSync, closeSync, fstatSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, openSync, readSync, closeSync, fstatSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -14,6 +14,17 @@ import { PatchWriter } from '../../src/patch/writer.js';
 export function tempDir(prefix = 'blkdelta-patch-'): { dir: string; cleanup(): void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** copyOf(path, edit?): a fresh copy of a file in `dir` (copy-0, copy-1, ...), optionally changed by `edit`. */
+export function fileCopier(dir: string): (path: string, edit?: (b: Buffer) => Buffer | void) => string {
+  let copies = 0;
+  return (path, edit) => {
+    const out = join(dir, `copy-${copies++}`);
+    if (!edit) copyFileSync(path, out);
+    else { const b = readFileSync(path); writeFileSync(out, edit(b) ?? b); }
+    return out;
+  };
 }
 
 export function sha256(path: string): string {
