@@ -8,6 +8,7 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { describe } from '../errors.js';
+import type { Fingerprint } from '../engine/fingerprint.js';
 import type { ProcId } from './proc.js';
 import type { Thresholds } from './config.js';
 
@@ -36,6 +37,12 @@ export interface RunRecord {
   /** dirty: a write may have been cut short, the target is not a copy of anything. */
   targetState: 'consistent' | 'dirty' | 'unknown';
   verified?: boolean;
+  /**
+   * A good run: the content it left on [0, size) of the target (engine/fingerprint.ts), the one
+   * a copy of the target taken before the next run holds; baseFingerprint: the content before.
+   */
+  fingerprint?: Fingerprint;
+  baseFingerprint?: Fingerprint;
   /** The job's check thresholds when it ran, so `check` works without the config. */
   thresholds?: Thresholds;
 }

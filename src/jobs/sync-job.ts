@@ -2,7 +2,7 @@
 // inside the LVM source snapshot when the job has one (withSourceSnapshot removes it whatever
 // happens), through the SSH transport when one end is remote, and throttled when bwlimit is set.
 //   [source snapshot] -> [target snapshot] -> transport (local server / ssh, bwlimit)
-//   -> runSync(write, verify?) -> [rotate target snapshots, keep N]
+//   -> runSync(write, verify?) -> [label and prune target copies: retention, pool_max_fill]
 // What an interruption leaves: see runSync (a target being written is left incomplete) and
 // withSourceSnapshot (the snapshot is removed; after SIGKILL the next run removes it).
 import { runSync } from '../engine/sync.js';
@@ -38,13 +38,14 @@ export async function syncJob(job: JobConfig, signal: AbortSignal, phases: Phase
 async function syncTarget(job: JobConfig, source: string, signal: AbortSignal, phases: Phases): Promise<JobSyncResult> {
   if (job.target.kind === 'remote') return syncRemoteTarget(job, source, signal, phases);
   const ts = job.targetSnapshot;
-  const taken = ts ? await takeTargetSnapshot(job.target.path, { job: job.name, size: ts.size }) : undefined;
+  const taken = ts ? await takeTargetSnapshot(job.target.path, { job: job.name, size: ts.size, poolMaxFill: ts.poolMaxFill }) : undefined;
   signal.throwIfAborted();
   phases.writing();
   const summary = await runSync(syncOptions(job, source, signal));
   phases.written();
   if (!ts || !taken) return { summary };
-  const { kept } = await rotateTargetSnapshots(job.target.path, { job: job.name, keep: ts.keep });
+  const content = { dataTime: Date.now(), fingerprint: summary.fingerprint, baseFingerprint: summary.baseFingerprint, copy: taken.reused ? undefined : taken.name };
+  const { kept } = await rotateTargetSnapshots(job.target.path, { job: job.name, retention: ts.retention, poolMaxFill: ts.poolMaxFill, content });
   return { summary, targetSnapshot: { name: `${taken.vg}/${taken.name}`, reused: taken.reused, kept } };
 }
 

@@ -78,7 +78,7 @@ async function withTargetSnapshot(inner: TargetSink, device: string, spec: Targe
     record: (frame, at) => inner.record(frame, at),
     async finish() {
       const r = await inner.finish();
-      const rotated = await lvm.rotateTargetSnapshots(device, spec);
+      const rotated = await lvm.rotateTargetSnapshots(device, { job: spec.job, retention: { keepLast: spec.keep } });
       return { ...r, targetSnapshot: { name: taken.name, reused: taken.reused, ...rotated } };
     },
   };
