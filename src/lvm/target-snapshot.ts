@@ -60,7 +60,7 @@ function devno(devicePath: string): string {
   } catch (err) {
     throw new BlkError(ExitCode.SNAPSHOT, `cannot snapshot target ${devicePath}: ${(err as Error).message}`, { cause: err });
   }
-  if (!st.isBlockDevice()) throw new BlkError(ExitCode.SNAPSHOT, `--target-snapshot needs an LVM logical volume as target: ${devicePath} is not a block device`);
+  if (!st.isBlockDevice()) throw new BlkError(ExitCode.SNAPSHOT, `target copies (target_snapshot, --target-snapshot, history) need an LVM logical volume as target: ${devicePath} is not a block device`);
   const major = (st.rdev >>> 8) & 0xfff;
   const minor = (st.rdev & 0xff) | ((st.rdev >>> 12) & 0xfff00);
   return `${major}:${minor}`;
@@ -71,7 +71,7 @@ export async function targetLv(devicePath: string, timeoutMs?: number): Promise<
   const dev = devno(devicePath);
   const all = await listLvs([], timeoutMs);
   const lv = all.find((r) => r.devno === dev);
-  if (!lv) throw new BlkError(ExitCode.SNAPSHOT, `--target-snapshot needs an LVM logical volume as target: ${devicePath} (${dev}) is not an active LV`);
+  if (!lv) throw new BlkError(ExitCode.SNAPSHOT, `target copies (target_snapshot, --target-snapshot, history) need an LVM logical volume as target: ${devicePath} (${dev}) is not an active LV`);
   return { lv, rows: all.filter((r) => r.vg === lv.vg) };
 }
 
