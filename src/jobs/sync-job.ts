@@ -8,7 +8,7 @@
 import { runSync } from '../engine/sync.js';
 import type { SyncOptions, SyncSummary } from '../engine/types.js';
 import { withSourceSnapshot, snapshotReportOf, type SnapshotReport } from '../lvm/snapshot.js';
-import { rotateTargetSnapshots, takeTargetSnapshot } from '../lvm/target-snapshot.js';
+import { rotateTargetSnapshots, takeTargetSnapshot, type TargetSnapshotInfo } from '../lvm/target-snapshot.js';
 import { LocalTransport } from '../transport/local.js';
 import { throttled } from '../transport/throttle.js';
 import { SshTransport } from '../transport/ssh.js';
@@ -41,12 +41,17 @@ async function syncTarget(job: JobConfig, source: string, signal: AbortSignal, p
   const taken = ts ? await takeTargetSnapshot(job.target.path, { job: job.name, size: ts.size, poolMaxFill: ts.poolMaxFill }) : undefined;
   signal.throwIfAborted();
   phases.writing();
-  const summary = await runSync(syncOptions(job, source, signal));
+  const summary = await runSync({ ...syncOptions(job, source, signal), seed: seedOf(taken, job.blockSize) });
   phases.written();
   if (!ts || !taken) return { summary };
   const content = { dataTime: Date.now(), fingerprint: summary.fingerprint, baseFingerprint: summary.baseFingerprint, copy: taken.reused ? undefined : taken.name };
   const { kept } = await rotateTargetSnapshots(job.target.path, { job: job.name, retention: ts.retention, poolMaxFill: ts.poolMaxFill, content });
   return { summary, targetSnapshot: { name: `${taken.vg}/${taken.name}`, reused: taken.reused, kept } };
+}
+
+/** The seed of the new copy's label, so that the run's baseFingerprint checks it. */
+function seedOf(taken: TargetSnapshotInfo | undefined, blockSize: number): string | undefined {
+  return taken?.labelled?.blockSize === blockSize ? taken.labelled.seed : undefined;
 }
 
 /** A remote target: its server takes the target snapshot and rotates it (SyncOptions.targetSnapshot). */

@@ -105,10 +105,10 @@ export interface TargetSnapshotReport extends TargetSnapshotInfo {
  * does the same.)
  */
 export async function withTargetSnapshot<T extends RunFingerprints>(spec: { job: string; keep: number; size?: string } | undefined, device: string,
-  run: () => Promise<T>): Promise<{ value: T; target?: TargetSnapshotReport }> {
+  run: (seed?: string) => Promise<T>, blockSize?: number): Promise<{ value: T; target?: TargetSnapshotReport }> {
   if (!spec) return { value: await run() };
   const taken = await takeTargetSnapshot(device, spec);
-  const value = await run();
+  const value = await run(taken.labelled?.blockSize === blockSize ? taken.labelled?.seed : undefined);
   const content = { dataTime: Date.now(), fingerprint: value.fingerprint, baseFingerprint: value.baseFingerprint, copy: taken.reused ? undefined : taken.name };
   const rotated = await rotateTargetSnapshots(device, { job: spec.job, retention: { keepLast: spec.keep }, content });
   return { value, target: { ...taken, ...rotated } };

@@ -11,8 +11,10 @@
 //     time and fingerprint of the good run whose content it freezes); then the live target's
 //     labels are removed (from now on it is being written)
 //   rotateTargetSnapshots(dev, {job, retention, content})   only after a successful run:
-//     label the live target with this run's data time and fingerprint, give a copy taken by this
-//     run that had no labels the run's base fingerprint, clear blkdelta-pending, then prune
+//     label the live target with this run's data time and fingerprint; check the label of the copy
+//     this run took against the run's base fingerprint (the sync ran with the label's seed): no
+//     label or a wrong one (the target was changed outside blkdelta: a rollback) -> relabel with
+//     the content it holds, data time unknown; clear blkdelta-pending, then prune
 //     (copies.ts pruneCopies: the Retention rules, pool_max_fill)
 //
 // Interruption: a run that dies leaves its copy tagged pending and the live target unlabelled;
@@ -50,6 +52,11 @@ export interface TargetSnapshotInfo {
   kind: 'thin' | 'cow';
   /** True when no snapshot was taken because a failed run's snapshot is still the last good copy. */
   reused: boolean;
+  /**
+   * The fingerprint the new copy was labelled with (the live target's): run the sync with its
+   * seed and block size, so that its baseFingerprint checks the label (rotateTargetSnapshots).
+   */
+  labelled?: CopyFingerprint;
 }
 
 /** "major:minor" of a block device; throws SNAPSHOT when the path is not one. */
@@ -110,7 +117,7 @@ export async function takeTargetSnapshot(devicePath: string, o: TargetSnapshotOp
   }
   await unlabelLive(lv, o.timeoutMs);
   log.info(`took ${thin ? 'thin' : 'COW'} snapshot ${lv.vg}/${name} of target ${lv.vg}/${lv.name} (the last good copy)`);
-  return { vg: lv.vg, lv: lv.name, name, kind, reused: false };
+  return { vg: lv.vg, lv: lv.name, name, kind, reused: false, labelled: labelsOf(lv.tags).fingerprint ?? undefined };
 }
 
 /** The live target is about to be written: it no longer holds the labelled content. */
@@ -159,7 +166,21 @@ async function labelAfterRun(lv: LvRow, rows: LvRow[], job: string, c: RunConten
   const live = [dataTag(c.dataTime), ...(c.fingerprint ? [fpTag(c.fingerprint)] : [])];
   await runLvm(retagArgv(lv.vg, lv.name, live, contentTags(lv.tags))!, timeoutMs);
   const copy = c.copy ? copiesOf(rows, lv, job).find((x) => x.id === c.copy) : undefined;
-  if (copy && c.baseFingerprint && labelsOf(copy.row.tags).fingerprint === null) {
-    await runLvm(retagArgv(lv.vg, copy.id, [fpTag(c.baseFingerprint)], [])!, timeoutMs);
-  }
+  if (copy && c.baseFingerprint) await checkCopyLabel(copy.row, c.baseFingerprint, timeoutMs);
 }
+
+/**
+ * The run measured what the copy holds (its baseFingerprint, made with the label's seed): a copy
+ * without a fingerprint gets it; a copy whose label disagrees (the target was changed outside
+ * blkdelta since its last good run: a rollback, a manual write) is relabelled with it and its
+ * data time dropped (unknown), instead of carrying another run's labels.
+ */
+async function checkCopyLabel(copy: LvRow, base: CopyFingerprint, timeoutMs?: number): Promise<void> {
+  const label = labelsOf(copy.tags).fingerprint;
+  if (label && sameFingerprint(label, base)) return;
+  if (label) log.warn(`target copy ${copy.vg}/${copy.name}: the target was changed outside blkdelta since its last good run (a rollback?); relabelled with the content it holds, data time unknown`);
+  await runLvm(retagArgv(copy.vg, copy.name, [fpTag(base)], label ? contentTags(copy.tags) : [])!, timeoutMs);
+}
+
+const sameFingerprint = (a: CopyFingerprint, b: CopyFingerprint): boolean =>
+  a.algo === b.algo && a.seed === b.seed && a.blockSize === b.blockSize && a.size === b.size && a.digest === b.digest;
