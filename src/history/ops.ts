@@ -7,7 +7,8 @@ import { lockJob } from '../jobs/lock.js';
 import { pruneCopies, type PruneResult } from '../lvm/copies.js';
 import { entriesOf, findCopy, jobHistory, type HistoryEntry } from './copies.js';
 import { restoreCopy, type RestoreResult } from './restore.js';
-import { putVerifyRecord, verifyCopies, type CopyCheck } from './verify.js';
+import { putVerifyRecord, type CopyCheck } from '../jobs/history-record.js';
+import { verifyCopies } from './verify.js';
 
 export async function historyList(job: JobConfig): Promise<HistoryEntry[]> {
   return entriesOf(await jobHistory(job));

@@ -2,34 +2,14 @@
 // fingerprintDevice and compares the result with the fingerprint the copy carries.
 //   for each copy (or the one named): torn -> damaged; no fingerprint -> unverifiable;
 //   else re-read [0, fp.size) -> ok | damaged (digest differs)
-// The outcome is written to <state_dir>/<job>.history.json (atomic) for `check` and for
+// ops.ts records the outcome (jobs/history-record.ts) for `check` and for
 // history_verify_every. Memory: fingerprintDevice's chunk buffer. Interrupted: nothing is
 // written; a thin copy activated for the read is deactivated in finally.
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { describe } from '../errors.js';
 import { fingerprintDevice, type Fingerprint } from '../engine/fingerprint.js';
 import { openSource } from '../engine/device.js';
-import { writeFileAtomic } from '../jobs/state.js';
+import type { CopyCheck } from '../jobs/history-record.js';
 import type { Copy } from '../lvm/copies.js';
 import { withReadableCopy } from './readable.js';
-
-export interface CopyCheck {
-  id: string;
-  lv: string;
-  result: 'ok' | 'damaged' | 'unverifiable';
-  detail: string;
-}
-
-export interface VerifyRecord {
-  version: 1;
-  job: string;
-  /** ISO time the verify finished. */
-  at: string;
-  copies: CopyCheck[];
-}
-
-export const verifyRecordPath = (stateDir: string, job: string): string => join(stateDir, `${job}.history.json`);
 
 /** Checks each copy in turn; never throws for a damaged copy (it is a result), only for I/O it cannot do. */
 export async function verifyCopies(copies: readonly Copy[], signal?: AbortSignal): Promise<CopyCheck[]> {
@@ -59,23 +39,3 @@ async function verifyCopy(c: Copy, signal?: AbortSignal): Promise<CopyCheck> {
     : { id: c.id, lv, result: 'damaged', detail: `content differs from its fingerprint: expected ${fp.digest}, read ${found.digest}` };
 }
 
-export function putVerifyRecord(stateDir: string, rec: VerifyRecord): void {
-  writeFileAtomic(verifyRecordPath(stateDir, rec.job), JSON.stringify(rec, null, 1) + '\n');
-}
-
-/** The last verify of a job, null when none (or unreadable: reported as the reason). */
-export function readVerifyRecord(stateDir: string, job: string): { rec: VerifyRecord | null; problem?: string } {
-  let text: string;
-  try {
-    text = readFileSync(verifyRecordPath(stateDir, job), 'utf8');
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ENOENT' ? { rec: null } : { rec: null, problem: describe(err) };
-  }
-  try {
-    const v = JSON.parse(text) as VerifyRecord;
-    if (v?.version !== 1 || v.job !== job || !Array.isArray(v.copies) || Number.isNaN(Date.parse(v.at))) return { rec: null, problem: 'not a history verify record' };
-    return { rec: v };
-  } catch (err) {
-    return { rec: null, problem: `not valid JSON (${(err as Error).message})` };
-  }
-}

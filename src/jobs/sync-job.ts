@@ -8,7 +8,7 @@
 import { runSync } from '../engine/sync.js';
 import type { SyncOptions, SyncSummary } from '../engine/types.js';
 import { withSourceSnapshot, snapshotReportOf, type SnapshotReport } from '../lvm/snapshot.js';
-import { rotateTargetSnapshots, takeTargetSnapshot, type TargetSnapshotInfo } from '../lvm/target-snapshot.js';
+import { rotateTargetSnapshots, takeTargetSnapshot, type HistorySummary, type TargetSnapshotInfo } from '../lvm/target-snapshot.js';
 import { LocalTransport } from '../transport/local.js';
 import { throttled } from '../transport/throttle.js';
 import { SshTransport } from '../transport/ssh.js';
@@ -20,7 +20,7 @@ export interface JobSyncResult {
   summary: SyncSummary;
   snapshot?: SnapshotReport;
   /** The target's last good copy (target_snapshot) and the snapshots kept after rotation. */
-  targetSnapshot?: { name: string; reused: boolean; kept: string[] };
+  targetSnapshot?: { name: string; reused: boolean; kept: string[]; history?: HistorySummary };
 }
 
 /** Phase marks: from writing() on a failure may leave the target dirty; after written() it is a copy. */
@@ -45,8 +45,8 @@ async function syncTarget(job: JobConfig, source: string, signal: AbortSignal, p
   phases.written();
   if (!ts || !taken) return { summary };
   const content = { dataTime: Date.now(), fingerprint: summary.fingerprint, baseFingerprint: summary.baseFingerprint, copy: taken.reused ? undefined : taken.name };
-  const { kept } = await rotateTargetSnapshots(job.target.path, { job: job.name, retention: ts.retention, poolMaxFill: ts.poolMaxFill, content });
-  return { summary, targetSnapshot: { name: `${taken.vg}/${taken.name}`, reused: taken.reused, kept } };
+  const { kept, history } = await rotateTargetSnapshots(job.target.path, { job: job.name, retention: ts.retention, poolMaxFill: ts.poolMaxFill, content });
+  return { summary, targetSnapshot: { name: `${taken.vg}/${taken.name}`, reused: taken.reused, kept, history } };
 }
 
 /** The seed of the new copy's label, so that the run's baseFingerprint checks it. */

@@ -28,7 +28,7 @@ import {
   TAG_OWNER, TAG_PENDING, TAG_TARGET, checkJobName, cowSnapshotArgv, jobTag, snapshotName, thinSnapshotArgv,
 } from './argv.js';
 import { contentTags, dataTag, fpTag, labelsOf, ofTag, retagArgv, type CopyFingerprint } from './copy-tags.js';
-import { copiesOf, pruneCopies } from './copies.js';
+import { copiesOf, pruneCopies, readCopies } from './copies.js';
 import { listLvs, runLvm } from './lvm.js';
 import { DEFAULT_POOL_MAX_FILL, poolOf, poolProblem } from './pool.js';
 import type { LvRow } from './report.js';
@@ -149,7 +149,7 @@ export interface RotateOptions {
  * After a successful, verified run (never after a failure): labels the live target, confirms the
  * pending copy and prunes by the retention rules. Throws USAGE for a bad Retention, SNAPSHOT.
  */
-export async function rotateTargetSnapshots(devicePath: string, o: RotateOptions): Promise<{ kept: string[]; removed: string[] }> {
+export async function rotateTargetSnapshots(devicePath: string, o: RotateOptions): Promise<RotateResult> {
   checkJobName(o.job);
   const bad = retentionProblem(o.retention);
   if (bad) throw new BlkError(ExitCode.USAGE, `retention: ${bad}`);
@@ -159,8 +159,19 @@ export async function rotateTargetSnapshots(devicePath: string, o: RotateOptions
     await runLvm(retagArgv(c.row.vg, c.id, [], [TAG_PENDING])!, o.timeoutMs);
   }
   const { kept, removed } = await pruneCopies(lv.vg, lv.name, o);
-  return { kept, removed };
+  const times = (await readCopies(lv.vg, lv.name, o)).copies.filter((c) => !c.torn).map((c) => c.dataTime ?? c.created).sort((a, b) => a - b);
+  const iso = (t: number | undefined) => (t === undefined ? null : new Date(t).toISOString());
+  return { kept, removed, history: { copies: times.length, oldest: iso(times[0]), newest: iso(times[times.length - 1]) } };
 }
+
+export interface RotateResult {
+  kept: string[];
+  removed: string[];
+  /** The good copies left and the data times of the oldest and newest (for records and check). */
+  history: HistorySummary;
+}
+
+export interface HistorySummary { copies: number; oldest: string | null; newest: string | null }
 
 async function labelAfterRun(lv: LvRow, rows: LvRow[], job: string, c: RunContent, timeoutMs?: number): Promise<void> {
   const live = [dataTag(c.dataTime), ...(c.fingerprint ? [fpTag(c.fingerprint)] : [])];
