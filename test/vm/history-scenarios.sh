@@ -66,6 +66,7 @@ thin() {   # thin target: runs, copies, restore of each point, a rollback by mer
   rnd h_src 2 5; R thin d3 "$(sha h_src)"; bd thin 3 run hthin --config $CFG
   R thin copies3 "$(copies hthin)"
   bd thin list history list hthin --json --config $CFG
+  R thin record "$(cat $W/state/hthin.json)"
   local c; c=($(copies hthin))   # oldest first: the copy taken before run 2 (d1), before run 3 (d2)
   R thin c1 "${c[0]}"; R thin c2 "${c[1]}"
   bd thin r1 history restore hthin "${c[0]}" /dev/vg0/h_r1 --config $CFG; R thin r1sha "$(sha h_r1)"
