@@ -4,6 +4,7 @@ import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { evaluateJob, formatCheck } from '../src/jobs/check.js';
 import type { VerifyRecord } from '../src/jobs/history-record.js';
+import { verifyDue } from '../src/history/schedule.js';
 import type { ReadResult, RunRecord } from '../src/jobs/state.js';
 
 const NOW = new Date('2026-11-27T12:00:00Z');
@@ -43,3 +44,16 @@ test('no kept copies is said', check,
 test('a job without target copies has no copies perfdata', check,
   { kind: 'ok', state: { version: 1, job: 'db', runs: [{ ...success, targetSnapshot: undefined }], lastSuccess: { ...success, targetSnapshot: undefined } } },
   { rec: null }, { status: 0, text: /^BLKDELTA OK - db: last success [^;]*\| (?!.*copies)/ });
+
+const due = test.macro({
+  exec: (t: ExecutionContext, every: number | undefined, last: string | undefined, want: boolean) => t.is(verifyDue(every, last, NOW), want),
+  title: (_t, every: number | undefined, last: string | undefined, want: boolean) => `history_verify_every ${every} last ${last}: ${want ? 'due' : 'not due'}`,
+});
+test(due, undefined, undefined, false);
+test(due, undefined, '2020-01-01T00:00:00Z', false);
+test(due, 7 * 86400, undefined, true);
+test(due, 7 * 86400, '2026-11-20T12:00:00Z', true); // exactly 7 days
+test(due, 7 * 86400, '2026-11-20T12:00:01Z', false);
+test(due, 0, '2026-11-27T12:00:00Z', true);
+test(due, 3600, '2031-01-01T00:00:00Z', true); // a verify recorded in the future (the clock went back): due now
+test(due, 3600, 'garbage', true);
