@@ -113,7 +113,8 @@ test('thin target: history verify passes, then names the copy damaged by hand (e
 test('COW target: copies are COW snapshots; the newest restores to the data of the run before the last', async (t) => {
   const f = await facts(t, 'cow');
   for (const k of ['1rc', '2rc', '3rc']) t.is(f(k), '0', f(k.replace('rc', 'err')));
-  t.is(names(f('copies')).length, 2, 'keep = 2 (keep_last): the live target and one copy, plus the newest good copy');
+  t.is(names(f('copies')).length, 2, 'keep = 3 (keep_last): the live target and two copies (the copy of the first run overflowed: removed)');
+  t.regex(f('1err'), /overflowed \(it is not a usable copy\): removing it/);
   const entries = list(f('listout'));
   t.like(entries[0], { live: true, kind: 'cow' });
   t.true(entries.slice(1).every((e) => e.kind === 'cow' && e.size === 8 << 20 && e.state === 'good'));

@@ -128,11 +128,5 @@ export const TAG_PENDING = 'blkdelta-pending';
 
 export const delTagArgv = (vg: string, name: string, tag: string): string[] => ['lvchange', '-y', '--deltag', tag, `${vg}/${name}`];
 
-/**
- * Activates a copy read-only without changing its metadata: -K for the activation-skip flag of
- * thin snapshots, and a one-command read_only_volume_list so the kernel device refuses writes.
- */
-export const activateReadOnlyArgv = (vg: string, name: string): string[] =>
-  ['lvchange', '-y', '-ay', '-K', '--config', `activation/read_only_volume_list=["${vg}/${name}"]`, `${vg}/${name}`];
 
 export const deactivateArgv = (vg: string, name: string): string[] => ['lvchange', '-y', '-an', `${vg}/${name}`];

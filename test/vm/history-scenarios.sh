@@ -18,7 +18,7 @@ sha() { sha256sum < /dev/vg0/$1 | cut -d' ' -f1; }
 # sha of a kept copy, read through a read-only activation that is undone after (if it was inactive)
 copysha() {
   local was; was=$(lvs --noheadings -o lv_active vg0/$1 | tr -d ' ')
-  [ "$was" = active ] || q lvchange -ay -K --config "activation/read_only_volume_list=[\"vg0/$1\"]" vg0/$1
+  [ "$was" = active ] || { q lvchange -ay -K vg0/$1; q blockdev --setro /dev/vg0/$1; }
   sha $1
   [ "$was" = active ] || q lvchange -an vg0/$1
 }
@@ -43,7 +43,7 @@ source = "/dev/vg0/c_src"
 target = "/dev/vg0/c_dst"
 target_snapshot = true
 target_snapshot_size = "8M"
-keep = 2
+keep = 3
 
 [jobs.hpool]
 source = "/dev/vg0/p_src"
