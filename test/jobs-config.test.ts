@@ -60,6 +60,32 @@ test('snapshot true needs /dev/VG/LV', configError, `[jobs.img]\nsource = "/srv/
   ['blkdelta.toml:4:1: jobs.img.snapshot: cannot tell the LV from source "/srv/a.img": write snapshot = "VG/LV"']);
 test('keep without target_snapshot', configError, `${GOOD}keep = 3\n`,
   ['blkdelta.toml:7:1: jobs.tools.keep: needs target_snapshot = true']);
+// retention keys (docs/history.md): one row per hostile value, with its message
+const TS = `${GOOD.replace('backup@labstore2001:/dev/backup/tools', '/dev/backup/tools')}target_snapshot = true\n`;
+test('keep_daily without target_snapshot', configError, `${GOOD}keep_daily = 7\n`,
+  ['blkdelta.toml:7:1: jobs.tools.keep_daily: needs target_snapshot = true']);
+test('history_verify_every without target_snapshot', configError, `${GOOD}history_verify_every = "7d"\n`,
+  ['blkdelta.toml:7:1: jobs.tools.history_verify_every: needs target_snapshot = true']);
+test('keep and keep_last both set', configError, `${TS}keep = 2\nkeep_last = 3\n`,
+  ['blkdelta.toml:8:1: jobs.tools.keep: keep is an alias of keep_last: set one of them']);
+test('keep_last negative', configError, `${TS}keep_last = -1\n`, ['blkdelta.toml:8:1: jobs.tools.keep_last: -1 is below the minimum 0']);
+test('keep_hourly huge', configError, `${TS}keep_hourly = 100000\n`, ['blkdelta.toml:8:1: jobs.tools.keep_hourly: 100000 is above the maximum 1000']);
+test('keep_daily a string', configError, `${TS}keep_daily = "7"\n`, ['blkdelta.toml:8:1: jobs.tools.keep_daily: expected an integer, got string "7"']);
+test('keep_weekly a fraction', configError, `${TS}keep_weekly = 1.5\n`, ['blkdelta.toml:8:1: jobs.tools.keep_weekly: expected an integer, got number 1.5']);
+test('keep_monthly a table', configError, `${TS}keep_monthly = { a = 1 }\n`, ['blkdelta.toml:8:1: jobs.tools.keep_monthly: expected an integer, got a table']);
+test('pool_max_fill zero', configError, `${TS}pool_max_fill = 0\n`, ['blkdelta.toml:8:1: jobs.tools.pool_max_fill: 0 is below the minimum 1']);
+test('pool_max_fill over 100', configError, `${TS}pool_max_fill = 101\n`, ['blkdelta.toml:8:1: jobs.tools.pool_max_fill: 101 is above the maximum 100']);
+test('history_verify_every not a duration', configError, `${TS}history_verify_every = "weekly"\n`,
+  ['blkdelta.toml:8:1: jobs.tools.history_verify_every: "weekly" is not a duration (use seconds or e.g. 90m, 36h, 2d, 1h30m)']);
+
+test('retention keys become a Retention; keep is keep_last', (t) => {
+  const cfg = parseConfig(`${TS}keep_last = 2\nkeep_hourly = 0\nkeep_daily = 7\nkeep_weekly = 4\nkeep_monthly = 12\npool_max_fill = 85\nhistory_verify_every = "7d"\n`, 'b.toml');
+  t.deepEqual(cfg.jobs[0]!.targetSnapshot, { size: undefined, keep: 2, retention: { keepLast: 2, keepHourly: 0, keepDaily: 7, keepWeekly: 4, keepMonthly: 12 },
+    poolMaxFill: 85, historyVerifyEvery: 7 * 86400 });
+  t.deepEqual(parseConfig(`${TS}keep = 5\n`, 'b.toml').jobs[0]!.targetSnapshot!.retention, { keepLast: 5 });
+  t.deepEqual(parseConfig(TS, 'b.toml').jobs[0]!.targetSnapshot!.retention, {});
+});
+
 test('bad job name', configError, `[jobs."a b"]\nsource = "/a"\ntarget = "/b"\n`,
   ['blkdelta.toml:1:1: jobs."a b": job names use letters, digits, "_", "-" and "." (at most 64, not starting with "." or "-", not ending in ".refused")']);
 test('syntax error', configError, `${GOOD}verify = \n`,
@@ -175,7 +201,7 @@ test('the example config in fixtures/ is valid', (t) => {
   const file = fileURLToPath(new URL('../../fixtures/blkdelta.example.toml', import.meta.url));
   const cfg = loadConfig(file);
   t.deepEqual(cfg.jobs.map((j) => [j.name, j.source.kind, j.target.kind]), [['tools', 'local', 'remote'], ['db', 'local', 'local'], ['web', 'remote', 'local']]);
-  t.deepEqual(cfg.jobs[1]!.targetSnapshot, { size: '20%ORIGIN', keep: 3 });
+  t.deepEqual(cfg.jobs[1]!.targetSnapshot, { size: '20%ORIGIN', keep: 3, retention: { keepLast: 3 }, poolMaxFill: undefined, historyVerifyEvery: undefined });
   t.is(cfg.jobs[2]!.ssh.port, 2222);
   t.is(cfg.jobs[2]!.ssh.identity, '/root/.ssh/id_blkdelta');
 });

@@ -7,6 +7,7 @@ import { DEFAULT_THRESHOLDS, loadConfig, type Config, type Thresholds } from '..
 import { Status, evaluateJob, formatCheck, type JobCheck } from '../jobs/check.js';
 import { stillRunning } from '../jobs/proc.js';
 import { readJobState, recordedJobs, type ReadResult } from '../jobs/state.js';
+import { readVerifyRecord } from '../jobs/history-record.js';
 import { parseDuration } from '../units.js';
 import { cli, out } from './context.js';
 import { configOption } from './config-option.js';
@@ -57,7 +58,7 @@ export const checkCommand: CommandModule<object, Args> = {
     const now = new Date();
     const checks = names.map((name): JobCheck => {
       const read = readJobState(stateDir, name);
-      return evaluateJob(name, read, thresholdsFor(name, cfg, read, override), now, stillRunning);
+      return evaluateJob(name, read, thresholdsFor(name, cfg, read, override), now, stillRunning, readVerifyRecord(stateDir, name));
     });
     const { text, status } = formatCheck(checks);
     out(text);

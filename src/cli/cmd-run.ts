@@ -6,6 +6,7 @@ import { BlkError, ExitCode, describe, exitStatusText } from '../errors.js';
 import { log } from '../log.js';
 import { findJob, loadConfig } from '../jobs/config.js';
 import { runJob, throwIfFailed } from '../jobs/run.js';
+import { verifyIfDue } from '../history/schedule.js';
 import { parseDuration } from '../units.js';
 import { cli } from './context.js';
 import { configOption } from './config-option.js';
@@ -39,10 +40,16 @@ export const runCommand: CommandModule<object, Args> = {
     const waitTimeout = argv['wait-timeout'] === undefined ? undefined : durationArg(argv['wait-timeout']);
     const cfg = loadConfig(argv.config);
     const opts = { signal: cli.abort.signal, waitTimeout, metricsFile: argv['metrics-file'] };
-    if (!argv.all) return throwIfFailed(await runJob(cfg, findJob(cfg, argv.job!), opts));
+    if (!argv.all) {
+      const job = findJob(cfg, argv.job!);
+      const r = await runJob(cfg, job, opts);
+      if (r.error === undefined) await verifyIfDue(cfg, job, cli.abort.signal);
+      return throwIfFailed(r);
+    }
     for (const job of cfg.jobs) {
       if (cli.abort.signal.aborted) break;
       const r = await runJob(cfg, job, opts);
+      if (r.error === undefined) await verifyIfDue(cfg, job, cli.abort.signal);
       if (r.error === undefined) continue;
       if (r.record.exitCode === ExitCode.LOCKED) log.error(describe(r.error));
       if (cli.exitCode === ExitCode.OK) cli.exitCode = r.record.exitCode ?? ExitCode.INTERNAL;

@@ -60,7 +60,7 @@ export const syncCommand: CommandModule<object, Args> = {
       const remoteTarget = opts.remote?.side === 'target';
       if (remoteTarget) opts.targetSnapshot = targetSnap;
       const { value: { value: summary, target }, snapshot } = await runWithSnapshots(argv, cli.abort.signal, (source, signal) =>
-        withTargetSnapshot(remoteTarget ? undefined : targetSnap, opts.target, () => runSync({ ...opts, source: source ?? opts.source, signal })));
+        withTargetSnapshot(remoteTarget ? undefined : targetSnap, opts.target, (seed) => runSync({ ...opts, source: source ?? opts.source, signal, seed }), opts.blockSize));
       progress.end();
       printSummary((snapshot || target ? { ...summary, snapshot, targetSnapshot: target } : summary) as typeof summary, argv,
         toStdout ? (line) => process.stderr.write(line + '\n') : undefined);

@@ -89,7 +89,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
   const targetSize = tgt.size; // before grow changes a local target's size
   const plan = planSizes(srcSize, targetSize, tgt.kind, opts.sizePolicy);
   const start: Start = {
-    blockSize: opts.blockSize, seed: randomSeed().toString(), ...plan, chunkSize: chunkSizeFor(opts.blockSize),
+    blockSize: opts.blockSize, seed: opts.seed ?? randomSeed().toString(), ...plan, chunkSize: chunkSizeFor(opts.blockSize),
     recordsToPeer: localRole === 'source' ? write : write || opts.mode === 'patch',
     compress: opts.compress ?? true, verify: !!opts.verify,
   };

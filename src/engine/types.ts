@@ -38,6 +38,12 @@ export interface SyncOptions {
    * snapshots rotated to `keep` after success (a local target: see withTargetSnapshot).
    */
   targetSnapshot?: TargetSnapshotSpec;
+  /**
+   * The block-hash seed (a u64 in decimal; default: random). A target copy's history passes the
+   * seed of the fingerprint the live target is labelled with, so that the run's baseFingerprint
+   * is comparable with it (src/lvm/target-snapshot.ts).
+   */
+  seed?: string;
   /** Start the local half of the protocol as this transport's peer (tests; default: spawn). */
   localTransport?: Transport;
   signal?: AbortSignal;

@@ -3,13 +3,17 @@
 //   last run failed or interrupted, target dirty, snapshot left,
 //   a "running" record whose process is gone (killed),
 //   last success older than critical_age, or none at all      -> CRITICAL
+//   the last `history verify` found a damaged copy              -> CRITICAL
 //   last success older than warning_age, a run going longer than
-//   max_duration, last run refused (lock or max_concurrent)    -> WARNING
+//   max_duration, last run refused (lock or max_concurrent),
+//   the history verify record unreadable                       -> WARNING
+// Kept copies (target_snapshot): how many, oldest and newest data time, from the last success.
 // The worst problem wins; the text lists them all, worst first. Output follows the monitoring
 // plugins conventions: one line "BLKDELTA STATUS - text | perfdata", exit 0/1/2/3.
 import type { Thresholds } from './config.js';
 import type { ProcId } from './proc.js';
 import type { ReadResult, RunRecord } from './state.js';
+import type { VerifyRecord } from './history-record.js';
 import { formatBytes, formatAge } from '../units.js';
 
 export const Status = { OK: 0, WARNING: 1, CRITICAL: 2, UNKNOWN: 3 } as const;
@@ -30,7 +34,7 @@ interface Finding { status: Status; text: string }
 
 /** Evaluates one job. `running` says whether a recorded process is still alive (see proc.ts). */
 export function evaluateJob(job: string, read: ReadResult, th: Thresholds, now: Date,
-  running: (p: ProcId) => boolean): JobCheck {
+  running: (p: ProcId) => boolean, verify: { rec: VerifyRecord | null; problem?: string } = { rec: null }): JobCheck {
   if (read.kind === 'missing') return unknown(job, `no record in ${read.path} (never run?)`);
   if (read.kind === 'unreadable') return unknown(job, `cannot read ${read.path}: ${read.reason}`);
   if (read.kind === 'corrupt') return unknown(job, `record ${read.path} is corrupt: ${read.reason}`);
@@ -45,10 +49,23 @@ export function evaluateJob(job: string, read: ReadResult, th: Thresholds, now: 
   if (read.refused && (!last || read.refused.start > (last.end ?? last.start)) && !(current && alive)) {
     found.push({ status: Status.WARNING, text: `a run was refused at ${read.refused.start}: ${read.refused.error ?? ''}` });
   }
+  found.push(...historyFindings(lastSuccess, verify));
   found.sort((a, b) => RANK[b.status]! - RANK[a.status]!);
   const status = found[0]?.status ?? Status.OK;
   const texts = found.filter((f) => f.status !== Status.OK || status === Status.OK).map((f) => f.text);
-  return { job, status, texts, perfdata: perfdata(lastSuccess, last, th, now) };
+  const copies = lastSuccess?.targetSnapshot?.history?.copies;
+  return { job, status, texts, perfdata: [...perfdata(lastSuccess, last, th, now), ...(copies === undefined ? [] : [`'copies'=${copies};;;0;`])] };
+}
+
+/** Kept copies of the target: their count and data times, and what the last history verify found. */
+function historyFindings(s: RunRecord | undefined, v: { rec: VerifyRecord | null; problem?: string }): Finding[] {
+  const out: Finding[] = [];
+  const h = s?.targetSnapshot?.history;
+  if (h) out.push({ status: Status.OK, text: h.copies ? `${h.copies} kept cop${h.copies === 1 ? 'y' : 'ies'}, data from ${h.oldest} to ${h.newest}` : 'no kept copies' });
+  const bad = v.rec?.copies.filter((c) => c.result === 'damaged') ?? [];
+  if (bad.length) out.push({ status: Status.CRITICAL, text: `history verify at ${v.rec!.at} found damaged copies: ${bad.map((c) => `${c.id} (${c.lv})`).join(', ')}` });
+  if (v.problem) out.push({ status: Status.WARNING, text: `cannot read the history verify record: ${v.problem}` });
+  return out;
 }
 
 function unknown(job: string, text: string): JobCheck {

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { parse, TomlError } from 'smol-toml';
 import { BlkError, ExitCode, describe } from '../errors.js';
 import type { SizePolicy } from '../engine/types.js';
+import type { Retention } from '../server/policy.js';
 import { parseEndpoint, type Endpoint } from '../transport/address.js';
 import { indexKeys, keyName, type KeyIndex } from './keypos.js';
 import { GLOBAL_KEYS, JOB_KEYS, SHARED_KEYS, SSH_KEYS, TABLES, checkValue, describeValue, type KeySpec } from './schema.js';
@@ -29,8 +30,12 @@ export interface JobConfig extends Thresholds {
   targetText: string;
   /** Snapshot the source LV first: "VG/LV" (from `snapshot`, or derived from a /dev/VG/LV source). */
   snapshot?: { lv: string; size?: string; maxFill?: number };
-  /** Snapshot a local target LV before writing; keep the newest `keep` after a success. */
-  targetSnapshot?: { size?: string; keep: number };
+  /**
+   * Snapshot the target LV before writing; after a success prune by the retention (keep_* keys,
+   * `keep` is keep_last) and, with pool_max_fill, keep more copies as the target's pool allows.
+   * historyVerifyEvery: seconds between `history verify` runs after a good run.
+   */
+  targetSnapshot?: { size?: string; keep: number; retention: Retention; poolMaxFill?: number; historyVerifyEvery?: number };
   blockSize: number;
   bwlimit?: number;
   verify: boolean;
@@ -210,11 +215,23 @@ function snapshotOf(v: Table, source: Endpoint, path: string[], at: At): JobConf
 /** target_snapshot: a local target is snapshotted here, a remote one by its server (blkdelta server). */
 function targetSnapshotOf(v: Table, own: Table, target: Endpoint, path: string[], at: At): JobConfig['targetSnapshot'] {
   if (v.target_snapshot !== true) {
-    for (const k of ['keep', 'target_snapshot_size']) if (own[k] !== undefined) at([...path, k], 'needs target_snapshot = true');
+    for (const k of [...TARGET_SNAPSHOT_KEYS, 'target_snapshot_size']) if (own[k] !== undefined) at([...path, k], 'needs target_snapshot = true');
     return undefined;
   }
-  return { size: v.target_snapshot_size as string | undefined, keep: (v.keep as number) ?? 1 };
+  if (v.keep !== undefined && v.keep_last !== undefined) at([...path, own.keep !== undefined ? 'keep' : 'keep_last'], 'keep is an alias of keep_last: set one of them');
+  const n = (k: string) => v[k] as number | undefined;
+  const retention: Retention = Object.fromEntries(Object.entries({
+    keepLast: n('keep_last') ?? n('keep'), keepHourly: n('keep_hourly'), keepDaily: n('keep_daily'),
+    keepWeekly: n('keep_weekly'), keepMonthly: n('keep_monthly'),
+  }).filter(([, x]) => x !== undefined));
+  return {
+    size: v.target_snapshot_size as string | undefined, keep: retention.keepLast ?? 1, retention,
+    poolMaxFill: n('pool_max_fill'), historyVerifyEvery: n('history_verify_every'),
+  };
 }
+
+/** Keys that only mean something with target_snapshot = true. */
+const TARGET_SNAPSHOT_KEYS = ['keep', 'keep_last', 'keep_hourly', 'keep_daily', 'keep_weekly', 'keep_monthly', 'history_verify_every'];
 
 /** The job, or BlkError CONFIG listing the jobs that exist. */
 export function findJob(cfg: Config, name: string): JobConfig {

@@ -116,6 +116,8 @@ function withSummary(rec: RunRecord, r: JobSyncResult): RunRecord {
     bytes: { compared: s.comparedBytes, changed, sent: s.bytesSent, written: s.bytesWritten },
     throughputBps: s.durationMs > 0 ? Math.round(s.comparedBytes / (s.durationMs / 1000)) : undefined,
     verified: s.verified,
+    fingerprint: s.fingerprint,
+    baseFingerprint: s.baseFingerprint,
   };
   const snap = r.snapshot;
   if (snap?.name) out.snapshot = { name: `${snap.vg}/${snap.name}`, removed: snap.removed, error: snap.removeError };

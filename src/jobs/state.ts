@@ -8,6 +8,8 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { describe } from '../errors.js';
+import type { Fingerprint } from '../engine/fingerprint.js';
+import type { HistorySummary } from '../lvm/target-snapshot.js';
 import type { ProcId } from './proc.js';
 import type { Thresholds } from './config.js';
 
@@ -32,10 +34,16 @@ export interface RunRecord {
   /** The snapshot the source was read from; removed false means it is still there. */
   snapshot?: { name: string; removed: boolean; error?: string };
   /** target_snapshot: the target's last good copy taken before writing, and those kept after. */
-  targetSnapshot?: { name: string; reused: boolean; kept: string[] };
+  targetSnapshot?: { name: string; reused: boolean; kept: string[]; history?: HistorySummary };
   /** dirty: a write may have been cut short, the target is not a copy of anything. */
   targetState: 'consistent' | 'dirty' | 'unknown';
   verified?: boolean;
+  /**
+   * A good run: the content it left on [0, size) of the target (engine/fingerprint.ts), the one
+   * a copy of the target taken before the next run holds; baseFingerprint: the content before.
+   */
+  fingerprint?: Fingerprint;
+  baseFingerprint?: Fingerprint;
   /** The job's check thresholds when it ran, so `check` works without the config. */
   thresholds?: Thresholds;
 }

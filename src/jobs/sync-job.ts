@@ -2,13 +2,13 @@
 // inside the LVM source snapshot when the job has one (withSourceSnapshot removes it whatever
 // happens), through the SSH transport when one end is remote, and throttled when bwlimit is set.
 //   [source snapshot] -> [target snapshot] -> transport (local server / ssh, bwlimit)
-//   -> runSync(write, verify?) -> [rotate target snapshots, keep N]
+//   -> runSync(write, verify?) -> [label and prune target copies: retention, pool_max_fill]
 // What an interruption leaves: see runSync (a target being written is left incomplete) and
 // withSourceSnapshot (the snapshot is removed; after SIGKILL the next run removes it).
 import { runSync } from '../engine/sync.js';
 import type { SyncOptions, SyncSummary } from '../engine/types.js';
 import { withSourceSnapshot, snapshotReportOf, type SnapshotReport } from '../lvm/snapshot.js';
-import { rotateTargetSnapshots, takeTargetSnapshot } from '../lvm/target-snapshot.js';
+import { rotateTargetSnapshots, takeTargetSnapshot, type HistorySummary, type TargetSnapshotInfo } from '../lvm/target-snapshot.js';
 import { LocalTransport } from '../transport/local.js';
 import { throttled } from '../transport/throttle.js';
 import { SshTransport } from '../transport/ssh.js';
@@ -20,7 +20,7 @@ export interface JobSyncResult {
   summary: SyncSummary;
   snapshot?: SnapshotReport;
   /** The target's last good copy (target_snapshot) and the snapshots kept after rotation. */
-  targetSnapshot?: { name: string; reused: boolean; kept: string[] };
+  targetSnapshot?: { name: string; reused: boolean; kept: string[]; history?: HistorySummary };
 }
 
 /** Phase marks: from writing() on a failure may leave the target dirty; after written() it is a copy. */
@@ -38,14 +38,20 @@ export async function syncJob(job: JobConfig, signal: AbortSignal, phases: Phase
 async function syncTarget(job: JobConfig, source: string, signal: AbortSignal, phases: Phases): Promise<JobSyncResult> {
   if (job.target.kind === 'remote') return syncRemoteTarget(job, source, signal, phases);
   const ts = job.targetSnapshot;
-  const taken = ts ? await takeTargetSnapshot(job.target.path, { job: job.name, size: ts.size }) : undefined;
+  const taken = ts ? await takeTargetSnapshot(job.target.path, { job: job.name, size: ts.size, poolMaxFill: ts.poolMaxFill }) : undefined;
   signal.throwIfAborted();
   phases.writing();
-  const summary = await runSync(syncOptions(job, source, signal));
+  const summary = await runSync({ ...syncOptions(job, source, signal), seed: seedOf(taken, job.blockSize) });
   phases.written();
   if (!ts || !taken) return { summary };
-  const { kept } = await rotateTargetSnapshots(job.target.path, { job: job.name, keep: ts.keep });
-  return { summary, targetSnapshot: { name: `${taken.vg}/${taken.name}`, reused: taken.reused, kept } };
+  const content = { dataTime: Date.now(), fingerprint: summary.fingerprint, baseFingerprint: summary.baseFingerprint, copy: taken.reused ? undefined : taken.name };
+  const { kept, history } = await rotateTargetSnapshots(job.target.path, { job: job.name, retention: ts.retention, poolMaxFill: ts.poolMaxFill, content });
+  return { summary, targetSnapshot: { name: `${taken.vg}/${taken.name}`, reused: taken.reused, kept, history } };
+}
+
+/** The seed of the new copy's label, so that the run's baseFingerprint checks it. */
+function seedOf(taken: TargetSnapshotInfo | undefined, blockSize: number): string | undefined {
+  return taken?.labelled?.blockSize === blockSize ? taken.labelled.seed : undefined;
 }
 
 /** A remote target: its server takes the target snapshot and rotates it (SyncOptions.targetSnapshot). */

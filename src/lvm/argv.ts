@@ -127,3 +127,6 @@ export function lvsArgv(names: readonly string[] = [], fields: readonly string[]
 export const TAG_PENDING = 'blkdelta-pending';
 
 export const delTagArgv = (vg: string, name: string, tag: string): string[] => ['lvchange', '-y', '--deltag', tag, `${vg}/${name}`];
+
+
+export const deactivateArgv = (vg: string, name: string): string[] => ['lvchange', '-y', '-an', `${vg}/${name}`];

@@ -9,6 +9,7 @@ import type { Argv } from 'yargs';
 import { BlkError, ExitCode } from '../errors.js';
 import { checkJobName, defaultJobName, parseVgLv, sizeArgs } from './argv.js';
 import { withSourceSnapshot, type SnapshotReport } from './snapshot.js';
+import type { CopyFingerprint } from './copy-tags.js';
 import { rotateTargetSnapshots, takeTargetSnapshot, type TargetSnapshotInfo } from './target-snapshot.js';
 
 export interface SnapshotArgs {
@@ -99,14 +100,19 @@ export interface TargetSnapshotReport extends TargetSnapshotInfo {
 
 /**
  * --target-snapshot for a target LV on this host: snapshot it before run() (the first write),
- * and after run() succeeded rotate to `keep` copies. A failed run prunes nothing: its snapshot
- * stays, tagged pending, as the last good copy. (A remote target's server does the same.)
+ * and after run() succeeded label the copies and rotate to `keep` (keep_last). A failed run prunes
+ * nothing: its snapshot stays, tagged pending, as the last good copy. (A remote target's server
+ * does the same.)
  */
-export async function withTargetSnapshot<T>(spec: { job: string; keep: number; size?: string } | undefined, device: string,
-  run: () => Promise<T>): Promise<{ value: T; target?: TargetSnapshotReport }> {
+export async function withTargetSnapshot<T extends RunFingerprints>(spec: { job: string; keep: number; size?: string } | undefined, device: string,
+  run: (seed?: string) => Promise<T>, blockSize?: number): Promise<{ value: T; target?: TargetSnapshotReport }> {
   if (!spec) return { value: await run() };
   const taken = await takeTargetSnapshot(device, spec);
-  const value = await run();
-  const rotated = await rotateTargetSnapshots(device, spec);
+  const value = await run(taken.labelled?.blockSize === blockSize ? taken.labelled?.seed : undefined);
+  const content = { dataTime: Date.now(), fingerprint: value.fingerprint, baseFingerprint: value.baseFingerprint, copy: taken.reused ? undefined : taken.name };
+  const rotated = await rotateTargetSnapshots(device, { job: spec.job, retention: { keepLast: spec.keep }, content });
   return { value, target: { ...taken, ...rotated } };
 }
+
+/** What a run's summary says about the content it left (engine SyncSummary has these fields). */
+export interface RunFingerprints { fingerprint?: CopyFingerprint; baseFingerprint?: CopyFingerprint }

@@ -86,7 +86,7 @@ async function withTargetSnapshot(inner: TargetSink, device: string, spec: Targe
     dispose: () => inner.dispose?.(),
     async finish() {
       const r = await inner.finish();
-      const rotated = await lvm.rotateTargetSnapshots(device, spec);
+      const rotated = await lvm.rotateTargetSnapshots(device, { job: spec.job, retention: { keepLast: spec.keep } });
       return { ...r, targetSnapshot: { name: taken.name, reused: taken.reused, ...rotated } };
     },
   };

@@ -1,0 +1,119 @@
+# History of target copies on real LVM, for test/history-vm.test.ts, run as root inside the VM by
+# run-vm.sh (guest: /dev/vda is a blank disk, cwd is the checkout, dist/ is built). Prints facts
+# as "R <scenario> <key> <value>" (newlines become "|"). Only the blkdelta CLI and shell run here
+# (JS is ~17x slower in the VM), so every scenario keeps its blkdelta calls few.
+# usage: history-scenarios.sh [SCENARIO...]   (default: thin cow pool)
+set -u
+export LVM_SUPPRESS_FD_WARNINGS=1
+BD="node bin/blkdelta"
+W=/tmp/bdh && mkdir -p $W/state
+CFG=$W/blkdelta.toml
+
+R() { printf 'R %s %s %s\n' "$1" "$2" "$(printf '%s' "$3" | tr '\n' '|')"; }
+q() { "$@" >/dev/null 2>>$W/setup.err || { echo "setup failed: $*: $(cat $W/setup.err)" >&2; exit 1; }; }
+lv() { q lvcreate -y -L "$2" -n "$1" vg0; }
+thinlv() { q lvcreate -y -V "$2" -T "vg0/$3" -n "$1"; }
+rnd() { q dd if=/dev/urandom of=/dev/vg0/$1 bs=1M count=$2 seek=${3:-0} oflag=direct status=none; }
+sha() { sha256sum < /dev/vg0/$1 | cut -d' ' -f1; }
+# sha of a kept copy, read through a read-only activation that is undone after (if it was inactive)
+copysha() {
+  local was; was=$(lvs --noheadings -o lv_active vg0/$1 | tr -d ' ')
+  [ "$was" = active ] || { q lvchange -ay -K vg0/$1; q blockdev --setro /dev/vg0/$1; }
+  sha $1
+  [ "$was" = active ] || q lvchange -an vg0/$1
+}
+# the job's copies (tagged blkdelta-job:$1), oldest first
+copies() { lvs --noheadings -o lv_name,lv_tags --sort lv_time vg0 | awk -v t="blkdelta-job:$1" 'index($2, t) { print $1 }'; }
+ncopies() { copies $1 | grep -c . ; }
+poolfill() { lvs --noheadings -o data_percent vg0/$1 | tr -d ' '; }
+# runs blkdelta recording rc, stdout and stderr as "<key>rc" "<key>out" "<key>err" under scenario $1
+bd() { local s=$1 k=$2; shift 2; $BD "$@" > $W/$s.out 2> $W/$s.err; local rc=$?; R $s ${k}rc $rc; R $s ${k}out "$(cat $W/$s.out)"; R $s ${k}err "$(cat $W/$s.err)"; }
+
+cat > $CFG <<TOML
+state_dir = "$W/state"
+
+[jobs.hthin]
+source = "/dev/vg0/h_src"
+target = "/dev/vg0/h_dst"
+target_snapshot = true
+keep_last = 3
+
+[jobs.hcow]
+source = "/dev/vg0/c_src"
+target = "/dev/vg0/c_dst"
+target_snapshot = true
+target_snapshot_size = "8M"
+keep = 3
+
+[jobs.hpool]
+source = "/dev/vg0/p_src"
+target = "/dev/vg0/p_dst"
+target_snapshot = true
+keep_last = 1
+pool_max_fill = 60
+
+[jobs.hfull]
+source = "/dev/vg0/p_src"
+target = "/dev/vg0/p_dst"
+target_snapshot = true
+pool_max_fill = 40
+TOML
+
+thin() {   # thin target: runs, copies, restore of each point, a rollback by merge, verify of a damaged copy
+  lv h_src 8M; q lvcreate -y -L 128M -T vg0/tp; thinlv h_dst 8M tp; lv h_r1 8M; lv h_r2 8M
+  rnd h_src 8; R thin d1 "$(sha h_src)"; bd thin 1 run hthin --config $CFG
+  rnd h_src 2 3; R thin d2 "$(sha h_src)"; bd thin 2 run hthin --config $CFG
+  rnd h_src 2 5; R thin d3 "$(sha h_src)"; bd thin 3 run hthin --config $CFG
+  R thin copies3 "$(copies hthin)"
+  bd thin list history list hthin --json --config $CFG
+  R thin record "$(cat $W/state/hthin.json)"
+  local c; c=($(copies hthin))   # oldest first: the copy taken before run 2 (d1), before run 3 (d2)
+  R thin c1 "${c[0]}"; R thin c2 "${c[1]}"
+  bd thin r1 history restore hthin "${c[0]}" /dev/vg0/h_r1 --config $CFG; R thin r1sha "$(sha h_r1)"
+  bd thin r2 history restore hthin "${c[1]}" /dev/vg0/h_r2 --config $CFG; R thin r2sha "$(sha h_r2)"
+  R thin c1after "$(copysha ${c[0]})"; R thin c2after "$(copysha ${c[1]})"
+  R thin active_after "$(lvs --noheadings -o lv_active vg0/${c[0]} | tr -d ' ')"
+  R thin copies_after_restore "$(copies hthin)"
+  # rollback: merge the d1 copy into the target (the documented way); the d2 copy loses its origin
+  q lvconvert -y --merge vg0/${c[0]}
+  R thin rolled "$(sha h_dst)"
+  R thin orphan_origin "$(lvs --noheadings -o origin vg0/${c[1]} | tr -d ' ')"
+  rnd h_src 2 1; R thin d4 "$(sha h_src)"; bd thin 4 run hthin --config $CFG
+  rnd h_src 2 6; R thin d5 "$(sha h_src)"; bd thin 5 run hthin --config $CFG
+  R thin copies5 "$(copies hthin)"
+  R thin live_same "$([ "$(sha h_src)" = "$(sha h_dst)" ] && echo yes || echo no)"
+  bd thin v1 history verify hthin --config $CFG
+  c=($(copies hthin)); R thin damaged "${c[1]}"
+  q lvchange -ay -K vg0/${c[1]}; q dd if=/dev/urandom of=/dev/vg0/${c[1]} bs=4k count=1 seek=100 oflag=direct status=none; q lvchange -an vg0/${c[1]}
+  bd thin v2 history verify hthin --config $CFG
+  bd thin check check hthin --config $CFG
+}
+
+cow() {   # COW target (not thin): copies are COW snapshots; a listed point restores to its run's data
+  lv c_src 8M; lv c_dst 8M; lv c_r 8M
+  rnd c_src 8; bd cow 1 run hcow --config $CFG
+  rnd c_src 2 2; R cow d2 "$(sha c_src)"; bd cow 2 run hcow --config $CFG
+  rnd c_src 2 4; bd cow 3 run hcow --config $CFG
+  R cow copies "$(copies hcow)"
+  bd cow list history list hcow --json --config $CFG
+  local c; c=($(copies hcow)); R cow newest "${c[-1]}"
+  bd cow r history restore hcow "${c[-1]}" /dev/vg0/c_r --config $CFG; R cow rsha "$(sha c_r)"; R cow after "$(sha ${c[-1]})"
+}
+
+pool() {   # pool_max_fill: extra copies kept as space allows, pruned while over; a full pool refused
+  lv p_src 16M; q lvcreate -y -L 48M -T vg0/pp; thinlv p_dst 16M pp
+  rnd p_src 16; bd pool 1 run hpool --config $CFG; R pool fill1 "$(poolfill pp)"
+  rnd p_src 8; bd pool 2 run hpool --config $CFG; R pool fill2 "$(poolfill pp)"; R pool copies2 "$(copies hpool)"
+  rnd p_src 8 8; bd pool 3 run hpool --config $CFG; R pool fill3 "$(poolfill pp)"; R pool copies3 "$(copies hpool)"
+  bd pool dry history prune hpool --dry-run --config $CFG
+  local before; before=$(sha p_dst); rnd p_src 1
+  bd pool full run hfull --config $CFG
+  R pool full_same "$([ "$before" = "$(sha p_dst)" ] && echo yes || echo no)"; R pool full_copies "$(ncopies hfull)"
+}
+
+q pvcreate -y /dev/vda; q vgcreate vg0 /dev/vda
+for s in ${@:-thin cow pool}; do
+  t0=$(cut -d' ' -f1 /proc/uptime)
+  $s
+  R $s seconds "$(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.1f", b - a }')"
+done
