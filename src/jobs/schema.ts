@@ -16,6 +16,7 @@ export const SHARED_KEYS: Record<string, KeySpec> = {
   size_policy: { kind: 'sizepolicy' },
   snapshot_size: { kind: 'string' },
   snapshot_max_fill: { kind: 'percent' },
+  pool_max_fill: { kind: 'percent' },
   target_snapshot: { kind: 'bool' },
   target_snapshot_size: { kind: 'string' },
   keep: { kind: 'int', min: 0, max: 1000 },
