@@ -6,6 +6,8 @@
 // The local case spawns a server too, so it exercises exactly the protocol SSH carries.
 // Interrupted or failed: the server is told (its stdin closes) and exits; a patch being written
 // is removed; a target being written is left incomplete and the error says so.
+// A pull with sourceSnapshot: the server reads a snapshot it made; once it has exited, its exit
+// status says whether it removed it (pull-snapshot.ts).
 import fs from 'node:fs';
 import path from 'node:path';
 import { BlkError, ExitCode, exitCodeOf } from '../errors.js';
@@ -19,6 +21,8 @@ import { chunkSizeFor, checkBlockSize, geometryOf, planSizes, runSourceSide } fr
 import { DeviceWriter, PatchFromPeerSink, PatchSink, PeerSink } from './sinks.js';
 import { runTarget } from './target.js';
 import { makeFingerprint } from './fingerprint.js';
+import { reportFromWelcome, settlePull } from './pull-snapshot.js';
+import type { SnapshotReport } from '../lvm/snapshot.js';
 import type { SyncOptions, SyncSummary } from './types.js';
 
 export async function runSync(options: SyncOptions): Promise<SyncSummary> {
@@ -28,6 +32,7 @@ export async function runSync(options: SyncOptions): Promise<SyncSummary> {
   if (opts.remote?.side !== 'target') opts.target = path.resolve(opts.target);
   checkBlockSize(opts.blockSize);
   if (opts.targetSnapshot && opts.remote?.side !== 'target') throw new BlkError(ExitCode.INTERNAL, 'targetSnapshot is for a remote target; wrap a local one in withTargetSnapshot');
+  if (opts.sourceSnapshot && opts.remote?.side !== 'source') throw new BlkError(ExitCode.INTERNAL, 'sourceSnapshot is for a remote source; wrap a local one in withSourceSnapshot');
   if (opts.mode === 'patch' && !opts.patchOut) throw new BlkError(ExitCode.USAGE, 'patch mode needs a patch file (--patch-out)');
   const t0 = Date.now();
   const localRole: Role = opts.remote?.side === 'source' ? 'target' : 'source';
@@ -43,14 +48,20 @@ export async function runSync(options: SyncOptions): Promise<SyncSummary> {
       channel.input.destroy(opts.signal!.reason as Error);
     };
     opts.signal?.addEventListener('abort', onAbort, { once: true });
+    const pull: PullState = {};
+    let outcome: { ok: true; value: SyncSummary } | { ok: false; error: unknown };
+    let exit: number | null = null;
     try {
-      return await session(opts, local, localRole, new Conn(channel, transport.label), t0);
+      outcome = { ok: true, value: await session(opts, local, localRole, new Conn(channel, transport.label), t0, pull) };
     } catch (err) {
-      throw opts.signal?.aborted ? (opts.signal.reason as Error) : err;
+      outcome = { ok: false, error: opts.signal?.aborted ? (opts.signal.reason as Error) : err };
     } finally {
       opts.signal?.removeEventListener('abort', onAbort);
-      await channel.close();
+      exit = await channel.close();
     }
+    if (pull.snapshot) return settlePull(pull.snapshot, exit, outcome, transport.label, channel.stderrTail());
+    if (!outcome.ok) throw outcome.error;
+    return outcome.value;
   } finally {
     local.close();
   }
@@ -70,7 +81,10 @@ function refuseSameDevice(source: Device, targetPath: string): void {
   }
 }
 
-async function session(opts: SyncOptions, local: Device, localRole: Role, conn: Conn, t0: number): Promise<SyncSummary> {
+/** A pull's source snapshot, once the server's WELCOME described it. */
+interface PullState { snapshot?: SnapshotReport }
+
+async function session(opts: SyncOptions, local: Device, localRole: Role, conn: Conn, t0: number, pull: PullState): Promise<SyncSummary> {
   const h = await loadHasher();
   const write = opts.mode === 'write';
   const peerRole: Role = localRole === 'source' ? 'target' : 'source';
@@ -78,6 +92,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
     magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, caps: [...CAPS], role: peerRole,
     path: peerRole === 'source' ? opts.source : opts.target, write: peerRole === 'target' && write,
     ...(peerRole === 'target' && write && opts.targetSnapshot ? { targetSnapshot: opts.targetSnapshot } : {}),
+    ...(opts.sourceSnapshot ? { sourceSnapshot: opts.sourceSnapshot } : {}),
   };
   await conn.writer.sendJson(Msg.HELLO, hello).catch(async () => {
     throw await conn.closedAfterExit('before the handshake'); // e.g. its command was not found: say what it printed
@@ -85,6 +100,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
   const welcome = await conn.expectJson<Welcome>(Msg.WELCOME);
   checkMagic(conn.peerLabel, welcome);
   checkFields('WELCOME', welcome, { kind: 'string', size: 'number' });
+  if (opts.sourceSnapshot) pull.snapshot = reportFromWelcome(welcome.sourceSnapshot, conn.peerLabel);
 
   const [srcSize, tgt] = localRole === 'source' ? [local.size, welcome] : [welcome.size, local];
   const targetSize = tgt.size; // before growFile changes a local target's size

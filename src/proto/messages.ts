@@ -10,7 +10,7 @@ import { FrameReader, FrameWriter, Msg, msgName, parseJson, type Frame, type Msg
 export const PROTOCOL_MAGIC = 'BLKDELTA';
 export const PROTOCOL_VERSION = 1;
 /** Capabilities this build speaks; a peer may list more, never fewer for what is asked of it. */
-export const CAPS = ['lz4', 'zero', 'grow', 'verify'] as const;
+export const CAPS = ['lz4', 'zero', 'grow', 'verify', 'source-snapshot'] as const;
 
 export type Role = 'source' | 'target';
 
@@ -24,6 +24,20 @@ export interface Hello {
   write: boolean;
   /** Target side: take an LVM snapshot before the first write, keep N (optional). */
   targetSnapshot?: TargetSnapshotSpec;
+  /** Source side: serve a temporary snapshot of the LV `path` names, made under the server's policy. */
+  sourceSnapshot?: { job: string };
+}
+
+/** The snapshot a server made for HELLO.sourceSnapshot (in WELCOME). */
+export interface SourceSnapshotInfo {
+  vg: string;
+  origin: string;
+  job: string;
+  name: string;
+  kind: 'cow' | 'thin' | '';
+  device: string;
+  createdAt: string;
+  staleRemoved: string[];
 }
 
 export interface Welcome {
@@ -32,6 +46,8 @@ export interface Welcome {
   caps: string[];
   kind: 'file' | 'block';
   size: number;
+  /** Present when HELLO asked for a source snapshot and the server made one. */
+  sourceSnapshot?: SourceSnapshotInfo;
 }
 
 export interface Start {
@@ -78,6 +94,8 @@ export interface Result {
 export interface ErrorBody {
   code: number;
   message: string;
+  /** A session on a source snapshot: whether the server removed it before sending this ERROR. */
+  sourceSnapshot?: { name: string; removed: boolean; removeError?: string };
 }
 
 export class Conn {
@@ -104,7 +122,9 @@ export class Conn {
   peerError(f: Frame): BlkError {
     const body = parseJson<ErrorBody>(f);
     const code = Number.isInteger(body.code) && body.code > 0 && body.code < 256 ? body.code : ExitCode.REMOTE;
-    return new BlkError(code as ExitCode, `${this.peerLabel}: ${String(body.message)}`);
+    const err = new BlkError(code as ExitCode, `${this.peerLabel}: ${String(body.message)}`);
+    if (typeof body.sourceSnapshot === 'object' && body.sourceSnapshot !== null) peerSnapshots.set(err, body.sourceSnapshot);
+    return err;
   }
 
   /** The peer closed its end: wait for it to exit, so that its stderr is complete, then closed(). */
@@ -118,9 +138,16 @@ export class Conn {
     return new BlkError(ExitCode.REMOTE, `${this.peerLabel} closed the connection ${when}${tail ? `; its stderr: ${tail}` : ''}`);
   }
 
-  sendError(code: number, message: string): Promise<void> {
-    return this.writer.sendJson(Msg.ERROR, { code, message } satisfies ErrorBody);
+  sendError(code: number, message: string, sourceSnapshot?: ErrorBody['sourceSnapshot']): Promise<void> {
+    return this.writer.sendJson(Msg.ERROR, { code, message, ...(sourceSnapshot ? { sourceSnapshot } : {}) } satisfies ErrorBody);
   }
+}
+
+const peerSnapshots = new WeakMap<object, NonNullable<ErrorBody['sourceSnapshot']>>();
+
+/** What the peer's ERROR frame said about its source snapshot, if the error came from one. */
+export function peerSnapshotOf(err: unknown): ErrorBody['sourceSnapshot'] {
+  return typeof err === 'object' && err !== null ? peerSnapshots.get(err) : undefined;
 }
 
 /** Checks that a JSON message has the fields we rely on, with the right types. */

@@ -1,6 +1,7 @@
 // `blkdelta server`: the far end of a sync, speaking the protocol on stdin/stdout (spawned by
 // LocalTransport, or run by sshd for an SSH transport). One session per process:
 //   HELLO (role, device path, write?) → policy check → open the device → WELCOME (kind, size)
+//   (HELLO.sourceSnapshot: the device opened is a snapshot made here, see snapshots.ts)
 //   START (geometry) → checks, grow a file target → READY → run the role → wait for stdin EOF
 // The device path only ever travels inside the protocol, never through a shell.
 // Errors go back as an ERROR frame (exit code + message) and to stderr; the process exits when
@@ -10,22 +11,26 @@ import type { Readable, Writable } from 'node:stream';
 import { BlkError, ExitCode, describe, exitCodeOf } from '../errors.js';
 import { loadHasher } from '../hash.js';
 import { log } from '../log.js';
-import { Conn, checkFields, checkMagic, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Hello, type Start, type Welcome } from '../proto/messages.js';
+import { Conn, checkFields, checkMagic, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Hello, type SourceSnapshotInfo, type Start, type Welcome } from '../proto/messages.js';
 import { Msg } from '../proto/wire.js';
 import { openSource, openTarget, type Device } from '../engine/device.js';
 import { checkStart, geometryOf, runSourceSide } from '../engine/session.js';
 import { DeviceWriter, PeerSink } from '../engine/sinks.js';
 import { runTarget, type TargetSink } from '../engine/target.js';
 import type { TargetSnapshotSpec } from '../engine/types.js';
+import { snapshotOutcome, snapshotRequest, withServerSnapshot, type SourceSnapshotPolicy } from './snapshots.js';
 
 export interface ServerOptions {
   /** Throws BlkError PERMISSION when the client may not use this path (or may not write it). */
   checkDevice?: (path: string, write: boolean) => void;
+  /** What a pull may snapshot here ([server.source_snapshot]); absent: refused (exit 12). */
+  sourceSnapshot?: SourceSnapshotPolicy;
+  /** SIGINT/SIGTERM: a session on a source snapshot stops, and the snapshot is removed. */
+  signal?: AbortSignal;
 }
 
 export async function serve(input: Readable, output: Writable, opts: ServerOptions = {}): Promise<number> {
   const conn = new Conn({ input, output, stderrTail: () => '', close: async () => null }, 'client');
-  let dev: Device | undefined;
   try {
     const first = await conn.reader.next();
     if (!first) return ExitCode.OK;
@@ -35,8 +40,39 @@ export async function serve(input: Readable, output: Writable, opts: ServerOptio
     checkFields('HELLO', hello, { role: 'string', path: 'string', write: 'boolean' });
     if (hello.role !== 'source' && hello.role !== 'target') throw new BlkError(ExitCode.REMOTE, `protocol error: unknown role ${hello.role}`);
     opts.checkDevice?.(hello.path, hello.write);
-    dev = hello.role === 'source' ? openSource(hello.path) : openTarget(hello.path, { write: hello.write });
-    await conn.writer.sendJson(Msg.WELCOME, { magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, caps: [...CAPS], kind: dev.kind, size: dev.size } satisfies Welcome);
+    if (hello.sourceSnapshot === undefined) {
+      await session(conn, hello, hello.path);
+    } else {
+      const req = snapshotRequest(hello, opts.sourceSnapshot);
+      await withServerSnapshot(req, opts.signal ?? new AbortController().signal, (device, signal, info) => {
+        const stop = () => input.destroy(signal.reason as Error); // a pending read ends with the reason
+        signal.addEventListener('abort', stop, { once: true });
+        return session(conn, hello, device, { signal, info }).finally(() => signal.removeEventListener('abort', stop));
+      });
+    }
+    return ExitCode.OK;
+  } catch (err) {
+    const code = exitCodeOf(err);
+    const snap = snapshotOutcome(err);
+    const left = snap && !snap.removed ? `; snapshot ${snap.name} was NOT removed: ${snap.removeError ?? 'see the server log'}` : '';
+    const message = (code === ExitCode.INTERNAL ? `internal error: ${describe(err)}` : describe(err)) + left;
+    log.error(message);
+    await conn.sendError(code, message, snap).catch(() => { /* the client is gone */ });
+    return snap && !snap.removed ? ExitCode.SNAPSHOT : code; // the client reads a left snapshot from this
+  } finally {
+    output.end();
+    input.destroy(); // stop reading: a client still sending gets EPIPE, and this process can exit
+  }
+}
+
+/** One session on `path` (the HELLO's, or a source snapshot's device) until the client's EOF. */
+async function session(conn: Conn, hello: Hello, path: string, snap?: { signal: AbortSignal; info: SourceSnapshotInfo }): Promise<void> {
+  const dev: Device = hello.role === 'source' ? openSource(path) : openTarget(path, { write: hello.write });
+  try {
+    await conn.writer.sendJson(Msg.WELCOME, {
+      magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, caps: [...CAPS], kind: dev.kind, size: dev.size,
+      ...(snap ? { sourceSnapshot: snap.info } : {}),
+    } satisfies Welcome);
 
     const start = await conn.expectJson<Start>(Msg.START);
     checkStart(start, dev, hello.role);
@@ -45,7 +81,7 @@ export async function serve(input: Readable, output: Writable, opts: ServerOptio
     await conn.writer.send(Msg.READY);
 
     if (hello.role === 'source') {
-      await runSourceSide(dev, conn, start, start.recordsToPeer ? new PeerSink(conn) : null, { maxDiffs: 10 });
+      await runSourceSide(dev, conn, start, start.recordsToPeer ? new PeerSink(conn) : null, { maxDiffs: 10, signal: snap?.signal });
     } else {
       const h = await loadHasher();
       const writer = hello.write ? new DeviceWriter(dev, geometryOf(start, targetSize), h, { verify: start.verify }) : null;
@@ -53,17 +89,8 @@ export async function serve(input: Readable, output: Writable, opts: ServerOptio
     }
     const extra = await conn.reader.next();
     if (extra) throw new BlkError(ExitCode.REMOTE, 'protocol error: data after the end of the session');
-    return ExitCode.OK;
-  } catch (err) {
-    const code = exitCodeOf(err);
-    const message = code === ExitCode.INTERNAL ? `internal error: ${describe(err)}` : describe(err);
-    log.error(message);
-    await conn.sendError(code, message).catch(() => { /* the client is gone */ });
-    return code;
   } finally {
-    dev?.close();
-    output.end();
-    input.destroy(); // stop reading: a client still sending gets EPIPE, and this process can exit
+    dev.close();
   }
 }
 
