@@ -6,7 +6,7 @@ import test from 'ava';
 import { ExitCode } from '../src/errors.js';
 import { vmLane } from './helpers/vm.js';
 
-const facts = vmLane('test/vm/pool-scenarios.sh', { timeoutS: 1500 }) // a loaded host slows the TCG guest a lot;
+const facts = vmLane('test/vm/pool-scenarios.sh', { timeoutS: 1500 }); // a loaded host slows the TCG guest a lot
 const json = (s: string) => JSON.parse(s.replace(/\|/g, '\n'));
 const SNAP = (lv: string, job: string) => new RegExp(`^${lv}-blkdelta-${job}-\\d{8}T\\d{6}Z$`);
 
