@@ -7,7 +7,7 @@ import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { parseFacts, type VmRun } from './helpers/vm-facts.js';
+import { parseFacts, type VmRun } from './helpers/vm.js';
 import type { HistoryEntry } from '../src/history/copies.js';
 import type { JobState } from '../src/jobs/state.js';
 

@@ -127,7 +127,7 @@ target_snapshot = false
   t.deepEqual(cfg.jobs.map((j) => j.name), ['tools', 'db']);
   const [tools, db] = cfg.jobs;
   t.deepEqual(tools!.target, { kind: 'remote', user: 'backup', host: 'labstore2001', path: '/dev/backup/tools' });
-  t.deepEqual(tools!.snapshot, { lv: 'vg0/tools', size: '10%ORIGIN', maxFill: undefined });
+  t.deepEqual(tools!.snapshot, { lv: 'vg0/tools', size: '10%ORIGIN', maxFill: undefined, poolMaxFill: undefined });
   t.is(tools!.ssh.port, 2222);
   t.is(tools!.verify, true);
   t.is(tools!.blockSize, 1024 * 1024);

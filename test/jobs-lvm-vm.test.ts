@@ -6,7 +6,7 @@ import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { parseFacts, type VmRun } from './helpers/vm-facts.js';
+import { parseFacts, type VmRun } from './helpers/vm.js';
 import type { JobState } from '../src/jobs/state.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));

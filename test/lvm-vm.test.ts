@@ -6,7 +6,7 @@ import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { parseFacts, type VmRun as BaseRun } from './helpers/vm-facts.js';
+import { parseFacts, type VmRun as BaseRun } from './helpers/vm.js';
 import { ExitCode } from '../src/errors.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));

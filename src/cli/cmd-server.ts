@@ -4,6 +4,7 @@ import type { CommandModule } from 'yargs';
 import { BlkError, ExitCode, exitStatusText } from '../errors.js';
 import { makePolicy } from '../server/policy.js';
 import { serve } from '../server/session.js';
+import { DEFAULT_SOURCE_SNAPSHOT } from '../server/snapshots.js';
 import { cli } from './context.js';
 
 interface Args {
@@ -20,7 +21,7 @@ export const serverCommand: CommandModule<object, Args> = {
       .option('read-only', { type: 'boolean', describe: 'refuse every write' })
       .example("blkdelta server --allow '/dev/backup/*'", 'in authorized_keys: restrict,command="..." ssh-ed25519 AAAA...')
       .epilogue('Speaks the blkdelta protocol on stdin/stdout and exits when stdin closes.\n\n' +
-        exitStatusText([ExitCode.OK, ExitCode.USAGE, ExitCode.SOURCE, ExitCode.TARGET_REFUSED, ExitCode.IO, ExitCode.REMOTE, ExitCode.PERMISSION])),
+        exitStatusText([ExitCode.OK, ExitCode.USAGE, ExitCode.SOURCE, ExitCode.TARGET_REFUSED, ExitCode.IO, ExitCode.REMOTE, ExitCode.PERMISSION, ExitCode.SNAPSHOT, ExitCode.SNAPSHOT_OVERFLOW, ExitCode.LOCKED, ExitCode.INTERRUPTED])),
   handler: async (argv) => {
     cli.exitCode = await runServer(argv.allow, argv['read-only']);
   },
@@ -28,7 +29,10 @@ export const serverCommand: CommandModule<object, Args> = {
 
 function runServer(allow: string[] | undefined, readOnly: boolean | undefined): Promise<number> {
   const policy = makePolicy(allow, readOnly);
-  return serve(process.stdin, process.stdout, { policy });
+  // a pull's source snapshot: the defaults on an open server; one with --allow needs a
+  // [server.source_snapshot] policy (server --config) and refuses without it (exit 12)
+  const sourceSnapshot = policy.allow.length === 0 ? DEFAULT_SOURCE_SNAPSHOT : undefined;
+  return serve(process.stdin, process.stdout, { policy, sourceSnapshot, signal: cli.abort.signal });
 }
 
 /**

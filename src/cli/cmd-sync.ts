@@ -7,7 +7,7 @@ import { cli } from './context.js';
 import { resolveEnds } from './endpoints.js';
 import { progressReporter } from './progress.js';
 import { blockSizeOf, commonOptions, printSummary, type CommonArgs } from './sync-options.js';
-import { runWithSnapshots, snapshotEnds, snapshotOptions, targetSnapshotOf, withTargetSnapshot, type SnapshotArgs } from '../lvm/sync-options.js';
+import { remoteSnapshotOf, runWithSnapshots, snapshotEnds, snapshotOptions, targetSnapshotOf, withTargetSnapshot, type SnapshotArgs } from '../lvm/sync-options.js';
 
 interface Args extends CommonArgs, SnapshotArgs {
   'dry-run'?: boolean;
@@ -54,13 +54,15 @@ export const syncCommand: CommandModule<object, Args> = {
       ...resolveEnds(ends.src, ends.dst, argv as never),
       mode, blockSize: blockSizeOf(argv), sizePolicy: argv['size-policy'], patchOut: argv['patch-out'], patchOverwrite: argv.force,
       verify: argv.verify, compress: argv.compress, signal: cli.abort.signal, onProgress: progress.update,
+      sourceSnapshot: remoteSnapshotOf(argv), // a pull: the server snapshots its LV
     };
     try {
       // a remote target's server takes and rotates its snapshot; a local one is wrapped here
       const remoteTarget = opts.remote?.side === 'target';
       if (remoteTarget) opts.targetSnapshot = targetSnap;
-      const { value: { value: summary, target }, snapshot } = await runWithSnapshots(argv, cli.abort.signal, (source, signal) =>
+      const { value: { value: summary, target }, snapshot: local } = await runWithSnapshots(argv, cli.abort.signal, (source, signal) =>
         withTargetSnapshot(remoteTarget ? undefined : targetSnap, opts.target, (seed) => runSync({ ...opts, source: source ?? opts.source, signal, seed }), opts.blockSize));
+      const snapshot = local ?? summary.sourceSnapshot;
       progress.end();
       printSummary((snapshot || target ? { ...summary, snapshot, targetSnapshot: target } : summary) as typeof summary, argv,
         toStdout ? (line) => process.stderr.write(line + '\n') : undefined);

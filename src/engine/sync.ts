@@ -6,6 +6,8 @@
 // The local case spawns a server too, so it exercises exactly the protocol SSH carries.
 // Interrupted or failed: the server is told (its stdin closes) and exits; a patch being written
 // is removed; a target being written is left incomplete and the error says so.
+// A pull with sourceSnapshot: the server reads a snapshot it made; once it has exited, its exit
+// status says whether it removed it (pull-snapshot.ts).
 import path from 'node:path';
 import { BlkError, ExitCode, exitCodeOf } from '../errors.js';
 import { loadHasher, randomSeed } from '../hash.js';
@@ -18,6 +20,8 @@ import { chunkSizeFor, checkBlockSize, geometryOf, planSizes, runSourceSide } fr
 import { DeviceWriter, PatchFromPeerSink, PatchSink, PeerSink } from './sinks.js';
 import { runTarget } from './target.js';
 import { makeFingerprint } from './fingerprint.js';
+import { reportFromWelcome, settlePull, snapshotReleased } from './pull-snapshot.js';
+import type { SnapshotReport } from '../lvm/snapshot.js';
 import type { SyncOptions, SyncSummary } from './types.js';
 
 export async function runSync(options: SyncOptions): Promise<SyncSummary> {
@@ -27,6 +31,7 @@ export async function runSync(options: SyncOptions): Promise<SyncSummary> {
   if (opts.remote?.side !== 'target') opts.target = path.resolve(opts.target);
   checkBlockSize(opts.blockSize);
   if (opts.targetSnapshot && opts.remote?.side !== 'target') throw new BlkError(ExitCode.INTERNAL, 'targetSnapshot is for a remote target; wrap a local one in withTargetSnapshot');
+  if (opts.sourceSnapshot && opts.remote?.side !== 'source') throw new BlkError(ExitCode.INTERNAL, 'sourceSnapshot is for a remote source; wrap a local one in withSourceSnapshot');
   if (opts.mode === 'patch' && !opts.patchOut) throw new BlkError(ExitCode.USAGE, 'patch mode needs a patch file (--patch-out)');
   const t0 = Date.now();
   const localRole: Role = opts.remote?.side === 'source' ? 'target' : 'source';
@@ -42,14 +47,20 @@ export async function runSync(options: SyncOptions): Promise<SyncSummary> {
       channel.input.destroy(opts.signal!.reason as Error);
     };
     opts.signal?.addEventListener('abort', onAbort, { once: true });
+    const pull: PullState = {};
+    let outcome: { ok: true; value: SyncSummary } | { ok: false; error: unknown };
+    let exit: number | null = null;
     try {
-      return await session(opts, local, localRole, new Conn(channel, transport.label), t0);
+      outcome = { ok: true, value: await session(opts, local, localRole, new Conn(channel, transport.label), t0, pull) };
     } catch (err) {
-      throw opts.signal?.aborted ? (opts.signal.reason as Error) : err;
+      outcome = { ok: false, error: opts.signal?.aborted ? (opts.signal.reason as Error) : err };
     } finally {
       opts.signal?.removeEventListener('abort', onAbort);
-      await channel.close();
+      exit = await channel.close();
     }
+    if (pull.snapshot) return settlePull(pull.snapshot, exit, outcome, transport.label, channel.stderrTail());
+    if (!outcome.ok) throw outcome.error;
+    return outcome.value;
   } finally {
     local.close();
   }
@@ -69,7 +80,10 @@ function refuseSameDevice(source: Device, targetPath: string): void {
   }
 }
 
-async function session(opts: SyncOptions, local: Device, localRole: Role, conn: Conn, t0: number): Promise<SyncSummary> {
+/** A pull's source snapshot, once the server's WELCOME described it. */
+interface PullState { snapshot?: SnapshotReport }
+
+async function session(opts: SyncOptions, local: Device, localRole: Role, conn: Conn, t0: number, pull: PullState): Promise<SyncSummary> {
   const h = await loadHasher();
   const write = opts.mode === 'write';
   const peerRole: Role = localRole === 'source' ? 'target' : 'source';
@@ -77,6 +91,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
     magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, caps: [...CAPS], role: peerRole,
     path: peerRole === 'source' ? opts.source : opts.target, write: peerRole === 'target' && write,
     ...(peerRole === 'target' && write && opts.targetSnapshot ? { targetSnapshot: opts.targetSnapshot } : {}),
+    ...(opts.sourceSnapshot ? { sourceSnapshot: opts.sourceSnapshot } : {}),
   };
   await conn.writer.sendJson(Msg.HELLO, hello).catch(async () => {
     throw await conn.closedAfterExit('before the handshake'); // e.g. its command was not found: say what it printed
@@ -84,6 +99,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
   const welcome = await conn.expectJson<Welcome>(Msg.WELCOME);
   checkMagic(conn.peerLabel, welcome);
   checkFields('WELCOME', welcome, { kind: 'string', size: 'number' });
+  if (opts.sourceSnapshot) pull.snapshot = reportFromWelcome(welcome.sourceSnapshot, conn.peerLabel);
 
   const [srcSize, tgt] = localRole === 'source' ? [local.size, welcome] : [welcome.size, local];
   const targetSize = tgt.size; // before grow changes a local target's size
@@ -100,6 +116,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
   const geometry = geometryOf(start, targetSize, fingerprint);
   const patchHeader = { ...geometry, state: { seed: BigInt(start.seed), regionSize: start.chunkSize, compareSize: plan.compareSize } };
   const patch = opts.mode === 'patch' ? await PatchWriter.create(opts.patchOut!, patchHeader, h, { overwrite: opts.patchOverwrite }) : undefined;
+  let summary: SyncSummary;
   const progress = (bytesDone: number, bytesDiffering: number) =>
     opts.onProgress?.({ bytesDone, bytesTotal: plan.compareSize, bytesDiffering, elapsedMs: Date.now() - t0 });
   const growing = localRole === 'target' && write && plan.resultSize > local.size;
@@ -109,7 +126,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
       ? await runSourceSide(local, conn, start, write ? new PeerSink(conn) : patch ? new PatchSink(patch) : null, { signal: opts.signal, maxDiffs: opts.maxDiffsReported ?? 10, onChunk: progress })
       : await runTarget(local, conn, start, write ? new DeviceWriter(local, geometry, h, { verify: !!opts.verify }) : patch ? await PatchFromPeerSink.create(patch, patchHeader, h, local) : null, opts.signal, progress);
     const patchBytes = patch ? (await patch.finish(patchFingerprints(done))).bytes : undefined;
-    return {
+    summary = {
       mode: opts.mode, source: opts.source, target: opts.target, blockSize: opts.blockSize,
       sourceSize: srcSize, targetSize, comparedBytes: plan.compareSize,
       blocksCompared: done.blocksCompared, blocksDiffering: done.blocksDiffering, blocksWritten: result.blocksWritten,
@@ -134,6 +151,8 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
     if (undo && err instanceof Error) err.message += `; ${undo}`;
     throw err;
   }
+  if (opts.sourceSnapshot) await snapshotReleased(conn); // the copy is complete; the server removes its snapshot
+  return summary;
 }
 
 /**

@@ -1,6 +1,7 @@
 // The engine's public types: what a sync is asked to do and what it reports.
 import type { Transport } from '../transport/transport.js';
 import type { Fingerprint } from './fingerprint.js';
+import type { SnapshotReport } from '../lvm/snapshot.js';
 
 /** strict: sizes must match; grow: extend a smaller file target; min: compare the common prefix. */
 export type SizePolicy = 'strict' | 'grow' | 'min';
@@ -44,6 +45,11 @@ export interface SyncOptions {
    * is comparable with it (src/lvm/target-snapshot.ts).
    */
   seed?: string;
+  /**
+   * A remote source (a pull): its server reads a temporary LVM snapshot of `source` (/dev/VG/LV),
+   * made, watched and removed under the server's policy (server/snapshots.ts).
+   */
+  sourceSnapshot?: { job: string };
   /** Start the local half of the protocol as this transport's peer (tests; default: spawn). */
   localTransport?: Transport;
   signal?: AbortSignal;
@@ -106,6 +112,8 @@ export interface SyncSummary {
   durationMs: number;
   /** A remote target's snapshot (SyncOptions.targetSnapshot). */
   targetSnapshot?: TargetSnapshotResult;
+  /** A pull's source snapshot, made and removed by the server (SyncOptions.sourceSnapshot). */
+  sourceSnapshot?: SnapshotReport;
   /**
    * The content of [0, comparedBytes) that the run leaves on the target (in write mode, once it
    * succeeded) and the one the target held before. Absent when the source side is an older

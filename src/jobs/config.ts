@@ -28,8 +28,11 @@ export interface JobConfig extends Thresholds {
   /** The source as written in the file (for records and messages). */
   sourceText: string;
   targetText: string;
-  /** Snapshot the source LV first: "VG/LV" (from `snapshot`, or derived from a /dev/VG/LV source). */
-  snapshot?: { lv: string; size?: string; maxFill?: number };
+  /**
+   * Snapshot the source LV first: "VG/LV" (from `snapshot`, or derived from a /dev/VG/LV source).
+   * remote: the source host's server makes it under its own policy (no size or fill from here).
+   */
+  snapshot?: { lv: string; size?: string; maxFill?: number; poolMaxFill?: number; remote?: boolean };
   /**
    * Snapshot the target LV before writing; after a success prune by the retention (keep_* keys,
    * `keep` is keep_last) and, with pool_max_fill, keep more copies as the target's pool allows.
@@ -199,17 +202,29 @@ function endpoint(v: unknown, path: string[], at: At): Endpoint | undefined {
   }
 }
 
-/** `snapshot = true` derives VG/LV from a /dev/VG/LV source; `snapshot = "VG/LV"` names it. */
+/**
+ * `snapshot = true` derives VG/LV from a /dev/VG/LV source; `snapshot = "VG/LV"` names it. A remote
+ * source (a pull) is snapshotted by its server under [server.source_snapshot]: the LV is the
+ * source's, and the size and fill keys are the server's to set.
+ */
 function snapshotOf(v: Table, source: Endpoint, path: string[], at: At): JobConfig['snapshot'] {
   if (v.snapshot === undefined || v.snapshot === false) return undefined;
-  if (source.kind !== 'local') return void at([...path, 'snapshot'], 'a snapshot needs a local source');
+  const m = /^\/dev\/([^/]+)\/([^/]+)$/.exec(source.path);
   let lv = v.snapshot as string | true;
   if (lv === true) {
-    const m = /^\/dev\/([^/]+)\/([^/]+)$/.exec(source.path);
     if (!m) return void at([...path, 'snapshot'], `cannot tell the LV from source "${source.path}": write snapshot = "VG/LV"`);
     lv = `${m[1]}/${m[2]}`;
   }
-  return { lv, size: v.snapshot_size as string | undefined, maxFill: v.snapshot_max_fill as number | undefined };
+  if (source.kind === 'remote') return remoteSnapshotOf(v, lv, m, path, at);
+  return { lv, size: v.snapshot_size as string | undefined, maxFill: v.snapshot_max_fill as number | undefined, poolMaxFill: v.pool_max_fill as number | undefined };
+}
+
+function remoteSnapshotOf(v: Table, lv: string, m: RegExpExecArray | null, path: string[], at: At): JobConfig['snapshot'] {
+  if (!m || lv !== `${m[1]}/${m[2]}`) return void at([...path, 'snapshot'], `a remote source is snapshotted by its server: the source must be /dev/${lv} (write snapshot = true)`);
+  for (const k of ['snapshot_size', 'snapshot_max_fill']) {
+    if (v[k] !== undefined) at([...path, k], "the source host's server sets this for a remote source ([server.source_snapshot] in its --config)");
+  }
+  return { lv, remote: true };
 }
 
 /** target_snapshot: a local target is snapshotted here, a remote one by its server (blkdelta server). */

@@ -1,6 +1,7 @@
 // One job's sync step: builds SyncOptions from the job's config and calls the engine's runSync,
 // inside the LVM source snapshot when the job has one (withSourceSnapshot removes it whatever
-// happens), through the SSH transport when one end is remote, and throttled when bwlimit is set.
+// happens; a remote source's server makes and removes its own), through the SSH transport when
+// one end is remote, and throttled when bwlimit is set.
 //   [source snapshot] -> [target snapshot] -> transport (local server / ssh, bwlimit)
 //   -> runSync(write, verify?) -> [label and prune target copies: retention, pool_max_fill]
 // What an interruption leaves: see runSync (a target being written is left incomplete) and
@@ -27,9 +28,9 @@ export interface JobSyncResult {
 export interface Phases { writing(): void; written(): void }
 
 export async function syncJob(job: JobConfig, signal: AbortSignal, phases: Phases): Promise<JobSyncResult> {
-  if (!job.snapshot) return syncTarget(job, job.source.path, signal, phases);
+  if (!job.snapshot || job.snapshot.remote) return syncTarget(job, job.source.path, signal, phases); // remote: its server snapshots
   const [vg, lv] = job.snapshot.lv.split('/') as [string, string];
-  const spec = { vg, lv, job: job.name, size: job.snapshot.size, maxFillPct: job.snapshot.maxFill };
+  const spec = { vg, lv, job: job.name, size: job.snapshot.size, maxFillPct: job.snapshot.maxFill, poolMaxFillPct: job.snapshot.poolMaxFill };
   const { value, report } = await withSourceSnapshot(spec, signal, (device, sig) => syncTarget(job, device, sig, phases));
   return { ...value, snapshot: report };
 }
@@ -43,10 +44,11 @@ async function syncTarget(job: JobConfig, source: string, signal: AbortSignal, p
   phases.writing();
   const summary = await runSync({ ...syncOptions(job, source, signal), seed: seedOf(taken, job.blockSize) });
   phases.written();
-  if (!ts || !taken) return { summary };
+  const snapshot = summary.sourceSnapshot; // a pull's, made by the server
+  if (!ts || !taken) return { summary, snapshot };
   const content = { dataTime: Date.now(), fingerprint: summary.fingerprint, baseFingerprint: summary.baseFingerprint, copy: taken.reused ? undefined : taken.name };
   const { kept, history } = await rotateTargetSnapshots(job.target.path, { job: job.name, retention: ts.retention, poolMaxFill: ts.poolMaxFill, content });
-  return { summary, targetSnapshot: { name: `${taken.vg}/${taken.name}`, reused: taken.reused, kept, history } };
+  return { summary, snapshot, targetSnapshot: { name: `${taken.vg}/${taken.name}`, reused: taken.reused, kept, history } };
 }
 
 /** The seed of the new copy's label, so that the run's baseFingerprint checks it. */
@@ -84,6 +86,7 @@ function syncOptions(job: JobConfig, sourcePath: string, signal: AbortSignal): S
     verify: job.verify,
     compress: job.compress,
     sourceLabel: `${job.name}|${sourcePath}|${new Date().toISOString()}`,
+    sourceSnapshot: job.snapshot?.remote ? { job: job.name } : undefined,
     signal,
   };
 }

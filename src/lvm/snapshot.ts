@@ -2,10 +2,15 @@
 //
 //   check spec; find the origin VG/LV
 //   remove stale snapshots of this job (tags blkdelta + blkdelta-source + blkdelta-job:<job>), say so
+//   thin snapshot: refuse (SNAPSHOT, nothing created) when the thin pool's data or metadata fill
+//     is at or above pool_max_fill
 //   create <lv>-blkdelta-<job>-<stamp> (COW with -L/-l, or thin with -kn); check it
-//   run fn(device, signal') where signal' also aborts when the poller (--snapshot-max-fill) sees
-//     an invalid or over-full snapshot; check the snapshot again after fn, even when fn failed
-//     (a read from an overflowed snapshot fails with EIO: the real cause is the overflow)
+//   run fn(device, signal') where signal' also aborts when the poller (every pollMs, 1 s) sees
+//     an invalid or over-full COW snapshot (--snapshot-max-fill) or, for a thin snapshot, its
+//     pool at or above pool_max_fill (SNAPSHOT_OVERFLOW: the snapshot is then removed at once,
+//     so that the origin's own writes get the pool's space back); check the snapshot again
+//     after fn, even when fn failed (a read from an overflowed snapshot fails with EIO: the
+//     real cause is the overflow)
 //   finally: remove it, retrying (lvremove fails while the device is still open)
 //
 // Interruption: SIGINT/SIGTERM abort `signal`; fn returns, the finally removes the snapshot.
@@ -19,19 +24,24 @@ import {
   snapshotName, thinSnapshotArgv,
 } from './argv.js';
 import { LvmError, findLv, listLvs, removeOwned, runLvm } from './lvm.js';
+import { DEFAULT_POOL_MAX_FILL, poolOf, poolProblem } from './pool.js';
 import { ownSnapshots, snapshotFill, snapshotKind, snapshotProblem, type LvRow } from './report.js';
 
 export interface SourceSnapshotSpec {
   vg: string;
   lv: string;
   job: string;
-  /** COW size: "10G" or "20%ORIGIN". Without it a thin origin gets a thin snapshot, others 20%ORIGIN. */
+  /** COW size: "10G" or "20%ORIGIN". Without it a thin origin gets a thin snapshot, others cowSize. */
   size?: string;
+  /** COW size of a snapshot of a non-thin origin when `size` is not given (default 20%ORIGIN). */
+  cowSize?: string;
   /** Abort early when a COW snapshot is fuller than this (percent, polled during fn). */
   maxFillPct?: number;
+  /** pool_max_fill: refuse / abort a thin snapshot when its pool is this full (default 90). */
+  poolMaxFillPct?: number;
   /** Per lvm command (default 60 s). */
   timeoutMs?: number;
-  /** Fill poll interval (default 2 s). */
+  /** Fill poll interval (default 1 s). */
   pollMs?: number;
   retryDelaysMs?: readonly number[];
 }
@@ -48,6 +58,8 @@ export interface SnapshotReport {
   removed: boolean;
   /** COW fill in percent at the last check (null: thin or never checked). */
   fillPct: number | null;
+  /** Thin: the pool's data and metadata fill at the last check ("vg0/pool", percent). */
+  pool?: { name: string; data: number | null; metadata: number | null };
   staleRemoved: string[];
   /** Why the snapshot could not be removed (the run failed). */
   removeError?: string;
@@ -61,6 +73,12 @@ export function snapshotReportOf(err: unknown): SnapshotReport | undefined {
   return typeof err === 'object' && err !== null ? reports.get(err) : undefined;
 }
 
+/** Attaches a report to an error (a pull's snapshot, made by the server), for snapshotReportOf. */
+export function attachSnapshotReport<E>(err: E, report: SnapshotReport): E {
+  if (typeof err === 'object' && err !== null) reports.set(err, report);
+  return err;
+}
+
 /** SNAPSHOT_OVERFLOW; early: the --snapshot-max-fill limit stopped the run before an overflow. */
 function overflowError(problem: string, cause?: unknown, early = false): BlkError {
   const what = early ? 'the run was stopped part-way' : 'data read from it is torn';
@@ -68,15 +86,43 @@ function overflowError(problem: string, cause?: unknown, early = false): BlkErro
     `${problem}: ${what}, the target is NOT consistent; rerun with a larger --snapshot-size`, { cause });
 }
 
+/** SNAPSHOT_OVERFLOW for a thin pool that crossed pool_max_fill while the snapshot was held. */
+function poolOverflowError(problem: string): BlkError {
+  return new BlkError(ExitCode.SNAPSHOT_OVERFLOW,
+    `${problem}: the run was stopped part-way and the snapshot removed so that the origin keeps the pool's space; ` +
+    'the target is NOT consistent; free space in the pool (lvextend) or raise pool_max_fill, then rerun');
+}
+
 function checkSpec(s: SourceSnapshotSpec): void {
   const p = lvmNameProblem(s.vg, 'VG') ?? lvmNameProblem(s.lv, 'LV');
   if (p) throw new BlkError(ExitCode.USAGE, `--snapshot ${s.vg}/${s.lv}: ${p}`);
   checkJobName(s.job);
   if (s.size !== undefined) sizeArgs(s.size);
-  const m = s.maxFillPct;
-  if (m !== undefined && !(Number.isFinite(m) && m > 0 && m <= 100)) {
-    throw new BlkError(ExitCode.USAGE, `--snapshot-max-fill must be a percentage in (0, 100], got ${m}`);
+  if (s.cowSize !== undefined) sizeArgs(s.cowSize);
+  checkPercent('--snapshot-max-fill', s.maxFillPct);
+  checkPercent('--pool-max-fill', s.poolMaxFillPct);
+}
+
+/** A percentage option in (0, 100] (or absent); throws USAGE naming it. */
+export function checkPercent(option: string, m: number | undefined): void {
+  if (m !== undefined && !(typeof m === 'number' && Number.isFinite(m) && m > 0 && m <= 100)) {
+    throw new BlkError(ExitCode.USAGE, `${option} must be a percentage in (0, 100], got ${m}`);
   }
+}
+
+/** Whether create() makes a thin snapshot: no explicit COW size and a thin origin. */
+function makesThin(s: SourceSnapshotSpec, origin: LvRow): boolean {
+  return s.size === undefined && (origin.pool !== '' || origin.attr.thin);
+}
+
+/**
+ * Why a thin snapshot of `origin` must not be created (its pool at or above pool_max_fill), or
+ * null. Pure: the VG's rows in. A COW snapshot keeps its copies outside the pool: no pool check.
+ */
+export function poolGuard(rows: readonly LvRow[], origin: LvRow, thin: boolean, maxFillPct = DEFAULT_POOL_MAX_FILL): string | null {
+  const fill = thin ? poolOf(rows, origin) : null;
+  const problem = fill ? poolProblem(fill, maxFillPct) : null;
+  return problem && `cannot snapshot ${origin.vg}/${origin.name}: ${problem}; nothing was created (free space in the pool, or raise pool_max_fill)`;
 }
 
 async function vgRows(s: SourceSnapshotSpec): Promise<LvRow[]> {
@@ -104,8 +150,8 @@ async function removeStale(s: SourceSnapshotSpec, rows: LvRow[]): Promise<string
 
 async function create(s: SourceSnapshotSpec, origin: LvRow, name: string): Promise<LvRow> {
   const tags = [TAG_OWNER, TAG_SOURCE, jobTag(s.job)];
-  const thin = s.size === undefined && (origin.pool !== '' || origin.attr.thin);
-  const size = s.size ?? DEFAULT_COW_SIZE;
+  const thin = makesThin(s, origin);
+  const size = s.size ?? s.cowSize ?? DEFAULT_COW_SIZE;
   if (!thin && s.size === undefined) log.info(`no --snapshot-size: using ${size} for the COW snapshot of ${s.vg}/${s.lv}`);
   const argv = thin ? thinSnapshotArgv({ ...s, name, tags, active: true }) : cowSnapshotArgv({ ...s, name, size, tags });
   try {
@@ -124,23 +170,38 @@ async function create(s: SourceSnapshotSpec, origin: LvRow, name: string): Promi
   return row;
 }
 
-/** Polls the snapshot's fill; aborts `ctl` with SNAPSHOT_OVERFLOW when it is invalid or over the limit. */
+/**
+ * Why the snapshot must not be held any longer (from one lvs of its VG), or null: a COW snapshot
+ * invalid or over --snapshot-max-fill, a thin snapshot's pool at or above pool_max_fill, or gone.
+ */
+export function heldProblem(s: SourceSnapshotSpec, rows: readonly LvRow[], name: string, report: SnapshotReport): BlkError | null {
+  const row = rows.find((r) => r.name === name);
+  if (!row) return overflowError(`snapshot ${s.vg}/${name} disappeared`, undefined, true);
+  report.fillPct = snapshotFill(row);
+  const cow = snapshotProblem(row, s.maxFillPct);
+  if (cow) return overflowError(cow, undefined, !row.attr.invalid);
+  const pool = poolOf(rows, row);
+  if (!pool) return null;
+  report.pool = { name: `${pool.vg}/${pool.pool}`, data: pool.data, metadata: pool.metadata };
+  const full = poolProblem(pool, s.poolMaxFillPct ?? DEFAULT_POOL_MAX_FILL);
+  return full ? poolOverflowError(full) : null;
+}
+
+/** Polls the snapshot (and a thin one's pool); aborts `ctl` with SNAPSHOT_OVERFLOW on a problem. */
 function startPoller(s: SourceSnapshotSpec, name: string, ctl: AbortController, report: SnapshotReport) {
   let timer: NodeJS.Timeout | undefined;
   let inflight: Promise<void> = Promise.resolve();
   let stopped = false;
   const tick = async () => {
     try {
-      const row = await findLv(s.vg, name, s.timeoutMs);
-      if (row) report.fillPct = snapshotFill(row);
-      const problem = row ? snapshotProblem(row, s.maxFillPct) : `snapshot ${s.vg}/${name} disappeared`;
-      if (problem) ctl.abort(overflowError(problem, undefined, !row?.attr.invalid));
+      const problem = heldProblem(s, await listLvs([s.vg], s.timeoutMs), name, report);
+      if (problem) ctl.abort(problem);
     } catch (err) {
       log.warn(`cannot check snapshot fill: ${(err as Error).message}`);
     }
-    if (!stopped && !ctl.signal.aborted) timer = setTimeout(() => (inflight = tick()), s.pollMs ?? 2_000);
+    if (!stopped && !ctl.signal.aborted) timer = setTimeout(() => (inflight = tick()), s.pollMs ?? 1_000);
   };
-  timer = setTimeout(() => (inflight = tick()), s.pollMs ?? 2_000);
+  timer = setTimeout(() => (inflight = tick()), s.pollMs ?? 1_000);
   return async () => {
     stopped = true;
     clearTimeout(timer);
@@ -150,16 +211,17 @@ function startPoller(s: SourceSnapshotSpec, name: string, ctl: AbortController, 
 
 /** Runs fn on the snapshot with the checks before, during and after. */
 async function runChecked<T>(s: SourceSnapshotSpec, row: LvRow, signal: AbortSignal,
-  fn: (device: string, signal: AbortSignal) => Promise<T>, report: SnapshotReport): Promise<T> {
+  fn: (device: string, signal: AbortSignal, report: Readonly<SnapshotReport>) => Promise<T>, report: SnapshotReport): Promise<T> {
   const before = snapshotProblem(row);
   if (before) throw overflowError(before);
   const monitor = new AbortController();
-  const stop = s.maxFillPct !== undefined && report.kind === 'cow' ? startPoller(s, row.name, monitor, report) : null;
+  const watch = report.kind === 'thin' || (s.maxFillPct !== undefined && report.kind === 'cow');
+  const stop = watch ? startPoller(s, row.name, monitor, report) : null;
   let value: T | undefined;
   let fnErr: unknown;
   let failed = false;
   try {
-    value = await fn(row.path, AbortSignal.any([signal, monitor.signal]));
+    value = await fn(row.path, AbortSignal.any([signal, monitor.signal]), report);
   } catch (err) {
     [fnErr, failed] = [err, true];
   } finally {
@@ -184,7 +246,7 @@ async function runChecked<T>(s: SourceSnapshotSpec, row: LvRow, signal: AbortSig
  * report too (snapshotReportOf). The caller holds the job's lock: two runs of one job would race.
  */
 export async function withSourceSnapshot<T>(spec: SourceSnapshotSpec, signal: AbortSignal,
-  fn: (device: string, signal: AbortSignal) => Promise<T>): Promise<{ value: T; report: SnapshotReport }> {
+  fn: (device: string, signal: AbortSignal, report: Readonly<SnapshotReport>) => Promise<T>): Promise<{ value: T; report: SnapshotReport }> {
   checkSpec(spec);
   const report: SnapshotReport = {
     vg: spec.vg, origin: spec.lv, job: spec.job, name: '', kind: '', device: '', createdAt: '',
@@ -195,6 +257,8 @@ export async function withSourceSnapshot<T>(spec: SourceSnapshotSpec, signal: Ab
     const origin = rows.find((r) => r.name === spec.lv);
     if (!origin) throw new BlkError(ExitCode.SOURCE, `logical volume ${spec.vg}/${spec.lv} not found`);
     report.staleRemoved = await removeStale(spec, rows);
+    const full = poolGuard(rows, origin, makesThin(spec, origin), spec.poolMaxFillPct);
+    if (full) throw new BlkError(ExitCode.SNAPSHOT, full);
     signal.throwIfAborted();
     const now = new Date();
     report.name = snapshotName(spec.vg, spec.lv, spec.job, now, 'source');
@@ -203,8 +267,7 @@ export async function withSourceSnapshot<T>(spec: SourceSnapshotSpec, signal: Ab
     log.info(`created ${report.kind} snapshot ${spec.vg}/${row.name} of ${spec.vg}/${spec.lv}`);
     return { value: await removeAfter(spec, row, report, () => runChecked(spec, row, signal, fn, report)), report };
   } catch (err) {
-    if (typeof err === 'object' && err !== null) reports.set(err, report);
-    throw err;
+    throw attachSnapshotReport(err, report);
   }
 }
 

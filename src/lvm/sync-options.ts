@@ -1,5 +1,7 @@
 // The LVM options of `blkdelta sync` and the wrapper that runs a sync inside a source snapshot.
-//   --snapshot VG/LV [--snapshot-size S] [--snapshot-max-fill PCT] [--job NAME]
+//   --snapshot VG/LV [--snapshot-size S] [--snapshot-max-fill PCT] [--pool-max-fill PCT] [--job NAME]
+//   --snapshot [user@]host:VG/LV | ssh://user@host:port/VG/LV   (a pull: the server snapshots,
+//     under its own policy, so size and fill limits are the server's)
 //   --target-snapshot [--keep N]
 // With --snapshot the source is the snapshot, so SRC is omitted: `sync --snapshot vg0/lv DST`
 // (yargs fills the first positional, `src`, with DST; snapshotEnds puts it back).
@@ -7,8 +9,9 @@
 // (or directly without --snapshot) and returns the snapshot report for the result record.
 import type { Argv } from 'yargs';
 import { BlkError, ExitCode } from '../errors.js';
+import { formatRemote, parseEndpoint, type RemoteEndpoint } from '../transport/address.js';
 import { checkJobName, defaultJobName, parseVgLv, sizeArgs } from './argv.js';
-import { withSourceSnapshot, type SnapshotReport } from './snapshot.js';
+import { checkPercent, withSourceSnapshot, type SnapshotReport } from './snapshot.js';
 import type { CopyFingerprint } from './copy-tags.js';
 import { rotateTargetSnapshots, takeTargetSnapshot, type TargetSnapshotInfo } from './target-snapshot.js';
 
@@ -16,6 +19,7 @@ export interface SnapshotArgs {
   snapshot?: string;
   'snapshot-size'?: string;
   'snapshot-max-fill'?: number;
+  'pool-max-fill'?: number;
   job?: string;
   'target-snapshot'?: boolean;
   'target-snapshot-size'?: string;
@@ -28,12 +32,49 @@ export function snapshotOptions<T>(y: Argv<T>) {
     .option('snapshot', { type: 'string', group: 'LVM:', describe: 'sync from a temporary snapshot of this source LV (VG/LV); omit SRC' })
     .option('snapshot-size', { type: 'string', group: 'LVM:', describe: 'COW snapshot size: 10G, 512M or 20%ORIGIN (default: thin snapshot for a thin LV, else 20%ORIGIN)' })
     .option('snapshot-max-fill', { type: 'number', group: 'LVM:', describe: 'abort when the COW snapshot is fuller than PCT percent (polled during the run)' })
+    .option('pool-max-fill', { type: 'number', group: 'LVM:', describe: 'thin snapshot: refuse, or stop and remove it, when its thin pool is PCT percent full, data or metadata (default 90)' })
     .option('job', { type: 'string', group: 'LVM:', describe: 'job name in snapshot names and tags (default: VG-LV of --snapshot, or of the target)' })
     .option('target-snapshot', { type: 'boolean', group: 'LVM:', describe: 'snapshot the target LV before the first write (keeps the last good copy)' })
     .option('target-snapshot-size', { type: 'string', group: 'LVM:', describe: 'COW size of the target snapshot when the target is not thin (default 20%ORIGIN)' })
     .option('keep', { type: 'number', group: 'LVM:', describe: 'target snapshots to keep after a successful run (default 1)' })
     .example('blkdelta sync --snapshot vg0/data /dev/backup/data', 'sync from a snapshot of vg0/data, then remove it')
+    .example('blkdelta sync --snapshot root@store1:vg0/data /dev/backup/data', "pull from a snapshot the server on store1 makes under its policy")
     .example('blkdelta sync --snapshot vg0/data --snapshot-size 2G --snapshot-max-fill 80 backup@store:/dev/bk/data --target-snapshot --keep 3', 'COW snapshot, early abort, keep 3 copies on the target');
+}
+
+/** --snapshot's LV, and the host that makes it for a pull ([user@]host:VG/LV, ssh://user@host:port/VG/LV). */
+export interface SnapshotSpec {
+  vg: string;
+  lv: string;
+  /** A pull: the server on this host snapshots /dev/VG/LV (path is that origin). */
+  remote?: RemoteEndpoint;
+}
+
+/** Parses --snapshot: VG/LV, /dev/VG/LV, or a remote form; throws USAGE naming what is wrong. */
+export function parseSnapshotSpec(spec: string): SnapshotSpec {
+  const url = spec.startsWith('ssh://');
+  const colon = url ? -1 : remoteColon(spec);
+  if (!url && colon < 0) return parseVgLv(spec);
+  const head = url ? spec : spec.slice(0, colon + 1);
+  const lvPart = url ? '' : spec.slice(colon + 1);
+  const e = parseEndpoint(url ? spec : `${head}/dev/${lvPart.replace(/^\/(dev\/)?/, '')}`);
+  if (e.kind !== 'remote') throw new BlkError(ExitCode.USAGE, `--snapshot "${spec}": expected [user@]host:VG/LV`);
+  const { vg, lv } = parseVgLv(e.path.replace(/^\/(dev\/)?/, ''));
+  return { vg, lv, remote: { ...e, path: `/dev/${vg}/${lv}` } };
+}
+
+// The ':' that ends "[user@]host:" in --snapshot (before the first '/'), or -1 for a local VG/LV.
+function remoteColon(s: string): number {
+  if (s.startsWith('/') || s.startsWith('.')) return -1;
+  const close = s.startsWith('[') || /@\[/.test(s) ? s.indexOf(']') : -1;
+  const colon = s.indexOf(':', close + 1);
+  const slash = s.indexOf('/');
+  return colon >= 0 && (slash < 0 || colon < slash) ? colon : -1;
+}
+
+/** The endpoint text of a pull's source (resolveEnds parses it again). */
+function remoteText(e: RemoteEndpoint): string {
+  return `ssh://${e.user ? encodeURIComponent(e.user) + '@' : ''}${formatRemote({ ...e, user: undefined })}${e.path}`;
 }
 
 /** SRC and DST after --snapshot (which replaces SRC); throws USAGE for contradictory options. */
@@ -41,28 +82,42 @@ export function snapshotEnds(a: SnapshotArgs & { src?: string; dst?: string }): 
   for (const o of ['keep', 'target-snapshot-size'] as const) {
     if (a[o] !== undefined && !a['target-snapshot']) throw new BlkError(ExitCode.USAGE, `--${o} needs --target-snapshot`);
   }
+  checkPercent('--pool-max-fill', a['pool-max-fill']);
   if (!a.snapshot) {
     for (const o of ['snapshot-size', 'snapshot-max-fill'] as const) {
       if (a[o] !== undefined) throw new BlkError(ExitCode.USAGE, `--${o} needs --snapshot VG/LV`);
     }
+    if (a['pool-max-fill'] !== undefined && !a['target-snapshot']) throw new BlkError(ExitCode.USAGE, '--pool-max-fill needs --snapshot VG/LV or --target-snapshot');
     if (!a.src || !a.dst) throw new BlkError(ExitCode.USAGE, 'name SRC and DST (or --snapshot VG/LV and DST)');
     return { src: a.src, dst: a.dst };
   }
-  const { vg, lv } = parseVgLv(a.snapshot);
+  const spec = parseSnapshotSpec(a.snapshot);
   if (a.src && a.dst) {
     throw new BlkError(ExitCode.USAGE, `with --snapshot ${a.snapshot} the snapshot is the source: give only DST, not "${a.src}" and "${a.dst}"`);
   }
   const dst = a.dst ?? a.src;
   if (!dst) throw new BlkError(ExitCode.USAGE, 'name the target DST');
+  if (spec.remote) return { src: remoteText(spec.remote), dst: remoteOnly(a, spec.remote, dst) };
   if (a['snapshot-size'] !== undefined) sizeArgs(a['snapshot-size']);
-  return { src: `/dev/${vg}/${lv}`, dst };
+  return { src: `/dev/${spec.vg}/${spec.lv}`, dst };
+}
+
+/** A pull's snapshot follows the server's policy: the client's size and fill options are refused. */
+function remoteOnly(a: SnapshotArgs, e: RemoteEndpoint, dst: string): string {
+  const theirs = (['snapshot-size', 'snapshot-max-fill', 'pool-max-fill'] as const)
+    .filter((o) => a[o] !== undefined && (o !== 'pool-max-fill' || !a['target-snapshot'])); // a local target's may apply
+  if (theirs.length) {
+    throw new BlkError(ExitCode.USAGE,
+      `--${theirs[0]} cannot be used with --snapshot ${a.snapshot}: the server on ${formatRemote(e)} snapshots under its own policy ([server.source_snapshot])`);
+  }
+  return dst;
 }
 
 /** The job name: --job, else VG-LV of --snapshot, else derived from the target path. */
 export function jobNameOf(a: SnapshotArgs, dst: string): string {
   if (a.job !== undefined) return checkJobName(a.job);
   if (a.snapshot) {
-    const { vg, lv } = parseVgLv(a.snapshot);
+    const { vg, lv } = parseSnapshotSpec(a.snapshot);
     return defaultJobName(vg, lv);
   }
   const path = dst.replace(/^[^/]*:(?=\/)/, '').replace(/^\/dev\/(mapper\/)?/, '');
@@ -78,18 +133,26 @@ export function targetSnapshotOf(a: SnapshotArgs, dst: string): { job: string; k
   return { job: jobNameOf(a, dst), keep, size: a['target-snapshot-size'] };
 }
 
+/** A pull's source snapshot request (the server makes it), or undefined for a local or no --snapshot. */
+export function remoteSnapshotOf(a: SnapshotArgs & { src?: string; dst?: string }): { job: string } | undefined {
+  if (!a.snapshot || !parseSnapshotSpec(a.snapshot).remote) return undefined;
+  return { job: jobNameOf(a, snapshotEnds(a).dst) };
+}
+
 /**
- * Runs run(snapshotDevice, signal) inside a source snapshot with --snapshot, else
- * run(undefined, signal) (the caller reads SRC). Errors from a snapshot run carry the report
- * (snapshotReportOf in snapshot.ts).
+ * Runs run(snapshotDevice, signal) inside a source snapshot with a local --snapshot, else
+ * run(undefined, signal) (the caller reads SRC; a pull's server makes its own snapshot). Errors
+ * from a snapshot run carry the report (snapshotReportOf in snapshot.ts).
  */
 export async function runWithSnapshots<T>(a: SnapshotArgs & { src?: string; dst?: string }, signal: AbortSignal,
   run: (snapshotDevice: string | undefined, signal: AbortSignal) => Promise<T>): Promise<{ value: T; snapshot?: SnapshotReport }> {
   const ends = snapshotEnds(a);
-  if (!a.snapshot) return { value: await run(undefined, signal) };
-  const { vg, lv } = parseVgLv(a.snapshot);
-  const spec = { vg, lv, job: jobNameOf(a, ends.dst), size: a['snapshot-size'], maxFillPct: a['snapshot-max-fill'] };
-  const { value, report } = await withSourceSnapshot(spec, signal, run);
+  const spec = a.snapshot ? parseSnapshotSpec(a.snapshot) : undefined;
+  if (!spec || spec.remote) return { value: await run(undefined, signal) };
+  const local = {
+    vg: spec.vg, lv: spec.lv, job: jobNameOf(a, ends.dst), size: a['snapshot-size'], maxFillPct: a['snapshot-max-fill'], poolMaxFillPct: a['pool-max-fill'],
+  };
+  const { value, report } = await withSourceSnapshot(local, signal, run);
   return { value, snapshot: report };
 }
 

@@ -4,13 +4,14 @@
 // Either side may send ERROR at any point and stop; the peer turns it into a BlkError.
 import type { Channel } from '../transport/transport.js';
 import type { TargetSnapshotResult, TargetSnapshotSpec } from '../engine/types.js';
+import type { SnapshotReport } from '../lvm/snapshot.js';
 import { BlkError, ExitCode, peerExitCode, printable } from '../errors.js';
 import { FrameReader, FrameWriter, Msg, msgName, parseJson, type Frame, type MsgType } from './wire.js';
 
 export const PROTOCOL_MAGIC = 'BLKDELTA';
 export const PROTOCOL_VERSION = 1;
 /** Capabilities this build speaks; a peer may list more, never fewer for what is asked of it. */
-export const CAPS = ['lz4', 'zero', 'grow', 'verify'] as const;
+export const CAPS = ['lz4', 'zero', 'grow', 'verify', 'source-snapshot'] as const;
 
 export type Role = 'source' | 'target';
 
@@ -24,7 +25,12 @@ export interface Hello {
   write: boolean;
   /** Target side: take an LVM snapshot before the first write, keep N (optional). */
   targetSnapshot?: TargetSnapshotSpec;
+  /** Source side: serve a temporary snapshot of the LV `path` names, made under the server's policy. */
+  sourceSnapshot?: { job: string };
 }
+
+/** The snapshot a server made for HELLO.sourceSnapshot (in WELCOME). */
+export type SourceSnapshotInfo = Pick<SnapshotReport, 'vg' | 'origin' | 'job' | 'name' | 'kind' | 'device' | 'createdAt' | 'staleRemoved'>;
 
 export interface Welcome {
   magic: string;
@@ -32,6 +38,8 @@ export interface Welcome {
   caps: string[];
   kind: 'file' | 'block';
   size: number;
+  /** Present when HELLO asked for a source snapshot and the server made one. */
+  sourceSnapshot?: SourceSnapshotInfo;
 }
 
 export interface Start {
@@ -78,6 +86,8 @@ export interface Result {
 export interface ErrorBody {
   code: number;
   message: string;
+  /** A session on a source snapshot: whether the server removed it before sending this ERROR. */
+  sourceSnapshot?: { name: string; removed: boolean; removeError?: string };
 }
 
 export class Conn {
@@ -107,7 +117,9 @@ export class Conn {
   peerError(f: Frame): BlkError {
     const body = parseJson<Partial<ErrorBody> | null>(f);
     const message = typeof body?.message === 'string' ? body.message.slice(0, 4096) : 'sent a malformed ERROR';
-    return new BlkError(peerExitCode(body?.code), `${this.peerLabel}: ${printable(message)}`);
+    const err = new BlkError(peerExitCode(body?.code), `${this.peerLabel}: ${printable(message)}`);
+    if (typeof body?.sourceSnapshot === 'object' && body.sourceSnapshot !== null) peerSnapshots.set(err, body.sourceSnapshot);
+    return err;
   }
 
   /** The peer closed its end: wait for it to exit, so that its stderr is complete, then closed(). */
@@ -121,9 +133,16 @@ export class Conn {
     return new BlkError(ExitCode.REMOTE, `${this.peerLabel} closed the connection ${when}${tail ? `; its stderr: ${tail}` : ''}`);
   }
 
-  sendError(code: number, message: string): Promise<void> {
-    return this.writer.sendJson(Msg.ERROR, { code, message } satisfies ErrorBody);
+  sendError(code: number, message: string, sourceSnapshot?: ErrorBody['sourceSnapshot']): Promise<void> {
+    return this.writer.sendJson(Msg.ERROR, { code, message, ...(sourceSnapshot ? { sourceSnapshot } : {}) } satisfies ErrorBody);
   }
+}
+
+const peerSnapshots = new WeakMap<object, NonNullable<ErrorBody['sourceSnapshot']>>();
+
+/** What the peer's ERROR frame said about its source snapshot, if the error came from one. */
+export function peerSnapshotOf(err: unknown): ErrorBody['sourceSnapshot'] {
+  return typeof err === 'object' && err !== null ? peerSnapshots.get(err) : undefined;
 }
 
 /** Checks that a JSON message has the fields we rely on, with the right types. */
