@@ -315,9 +315,9 @@ function images(t: ExecutionContext): { dir: string; dst: string; content: Buffe
 const cliRefusal = test.macro({
   async exec(t: ExecutionContext, serverArgs: string, args: string[], code: number, words: RegExp) {
     const { dst, content } = images(t);
-    // --rsh drops the host and runs the server command here, with serverArgs appended (its
+    // --rsh drops "--" and the host and runs the server command here, with serverArgs appended (its
     // globs name no file here, so the shell passes them on as they are)
-    const r = await runBlkdelta(['sync', '--no-progress', '--rsh', `sh -c 'shift; exec sh -c "$1 ${serverArgs}"' rsh`,
+    const r = await runBlkdelta(['sync', '--no-progress', '--rsh', `sh -c 'shift 2; exec sh -c "$1 ${serverArgs}"' rsh`,
       '--remote-cmd', `${process.execPath} ${BIN}`, ...args, dst]);
     t.is(r.code, code, r.stderr);
     t.regex(r.stderr, words);
