@@ -95,7 +95,8 @@ const codeOf = (what: What) => (what === 'source' ? ExitCode.SOURCE : ExitCode.T
 
 // The allow check before anything is opened: on the resolved path, or the path as given when it
 // does not exist (so that a path outside the list is refused as such, not as missing).
-function precheck(p: string, allow: OpenOptions['allow']): void {
+/** The allow check on what p resolves to (it may not exist yet), before anything is opened. */
+export function precheck(p: string, allow: OpenOptions['allow']): void {
   if (!allow) return;
   const real = resolvedName(p);
   let st: fs.Stats | undefined;

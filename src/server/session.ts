@@ -17,7 +17,7 @@ import { loadHasher } from '../hash.js';
 import { log } from '../log.js';
 import { Conn, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Hello, type SourceSnapshotInfo, type Start, type Welcome } from '../proto/messages.js';
 import { Msg } from '../proto/wire.js';
-import { grow, openSource, openTarget, shrinkTo, type Device, type OpenOptions } from '../io/device.js';
+import { grow, openSource, precheck, openTarget, shrinkTo, type Device, type OpenOptions } from '../io/device.js';
 import { checkStart, geometryOf, runSourceSide } from '../engine/session.js';
 import { DeviceWriter, PeerSink } from '../engine/sinks.js';
 import { runTarget, type TargetSink } from '../engine/target.js';
@@ -46,6 +46,7 @@ export async function serve(input: Readable, output: Writable, opts: ServerOptio
       await session(conn, hello, open(hello, policy));
     } else {
       checkRequest(policy, hello.path, hello.write); // the origin is what the allow list must name
+      precheck(hello.path, (names) => checkAllowed(policy, names, hello.path));
       const req = snapshotRequest(hello, opts.sourceSnapshot);
       await withServerSnapshot(req, opts.signal ?? new AbortController().signal, (device, signal, info) => {
         const stop = () => input.destroy(signal.reason as Error); // a pending read ends with the reason
