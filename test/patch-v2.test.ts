@@ -222,6 +222,14 @@ test('sync --patch-out - | apply - DST: a pipe between two processes', async (t)
   t.is(sha256(dst), sha256(a1));
 });
 
+test('sync --patch-out - into a reader that goes away: exit 8 naming stdout, no hang', async (t) => {
+  const src = join(tmp.dir, 'epipe-src.img'), dst = join(tmp.dir, 'epipe-dst.img');
+  writeFileSync(src, randomBytes(8 * MiB)); writeFileSync(dst, randomBytes(8 * MiB)); // an 8 MiB patch: more than a pipe holds
+  const r = await execa('bash', ['-c', `"${process.execPath}" ${BIN} sync --patch-out - "${src}" "${dst}" | head -c 100 >/dev/null; exit \${PIPESTATUS[0]}`], { reject: false });
+  t.is(r.exitCode, ExitCode.IO, r.stderr);
+  t.regex(r.stderr, /cannot write patch on stdout at byte \d+: .*EPIPE/);
+});
+
 test('sync --patch-out - with --json is refused (exit 2): stdout carries the patch', async (t) => {
   const r = await blkdelta('sync', '--json', '--patch-out', '-', a1, copyOf(a0));
   t.is(r.exitCode, ExitCode.USAGE);
