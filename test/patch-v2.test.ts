@@ -16,7 +16,7 @@ import { HEADER_LEN_V2, RECORD_HEADER_LEN, TRAILER_LEN_V2 } from '../src/patch/f
 import { BASE_HEAD_LEN, REGION_LEN } from '../src/patch/state.js';
 import { LocalTransport } from '../src/transport/local.js';
 import { fileCopier, makeImagePair, sha256, tempDir } from './helpers/patch-fixture.js';
-import { blkdelta, readAt, writeAt } from './helpers/engine-fixture.js';
+import { Resources, blkdelta, readAt, writeAt } from './helpers/engine-fixture.js';
 
 const MiB = 1024 * 1024, BS = 4096;
 const hasher = await loadHasher();
@@ -338,11 +338,9 @@ test('interrupted between regions: INTERRUPTED, the target partly patched; apply
 });
 
 test('a loop device target: checked, patched, left alone on re-apply; a chain stops at the link that does not follow', async (t) => {
-  const img = copyOf(a0);
-  const lo = await execa('losetup', ['-f', '--show', img], { reject: false });
-  if (lo.exitCode !== 0) { t.fail(`losetup failed (run as root with util-linux and the loop module): ${lo.stderr}`); return; }
-  const dev = lo.stdout.trim();
+  const res = new Resources();
   try {
+    const dev = await res.attach(copyOf(a0));
     const s = await applyPatch({ patch: p1, target: dev });
     t.like(s, { targetKind: 'block', state: 'base' });
     t.is(sha256(dev), sha256(a1));
@@ -354,6 +352,6 @@ test('a loop device target: checked, patched, left alone on re-apply; a chain st
     t.regex(err!.message, /p1\.bdp: the target is not in the state .*; the 1 patch\(es\) before it were applied: target .* holds the result of .*p2\.bdp/);
     t.is(sha256(dev), sha256(a2));
   } finally {
-    await execa('losetup', ['-d', dev], { reject: false });
+    await res.cleanup();
   }
 });
