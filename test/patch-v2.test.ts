@@ -16,7 +16,7 @@ import { HEADER_LEN_V2, RECORD_HEADER_LEN, TRAILER_LEN_V2 } from '../src/patch/f
 import { BASE_HEAD_LEN, REGION_LEN } from '../src/patch/state.js';
 import { LocalTransport } from '../src/transport/local.js';
 import { fileCopier, makeImagePair, sha256, tempDir } from './helpers/patch-fixture.js';
-import { blkdelta, readAt, writeAt } from './helpers/engine-fixture.js';
+import { Resources, blkdelta, readAt, writeAt } from './helpers/engine-fixture.js';
 
 const MiB = 1024 * 1024, BS = 4096;
 const hasher = await loadHasher();
@@ -222,6 +222,14 @@ test('sync --patch-out - | apply - DST: a pipe between two processes', async (t)
   t.is(sha256(dst), sha256(a1));
 });
 
+test('sync --patch-out - into a reader that goes away: exit 8 naming stdout, no hang', async (t) => {
+  const src = join(tmp.dir, 'epipe-src.img'), dst = join(tmp.dir, 'epipe-dst.img');
+  writeFileSync(src, randomBytes(8 * MiB)); writeFileSync(dst, randomBytes(8 * MiB)); // an 8 MiB patch: more than a pipe holds
+  const r = await execa('bash', ['-c', `"${process.execPath}" ${BIN} sync --patch-out - "${src}" "${dst}" | head -c 100 >/dev/null; exit \${PIPESTATUS[0]}`], { reject: false });
+  t.is(r.exitCode, ExitCode.IO, r.stderr);
+  t.regex(r.stderr, /cannot write patch on stdout at byte \d+: .*EPIPE/);
+});
+
 test('sync --patch-out - with --json is refused (exit 2): stdout carries the patch', async (t) => {
   const r = await blkdelta('sync', '--json', '--patch-out', '-', a1, copyOf(a0));
   t.is(r.exitCode, ExitCode.USAGE);
@@ -308,3 +316,42 @@ test('trailer result_fingerprint', corrupt, (b, l) => { b[l.trailerAt + 48]! ^= 
 test('trailer reserved', corrupt, (b, l) => { b[l.trailerAt + 5] = 1; }, 'trailer.reserved');
 test('trailer stream_checksum', corrupt, (b) => { b[b.length - 1]! ^= 1; }, 'trailer.stream_checksum', false);
 test('trailer cut to the version 1 length', corrupt, (b) => b.subarray(0, b.length - (TRAILER_LEN_V2 - 40)), 'trailer', false);
+
+test('interrupted between regions: INTERRUPTED, the target partly patched; applying again finds it partial and finishes it', async (t) => {
+  const l = layoutOf(readFileSync(p1));
+  const regionsWritten = new Set(l.records.map((r) => Math.floor(readFileSync(p1).readUInt32LE(r.at + 8) / MiB))).size;
+  t.true(regionsWritten >= 2, `${regionsWritten} regions with records`);
+  // aborted() is asked once per validated item, once before opening the target, once per region of
+  // the state check, then once per region the writing enters: it turns true entering the second one
+  const limit = (1 + l.records.length + l.regions.length + 1) + 1 + l.regions.length + 1;
+  let checks = 0;
+  const signal = { get aborted() { return ++checks > limit; }, reason: new BlkError(ExitCode.INTERRUPTED, 'interrupted by SIGINT') } as AbortSignal;
+  const dst = copyOf(a0);
+  const err = await t.throwsAsync(applyPatch({ patch: p1, target: dst, signal }), { instanceOf: BlkError });
+  t.is(err!.code, ExitCode.INTERRUPTED);
+  t.regex(err!.message, /interrupted by SIGINT: after \d+ of \d+ records: target .* is partially patched; apply the patch again to finish/);
+  t.not(sha256(dst), sha256(a0));
+  t.not(sha256(dst), sha256(a1));
+  const s = await applyPatch({ patch: p1, target: dst });
+  t.is(s.state, 'partial');
+  t.is(sha256(dst), sha256(a1));
+});
+
+test('a loop device target: checked, patched, left alone on re-apply; a chain stops at the link that does not follow', async (t) => {
+  const res = new Resources();
+  try {
+    const dev = await res.attach(copyOf(a0));
+    const s = await applyPatch({ patch: p1, target: dev });
+    t.like(s, { targetKind: 'block', state: 'base' });
+    t.is(sha256(dev), sha256(a1));
+    t.is((await applyPatch({ patch: p1, target: dev })).state, 'applied');
+    await t.throwsAsync(applyPatch({ patch: p2, target: copyOf(a0) }), { message: /not in the state this patch was made from/ });
+    // the device holds A1: P2 follows and is applied, then P1 does not follow P2 and is refused
+    const err = await t.throwsAsync(applyPatches({ patches: [p2, p1], target: dev }), { instanceOf: BlkError });
+    t.is(err!.code, ExitCode.PATCH_INVALID, err!.message);
+    t.regex(err!.message, /p1\.bdp: the target is not in the state .*; the 1 patch\(es\) before it were applied: target .* holds the result of .*p2\.bdp/);
+    t.is(sha256(dev), sha256(a2));
+  } finally {
+    await res.cleanup();
+  }
+});

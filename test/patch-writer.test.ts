@@ -106,3 +106,33 @@ test('after ENOSPC the writer refuses further use, and abort leaves no file (rea
     await execa('umount', [mnt], { reject: false });
   }
 });
+
+test('.part and the final patch are created 0600 even under umask 0 (they hold raw disk blocks)', async (t) => {
+  const p = join(tmp.dir, 'mode.bdp');
+  const old = process.umask(0);
+  try {
+    const w = await PatchWriter.create(p, HDR, hasher);
+    t.is(statSync(p + '.part').mode & 0o777, 0o600);
+    addRandom(w, 0);
+    await w.finish();
+    t.is(statSync(p).mode & 0o777, 0o600);
+  } finally {
+    process.umask(old);
+  }
+});
+
+test('version 2: a record without its base hashes, a region out of order, or a finish without fingerprints is refused', async (t) => {
+  const V2: PatchHeader = { ...HDR, maxRecordLen: 65536, state: { seed: 5n, regionSize: 65536, compareSize: 3 * 65536 } };
+  const w = await PatchWriter.create(join(tmp.dir, 'v2.bdp'), V2, hasher);
+  try {
+    const r = makeRecord(0, randomBytes(8192), false, hasher);
+    t.throws(() => w.addRecord(r.header, r.payload), { message: /needs the base hashes/ });
+    w.addRecord(r.header, r.payload, Buffer.alloc(16));
+    t.throws(() => w.addRegion(65536, 65536, Buffer.alloc(128)), { instanceOf: FormatError, message: /region\.offset/ });
+    w.addRegion(0, 65536, Buffer.alloc(128));
+    await t.throwsAsync(w.finish(), { message: /needs the base and result fingerprints/ });
+    t.false(existsSync(join(tmp.dir, 'v2.bdp')) || existsSync(join(tmp.dir, 'v2.bdp.part')));
+  } finally {
+    w.abort();
+  }
+});

@@ -95,12 +95,13 @@ async function applyChain(dev: Device, links: Link[], run: Run): Promise<ApplySu
     try {
       done.push(await applyLink(dev, link, run));
     } catch (err) {
-      if (!(err instanceof WrongStateError)) throw err;
-      if (i === 0 && links.length > 1 && await holdsResult(dev, links.at(-1)!, run)) {
+      if (err instanceof WrongStateError && i === 0 && links.length > 1 && await holdsResult(dev, links.at(-1)!, run)) {
         return links.map((l) => skipped(dev, l, run));
       }
-      err.message = `${link.label}: ${err.message}; nothing of it written` + (i === 0 ? `, target ${run.target} unchanged`
-        : `; the ${i} patch(es) before it were applied: target ${run.target} holds the result of ${links[i - 1]!.label}`);
+      if (err instanceof WrongStateError) err.message = `${link.label}: ${err.message}; nothing of it written` + (i === 0 ? `, target ${run.target} unchanged` : '');
+      if (i > 0 && err instanceof Error) {
+        err.message += `; the ${i} patch(es) before it were applied` + (err instanceof WrongStateError ? `: target ${run.target} holds the result of ${links[i - 1]!.label}` : '');
+      }
       throw err;
     }
   }

@@ -9,9 +9,10 @@
 //   digest of all T' = base_fingerprint, of all T'' = result_fingerprint (else the patch is inconsistent)
 // Memory: one region of the target and two arrays of its hashes, plus the two cursors' buffers
 // (max_record_len + 1 MiB each). Reads only; an interruption leaves nothing behind.
+import { statSync } from 'node:fs';
 import { BlkError, ExitCode, FormatError } from '../errors.js';
 import { blockHasher, type Hasher } from '../hash.js';
-import { hex64, type PatchHeader, type Trailer } from '../patch/format.js';
+import { TRAILER_LEN_V2, hex64, type PatchHeader, type Trailer } from '../patch/format.js';
 import { scan, type Item } from '../patch/reader.js';
 import { blocksOf, type RegionItem } from '../patch/state.js';
 import { readFull, type Device } from '../io/device.js';
@@ -67,8 +68,9 @@ export async function checkTargetState(dev: Device, path: string, header: PatchH
   } finally {
     await records.return(undefined);
   }
-  checkWhole(whole.base.digest(), trailer.state!.baseFingerprint, 'base_fingerprint');
-  checkWhole(whole.result.digest(), trailer.state!.resultFingerprint, 'result_fingerprint');
+  const trailerAt = statSync(path).size - TRAILER_LEN_V2;
+  checkWhole(whole.base.digest(), trailer.state!.baseFingerprint, 'base_fingerprint', trailerAt + 40);
+  checkWhole(whole.result.digest(), trailer.state!.resultFingerprint, 'result_fingerprint', trailerAt + 48);
   report.state = report.atResult === report.touched ? 'result' : report.atBase === report.touched ? 'base' : 'partial';
   return report;
 }
@@ -97,9 +99,9 @@ function compareRecord(item: RecordItem, region: RegionItem, t: Buffer, res: Buf
   return bad;
 }
 
-function checkWhole(got: bigint, stored: bigint, field: string): void {
+function checkWhole(got: bigint, stored: bigint, field: string, at: number): void {
   if (got !== stored) {
-    throw new FormatError(`trailer.${field}`, 0, `the patch is inconsistent: its regions and records add up to ${hex64(got)}, the trailer says ${hex64(stored)}`);
+    throw new FormatError(`trailer.${field}`, at, `the patch is inconsistent: its regions and records add up to ${hex64(got)}, the trailer says ${hex64(stored)}`);
   }
 }
 
