@@ -1,9 +1,8 @@
 // `blkdelta apply PATCH DST`: checks the whole patch file, then writes it onto DST (an image file or
 // a block device). A corrupt, truncated or mismatched patch writes nothing. See src/engine/apply.ts.
-import type { CommandModule } from 'yargs';
 import { ExitCode, exitStatusText } from '../errors.js';
 import { applyPatch, type ApplySummary } from '../engine/apply.js';
-import { cli, out } from './context.js';
+import { cli, type Command, inSeconds, out, outJson } from './context.js';
 
 interface ApplyArgs { patch: string; target: string; json: boolean }
 
@@ -16,7 +15,7 @@ export function applyText(s: ApplySummary): string {
   return `applied ${s.patch} to ${s.target}: ${s.records} records, ${mib(s.bytesWritten)} written (${mib(s.zeroBytes)} zeros)${grown}, ${(s.durationMs / 1000).toFixed(1)} s`;
 }
 
-export const applyCommand: CommandModule<object, ApplyArgs> = {
+export const applyCommand: Command<ApplyArgs> = {
   command: 'apply <patch> <target>',
   describe: 'write a patch file (made by `sync --patch-out`) onto a target image or device',
   builder: (y) => y
@@ -31,6 +30,7 @@ export const applyCommand: CommandModule<object, ApplyArgs> = {
         ExitCode.PATCH_INVALID, ExitCode.IO, ExitCode.INTERRUPTED, ExitCode.INTERNAL])) as never,
   handler: async (argv) => {
     const summary = await applyPatch({ patch: argv.patch, target: argv.target, signal: cli.abort.signal });
-    out(argv.json ? JSON.stringify(summary) : applyText(summary));
+    if (argv.json) outJson(inSeconds(summary));
+    else out(applyText(summary));
   },
 };

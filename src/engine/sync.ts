@@ -102,7 +102,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
   const geometry = geometryOf(start, targetSize, fingerprint);
   const patch = opts.mode === 'patch' ? await PatchWriter.create(opts.patchOut!, geometry, h, { overwrite: opts.patchOverwrite }) : undefined;
   const progress = (bytesDone: number, bytesDiffering: number) =>
-    opts.onProgress?.({ bytesDone, bytesTotal: plan.compareSize, bytesDiffering, elapsedMs: Date.now() - t0 });
+    opts.onProgress?.({ bytesDone, bytesTotal: plan.compareSize, bytesDiffering, elapsedMs: Date.now() - t0, bytesExchanged: conn.writer.bytes + conn.reader.bytes });
   try {
     const { done, result } = localRole === 'source'
       ? await runSourceSide(local, conn, start, write ? new PeerSink(conn) : patch ? new PatchSink(patch) : null, { signal: opts.signal, maxDiffs: opts.maxDiffsReported ?? 10, onChunk: progress })

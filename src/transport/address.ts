@@ -108,6 +108,10 @@ function parsePort(whole: string, p: string): number {
 function remote(whole: string, user: string | undefined, host: string, port: number | undefined, path: string): RemoteEndpoint {
   if (host === '') throw bad(whole, 'empty host name');
   if (/[\s/]/.test(host) || host.startsWith('-')) throw bad(whole, `bad host name "${host}"`);
+  if (/^\d+:\//.test(path) && port === undefined) {
+    const p = path.slice(0, path.indexOf(':'));
+    throw bad(whole, `remote path "${path}" must be absolute; for port ${p} write ssh://${user ? user + '@' : ''}${host.includes(':') ? `[${host}]` : host}:${p}${path.slice(p.length + 1)}`);
+  }
   if (!path.startsWith('/')) throw bad(whole, `remote path "${path}" must be absolute`);
   const e: RemoteEndpoint = { kind: 'remote', host, path };
   if (user !== undefined) e.user = user;
