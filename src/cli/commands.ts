@@ -17,6 +17,7 @@ export const COMMANDS: Record<string, () => Promise<AnyCommand>> = {
   snapshots: () => import('./cmd-snapshots.js').then((m) => m.snapshotsCommand),
   demo: () => import('./cmd-demo.js').then((m) => m.demoCommand),
   server: () => import('./cmd-server.js').then((m) => m.serverCommand),
+  completion: () => import('./cmd-completion.js').then((m) => m.completionCommand),
 };
 
 /** The command modules a command line needs: the one it names, or all of them. */
