@@ -51,7 +51,8 @@ export const checkCommand: Command<Args> = {
       .option('timeout', { alias: 't', type: 'string', describe: 'UNKNOWN when reading the records took longer than this (seconds or 10s, 1m)' })
       .fail((msg, err) => {
         if (err instanceof PluginUnknown) throw err;
-        return unknown(err ? describe(err) : explainUsage(msg, { args: process.argv.slice(2), spec: 'check [job]' }));
+        const yargsMsg = !err || err.name === 'YError' ? err?.message ?? msg : undefined;
+        return unknown(yargsMsg !== undefined ? explainUsage(yargsMsg, { args: process.argv.slice(2), spec: 'check [job]' }) : describe(err));
       })
       .example('blkdelta check tools', 'thresholds from the job config')
       .example('blkdelta check tools -w 26h -c 2d', 'explicit thresholds')
@@ -60,8 +61,8 @@ export const checkCommand: Command<Args> = {
   handler: (argv) => {
     const started = Date.now();
     try {
-      const status = checkJobs(argv);
       const limit = argv.timeout === undefined ? undefined : durationOf(argv.timeout, '--timeout');
+      const status = checkJobs(argv);
       if (limit !== undefined && Date.now() - started > limit * 1000) unknown(`the check took longer than --timeout ${argv.timeout}`);
       return status;
     } catch (err) {

@@ -59,7 +59,8 @@ async function parse(args: string[]): Promise<number> {
     .recommendCommands()
     .wrap(Math.min(110, process.stdout.columns || 100))
     .fail((msg, err) => {
-      throw err ?? new BlkError(ExitCode.USAGE, explainUsage(msg, { args, spec }));
+      // yargs' own validation errors (YError) are the command line's fault, like its messages
+      throw err && err.name !== 'YError' ? err : new BlkError(ExitCode.USAGE, explainUsage(err?.message ?? msg, { args, spec }));
     })
     .middleware((argv) => {
       const nan = notANumber(argv, args);
