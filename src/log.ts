@@ -14,7 +14,15 @@ function journald(): boolean {
   return !!process.env.JOURNAL_STREAM && !process.stderr.isTTY;
 }
 
+let beforeLine: (() => void) | undefined;
+
+/** A function run before each log line (the TTY progress bar clears itself); undefined to remove. */
+export function setBeforeLog(fn: (() => void) | undefined): void {
+  beforeLine = fn;
+}
+
 function emit(prio: number, label: string, msg: string): void {
+  beforeLine?.();
   const oneLine = msg.replace(/\s*\n\s*/g, ' | ');
   process.stderr.write(journald() ? `<${prio}>${oneLine}\n` : `blkdelta: ${label}${oneLine}\n`);
 }

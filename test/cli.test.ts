@@ -33,7 +33,7 @@ const usage = test.macro(async (t, args: string[], names: RegExp) => {
 });
 test('unknown command', usage, ['frobnicate'], /frobnicate/i);
 test('unknown option', usage, ['sync', '--frob', 'a', 'b'], /frob/);
-test('missing DST', usage, ['verify', '/tmp/a'], /not enough non-option arguments: got 1, need at least 2/i);
+test('missing DST', usage, ['verify', '/tmp/a'], /verify: missing DST \(usage: blkdelta verify <src> <dst>\)/);
 test('bad --block-size', usage, ['sync', '--block-size', '3000', '/tmp/a', '/tmp/b'], /block-size 3000/);
 test('bad --block-size unit', usage, ['sync', '--block-size', 'big', '/tmp/a', '/tmp/b'], /block-size "big"/);
 test('bad --size-policy', usage, ['sync', '--size-policy', 'shrink', '/tmp/a', '/tmp/b'], /size-policy/);

@@ -137,9 +137,9 @@ const badArgs = test.macro({
   },
   title: (_t, args: string[]) => `command: bad arguments -> UNKNOWN, exit 3: ${args.join(' ')}`,
 });
-test(badArgs, ['-w', '36x', 'tools'], /^BLKDELTA UNKNOWN - --warning-age: "36x" is not a duration/);
+test(badArgs, ['-w', '36x', 'tools'], /^BLKDELTA UNKNOWN - --warning-age 36x: "36x" is not a duration/);
 test(badArgs, [], /^BLKDELTA UNKNOWN - name one job, or use --all/);
-test(badArgs, ['tools', '--bogus'], /^BLKDELTA UNKNOWN - Unknown argument: bogus/);
+test(badArgs, ['tools', '--bogus'], /^BLKDELTA UNKNOWN - check: unknown option --bogus/);
 
 test('status: table and --json from a state dir, killed runs marked', async (t) => {
   const dir = stateDir(t);
@@ -153,6 +153,6 @@ test('status: table and --json from a state dir, killed runs marked', async (t) 
   t.regex(lines[1]!, /^tools +killed /);
   t.regex(lines[2]!, /^tools +success +\S+ +30m 0s +1\.0 GiB +1\.0 MiB +1\.0 MiB +consistent /);
   const json = await runBlkdelta(['status', 'tools', '--json', '--state-dir', dir]);
-  const parsed = JSON.parse(json.stdout) as { job: string; runs: { outcome: string; killed: boolean }[] }[];
+  const parsed = (JSON.parse(json.stdout) as { version: number; jobs: { job: string; runs: { outcome: string; killed: boolean }[] }[] }).jobs;
   t.deepEqual(parsed[0]!.runs.map((r) => [r.outcome, r.killed]), [['running', true], ['success', false]]);
 });

@@ -205,3 +205,10 @@ test('the example config in fixtures/ is valid', (t) => {
   t.is(cfg.jobs[2]!.ssh.port, 2222);
   t.is(cfg.jobs[2]!.ssh.identity, '/root/.ssh/id_blkdelta');
 });
+
+test('bwlimit = 0 means no limit: a job unsets the limit it inherits from [defaults]', (t) => {
+  const cfg = parseConfig(`[defaults]\nbwlimit = "40M"\n\n[jobs.a]\nsource = "/a.img"\ntarget = "/b.img"\n\n[jobs.b]\nsource = "/c.img"\ntarget = "/d.img"\nbwlimit = 0\n\n[jobs.c]\nsource = "/e.img"\ntarget = "/f.img"\nbwlimit = "0"\n`, 'x.toml');
+  t.deepEqual(cfg.jobs.map((j) => [j.name, j.bwlimit]), [['a', 40 * 1024 * 1024], ['b', undefined], ['c', undefined]]);
+  const err = t.throws(() => parseConfig(`[jobs.a]\nsource = "/a.img"\ntarget = "/b.img"\nbwlimit = -1\n`, 'x.toml'), { instanceOf: BlkError });
+  t.regex(err!.message, /bwlimit/);
+});

@@ -7,6 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BIN } from './helpers/jobs.js';
+import { DEFAULT_THRESHOLDS } from '../src/jobs/config.js';
+import { parseDuration } from '../src/units.js';
 
 const UNITS = fileURLToPath(new URL('../../systemd/', import.meta.url));
 const service = readFileSync(join(UNITS, 'blkdelta@.service'), 'utf8');
@@ -25,8 +27,8 @@ test('systemd-analyze verify passes on the service and the timer, without warnin
   const bin = analyze();
   const dir = mkdtempSync(join(tmpdir(), 'blkdelta-units-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  t.true(service.includes('\nExecStart=/usr/bin/blkdelta run %i\n'));
-  writeFileSync(join(dir, 'blkdelta@.service'), service.replace('ExecStart=/usr/bin/blkdelta', `ExecStart=${BIN}`));
+  t.true(service.includes('\nExecStart=/usr/local/bin/blkdelta run %i\n'));
+  writeFileSync(join(dir, 'blkdelta@.service'), service.replace('ExecStart=/usr/local/bin/blkdelta', `ExecStart=${BIN}`));
   writeFileSync(join(dir, 'blkdelta@.timer'), timer);
   const r = spawnSync(bin, ['verify', '--man=no', join(dir, 'blkdelta@tools.service'), join(dir, 'blkdelta@tools.timer')], { encoding: 'utf8' });
   t.is(r.status, 0, r.stderr);
@@ -38,7 +40,7 @@ test('verify does catch a broken unit (so the test above means something)', (t) 
   const bin = analyze();
   const dir = mkdtempSync(join(tmpdir(), 'blkdelta-units-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  writeFileSync(join(dir, 'blkdelta@.service'), service.replace('ExecStart=/usr/bin/blkdelta', `ExecStart=${BIN}`).replace('Nice=19', 'Nice=19\nNicety=1'));
+  writeFileSync(join(dir, 'blkdelta@.service'), service.replace('ExecStart=/usr/local/bin/blkdelta', `ExecStart=${BIN}`).replace('Nice=19', 'Nice=19\nNicety=1'));
   writeFileSync(join(dir, 'blkdelta@.timer'), timer.replace(/^OnCalendar=.*$/m, 'OnCalendar=nightlyish'));
   const r = spawnSync(bin, ['verify', '--man=no', join(dir, 'blkdelta@tools.service'), join(dir, 'blkdelta@tools.timer')], { encoding: 'utf8' });
   t.not(r.status, 0);
@@ -50,14 +52,33 @@ const has = (unit: string, line: string) => new RegExp(`^${line.replace(/[.*+?^$
 
 test('service: oneshot, gentle scheduling, explicit start timeout, hardening that keeps block devices and LVM', (t) => {
   for (const l of ['Type=oneshot', 'Nice=19', 'IOSchedulingClass=best-effort', 'IOSchedulingPriority=7', 'CPUWeight=20', 'IOWeight=20',
-    'TimeoutStartSec=12h', 'DevicePolicy=closed', 'DeviceAllow=block-* rw', 'DeviceAllow=block-device-mapper rw',
+    'TimeoutStartSec=13h', 'UMask=0077', 'SystemCallFilter=@system-service', 'SystemCallFilter=~@privileged', 'DevicePolicy=closed', 'DeviceAllow=block-* rw', 'DeviceAllow=block-device-mapper rw',
     'ReadWritePaths=-/etc/lvm -/run/lock/lvm', 'StateDirectory=blkdelta']) {
     t.true(has(service, l), l);
   }
   t.false(/^PrivateDevices=/m.test(service));
+  t.false(/^\[Install\]/m.test(service), 'the timer is enabled, never the service');
+  t.regex(service, /^CapabilityBoundingSet=CAP_SYS_ADMIN /m);
+  t.regex(service, /^Documentation=man:blkdelta\(1\)/m);
   t.false(/^MemoryDenyWriteExecute=/m.test(service));
 });
 
 test('timer: nightly, randomized, small accuracy, persistent', (t) => {
   for (const l of ['OnCalendar=*-*-* 01:00:00', 'RandomizedDelaySec=2h', 'AccuracySec=1s', 'Persistent=true']) t.true(has(timer, l), l);
+});
+
+test('TimeoutStartSec is longer than the default max_duration, so that the check warns first', (t) => {
+  const timeout = parseDuration(/^TimeoutStartSec=(\S+)$/m.exec(service)![1]!);
+  t.true(timeout > DEFAULT_THRESHOLDS.maxDuration, `${timeout} s vs max_duration ${DEFAULT_THRESHOLDS.maxDuration} s`);
+});
+
+test('systemd-analyze security rates the service 4.5 or better', (t) => {
+  const bin = analyze();
+  const dir = mkdtempSync(join(tmpdir(), 'blkdelta-units-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'blkdelta@.service'), service.replace('ExecStart=/usr/local/bin/blkdelta', `ExecStart=${BIN}`));
+  const r = spawnSync(bin, ['security', '--offline=yes', '--no-pager', join(dir, 'blkdelta@tools.service')], { encoding: 'utf8' });
+  const level = /Overall exposure level for blkdelta@tools\.service: (\d+\.\d+)/.exec(r.stdout);
+  t.truthy(level, r.stdout + r.stderr);
+  t.true(Number(level![1]) <= 4.5, `exposure ${level![1]}`);
 });

@@ -70,7 +70,7 @@ const usage = test.macro({
 });
 
 test(usage, { bwlimit: 'fast' }, '--bwlimit "fast"');
-test(usage, { bwlimit: '0' }, '--bwlimit');
+test(usage, { bwlimit: '-1' }, '--bwlimit');
 test(usage, { rsh: 'ssh "x' }, '--rsh');
 test(usage, { 'remote-cmd': '  ' }, '--remote-cmd');
 test(usage, { 'connect-timeout': 0 }, '--connect-timeout');
@@ -80,7 +80,7 @@ test('CLI: bad --bwlimit, bad --rsh quoting and --rsh with --identity are usage 
   const cases: [string[], string][] = [
     [['--bwlimit', 'fast'], '--bwlimit'],
     [['--rsh', 'ssh "x'], '--rsh'],
-    [['--rsh', 'ssh', '-i', '/k'], 'mutually exclusive'],
+    [['--rsh', 'ssh', '-i', '/k'], 'cannot be used together'],
   ];
   for (const [args, fragment] of cases) {
     const r = await runBlkdelta(['sync', ...args, '/tmp/none-src.img', 'store2:/dev/backup/x']);

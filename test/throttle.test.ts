@@ -31,7 +31,7 @@ test(rate, '40MiB/s', 40 * 1024 ** 2);
 test(rate, '1G', 1024 ** 3);
 test(rate, '1.5M', 1.5 * 1024 ** 2);
 test(badRate, '');
-test(badRate, '0');
+test(rate, '0', 0); // no limit
 test(badRate, '-5M');
 test(badRate, '40X');
 test(badRate, 'fast');

@@ -1,10 +1,9 @@
 // `blkdelta apply PATCH [PATCH...] DST`: checks every patch file, then writes them in order onto DST
 // (an image file or a block device), each after the check of DST's state. A corrupt, truncated or
 // mismatched patch writes nothing. "-" is stdin. See src/engine/apply.ts.
-import type { CommandModule } from 'yargs';
 import { BlkError, ExitCode, exitStatusText } from '../errors.js';
 import { applyPatches, type ApplySummary } from '../engine/apply.js';
-import { cli, out } from './context.js';
+import { cli, type Command, inSeconds, out, outJson } from './context.js';
 
 interface ApplyArgs { files: string[]; json: boolean }
 
@@ -27,7 +26,7 @@ export function splitFiles(files: string[]): { patches: string[]; target: string
   return { patches: files.slice(0, -1), target: files.at(-1)! };
 }
 
-export const applyCommand: CommandModule<object, ApplyArgs> = {
+export const applyCommand: Command<ApplyArgs> = {
   command: 'apply <files..>',
   describe: 'write patch files (made by `sync --patch-out`) onto a target image or device: apply PATCH [PATCH...] TARGET',
   builder: (y) => y
@@ -49,7 +48,7 @@ export const applyCommand: CommandModule<object, ApplyArgs> = {
   handler: async (argv) => {
     const { patches, target } = splitFiles(argv.files.map(String));
     const chain = await applyPatches({ patches, target, signal: cli.abort.signal });
-    if (argv.json) out(JSON.stringify(patches.length === 1 ? chain.links[0] : chain));
+    if (argv.json) outJson(patches.length === 1 ? inSeconds(chain.links[0]!) : { ...inSeconds(chain), links: chain.links.map(inSeconds) });
     else for (const s of chain.links) out(applyText(s));
   },
 };

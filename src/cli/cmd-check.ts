@@ -1,20 +1,20 @@
 // `blkdelta check JOB | --all`: a Nagios/Icinga plugin (monitoring-plugins conventions). Prints
 // "BLKDELTA OK|WARNING|CRITICAL|UNKNOWN - text | perfdata" and exits 0/1/2/3, bad arguments
 // included (3). Reads only the state dir (and the config when it can): safe as the monitoring user.
-import type { CommandModule } from 'yargs';
 import { BlkError, describe, type ExitCode } from '../errors.js';
 import { DEFAULT_THRESHOLDS, loadConfig, type Config, type Thresholds } from '../jobs/config.js';
-import { Status, evaluateJob, formatCheck, type JobCheck } from '../jobs/check.js';
+import { Status, evaluateJob, formatCheck, parseRange, type JobCheck, type Range } from '../jobs/check.js';
 import { stillRunning } from '../jobs/proc.js';
 import { readJobState, recordedJobs, type ReadResult } from '../jobs/state.js';
 import { readVerifyRecord } from '../jobs/history-record.js';
 import { parseDuration } from '../units.js';
-import { cli, out } from './context.js';
+import { type Command, out } from './context.js';
+import { explainUsage } from './usage.js';
 import { configOption } from './config-option.js';
 
 interface Args {
   job?: string; all?: boolean; config: string; 'state-dir'?: string;
-  'warning-age'?: string; 'critical-age'?: string; 'max-duration'?: string;
+  'warning-age'?: string; 'critical-age'?: string; 'max-duration'?: string; timeout?: string;
 }
 
 const EPILOGUE = `EXIT STATUS (monitoring plugin codes)
@@ -25,14 +25,20 @@ const EPILOGUE = `EXIT STATUS (monitoring plugin codes)
                  success older than the critical age (or none)
     3  UNKNOWN   no record, unreadable or corrupt state, or bad arguments`;
 
-/** Bad arguments: "BLKDELTA UNKNOWN - ..." on stdout and exit 3, as plugins must. */
-function unknown(msg: string): never {
-  out(`BLKDELTA UNKNOWN - ${msg}`);
-  cli.exitCode = Status.UNKNOWN;
-  throw new BlkError(Status.UNKNOWN as ExitCode, msg);
+/** A failure already printed as the plugin's UNKNOWN line (main() only logs it and exits 3). */
+class PluginUnknown extends BlkError {
+  constructor(msg: string) {
+    super(Status.UNKNOWN as ExitCode, msg);
+  }
 }
 
-export const checkCommand: CommandModule<object, Args> = {
+/** Bad arguments or unreadable state: "BLKDELTA UNKNOWN - ..." on stdout and exit 3, as plugins must. */
+function unknown(msg: string): never {
+  out(`BLKDELTA UNKNOWN - ${msg}`);
+  throw new PluginUnknown(msg);
+}
+
+export const checkCommand: Command<Args> = {
   command: 'check [job]',
   describe: 'monitoring plugin: judge the last results of a job (or --all) for Nagios/Icinga',
   builder: (y) =>
@@ -40,38 +46,82 @@ export const checkCommand: CommandModule<object, Args> = {
       .positional('job', { type: 'string', describe: 'job name' })
       .option('all', { type: 'boolean', describe: 'every job of the config (or every record in --state-dir)' })
       .option('state-dir', { type: 'string', describe: 'read records here (default: state_dir of the config)' })
-      .option('warning-age', { alias: 'w', type: 'string', describe: 'WARNING when the last success is older (36h, 2d, 90m, seconds)' })
-      .option('critical-age', { alias: 'c', type: 'string', describe: 'CRITICAL when the last success is older' })
+      .option('warning-age', { alias: 'w', type: 'string', describe: 'WARNING when the last success is older: 36h, 2d, 90m, seconds, or the range ~:36h' })
+      .option('critical-age', { alias: 'c', type: 'string', describe: 'CRITICAL when the last success is older (same forms); not below the warning age' })
       .option('max-duration', { type: 'string', describe: 'WARNING when a run has been going on longer' })
-      .fail((msg, err) => unknown(err ? describe(err) : msg))
+      .option('timeout', { alias: 't', type: 'string', describe: 'UNKNOWN when reading the records took longer than this (seconds or 10s, 1m)' })
+      .fail((msg, err) => {
+        if (err instanceof PluginUnknown) throw err;
+        const yargsMsg = !err || err.name === 'YError' ? err?.message ?? msg : undefined;
+        return unknown(yargsMsg !== undefined ? explainUsage(yargsMsg, { args: process.argv.slice(2), spec: 'check [job]' }) : describe(err));
+      })
       .example('blkdelta check tools', 'thresholds from the job config')
       .example('blkdelta check tools -w 26h -c 2d', 'explicit thresholds')
       .example('blkdelta check --all --state-dir /var/lib/blkdelta', 'without reading the config')
       .epilogue(EPILOGUE) as never,
   handler: (argv) => {
-    if (!argv.all === !argv.job) unknown('name one job, or use --all');
-    const override = thresholdArgs(argv);
-    const cfg = configFor(argv);
-    const stateDir = argv['state-dir'] ?? cfg!.stateDir;
-    const names = argv.all ? jobNames(cfg, stateDir) : [argv.job!];
-    if (cfg && argv.job && !cfg.jobs.some((j) => j.name === argv.job)) unknown(`no job ${argv.job} in ${cfg.file}`);
-    const now = new Date();
-    const checks = names.map((name): JobCheck => {
-      const read = readJobState(stateDir, name);
-      return evaluateJob(name, read, thresholdsFor(name, cfg, read, override), now, stillRunning, readVerifyRecord(stateDir, name));
-    });
-    const { text, status } = formatCheck(checks);
-    out(text);
-    cli.exitCode = status;
+    const started = Date.now();
+    try {
+      const limit = argv.timeout === undefined ? undefined : durationOf(argv.timeout, '--timeout');
+      const status = checkJobs(argv);
+      if (limit !== undefined && Date.now() - started > limit * 1000) unknown(`the check took longer than --timeout ${argv.timeout}`);
+      return status;
+    } catch (err) {
+      if (err instanceof PluginUnknown) throw err;
+      return unknown(describe(err));
+    }
   },
 };
 
+function checkJobs(argv: Args): Status {
+  if (!argv.all === !argv.job) unknown('name one job, or use --all');
+  const override = thresholdArgs(argv);
+  const cfg = configFor(argv);
+  const stateDir = argv['state-dir'] ?? cfg!.stateDir;
+  const names = argv.all ? jobNames(cfg, stateDir) : [argv.job!];
+  if (cfg && argv.job && !cfg.jobs.some((j) => j.name === argv.job)) unknown(`no job ${argv.job} in ${cfg.file}`);
+  const now = new Date();
+  const checks = names.map((name): JobCheck => {
+    const read = readJobState(stateDir, name);
+    return evaluateJob(name, read, thresholdsFor(name, cfg, read, override), now, stillRunning, readVerifyRecord(stateDir, name));
+  });
+  const { text, status } = formatCheck(checks);
+  out(text);
+  return status;
+}
+
+/** A duration option's seconds, or UNKNOWN naming the option. */
+function durationOf(v: string, opt: string): number {
+  try {
+    return parseDuration(v);
+  } catch (err) {
+    return unknown(`${opt}: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * An age threshold: a duration, or a plugin range that alerts above a limit (`36h`, `~:36h`,
+ * `0:36h`). An age only grows, so ranges alerting below a value or inside one are refused.
+ */
+export function ageThreshold(v: string, opt: string): number {
+  let r: Range;
+  try {
+    r = parseRange(v, parseDuration);
+  } catch (err) {
+    return unknown(`${opt} ${v}: ${(err as Error).message}`);
+  }
+  if (r.inside || r.start > 0 || r.end === Infinity) {
+    return unknown(`${opt} ${v}: an age alerts when it grows above a limit; use a duration such as 36h (or ~:36h)`);
+  }
+  return r.end;
+}
+
 function thresholdArgs(a: Args): Partial<Thresholds> {
-  const parse = (v: string | undefined, opt: string) => {
-    if (v === undefined) return undefined;
-    try { return parseDuration(v); } catch (err) { return unknown(`${opt}: ${(err as Error).message}`); }
-  };
-  const t = { warningAge: parse(a['warning-age'], '--warning-age'), criticalAge: parse(a['critical-age'], '--critical-age'), maxDuration: parse(a['max-duration'], '--max-duration') };
+  const age = (v: string | undefined, opt: string) => (v === undefined ? undefined : ageThreshold(v, opt));
+  const t = { warningAge: age(a['warning-age'], '--warning-age'), criticalAge: age(a['critical-age'], '--critical-age'), maxDuration: age(a['max-duration'], '--max-duration') };
+  if (t.warningAge !== undefined && t.criticalAge !== undefined && t.warningAge > t.criticalAge) {
+    unknown(`--warning-age ${a['warning-age']} is above --critical-age ${a['critical-age']}: the warning must come first`);
+  }
   return Object.fromEntries(Object.entries(t).filter(([, v]) => v !== undefined));
 }
 
@@ -87,12 +137,13 @@ function configFor(a: Args): Config | undefined {
 
 function jobNames(cfg: Config | undefined, stateDir: string): string[] {
   if (cfg) return cfg.jobs.map((j) => j.name);
+  let names: string[];
   try {
-    const names = recordedJobs(stateDir);
-    return names.length ? names : unknown(`no records in ${stateDir}`);
+    names = recordedJobs(stateDir);
   } catch (err) {
     return unknown(`cannot read state dir ${stateDir}: ${describe(err)}`);
   }
+  return names.length ? names : unknown(`no records in ${stateDir}`);
 }
 
 /** Options, then the job's config, then what the last run recorded, then the defaults. */

@@ -1,15 +1,14 @@
 // `blkdelta config check`: validate the jobs config without running anything; every problem is
 // printed as FILE:LINE:COL: key: what is wrong.
-import type { CommandModule } from 'yargs';
 import { BlkError, ExitCode, exitStatusText } from '../errors.js';
 import { loadConfig } from '../jobs/config.js';
 import { formatAge } from '../units.js';
-import { cli, out } from './context.js';
+import { type Command, out } from './context.js';
 import { configOption } from './config-option.js';
 
 interface Args { config: string; action: string }
 
-export const configCommand: CommandModule<object, Args> = {
+export const configCommand: Command<Args> = {
   command: 'config <action>',
   describe: 'check the jobs config file (blkdelta config check)',
   builder: (y) =>
@@ -25,8 +24,7 @@ export const configCommand: CommandModule<object, Args> = {
     } catch (err) {
       if (!(err instanceof BlkError)) throw err;
       process.stderr.write(err.message + '\n'); // one problem per line, unlike the log
-      cli.exitCode = err.code;
-      return;
+      return err.code;
     }
     out(`${cfg.file}: OK, ${cfg.jobs.length} job${cfg.jobs.length === 1 ? '' : 's'}; state_dir ${cfg.stateDir}, max_concurrent ${cfg.maxConcurrent}, wait_timeout ${formatAge(cfg.waitTimeout)}`);
     for (const j of cfg.jobs) {

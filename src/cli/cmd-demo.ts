@@ -8,11 +8,10 @@ import { randomFillSync, randomInt } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { CommandModule } from 'yargs';
 import { BlkError, ExitCode, exitStatusText } from '../errors.js';
 import { BIN_PATH } from '../transport/local.js';
 import { parseSize } from '../units.js';
-import { cli, out } from './context.js';
+import { type Command, out } from './context.js';
 
 interface Args {
   size: string;
@@ -21,7 +20,7 @@ interface Args {
 
 const MiB = 1024 * 1024;
 
-export const demoCommand: CommandModule<object, Args> = {
+export const demoCommand: Command<Args> = {
   command: 'demo',
   describe: 'run a built-in demo on two image files in a temp dir (sync, change, delta sync, verify, check)',
   builder: (y) =>
@@ -31,7 +30,7 @@ export const demoCommand: CommandModule<object, Args> = {
       .example('blkdelta demo', 'two 64 MiB images in a temp dir, removed afterwards')
       .epilogue(exitStatusText([ExitCode.OK, ExitCode.USAGE, ExitCode.INTERNAL])),
   handler: (argv) => {
-    const size = parseSize(argv.size, '--size');
+    const size = sizeArg(argv.size);
     if (size < 16 * MiB || size % MiB) throw new BlkError(ExitCode.USAGE, `--size ${argv.size}: the demo needs whole MiB, at least 16M`);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'blkdelta-demo-'));
     try {
@@ -42,6 +41,14 @@ export const demoCommand: CommandModule<object, Args> = {
     }
   },
 };
+
+function sizeArg(v: string): number {
+  try {
+    return parseSize(v, '--size');
+  } catch (err) {
+    throw new BlkError(ExitCode.USAGE, (err as Error).message);
+  }
+}
 
 function runDemo(dir: string, size: number): void {
   const src = path.join(dir, 'source.img');
@@ -73,7 +80,6 @@ function step(what: string, args: string[], expect: number[]): void {
   const code = r.status ?? 128;
   out(`(exit ${code})`);
   if (!expect.includes(code)) {
-    cli.exitCode = ExitCode.INTERNAL;
     throw new BlkError(ExitCode.INTERNAL, `demo step "blkdelta ${args[0]}" exited ${code}, expected ${expect.join(' or ')}`);
   }
 }

@@ -1,18 +1,18 @@
 // `blkdelta server`: the remote end, speaking the protocol on stdin/stdout. Hidden from the main
 // help; run by LocalTransport and by sshd (see docs/ssh.md for the authorized_keys line).
-import type { CommandModule } from 'yargs';
 import { BlkError, ExitCode, exitStatusText } from '../errors.js';
+import type { Command } from './context.js';
+import { cli } from './context.js';
 import { makePolicy } from '../server/policy.js';
 import { serve } from '../server/session.js';
 import { DEFAULT_SOURCE_SNAPSHOT } from '../server/snapshots.js';
-import { cli } from './context.js';
 
 interface Args {
   allow?: string[];
   'read-only'?: boolean;
 }
 
-export const serverCommand: CommandModule<object, Args> = {
+export const serverCommand: Command<Args> = {
   command: 'server',
   describe: false,
   builder: (y) =>
@@ -22,9 +22,7 @@ export const serverCommand: CommandModule<object, Args> = {
       .example("blkdelta server --allow '/dev/backup/*'", 'in authorized_keys: restrict,command="..." ssh-ed25519 AAAA...')
       .epilogue('Speaks the blkdelta protocol on stdin/stdout and exits when stdin closes.\n\n' +
         exitStatusText([ExitCode.OK, ExitCode.USAGE, ExitCode.SOURCE, ExitCode.TARGET_REFUSED, ExitCode.IO, ExitCode.REMOTE, ExitCode.PERMISSION, ExitCode.SNAPSHOT, ExitCode.SNAPSHOT_OVERFLOW, ExitCode.LOCKED, ExitCode.INTERRUPTED])),
-  handler: async (argv) => {
-    cli.exitCode = await runServer(argv.allow, argv['read-only']);
-  },
+  handler: (argv) => runServer(argv.allow, argv['read-only']),
 };
 
 function runServer(allow: string[] | undefined, readOnly: boolean | undefined): Promise<number> {

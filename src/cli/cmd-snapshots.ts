@@ -8,7 +8,7 @@ import { log } from '../log.js';
 import { checkJobName } from '../lvm/argv.js';
 import { listLvs, removeOwned } from '../lvm/lvm.js';
 import { jobOf, ownSnapshots, roleOf, snapshotFill, snapshotKind, type LvRow } from '../lvm/report.js';
-import { cli, out } from './context.js';
+import { out, outJson } from './context.js';
 
 interface Args {
   job?: string;
@@ -40,7 +40,7 @@ const listCommand: CommandModule<object, Args> = {
     .example('blkdelta snapshots list --job nightly', '') as never,
   handler: async (a) => {
     const rows = (await ours(a)).map(describeRow);
-    if (a.json) return out(JSON.stringify(rows, null, 2));
+    if (a.json) return outJson({ snapshots: rows });
     if (!rows.length) return log.info('no blkdelta snapshots');
     for (const r of rows) {
       const state = r.invalid ? 'INVALID (overflowed)' : r.open ? 'open (in use)' : r.active ? 'active' : 'inactive';
@@ -72,7 +72,6 @@ const cleanCommand: CommandModule<object, Args> = {
       }
     }
     if (failed.length) throw new BlkError(ExitCode.SNAPSHOT, `could not remove ${failed.join(', ')}`);
-    cli.exitCode = ExitCode.OK;
   },
 };
 

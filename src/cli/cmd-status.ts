@@ -1,17 +1,17 @@
 // `blkdelta status [JOB] [--json]`: the last results of every job (or one) as a table; --json
 // prints the records themselves. Reads only the state dir; a killed run shows as "killed".
-import type { CommandModule } from 'yargs';
 import { BlkError, ExitCode, describe, exitStatusText } from '../errors.js';
+import { log } from '../log.js';
 import { findJob, loadConfig, type Config } from '../jobs/config.js';
 import { stillRunning } from '../jobs/proc.js';
 import { readJobState, recordedJobs, type ReadResult, type RunRecord } from '../jobs/state.js';
 import { formatBytes, formatAge } from '../units.js';
-import { out } from './context.js';
+import { type Command, out, outJson } from './context.js';
 import { configOption } from './config-option.js';
 
 interface Args { job?: string; json?: boolean; config: string; 'state-dir'?: string; history?: number }
 
-export const statusCommand: CommandModule<object, Args> = {
+export const statusCommand: Command<Args> = {
   command: 'status [job]',
   describe: 'show the last results of the jobs (or one job) from the state dir',
   builder: (y) =>
@@ -24,17 +24,31 @@ export const statusCommand: CommandModule<object, Args> = {
       .example('blkdelta status tools -n 10', 'the last ten runs of job tools')
       .epilogue(exitStatusText([ExitCode.OK, ExitCode.USAGE, ExitCode.CONFIG, ExitCode.IO])) as never,
   handler: (argv) => {
+    const n = historyArg(argv.history);
     const cfg = argv['state-dir'] ? undefined : loadConfig(argv.config);
     const stateDir = argv['state-dir'] ?? cfg!.stateDir;
     if (cfg && argv.job) findJob(cfg, argv.job); // an unknown name is a config error, not "never run"
     const names = argv.job ? [argv.job] : jobNames(cfg, stateDir);
     const reads = names.map((name) => ({ name, read: readJobState(stateDir, name) }));
-    if (argv.json) return out(JSON.stringify(reads.map(jsonOf), null, 2));
-    const n = Math.max(1, argv.history ?? 1);
-    const rows = reads.flatMap(({ name, read }) => rowsOf(name, read, n));
-    printTable(['JOB', 'OUTCOME', 'START', 'DURATION', 'COMPARED', 'CHANGED', 'SENT', 'TARGET', 'LAST SUCCESS', 'ERROR'], rows);
+    if (argv.json) outJson({ jobs: reads.map(jsonOf) });
+    else printTable(['JOB', 'OUTCOME', 'START', 'DURATION', 'COMPARED', 'CHANGED', 'SENT', 'TARGET', 'LAST SUCCESS', 'ERROR'], reads.flatMap(({ name, read }) => rowsOf(name, read, n)));
+    return unreadable(reads);
   },
 };
+
+/** -n N: a whole number of runs, 1 or more. */
+function historyArg(n: number | undefined): number {
+  if (n === undefined) return 1;
+  if (!Number.isSafeInteger(n) || n < 1) throw new BlkError(ExitCode.USAGE, `--history ${n}: expected a whole number of runs, 1 or more`);
+  return n;
+}
+
+/** IO when a record could not be read or is corrupt: the output shows it, stderr and the status say it. */
+function unreadable(reads: { name: string; read: ReadResult }[]): number {
+  const bad = reads.flatMap(({ name, read }) => (read.kind === 'unreadable' || read.kind === 'corrupt' ? [`${name}: ${read.kind}, ${read.reason}`] : []));
+  for (const b of bad) log.error(`record of job ${b}`);
+  return bad.length ? ExitCode.IO : ExitCode.OK;
+}
 
 function jobNames(cfg: Config | undefined, stateDir: string): string[] {
   if (cfg) return cfg.jobs.map((j) => j.name);

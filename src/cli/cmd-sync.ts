@@ -1,9 +1,8 @@
 // `blkdelta sync SRC DST`: make DST equal to SRC, writing only the blocks that differ.
-import type { CommandModule } from 'yargs';
 import { BlkError, ExitCode, exitStatusText } from '../errors.js';
 import { runSync } from '../engine/sync.js';
 import type { SyncMode, SyncOptions } from '../engine/types.js';
-import { cli } from './context.js';
+import { cli, type Command } from './context.js';
 import { resolveEnds } from './endpoints.js';
 import { progressReporter } from './progress.js';
 import { blockSizeOf, commonOptions, printSummary, type CommonArgs } from './sync-options.js';
@@ -23,7 +22,7 @@ export const SYNC_EXIT_CODES = [
   ExitCode.VERIFY_FAILED, ExitCode.INTERRUPTED,
 ];
 
-export const syncCommand: CommandModule<object, Args> = {
+export const syncCommand: Command<Args> = {
   command: 'sync <src> [dst]',
   describe: 'make DST equal to SRC, writing only the blocks that differ',
   builder: (y) =>
@@ -66,7 +65,7 @@ export const syncCommand: CommandModule<object, Args> = {
       progress.end();
       printSummary((snapshot || target ? { ...summary, snapshot, targetSnapshot: target } : summary) as typeof summary, argv,
         toStdout ? (line) => process.stderr.write(line + '\n') : undefined);
-      if (mode === 'dry-run' && !summary.identical) cli.exitCode = ExitCode.DIFFERENT;
+      return mode === 'dry-run' && !summary.identical ? ExitCode.DIFFERENT : ExitCode.OK;
     } finally {
       progress.end();
     }

@@ -1,9 +1,8 @@
 // `blkdelta verify SRC DST`: full compare of every block (seeded xxh64 on both ends, a fresh
 // seed each run). Exit 0 when identical, 3 and the first differing offsets otherwise.
-import type { CommandModule } from 'yargs';
-import { ExitCode, exitStatusText } from '../errors.js';
+import { BlkError, ExitCode, exitStatusText } from '../errors.js';
 import { runSync } from '../engine/sync.js';
-import { cli, out } from './context.js';
+import { cli, type Command, out } from './context.js';
 import { resolveEnds } from './endpoints.js';
 import { progressReporter } from './progress.js';
 import { blockSizeOf, commonOptions, printSummary, type CommonArgs } from './sync-options.js';
@@ -12,7 +11,7 @@ interface Args extends CommonArgs {
   'max-diffs': number;
 }
 
-export const verifyCommand: CommandModule<object, Args> = {
+export const verifyCommand: Command<Args> = {
   command: 'verify <src> <dst>',
   describe: 'compare SRC and DST block by block; exit 0 when identical, 3 when they differ',
   builder: (y) =>
@@ -21,6 +20,8 @@ export const verifyCommand: CommandModule<object, Args> = {
       .example('blkdelta verify /dev/vg0/vm1 backup@store2:/dev/backup/vm1', 'after a sync, before maintenance')
       .epilogue(exitStatusText([ExitCode.OK, ExitCode.USAGE, ExitCode.DIFFERENT, ExitCode.SOURCE, ExitCode.TARGET_REFUSED, ExitCode.SIZE_MISMATCH, ExitCode.IO, ExitCode.REMOTE, ExitCode.HOST_KEY, ExitCode.AUTH, ExitCode.PERMISSION, ExitCode.INTERRUPTED])) as never,
   handler: async (argv) => {
+    const maxDiffs = argv['max-diffs'];
+    if (!Number.isSafeInteger(maxDiffs) || maxDiffs < 0) throw new BlkError(ExitCode.USAGE, `--max-diffs ${maxDiffs}: expected a whole number, 0 or more`);
     const progress = progressReporter(!!argv.progress && !argv.quiet && !argv.json);
     try {
       const summary = await runSync({
@@ -31,9 +32,11 @@ export const verifyCommand: CommandModule<object, Args> = {
       progress.end();
       printSummary(summary, argv);
       if (!summary.identical) {
-        cli.exitCode = ExitCode.DIFFERENT;
         if (!argv.json) out(`DIFFERENT: ${summary.blocksDiffering} of ${summary.blocksCompared} blocks differ`);
-      } else if (!argv.json && !argv.quiet) out('IDENTICAL');
+        return ExitCode.DIFFERENT;
+      }
+      if (!argv.json && !argv.quiet) out('IDENTICAL');
+      return ExitCode.OK;
     } finally {
       progress.end();
     }

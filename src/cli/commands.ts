@@ -1,10 +1,10 @@
 // Every CLI command, one module per file (src/cli/cmd-*.ts), loaded on demand: a run loads only
 // the module of the command it names (the server end and `check` stay small in memory); --help
 // without a command loads them all. Add new commands here.
-import type { CommandModule } from 'yargs';
+import type { Command } from './context.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-type AnyCommand = CommandModule<any, any>;
+type AnyCommand = Command<any>;
 
 export const COMMANDS: Record<string, () => Promise<AnyCommand>> = {
   sync: () => import('./cmd-sync.js').then((m) => m.syncCommand),
@@ -18,6 +18,7 @@ export const COMMANDS: Record<string, () => Promise<AnyCommand>> = {
   demo: () => import('./cmd-demo.js').then((m) => m.demoCommand),
   server: () => import('./cmd-server.js').then((m) => m.serverCommand),
   history: () => import('./cmd-history.js').then((m) => m.historyCommand),
+  completion: () => import('./cmd-completion.js').then((m) => m.completionCommand),
 };
 
 /** The command modules a command line needs: the one it names, or all of them. */

@@ -3,8 +3,9 @@
 import type { CommandModule } from 'yargs';
 import { BlkError, ExitCode, describe, exitCodeOf } from '../errors.js';
 import { log } from '../log.js';
-import { cli } from './context.js';
-import { commandsFor } from './commands.js';
+import { cli, jsonError, out } from './context.js';
+import { COMMANDS, commandsFor } from './commands.js';
+import { explainUsage, notANumber } from './usage.js';
 
 /**
  * A reader that went away (`blkdelta status | head -1`) is no failure of the command: the rest of
@@ -26,33 +27,70 @@ export async function main(args: string[]): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    if (args[0] === 'server' && !args.includes('--help')) return await (await import('./cmd-server.js')).serverMain(args.slice(1));
+    if (args[0] === 'server' && !args.some((a) => a === '--help' || a === '-h')) return await (await import('./cmd-server.js')).serverMain(args.slice(1));
     process.stdout.on('error', onStdoutError); // not for the server: stdout is its protocol channel
-    const { default: yargs } = await import('yargs');
-    let parser = yargs(args)
-      .scriptName('blkdelta')
-      .usage('blkdelta <command> [options]\n\nBlock-device delta replication: both ends hash their blocks, only differing blocks travel.')
-      .strict()
-      .demandCommand(1, 'name a command')
-      .recommendCommands()
-      .wrap(Math.min(110, process.stdout.columns || 100))
-      .fail((msg, err) => {
-        throw err ?? new BlkError(ExitCode.USAGE, msg);
-      })
-      .help()
-      .version()
-      .exitProcess(false);
-    for (const c of (await commandsFor(args)) as CommandModule[]) parser = parser.command(c);
-    await parser.parseAsync();
-    return cli.exitCode;
+    return await parse(args);
   } catch (err) {
-    const code = exitCodeOf(err);
-    if (code === ExitCode.INTERNAL) log.error(`internal error: ${(err as Error)?.stack ?? String(err)}`);
-    else log.error(describe(err));
-    if (code === ExitCode.USAGE) log.info('see blkdelta --help, or blkdelta <command> --help');
-    return code;
+    return report(err, args);
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
+}
+
+/**
+ * Runs the command the args name and returns its exit code: a handler returns its code (or
+ * nothing for 0) or throws; this is the only place that turns either into the process's status.
+ */
+async function parse(args: string[]): Promise<number> {
+  const name = args.find((a) => !a.startsWith('-'));
+  if (name !== undefined && args[0] === name && !(name in COMMANDS)) {
+    throw new BlkError(ExitCode.USAGE, `unknown command "${name}" (commands: ${Object.keys(COMMANDS).filter((c) => c !== 'server').join(', ')})`);
+  }
+  const { default: yargs } = await import('yargs');
+  let code: number = ExitCode.OK;
+  const commands = (await commandsFor(args)) as CommandModule[];
+  const spec = commands.length === 1 ? specOf(commands[0]!) : undefined;
+  let parser = yargs(args)
+    .scriptName('blkdelta')
+    .usage('blkdelta <command> [options]\n\nBlock-device delta replication: both ends hash their blocks, only differing blocks travel.')
+    .strict()
+    .demandCommand(1, 'name a command (blkdelta --help lists them)')
+    .recommendCommands()
+    .wrap(Math.min(110, process.stdout.columns || 100))
+    .fail((msg, err) => {
+      // yargs' own validation errors (YError) are the command line's fault, like its messages
+      throw err && err.name !== 'YError' ? err : new BlkError(ExitCode.USAGE, explainUsage(err?.message ?? msg, { args, spec }));
+    })
+    .middleware((argv) => {
+      const nan = notANumber(argv, args);
+      if (nan) throw new BlkError(ExitCode.USAGE, nan);
+    }, false)
+    .help().alias('help', 'h')
+    .version().alias('version', 'V')
+    .exitProcess(false);
+  for (const c of commands) parser = parser.command(withResult(c, (r) => { code = r; }));
+  await parser.parseAsync();
+  return code;
+}
+
+/** The command with its handler's returned exit code (undefined: 0) handed to `done`. */
+function withResult(c: CommandModule, done: (code: number) => void): CommandModule {
+  const handler = c.handler;
+  return { ...c, handler: async (argv) => done(((await handler(argv)) as unknown as number | undefined) ?? ExitCode.OK) };
+}
+
+/** The spec of the command being run ("verify <src> <dst>"). */
+function specOf(c: CommandModule): string | undefined {
+  return typeof c.command === 'string' ? c.command : undefined;
+}
+
+/** The error on stderr (and as an object on stdout with --json); returns its exit code. */
+function report(err: unknown, args: readonly string[]): number {
+  const code = exitCodeOf(err);
+  if (code === ExitCode.INTERNAL) log.error(`internal error: ${(err as Error)?.stack ?? String(err)}`);
+  else log.error(describe(err));
+  if (code === ExitCode.USAGE) log.info('see blkdelta --help, or blkdelta <command> --help');
+  if (args.includes('--json')) out(JSON.stringify(jsonError(code, describe(err))));
+  return code;
 }

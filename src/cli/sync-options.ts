@@ -4,7 +4,7 @@ import { BlkError, ExitCode } from '../errors.js';
 import { SIZE_POLICIES, type SizePolicy, type SyncSummary } from '../engine/types.js';
 import { formatBytes, formatDuration, formatRate } from '../units.js';
 import { parseSize } from '../units.js';
-import { out } from './context.js';
+import { inSeconds, out, outJson } from './context.js';
 import { remoteOptions } from '../transport/connect.js';
 
 export interface CommonArgs {
@@ -38,8 +38,8 @@ export function blockSizeOf(argv: { 'block-size': string }): number {
 
 /** print: where the lines go (stderr when stdout carries a patch). */
 export function printSummary(s: SyncSummary, argv: { json?: boolean; quiet?: boolean }, print: (line: string) => void = out): void {
+  if (argv.json) return outJson(inSeconds(s));
   const out = print;
-  if (argv.json) return out(JSON.stringify(s, null, 2));
   if (argv.quiet) return;
   const bs = s.blockSize;
   const verb = { write: 'synced', 'dry-run': 'dry run of', compare: 'verified', patch: 'patch from' }[s.mode];

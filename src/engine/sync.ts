@@ -118,7 +118,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
   const patch = opts.mode === 'patch' ? await PatchWriter.create(opts.patchOut!, patchHeader, h, { overwrite: opts.patchOverwrite }) : undefined;
   let summary: SyncSummary;
   const progress = (bytesDone: number, bytesDiffering: number) =>
-    opts.onProgress?.({ bytesDone, bytesTotal: plan.compareSize, bytesDiffering, elapsedMs: Date.now() - t0 });
+    opts.onProgress?.({ bytesDone, bytesTotal: plan.compareSize, bytesDiffering, elapsedMs: Date.now() - t0, bytesExchanged: conn.writer.bytes + conn.reader.bytes });
   const growing = localRole === 'target' && write && plan.resultSize > local.size;
   try {
     if (growing) grow(local, plan.resultSize);

@@ -75,6 +75,8 @@ export interface Progress {
   bytesTotal: number;
   bytesDiffering: number;
   elapsedMs: number;
+  /** Bytes sent plus received between the two ends so far (the network rate, over SSH). */
+  bytesExchanged?: number;
 }
 
 export interface SyncSummary {

@@ -152,3 +152,29 @@ export function formatCheck(checks: JobCheck[]): { text: string; status: Status 
   const long = checks.map((c) => `${STATUS_NAME[c.status]} ${c.job}: ${c.texts.join('; ')}`);
   return { status: worst, text: [first, ...long].join('\n') };
 }
+
+/**
+ * A monitoring-plugins threshold range `[@][start:][end]` (`10`: alert outside 0..10, `10:` below
+ * 10, `~:10` above 10, `@10:20` inside 10..20). `value` parses one bound (a duration, a number)
+ * and throws a plain Error saying what is wrong; so does a range whose start is above its end.
+ */
+export interface Range { start: number; end: number; inside: boolean }
+
+export function parseRange(text: string, value: (v: string) => number): Range {
+  const inside = text.startsWith('@');
+  const body = inside ? text.slice(1) : text;
+  if (body === '') throw new Error(`"${text}" is not a range (use 10, 10:, ~:10, 10:20 or @10:20)`);
+  const colon = body.indexOf(':');
+  const startText = colon < 0 ? '0' : body.slice(0, colon);
+  const endText = colon < 0 ? body : body.slice(colon + 1);
+  const start = startText === '~' ? -Infinity : startText === '' ? 0 : value(startText);
+  const end = endText === '' ? Infinity : value(endText);
+  if (start > end) throw new Error(`range "${text}": start ${startText} is above end ${endText}`);
+  return { start, end, inside };
+}
+
+/** Whether a value raises the alert of a range. */
+export function alerts(r: Range, v: number): boolean {
+  const within = v >= r.start && v <= r.end;
+  return r.inside ? within : !within;
+}

@@ -180,7 +180,7 @@ function readJob(name: string, t: unknown, defaults: Table, at: At): JobConfig |
     sourceText: v.source as string,
     targetText: v.target as string,
     blockSize: (v.block_size as number) ?? 4096,
-    bwlimit: v.bwlimit as number | undefined,
+    bwlimit: (v.bwlimit as number | undefined) || undefined, // 0 = unlimited
     verify: (v.verify as boolean) ?? false,
     compress: (v.compress as boolean) ?? true,
     sizePolicy: (v.size_policy as SizePolicy) ?? 'strict',

@@ -10,7 +10,7 @@ export interface KeySpec { kind: Kind; min?: number; max?: number; pow2?: boolea
 /** Keys a job may set and [defaults] may provide (everything but source, target, snapshot). */
 export const SHARED_KEYS: Record<string, KeySpec> = {
   block_size: { kind: 'size', min: 512, max: 16 * 1024 * 1024, pow2: true },
-  bwlimit: { kind: 'size', min: 1 },
+  bwlimit: { kind: 'size', min: 0 }, // 0: no limit (a job unsets an inherited one)
   verify: { kind: 'bool' },
   compress: { kind: 'bool' },
   size_policy: { kind: 'sizepolicy' },

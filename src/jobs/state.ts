@@ -5,7 +5,7 @@
 // most a <job>.json.tmp-* file, which readers ignore and the next run of that job removes.
 // A lock-refused run does not own the job's file (the holder does): it writes <job>.refused.json.
 // Readers report a corrupt or unreadable file instead of throwing. Memory: one job's history.
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fchmodSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { describe } from '../errors.js';
 import type { Fingerprint } from '../engine/fingerprint.js';
@@ -70,6 +70,7 @@ export function writeFileAtomic(path: string, data: string): void {
   const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   const fd = openSync(tmp, 'wx', 0o644);
   try {
+    fchmodSync(fd, 0o644); // readable by the monitoring user and node_exporter even under UMask=0077
     writeSync(fd, data);
     fsyncSync(fd);
   } catch (err) {

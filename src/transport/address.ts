@@ -110,6 +110,10 @@ function remote(whole: string, user: string | undefined, host: string, port: num
   if (host === '') throw bad(whole, 'empty host name');
   if (/[\s/]/.test(host) || host.startsWith('-')) throw bad(whole, `bad host name "${host}"${host.startsWith('-') ? " (it starts with '-', which ssh would read as an option)" : ''}`);
   if (user?.startsWith('-')) throw bad(whole, `bad user name "${user}": it starts with '-', which ssh would read as an option`);
+  if (/^\d+:\//.test(path) && port === undefined) {
+    const p = path.slice(0, path.indexOf(':'));
+    throw bad(whole, `remote path "${path}" must be absolute; for port ${p} write ssh://${user ? user + '@' : ''}${host.includes(':') ? `[${host}]` : host}:${p}${path.slice(p.length + 1)}`);
+  }
   if (!path.startsWith('/')) throw bad(whole, `remote path "${path}" must be absolute`);
   const e: RemoteEndpoint = { kind: 'remote', host, path };
   if (user !== undefined) e.user = user;

@@ -22,6 +22,9 @@ export interface RemoteArgs {
   'connect-timeout'?: number;
 }
 
+/** The options that only make sense with a remote end (refused on a local sync). */
+export const SSH_OPTIONS = ['identity', 'known-hosts', 'accept-new-host-key', 'remote-cmd', 'rsh', 'connect-timeout'] as const;
+
 /** The SSH options of sync and verify: `remoteOptions(y).option(...)`. */
 export function remoteOptions<T>(y: Argv<T>) {
   return y
@@ -31,7 +34,7 @@ export function remoteOptions<T>(y: Argv<T>) {
     .option('remote-cmd', { type: 'string', requiresArg: true, describe: 'how to start blkdelta on the remote host (default: blkdelta); runs "<cmd> server"' })
     .option('rsh', { type: 'string', requiresArg: true, describe: 'connect with this external command instead, e.g. "ssh -p 2222 -o ProxyJump=gw"' })
     .option('bwlimit', { type: 'string', requiresArg: true, describe: 'cap the bytes per second sent each way between the two ends, local or remote (40M, 512K, 1G, bytes)' })
-    .option('connect-timeout', { type: 'number', default: 30, requiresArg: true, describe: 'seconds to wait for the ssh connection and handshake' })
+    .option('connect-timeout', { type: 'number', requiresArg: true, describe: 'seconds to wait for the ssh connection and handshake (default 30)' })
     .conflicts('rsh', ['identity', 'known-hosts', 'accept-new-host-key'])
     .group(['identity', 'known-hosts', 'accept-new-host-key', 'remote-cmd', 'rsh', 'connect-timeout'], 'SSH (when SRC or DST is [user@]host:/path):');
 }

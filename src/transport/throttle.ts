@@ -13,14 +13,14 @@ import { BlkError, ExitCode } from '../errors.js';
 import type { Channel, Transport } from './transport.js';
 import { parseSize } from '../units.js';
 
-/** Parses a --bwlimit RATE ("40M", "512K", "1G", "1000000") into bytes per second. */
+/** Parses a --bwlimit RATE ("40M", "512K", "1G", "1000000") into bytes per second; "0" is no limit (0). */
 export function parseRate(text: string, option = '--bwlimit'): number {
   let bytes = NaN;
   try {
     bytes = parseSize(text, option);
   } catch { /* reported below */ }
-  if (!(bytes >= 1)) {
-    throw new BlkError(ExitCode.USAGE, `${option} "${text}": expected bytes per second such as 40M, 512K, 1G or 1000000`);
+  if (!(bytes >= 1) && !(bytes === 0 && /^0+$/.test(text.trim()))) {
+    throw new BlkError(ExitCode.USAGE, `${option} "${text}": expected bytes per second such as 40M, 512K, 1G or 1000000 (0: no limit)`);
   }
   return bytes;
 }
