@@ -65,8 +65,8 @@ test(bad, ['verify', '--max-diffs', 'abc', img, img2], 2, /--max-diffs "abc": no
 test(bad, ['verify', '--max-diffs', '-1', img, img2], 2, /--max-diffs -1: expected a whole number, 0 or more/);
 test(bad, ['verify', '--max-diffs', '1.5', img, img2], 2, /--max-diffs 1\.5: expected a whole number/);
 // apply
-test(bad, ['apply'], 2, /apply: missing PATCH and TARGET/);
-test(bad, ['apply', 'p.bdp'], 2, /apply: missing TARGET/);
+test(bad, ['apply'], 2, /apply needs a patch and a target: blkdelta apply PATCH \[PATCH\.\.\.\] TARGET/);
+test(bad, ['apply', 'p.bdp'], 2, /apply needs a patch and a target/);
 test(bad, ['apply', join(dir, 'none.bdp'), img2], 8, /cannot open patch .*none\.bdp: ENOENT/);
 // run
 test(bad, ['run'], 2, /name a job, or use --all/);

@@ -234,7 +234,7 @@ test('sync --patch-out - with --json is refused (exit 2): stdout carries the pat
   const r = await blkdelta('sync', '--json', '--patch-out', '-', a1, copyOf(a0));
   t.is(r.exitCode, ExitCode.USAGE);
   t.regex(r.stderr, /--json cannot be used with --patch-out -/);
-  t.is(r.stdout, '');
+  t.like(JSON.parse(r.stdout), { version: 1, error: { exitCode: ExitCode.USAGE } }); // no patch byte: only --json's error object
 });
 
 test('a pull (remote source) writes a version 2 patch whose state check passes, and re-apply is a no-op', async (t) => {

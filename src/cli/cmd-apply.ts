@@ -19,7 +19,7 @@ export function applyText(s: ApplySummary): string {
 }
 
 /** PATCH... TARGET: at least one patch, then the target. */
-export function splitFiles(files: string[]): { patches: string[]; target: string } {
+export function splitFiles(files: string[] = []): { patches: string[]; target: string } {
   const option = files.find((f) => f.startsWith('-') && f !== '-');
   if (option) throw new BlkError(ExitCode.USAGE, `unknown option ${option} (a file name that starts with "-" must be given as ./${option})`);
   if (files.length < 2) throw new BlkError(ExitCode.USAGE, 'apply needs a patch and a target: blkdelta apply PATCH [PATCH...] TARGET');
@@ -27,12 +27,12 @@ export function splitFiles(files: string[]): { patches: string[]; target: string
 }
 
 export const applyCommand: Command<ApplyArgs> = {
-  command: 'apply <files..>',
+  command: 'apply [files..]',
   describe: 'write patch files (made by `sync --patch-out`) onto a target image or device: apply PATCH [PATCH...] TARGET',
   builder: (y) => y
     // yargs drops a lone "-" from positionals unless unknown options pass as arguments (then splitFiles refuses them)
     .parserConfiguration({ 'unknown-options-as-args': true })
-    .positional('files', { type: 'string', array: true, demandOption: true, describe: 'patch files in the order they were made ("-": stdin), then the target image file or block device' })
+    .positional('files', { type: 'string', array: true, describe: 'patch files in the order they were made ("-": stdin), then the target image file or block device' })
     .option('json', { type: 'boolean', default: false, describe: 'print the summary as JSON' })
     .example('$0 apply nightly.bdp /dev/vg0/replica', 'apply a patch to a block device')
     .example('$0 apply mon.bdp tue.bdp wed.bdp disk.img', 'apply a chain, in the order the patches were made')
@@ -46,7 +46,7 @@ export const applyCommand: Command<ApplyArgs> = {
       exitStatusText([ExitCode.OK, ExitCode.USAGE, ExitCode.TARGET_REFUSED, ExitCode.SIZE_MISMATCH,
         ExitCode.PATCH_INVALID, ExitCode.IO, ExitCode.INTERRUPTED, ExitCode.INTERNAL])) as never,
   handler: async (argv) => {
-    const { patches, target } = splitFiles(argv.files.map(String));
+    const { patches, target } = splitFiles(argv.files?.map(String));
     const chain = await applyPatches({ patches, target, signal: cli.abort.signal });
     if (argv.json) outJson(patches.length === 1 ? inSeconds(chain.links[0]!) : { ...inSeconds(chain), links: chain.links.map(inSeconds) });
     else for (const s of chain.links) out(applyText(s));

@@ -110,7 +110,12 @@ export class PatchWriter {
 
   /** Waits until the output took what was written (stdout: the pipe's reader keeps up). */
   async drain(): Promise<void> {
-    await this.out.drain();
+    try {
+      await this.out.drain();
+    } catch (err) { // stdout's reader went away (EPIPE): the same error as a failed write
+      this.broken ??= err as Error;
+      throw new BlkError(ExitCode.IO, `cannot write patch ${this.out.label} at byte ${this.pos}: ${describe(err)}`, { cause: err });
+    }
   }
 
   /**
