@@ -4,6 +4,7 @@ import { BlkError, ExitCode, exitStatusText } from '../errors.js';
 import { runSync } from '../engine/sync.js';
 import type { SyncMode, SyncOptions } from '../engine/types.js';
 import { cli } from './context.js';
+import { log } from '../log.js';
 import { resolveEnds } from './endpoints.js';
 import { progressReporter } from './progress.js';
 import { blockSizeOf, commonOptions, printSummary, type CommonArgs } from './sync-options.js';
@@ -60,6 +61,7 @@ export const syncCommand: CommandModule<object, Args> = {
         withTargetSnapshot(remoteTarget ? undefined : targetSnap, opts.target, () => runSync({ ...opts, source: source ?? opts.source, signal })));
       progress.end();
       printSummary((snapshot || target ? { ...summary, snapshot, targetSnapshot: target } : summary) as typeof summary, argv);
+      if (summary.sourceMountedRw) log.warn(`copy may be torn: source ${summary.source} was mounted read-write at ${summary.sourceMountedRw.join(', ')} while it was read (use --snapshot)`);
       if (mode === 'dry-run' && !summary.identical) cli.exitCode = ExitCode.DIFFERENT;
     } finally {
       progress.end();

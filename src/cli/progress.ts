@@ -1,9 +1,11 @@
 // Progress on stderr: on a TTY a bar with rate and ETA, redrawn at most 10 times a second;
-// otherwise (journald, cron, pipes) one plain line every 5 seconds.
+// otherwise (journald, cron, pipes) one plain line every 5 seconds through the log (so under
+// systemd it carries the <6> priority prefix). `label` names the job in `run`'s lines.
 import type { Progress } from '../engine/types.js';
+import { log } from '../log.js';
 import { formatBytes, formatDuration, formatRate } from '../units.js';
 
-export function progressReporter(enabled: boolean): { update: (p: Progress) => void; end: () => void } {
+export function progressReporter(enabled: boolean, label = ''): { update: (p: Progress) => void; end: () => void } {
   if (!enabled) return { update: () => {}, end: () => {} };
   const tty = !!process.stderr.isTTY;
   const every = tty ? 100 : 5000;
@@ -23,7 +25,7 @@ export function progressReporter(enabled: boolean): { update: (p: Progress) => v
         process.stderr.write(`\r[${'#'.repeat(full)}${'.'.repeat(width - full)}] ${stats}\x1b[K`);
         drawn = true;
       } else {
-        process.stderr.write(`blkdelta: progress ${stats}\n`);
+        log.info(`${label}progress ${stats}`);
       }
     },
     end() {

@@ -16,6 +16,8 @@ export interface Device {
   /** Identities of the underlying storage ("b:major:minor", "f:dev:ino"), for the same-device check;
    *  a whole disk lists its partitions too. */
   ids: string[];
+  /** Source only: where it is mounted read-write (a copy read while it is written may be torn). */
+  mountedRw?: string[];
   close(): void;
 }
 
@@ -29,11 +31,11 @@ export function majorMinor(rdev: number): [number, number] {
 }
 
 /** Mount points per "major:minor" from /proc/self/mountinfo text (field 3 is major:minor). */
-export function parseMountinfo(text: string): Map<string, string[]> {
+export function parseMountinfo(text: string, writableOnly = false): Map<string, string[]> {
   const byDev = new Map<string, string[]>();
   for (const line of text.split('\n')) {
     const f = line.split(' ');
-    if (f.length < 5) continue;
+    if (f.length < 5 || (writableOnly && !/^rw(,|$)/.test(f[5] ?? ''))) continue;
     const mp = f[4]!.replace(/\\(\d{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
     byDev.set(f[2]!, [...(byDev.get(f[2]!) ?? []), mp]);
   }
@@ -133,9 +135,19 @@ function sizeOf(p: string, st: fs.Stats): number {
   return Number(sectors) * 512;
 }
 
-function mountedAt(mm: string): string[] {
-  const mounts = parseMountinfo(fs.readFileSync('/proc/self/mountinfo', 'utf8'));
+function mountedAt(mm: string, writableOnly = false): string[] {
+  const mounts = parseMountinfo(fs.readFileSync('/proc/self/mountinfo', 'utf8'), writableOnly);
   return [mm, ...partitionsOf(mm)].flatMap((d) => mounts.get(d) ?? []);
+}
+
+/** Where the block device `p` (or a partition of it) is mounted read-write; [] for files or when unknown. */
+export function writableMounts(p: string): string[] {
+  try {
+    const st = fs.statSync(p);
+    return st.isBlockDevice() ? mountedAt(majorMinor(st.rdev).join(':'), true) : [];
+  } catch {
+    return [];
+  }
 }
 
 function device(p: string, st: fs.Stats, fd: number): Device {
@@ -165,6 +177,8 @@ export function openSource(p: string): Device {
   if (st.isBlockDevice()) {
     const at = mountedAt(majorMinor(st.rdev).join(':'));
     if (at.length) log.warn(`source ${p} is mounted at ${at.join(', ')}: writes during the sync make a torn copy; use --snapshot`);
+    const rw = mountedAt(majorMinor(st.rdev).join(':'), true);
+    if (rw.length) return { ...device(p, st, fd), mountedRw: rw };
   }
   return device(p, st, fd);
 }
