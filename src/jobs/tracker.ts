@@ -48,9 +48,10 @@ export class RunTracker {
 
   /** An engine progress report: kept always, written at most every everyMs. */
   bytes(p: Progress, phase: Phase): void {
-    const changed = phase !== this.rec.progress?.phase;
+    const prev = this.rec.progress;
+    const first = !prev?.bytesTotal; // the first report: the total is known from now on
     this.rec = { ...this.rec, progress: progressOf(phase, p) };
-    if (changed || Date.now() - this.lastWrite >= this.everyMs) this.write();
+    if (first || phase !== prev?.phase || Date.now() - this.lastWrite >= this.everyMs) this.write();
   }
 
   private write(): void {
