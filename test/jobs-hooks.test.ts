@@ -121,3 +121,15 @@ test('hook output goes to the log line by line, bounded to 64 KiB per hook', asy
   t.regex(r.stderr, /blkdelta: warning: job o: pre_run: \d+ more bytes of output not logged \(limit 65536\)/);
   t.true(r.stderr.length < 120 * 1024, `stderr is ${r.stderr.length} bytes`);
 });
+
+test('config check lists the hooks and warns about a hook program that cannot be run', async (t) => {
+  const env = jobsEnv(t, ['c'], { size: 4096 });
+  const notExecutable = env.image('c', 'src'); // mode 0644
+  setJob(env, 'c', `pre_run = ["/nonexistent/freeze"]\npost_run = ["${notExecutable}"]\non_failure = ["logger", "-t", "blkdelta"]\nhook_timeout = "90s"`);
+  const r = await runBlkdelta(['config', 'check', '--config', env.config]);
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, /^ {2}c: .*; hooks pre_run, post_run, on_failure \(timeout 1m 30s\)$/m);
+  t.regex(r.stderr, /warning: job c: pre_run hook \/nonexistent\/freeze cannot be run: ENOENT/);
+  t.true(r.stderr.includes(`warning: job c: post_run hook ${notExecutable} cannot be run: EACCES`), r.stderr);
+  t.notRegex(r.stderr, /on_failure/, 'a program looked up in PATH is not checked');
+});

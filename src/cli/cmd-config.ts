@@ -4,6 +4,7 @@ import type { CommandModule } from 'yargs';
 import { BlkError, ExitCode, exitStatusText } from '../errors.js';
 import { loadConfig, type JobConfig } from '../jobs/config.js';
 import { tornCopyRisk } from '../jobs/sync-job.js';
+import { unrunnableHooks } from '../jobs/hooks.js';
 import { log } from '../log.js';
 import { formatAge } from '../units.js';
 import { cli, out } from './context.js';
@@ -41,6 +42,7 @@ export const configCommand: CommandModule<object, Args> = {
       out(`  ${j.name}: ${j.sourceText} -> ${j.targetText}${snap}, block ${j.blockSize}${j.verify ? ', verify' : ''}; warn ${formatAge(j.warningAge)}, crit ${formatAge(j.criticalAge)}${hooksText(j.hooks)}`);
       const torn = tornCopyRisk(j);
       if (torn) log.warn(`job ${j.name}: ${torn}`);
+      for (const h of unrunnableHooks(j.hooks)) log.warn(`job ${j.name}: ${h}`);
     }
   },
 };

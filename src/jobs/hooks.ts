@@ -8,7 +8,8 @@
 // the log line by line, at most OUTPUT_MAX bytes per hook (the rest is counted, not kept).
 // A run interrupted during pre_run kills the hook; post_run and on_failure run to completion or
 // their timeout even after SIGTERM (they are the cleanup). Memory: OUTPUT_MAX per hook.
-import { BlkError, ExitCode } from '../errors.js';
+import { accessSync, constants } from 'node:fs';
+import { BlkError, ExitCode, describe } from '../errors.js';
 import { log } from '../log.js';
 import type { HookRecord, RunRecord } from './state.js';
 
@@ -100,6 +101,21 @@ async function logLines(stream: NodeJS.ReadableStream, prefix: string): Promise<
   emit(partial);
   if (dropped) log.warn(`${prefix}${dropped} more bytes of output not logged (limit ${OUTPUT_MAX})`);
   return last;
+}
+
+/** For `config check`: hooks whose program (an absolute path) cannot be executed now. */
+export function unrunnableHooks(h: Hooks): string[] {
+  const out: string[] = [];
+  for (const name of ['pre_run', 'post_run', 'on_failure'] as const) {
+    const prog = h[name]?.[0];
+    if (!prog?.startsWith('/')) continue;
+    try {
+      accessSync(prog, constants.X_OK);
+    } catch (err) {
+      out.push(`${name} hook ${prog} cannot be run: ${describe(err)}`);
+    }
+  }
+  return out;
 }
 
 /** The error a failed pre_run hook ends its run with. */
