@@ -8,7 +8,7 @@ import { parseConfig } from '../src/jobs/config.js';
 import { hookEnv, hookProblem } from '../src/jobs/hooks.js';
 import { renderMetrics, type MetricsRow } from '../src/jobs/metrics.js';
 import { countRun, type HookRecord, type JobState, type RunRecord } from '../src/jobs/state.js';
-import { progressOf } from '../src/jobs/tracker.js';
+import { RunTracker, progressOf } from '../src/jobs/tracker.js';
 
 const MiB = 1024 * 1024;
 
@@ -149,3 +149,31 @@ test('a job name with a quote is escaped', metric,
   [{ job: 'a"b', running: false, last: { ...base, job: 'a"b', outcome: 'success', exitCode: 0 } }],
   ['blkdelta_last_run_success{blkdelta_job="a\\"b"} 1']);
 test('counters are typed counter', metric, [], [], [/# TYPE blkdelta_runs_total gauge/, /# TYPE blkdelta_failures_total gauge/]);
+
+test('RunTracker: phase changes and the first byte report are written at once, later reports at most every everyMs', (t) => {
+  const saved: RunRecord[] = [];
+  const tr = new RunTracker((r) => saved.push(r), base, 60_000);
+  const p = (done: number) => ({ bytesDone: done, bytesTotal: 100, bytesDiffering: 0, elapsedMs: 1000 });
+  tr.phase('snapshot');
+  tr.phase('compare');
+  tr.bytes(p(10), 'compare'); // first report: the total is known now
+  tr.bytes(p(20), 'compare'); // within everyMs: kept, not written
+  tr.bytes(p(30), 'compare');
+  tr.bytes(p(100), 'verify'); // phase change: written
+  t.deepEqual(saved.map((r) => [r.progress!.phase, r.progress!.bytesDone]), [['snapshot', 0], ['compare', 0], ['compare', 10], ['verify', 100]]);
+  t.is(tr.record.progress!.bytesDone, 100);
+  t.true(saved.every((r) => typeof r.updated === 'string' && !Number.isNaN(Date.parse(r.updated))));
+  tr.phase('cleanup');
+  t.deepEqual(saved.at(-1)!.progress, { phase: 'cleanup', bytesDone: 100, bytesTotal: 100, rateBps: 100, etaS: 0 }, 'cleanup keeps the bytes compared');
+});
+
+test('RunTracker: everyMs 0 writes every report; a failing write never throws', (t) => {
+  let calls = 0;
+  const tr = new RunTracker(() => { calls++; throw new Error('EROFS, read-only file system'); }, base, 0);
+  t.notThrows(() => {
+    tr.phase('compare');
+    for (let i = 1; i <= 5; i++) tr.bytes({ bytesDone: i, bytesTotal: 5, bytesDiffering: 0, elapsedMs: i }, 'compare');
+  });
+  t.is(calls, 6);
+  t.is(tr.record.progress!.bytesDone, 5, 'the record in memory stays current');
+});
