@@ -5,7 +5,7 @@ import test from 'ava';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ExitCode } from '../src/errors.js';
-import { jobsEnv, readState, runBlkdelta, type JobsEnv } from './helpers/jobs.js';
+import { jobsEnv, readState, runBlkdelta, sleep, spawnBlkdelta, type JobsEnv } from './helpers/jobs.js';
 
 const MiB = 1024 * 1024;
 
@@ -21,7 +21,7 @@ function dumps(file: string): Record<string, string>[] {
 }
 
 function setJob(env: JobsEnv, job: string, lines: string): void {
-  writeFileSync(env.config, readFileSync(env.config, 'utf8').replace(`[jobs.${job}]\n`, `[jobs.${job}]\n${lines}\n`));
+  writeFileSync(env.config, readFileSync(env.config, 'utf8').replace(`[jobs.${job}]\n`, () => `[jobs.${job}]\n${lines}\n`));
 }
 
 test('pre_run and post_run see the run\'s facts; a success stays a success', async (t) => {
@@ -132,4 +132,36 @@ test('config check lists the hooks and warns about a hook program that cannot be
   t.regex(r.stderr, /warning: job c: pre_run hook \/nonexistent\/freeze cannot be run: ENOENT/);
   t.true(r.stderr.includes(`warning: job c: post_run hook ${notExecutable} cannot be run: EACCES`), r.stderr);
   t.notRegex(r.stderr, /on_failure/, 'a program looked up in PATH is not checked');
+});
+
+test('no shell: arguments reach the hook as written, $VARS and ; included', async (t) => {
+  const env = jobsEnv(t, ['n'], { size: 4096 });
+  setJob(env, 'n', 'pre_run = ["/bin/echo", "$BLKDELTA_JOB;", "rm", "-rf", "`x`"]');
+  const r = await runBlkdelta(['run', 'n', '--config', env.config]);
+  t.is(r.code, ExitCode.OK, r.stderr);
+  t.regex(r.stderr, /^blkdelta: job n: pre_run: \$BLKDELTA_JOB; rm -rf `x`$/m);
+});
+
+test('SIGTERM during pre_run: the hook is stopped, the run recorded interrupted with the target untouched, on_failure runs', async (t) => {
+  const env = jobsEnv(t, ['s'], { size: MiB });
+  const fail = join(env.dir, 'fail.env');
+  const pid = join(env.dir, 'hook.pid');
+  setJob(env, 's', `pre_run = ["/bin/sh", "-c", "echo $$ > '${pid}'; exec sleep 600"]\non_failure = ${envDumper(fail)}`);
+  const run = spawnBlkdelta(['run', 's', '--config', env.config]);
+  const end = Date.now() + 120_000;
+  while (!existsSync(pid) || readFileSync(pid, 'utf8').trim() === '') {
+    if (Date.now() > end) throw new Error('pre_run did not start');
+    await sleep(100);
+  }
+  const hookPid = Number(readFileSync(pid, 'utf8'));
+  run.child.kill('SIGTERM');
+  const r = await run.done;
+  t.is(r.code, ExitCode.INTERRUPTED, r.stderr);
+  t.throws(() => process.kill(hookPid, 0), { code: 'ESRCH' }, 'the hook process is gone');
+  const rec = readState(env, 's').runs[0]!;
+  t.is(rec.outcome, 'interrupted');
+  t.is(rec.targetState, 'consistent');
+  t.regex(rec.hooks![0]!.error!, /pre_run hook \/bin\/sh was stopped: the run was interrupted/);
+  t.deepEqual(readFileSync(env.image('s', 'dst')), Buffer.alloc(MiB));
+  t.like(dumps(fail)[0], { BLKDELTA_OUTCOME: 'interrupted', BLKDELTA_EXIT_CODE: String(ExitCode.INTERRUPTED) });
 });
