@@ -93,7 +93,7 @@ async function runLocked(cfg: Config, job: JobConfig, base: RunRecord, o: RunJob
     tracker.update({ start: new Date().toISOString() });
     log.info(`job ${job.name}: started (${job.sourceText} -> ${job.targetText}, slot ${slot.index})`);
     const { record, error } = await syncWithHooks(job, tracker, o);
-    return { record: await afterHooks(job, record), error };
+    return { record: await afterHooks(job, record, tracker), error };
   } finally {
     slot.release();
   }
@@ -119,18 +119,20 @@ async function syncWithHooks(job: JobConfig, tracker: RunTracker, o: RunJobOptio
       writing: () => { phase.writing = true; }, written: () => { phase.written = true; },
       compare: () => tracker.phase('compare'), cleanup: () => tracker.phase('cleanup'),
     }, onProgress);
-    return { record: withHooks(torn(withSummary(finish(tracker.record, 'success', undefined, 'consistent'), result)), hooks) };
+    const done = withSummary(finish(tracker.record, 'success', undefined, 'consistent'), result);
+    return { record: withHooks(torn(done, result.summary.sourceMountedRw), hooks) };
   } catch (err) {
     return { record: withHooks(failure(tracker.record, err, o.signal, phase), hooks), error: err };
   }
 }
 
 /** post_run (always, once pre_run passed), then on_failure (after a failure); both may turn the outcome. */
-async function afterHooks(job: JobConfig, rec: RunRecord): Promise<RunRecord> {
+async function afterHooks(job: JobConfig, rec: RunRecord, tracker: RunTracker): Promise<RunRecord> {
   const preFailed = rec.exitCode === ExitCode.HOOK;
   const todo: HookName[] = [];
   if (job.hooks.post_run && !preFailed) todo.push('post_run');
   if (job.hooks.on_failure && FAILED.has(rec.outcome)) todo.push('on_failure');
+  if (todo.length) tracker.phase('hook');
   let out = rec;
   for (const name of todo) {
     const h = await runHook(name, job.hooks[name]!, out, { timeout: job.hooks.timeout });
@@ -148,10 +150,10 @@ function withHooks(rec: RunRecord, hooks: HookRecord[]): RunRecord {
 }
 
 /** A source read while mounted read-write without a snapshot: the copy may be torn, not a success. */
-function torn(rec: RunRecord & { sourceMountedRw?: string[] }): RunRecord {
-  const { sourceMountedRw: rw, ...r } = rec;
-  if (!rw?.length) return r;
-  return { ...r, outcome: 'warning', warnings: [...(r.warnings ?? []), `copy may be torn: source ${r.source} was mounted read-write at ${rw.join(', ')} while it was read, and the job takes no snapshot`] };
+function torn(r: RunRecord, mountedRw: string[] | undefined): RunRecord {
+  if (!mountedRw?.length) return r;
+  const why = `copy may be torn: source ${r.source} was mounted read-write at ${mountedRw.join(', ')} while it was read, and the job takes no snapshot`;
+  return { ...r, outcome: 'warning', warnings: [...(r.warnings ?? []), why] };
 }
 
 /** A run stopped while it waited for a slot: nothing was touched, nothing to clean up. */
@@ -181,10 +183,10 @@ function finish(rec: RunRecord, outcome: Outcome, err: unknown, targetState: Run
   };
 }
 
-function withSummary(rec: RunRecord, r: JobSyncResult): RunRecord & { sourceMountedRw?: string[] } {
+function withSummary(rec: RunRecord, r: JobSyncResult): RunRecord {
   const s: SyncSummary = r.summary;
   const changed = Math.min(s.blocksDiffering * s.blockSize, s.comparedBytes);
-  const out: RunRecord & { sourceMountedRw?: string[] } = {
+  const out: RunRecord = {
     ...rec,
     bytes: { compared: s.comparedBytes, changed, sent: s.bytesSent, written: s.bytesWritten },
     throughputBps: s.durationMs > 0 ? Math.round(s.comparedBytes / (s.durationMs / 1000)) : undefined,
@@ -193,7 +195,6 @@ function withSummary(rec: RunRecord, r: JobSyncResult): RunRecord & { sourceMoun
   const snap = r.snapshot;
   if (snap?.name) out.snapshot = { name: `${snap.vg}/${snap.name}`, removed: snap.removed, error: snap.removeError };
   if (r.targetSnapshot) out.targetSnapshot = r.targetSnapshot;
-  if (s.sourceMountedRw) out.sourceMountedRw = s.sourceMountedRw;
   return out;
 }
 
