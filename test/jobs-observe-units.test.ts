@@ -105,6 +105,7 @@ test('a string, not an array', hookKey, 'pre_run = "/bin/true"',
   'c.toml:4:1: jobs.tools.pre_run: expected a command as an array of strings, like ["/usr/local/bin/x", "arg"], got string "/bin/true"');
 test('empty array', hookKey, 'post_run = []', 'c.toml:4:1: jobs.tools.post_run: must name a program: the array is empty');
 test('a number in the array', hookKey, 'on_failure = ["/bin/echo", 3]', 'c.toml:4:1: jobs.tools.on_failure: element 1 is integer 3, expected a string');
+test('a NUL character', hookKey, 'pre_run = ["/bin/x\\u0000y"]', 'c.toml:4:1: jobs.tools.pre_run: element 0 contains a NUL character');
 test('empty program', hookKey, 'pre_run = ["", "x"]', 'c.toml:4:1: jobs.tools.pre_run: the program (element 0) must not be empty');
 test('a table', hookKey, 'pre_run = { cmd = "x" }',
   'c.toml:4:1: jobs.tools.pre_run: expected a command as an array of strings, like ["/usr/local/bin/x", "arg"], got a table');
