@@ -8,8 +8,8 @@ import { jobsEnv, readState, runBlkdelta, sleep, spawnBlkdelta, type JobsEnv } f
 
 const MiB = 1024 * 1024;
 
-/** Waits until the job's record says a run has begun its sync (start set after the slot). */
-async function waitRunning(env: JobsEnv, job: string, timeoutMs = 20_000): Promise<void> {
+/** Waits until the job's record says a run has begun its sync (start set after the slot); generous: node start-up under load. */
+async function waitRunning(env: JobsEnv, job: string, timeoutMs = 120_000): Promise<void> {
   const until = Date.now() + timeoutMs;
   while (Date.now() < until) {
     try {
