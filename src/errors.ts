@@ -22,6 +22,7 @@ export const ExitCode = {
   LOCKED: 16,
   BUSY: 17,
   VERIFY_FAILED: 18,
+  HOOK: 19,
   INTERRUPTED: 130,
 } as const;
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
@@ -47,6 +48,7 @@ export const EXIT_TABLE: ReadonlyArray<[ExitCode, string]> = [
   [ExitCode.LOCKED, 'the job is already running (another process holds its lock)'],
   [ExitCode.BUSY, 'max_concurrent operations reached and --wait-timeout expired'],
   [ExitCode.VERIFY_FAILED, 're-reading a written block did not match what was sent'],
+  [ExitCode.HOOK, 'a pre_run hook failed or timed out: the run was not started'],
   [ExitCode.INTERRUPTED, 'interrupted by SIGINT or SIGTERM (cleanup ran)'],
 ];
 

@@ -62,8 +62,28 @@ test('refused by max_concurrent: warning', check, ok([rec('refused', 1, { error:
   line: `BLKDELTA WARNING - tools: last run refused at ${ago(1)}: all 2 slots are busy (exit 17) | 'age'=72000s;129600;172800;0; 'duration'=1800s;21600;;0; 'compared'=1073741824B;;;0; 'changed'=1048576B;;;0; 'sent'=1100000B;;;0; 'written'=1048576B;;;0;` });
 test('never succeeded: critical', check, ok([rec('failed', 1, { error: 'no such file' })]), false, { status: 2,
   line: `BLKDELTA CRITICAL - tools: last run failed at ${ago(1)}: no such file (exit 8); no successful run on record | 'duration'=1800s;21600;;0;` });
-test('first run in progress: ok', check, ok([rec('running', 0)]), true, { status: 0,
-  line: 'BLKDELTA OK - tools: running for 30m 0s (pid 4242); first run in progress' });
+test('first run in progress: warning, never ok (no copy exists yet)', check, ok([rec('running', 0)]), true, { status: 1,
+  line: 'BLKDELTA WARNING - tools: first run in progress: no copy exists yet' });
+test('first run waiting for a slot: warning', check, ok([rec('running', 0, { progress: { phase: 'waiting', bytesDone: 0, bytesTotal: 0, rateBps: 0, etaS: null } })]), true, { status: 1,
+  line: 'BLKDELTA WARNING - tools: first run in progress: no copy exists yet' });
+test('waiting for a slot after a success: ok, says it waits', check,
+  ok([rec('running', 0, { queued: ago(0.25), progress: { phase: 'waiting', bytesDone: 0, bytesTotal: 0, rateBps: 0, etaS: null } }), rec('success', 10)]), true, { status: 0,
+    line: `BLKDELTA OK - tools: waiting for a max_concurrent slot for 15m 0s (pid 4242); last success 10h 0m ago (${ago(10)}), 1.0 MiB changed of 1.0 GiB in 30m 0s | ${PERF_OK}` });
+test('stopped while waiting for a slot: warning, not critical', check,
+  ok([rec('cancelled', 1, { exitCode: 130, error: 'interrupted by SIGTERM while waiting for a max_concurrent slot; the target was not touched' }), rec('success', 10)]), false, { status: 1,
+    line: `BLKDELTA WARNING - tools: last run was stopped at ${ago(1)}: interrupted by SIGTERM while waiting for a max_concurrent slot; the target was not touched | ${PERF_OK}` });
+test('torn copy: warning even though the run completed', check,
+  tornState(), false, { status: 1,
+    line: `BLKDELTA WARNING - tools: last run at ${ago(10)} completed with a warning: copy may be torn: source /dev/loop3 was mounted read-write at /mnt | ${PERF_OK}` });
+
+/** As putRecord leaves it: a torn run is the last completed copy (freshness), and a warning. */
+function tornState(): ReadResult {
+  const r = rec('warning', 10, { exitCode: 0, bytes, warnings: ['copy may be torn: source /dev/loop3 was mounted read-write at /mnt'] });
+  return { kind: 'ok', state: { version: 1, job: 'tools', runs: [r], lastSuccess: r } };
+}
+test('failed pre_run hook: critical', check,
+  ok([rec('failed', 1, { exitCode: 19, error: 'pre_run hook /usr/local/bin/freeze exited with 3; the run was not started' }), rec('success', 10)]), false, { status: 2,
+    line: `BLKDELTA CRITICAL - tools: last run failed at ${ago(1)}: pre_run hook /usr/local/bin/freeze exited with 3; the run was not started (exit 19) | ${PERF_OK}` });
 test('no record: unknown', check, { kind: 'missing', path: '/var/lib/blkdelta/tools.json' }, false, { status: 3,
   line: 'BLKDELTA UNKNOWN - tools: no record in /var/lib/blkdelta/tools.json (never run?)' });
 test('corrupt record: unknown', check, { kind: 'corrupt', path: '/s/tools.json', reason: 'not valid JSON (Unexpected end of JSON input)' }, false, { status: 3,
@@ -143,14 +163,15 @@ test(badArgs, ['tools', '--bogus'], /^BLKDELTA UNKNOWN - check: unknown option -
 
 test('status: table and --json from a state dir, killed runs marked', async (t) => {
   const dir = stateDir(t);
-  const dead = { ...rec('running', 1), process: { pid: 2 ** 22 + 7, startTicks: 1 } }; // above pid_max: never alive
+  // above pid_max: never alive; its last sign of life 15 minutes after its start
+  const dead = { ...rec('running', 1), process: { pid: 2 ** 22 + 7, startTicks: 1 }, updated: ago(1.25) };
   const good = rec('success', 5);
   writeFileSync(join(dir, 'tools.json'), JSON.stringify({ version: 1, job: 'tools', lastSuccess: good, runs: [dead, good] }));
   const table = await runBlkdelta(['status', '--state-dir', dir, '-n', '2']);
   t.is(table.code, 0, table.stderr);
   const lines = table.stdout.trimEnd().split('\n');
-  t.regex(lines[0]!, /^JOB +OUTCOME +START +DURATION +COMPARED +CHANGED +SENT +TARGET +LAST SUCCESS +ERROR$/);
-  t.regex(lines[1]!, /^tools +killed /);
+  t.regex(lines[0]!, /^JOB +OUTCOME +START +DURATION +COMPARED +CHANGED +SENT +TARGET +LAST SUCCESS +PROGRESS +ERROR$/);
+  t.regex(lines[1]!, /^tools +killed +\S+ +15m 0s /); // ends at its last sign of life, not now
   t.regex(lines[2]!, /^tools +success +\S+ +30m 0s +1\.0 GiB +1\.0 MiB +1\.0 MiB +consistent /);
   const json = await runBlkdelta(['status', 'tools', '--json', '--state-dir', dir]);
   const parsed = (JSON.parse(json.stdout) as { version: number; jobs: { job: string; runs: { outcome: string; killed: boolean }[] }[] }).jobs;

@@ -8,8 +8,8 @@ import { jobsEnv, readState, runBlkdelta, sleep, spawnBlkdelta, type JobsEnv } f
 
 const MiB = 1024 * 1024;
 
-/** Waits until the job's record says a run has begun its sync (start set after the slot). */
-async function waitRunning(env: JobsEnv, job: string, timeoutMs = 20_000): Promise<void> {
+/** Waits until the job's record says a run has begun its sync (start set after the slot); generous: node start-up under load. */
+async function waitRunning(env: JobsEnv, job: string, timeoutMs = 120_000): Promise<void> {
   const until = Date.now() + timeoutMs;
   while (Date.now() < until) {
     try {
@@ -157,8 +157,8 @@ test('run --all runs every job in order; metrics file written', async (t) => {
   const [a1, a2] = [readState(env, 'a1').runs[0]!, readState(env, 'a2').runs[0]!];
   t.true(Date.parse(a1.end!) <= Date.parse(a2.start));
   const text = readFileSync(prom, 'utf8');
-  t.regex(text, /^blkdelta_last_run_success\{job="a1"\} 1$/m);
-  t.regex(text, new RegExp(`^blkdelta_last_run_compared_bytes\\{job="a2"\\} ${MiB}$`, 'm'));
+  t.regex(text, /^blkdelta_last_run_success\{blkdelta_job="a1"\} 1$/m);
+  t.regex(text, new RegExp(`^blkdelta_last_run_compared_bytes\\{blkdelta_job="a2"\\} ${MiB}$`, 'm'));
   t.regex(text, /^# TYPE blkdelta_target_dirty gauge$/m);
 });
 

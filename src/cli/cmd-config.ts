@@ -1,12 +1,20 @@
 // `blkdelta config check`: validate the jobs config without running anything; every problem is
 // printed as FILE:LINE:COL: key: what is wrong.
 import { BlkError, ExitCode, exitStatusText } from '../errors.js';
-import { loadConfig } from '../jobs/config.js';
+import { loadConfig, type JobConfig } from '../jobs/config.js';
+import { tornCopyRisk } from '../jobs/sync-job.js';
+import { unrunnableHooks } from '../jobs/hooks.js';
+import { log } from '../log.js';
 import { formatAge } from '../units.js';
 import { type Command, out } from './context.js';
 import { configOption } from './config-option.js';
 
 interface Args { config: string; action: string }
+
+function hooksText(h: JobConfig['hooks']): string {
+  const names = (['pre_run', 'post_run', 'on_failure'] as const).filter((n) => h[n]);
+  return names.length ? `; hooks ${names.join(', ')} (timeout ${formatAge(h.timeout)})` : '';
+}
 
 export const configCommand: Command<Args> = {
   command: 'config <action>',
@@ -29,7 +37,10 @@ export const configCommand: Command<Args> = {
     out(`${cfg.file}: OK, ${cfg.jobs.length} job${cfg.jobs.length === 1 ? '' : 's'}; state_dir ${cfg.stateDir}, max_concurrent ${cfg.maxConcurrent}, wait_timeout ${formatAge(cfg.waitTimeout)}`);
     for (const j of cfg.jobs) {
       const snap = (j.snapshot ? `, snapshot ${j.snapshot.lv}` : '') + (j.targetSnapshot ? `, target snapshots (keep ${j.targetSnapshot.keep})` : '');
-      out(`  ${j.name}: ${j.sourceText} -> ${j.targetText}${snap}, block ${j.blockSize}${j.verify ? ', verify' : ''}; warn ${formatAge(j.warningAge)}, crit ${formatAge(j.criticalAge)}`);
+      out(`  ${j.name}: ${j.sourceText} -> ${j.targetText}${snap}, block ${j.blockSize}${j.verify ? ', verify' : ''}; warn ${formatAge(j.warningAge)}, crit ${formatAge(j.criticalAge)}${hooksText(j.hooks)}`);
+      const torn = tornCopyRisk(j);
+      if (torn) log.warn(`job ${j.name}: ${torn}`);
+      for (const h of unrunnableHooks(j.hooks)) log.warn(`job ${j.name}: ${h}`);
     }
   },
 };

@@ -1,5 +1,7 @@
 // `blkdelta status [JOB] [--json]`: the last results of every job (or one) as a table; --json
-// prints the records themselves. Reads only the state dir; a killed run shows as "killed".
+// prints the records themselves, and a running run's `progress` {phase, bytesDone, bytesTotal,
+// rateBps, etaS}. Reads only the state dir; a killed run shows as "killed", its duration ending
+// at its last sign of life (the record's `updated`).
 import { BlkError, ExitCode, describe, exitStatusText } from '../errors.js';
 import { log } from '../log.js';
 import { findJob, loadConfig, type Config } from '../jobs/config.js';
@@ -31,7 +33,7 @@ export const statusCommand: Command<Args> = {
     const names = argv.job ? [argv.job] : jobNames(cfg, stateDir);
     const reads = names.map((name) => ({ name, read: readJobState(stateDir, name) }));
     if (argv.json) outJson({ jobs: reads.map(jsonOf) });
-    else printTable(['JOB', 'OUTCOME', 'START', 'DURATION', 'COMPARED', 'CHANGED', 'SENT', 'TARGET', 'LAST SUCCESS', 'ERROR'], reads.flatMap(({ name, read }) => rowsOf(name, read, n)));
+    else printTable(['JOB', 'OUTCOME', 'START', 'DURATION', 'COMPARED', 'CHANGED', 'SENT', 'TARGET', 'LAST SUCCESS', 'PROGRESS', 'ERROR'], reads.flatMap(({ name, read }) => rowsOf(name, read, n)));
     return unreadable(reads);
   },
 };
@@ -62,24 +64,46 @@ function jobNames(cfg: Config | undefined, stateDir: string): string[] {
 function jsonOf({ name, read }: { name: string; read: ReadResult }) {
   if (read.kind !== 'ok') return { job: name, problem: read.kind, path: read.path, reason: 'reason' in read ? read.reason : undefined };
   const runs = read.state.runs.map((r) => ({ ...r, killed: r.outcome === 'running' && !stillRunning(r.process) }));
-  return { job: name, lastSuccess: read.state.lastSuccess, runs, lastRefused: read.refused };
+  const now = runs[0]?.outcome === 'running' && !runs[0].killed ? runs[0] : undefined;
+  return { job: name, progress: now?.progress, lastSuccess: read.state.lastSuccess, runs, lastRefused: read.refused, counters: read.state.counters };
 }
 
 function rowsOf(name: string, read: ReadResult, n: number): string[][] {
-  if (read.kind === 'missing') return [[name, 'never run', '', '', '', '', '', '', '', '']];
-  if (read.kind !== 'ok') return [[name, read.kind, '', '', '', '', '', '', '', read.reason]];
+  if (read.kind === 'missing') return [[name, 'never run', '', '', '', '', '', '', '', '', '']];
+  if (read.kind !== 'ok') return [[name, read.kind, '', '', '', '', '', '', '', '', read.reason]];
   const last = read.state.lastSuccess?.end ?? '';
   return read.state.runs.slice(0, n).map((r) => rowOf(r, last));
 }
 
 function rowOf(r: RunRecord, lastSuccess: string): string[] {
   const running = r.outcome === 'running';
-  const outcome = running ? (stillRunning(r.process) ? `running (pid ${r.process.pid})` : 'killed') : r.outcome;
-  const dur = running ? (Date.now() - Date.parse(r.start)) / 1000 : r.durationS ?? 0;
+  const alive = running && stillRunning(r.process);
+  const waiting = r.progress?.phase === 'waiting';
+  const outcome = alive ? `${waiting ? 'waiting' : 'running'} (pid ${r.process.pid})` : running ? 'killed' : r.outcome;
   const b = r.bytes;
-  return [r.job, outcome, r.start.replace(/\.\d+Z$/, 'Z'), formatAge(dur), b ? formatBytes(b.compared) : '',
+  return [r.job, outcome, r.start.replace(/\.\d+Z$/, 'Z'), formatAge(durationOf(r, alive)), b ? formatBytes(b.compared) : '',
     b ? formatBytes(b.changed) : '', b ? formatBytes(b.sent) : '', r.targetState, lastSuccess.replace(/\.\d+Z$/, 'Z'),
-    (r.error ?? '') + (r.snapshot && !r.snapshot.removed ? ` [snapshot ${r.snapshot.name} left]` : '')];
+    alive ? progressText(r) : '',
+    [r.error, ...(r.warnings ?? [])].filter(Boolean).join('; ') + (r.snapshot && !r.snapshot.removed ? ` [snapshot ${r.snapshot.name} left]` : '')];
+}
+
+/** Seconds: finished runs their own; a live one up to now; a killed one up to its last sign of life. */
+function durationOf(r: RunRecord, alive: boolean): number {
+  if (r.outcome !== 'running') return r.durationS ?? 0;
+  const from = Date.parse(r.progress?.phase === 'waiting' ? r.queued ?? r.start : r.start);
+  const to = alive ? Date.now() : Date.parse(r.updated ?? r.start);
+  return Math.max(0, (to - from) / 1000);
+}
+
+/** "compare 42% 3.4 MiB/s ETA 1m 10s" for a live run. */
+export function progressText(r: RunRecord): string {
+  const p = r.progress;
+  if (!p) return '';
+  if (p.phase === 'waiting') return 'waiting for a slot';
+  if (!p.bytesTotal) return p.phase;
+  const pct = Math.floor((p.bytesDone / p.bytesTotal) * 100);
+  const eta = p.etaS === null ? '' : ` ETA ${formatAge(p.etaS)}`;
+  return `${p.phase} ${pct}% of ${formatBytes(p.bytesTotal)} ${formatBytes(p.rateBps)}/s${eta}`;
 }
 
 function printTable(head: string[], rows: string[][]): void {

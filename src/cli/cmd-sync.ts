@@ -3,6 +3,7 @@ import { BlkError, ExitCode, exitStatusText } from '../errors.js';
 import { runSync } from '../engine/sync.js';
 import type { SyncMode, SyncOptions } from '../engine/types.js';
 import { cli, type Command } from './context.js';
+import { log } from '../log.js';
 import { resolveEnds } from './endpoints.js';
 import { progressReporter } from './progress.js';
 import { blockSizeOf, commonOptions, printSummary, type CommonArgs } from './sync-options.js';
@@ -65,6 +66,7 @@ export const syncCommand: Command<Args> = {
       progress.end();
       printSummary((snapshot || target ? { ...summary, snapshot, targetSnapshot: target } : summary) as typeof summary, argv,
         toStdout ? (line) => process.stderr.write(line + '\n') : undefined);
+      if (summary.sourceMountedRw) log.warn(`copy may be torn: source ${summary.source} was mounted read-write at ${summary.sourceMountedRw.join(', ')} while it was read (use --snapshot)`);
       return mode === 'dry-run' && !summary.identical ? ExitCode.DIFFERENT : ExitCode.OK;
     } finally {
       progress.end();

@@ -1,8 +1,9 @@
 // Progress on stderr: on a TTY a bar with the read and network rates and an ETA, redrawn at most
 // 10 times a second and cleared before any log line (warnings never print on the bar); otherwise
-// (journald, cron, pipes) one plain line every 5 seconds. The ETA is always H:MM:SS.
+// (journald, cron, pipes) one plain line every 5 seconds through the log (so under systemd it
+// carries the <6> priority prefix). The ETA is always H:MM:SS. `label` names the job in `run`'s lines.
 import type { Progress } from '../engine/types.js';
-import { setBeforeLog } from '../log.js';
+import { log, setBeforeLog } from '../log.js';
 import { formatBytes, formatRate } from '../units.js';
 
 /** Seconds as H:MM:SS, one format from the first second to days ("--:--:--" when unknown). */
@@ -21,7 +22,7 @@ export function progressText(p: Progress): string {
   return `${(frac * 100).toFixed(1)}% ${formatBytes(p.bytesDone)}/${formatBytes(p.bytesTotal)} read ${formatRate(p.bytesDone, p.elapsedMs)}${net} differ ${formatBytes(p.bytesDiffering)} ETA ${etaText(eta)}`;
 }
 
-export function progressReporter(enabled: boolean): { update: (p: Progress) => void; end: () => void } {
+export function progressReporter(enabled: boolean, label = ''): { update: (p: Progress) => void; end: () => void } {
   if (!enabled) return { update: () => {}, end: () => {} };
   const tty = !!process.stderr.isTTY;
   const every = tty ? 100 : 5000;
@@ -37,7 +38,7 @@ export function progressReporter(enabled: boolean): { update: (p: Progress) => v
       const now = Date.now();
       if (now - last < every) return;
       last = now;
-      if (!tty) return void process.stderr.write(`blkdelta: progress ${progressText(p)}\n`);
+      if (!tty) return log.info(`${label}progress ${progressText(p)}`);
       const width = 30;
       const full = Math.round((p.bytesTotal ? Math.min(1, p.bytesDone / p.bytesTotal) : 1) * width);
       process.stderr.write(`\r[${'#'.repeat(full)}${'.'.repeat(width - full)}] ${progressText(p)}\x1b[K`);

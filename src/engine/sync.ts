@@ -139,6 +139,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
         fingerprint: makeFingerprint(start.seed, start.blockSize, plan.compareSize, done.fingerprint),
         baseFingerprint: makeFingerprint(start.seed, start.blockSize, plan.compareSize, done.baseFingerprint),
       } : {}),
+      ...(localRole === 'source' && local.mountedRw?.length ? { sourceMountedRw: local.mountedRw } : {}),
     };
   } catch (caught) {
     patch?.abort();

@@ -123,4 +123,6 @@ export interface SyncSummary {
    */
   fingerprint?: Fingerprint;
   baseFingerprint?: Fingerprint;
+  /** A local source block device mounted read-write while it was read: the copy may be torn. */
+  sourceMountedRw?: string[];
 }

@@ -28,6 +28,8 @@ export interface Device {
   kind: 'file' | 'block';
   size: number;
   fd: number;
+  /** Source only: where it is mounted read-write (a copy read while it is written may be torn). */
+  mountedRw?: string[];
   /** Identities of the underlying storage ("b:major:minor", "f:dev:ino"), for the same-device check;
    *  a whole disk lists its partitions too. */
   ids: string[];
@@ -195,6 +197,16 @@ function sizeOf(p: string, st: fs.Stats, sys: Sysfs): number {
   return Number(sectors) * 512;
 }
 
+/** Where the block device `p` (or a partition of it) is mounted read-write; [] for files or when unknown. */
+export function writableMounts(p: string): string[] {
+  try {
+    const st = fs.statSync(p);
+    return st.isBlockDevice() ? mountedAt(devno(st.rdev), LENIENT, true) : [];
+  } catch {
+    return [];
+  }
+}
+
 /** Opens the source read-only. Warns when a block device source is mounted (the copy may be torn). */
 export function openSource(p: string, opts: OpenOptions = {}): Device {
   const { fd, st, real } = openChecked(p, 'source', opts);
@@ -202,6 +214,8 @@ export function openSource(p: string, opts: OpenOptions = {}): Device {
     if (st.isBlockDevice()) {
       const at = mountedAt(devno(st.rdev), LENIENT);
       if (at.length) log.warn(`source ${p} is mounted at ${at.join(', ')}: writes during the sync make a torn copy; use --snapshot`);
+      const rw = mountedAt(devno(st.rdev), LENIENT, true);
+      if (rw.length) return { ...device(p, real, st, fd, LENIENT), mountedRw: rw };
     }
     return device(p, real, st, fd, LENIENT);
   } catch (err) {

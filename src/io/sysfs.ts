@@ -24,11 +24,11 @@ export function devno(rdev: number): string {
 }
 
 /** Mount points per "major:minor" from /proc/self/mountinfo text (field 3 is major:minor). */
-export function parseMountinfo(text: string): Map<string, string[]> {
+export function parseMountinfo(text: string, writableOnly = false): Map<string, string[]> {
   const byDev = new Map<string, string[]>();
   for (const line of text.split('\n')) {
     const f = line.split(' ');
-    if (f.length < 5) continue;
+    if (f.length < 5 || (writableOnly && !/^rw(,|$)/.test(f[5] ?? ''))) continue;
     const mp = f[4]!.replace(/\\(\d{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
     byDev.set(f[2]!, [...(byDev.get(f[2]!) ?? []), mp]);
   }
@@ -91,7 +91,7 @@ export class Sysfs {
 }
 
 /** Mount points of a device and of its partitions. */
-export function mountedAt(mm: string, sys: Sysfs): string[] {
-  const mounts = parseMountinfo(fs.readFileSync('/proc/self/mountinfo', 'utf8'));
+export function mountedAt(mm: string, sys: Sysfs, writableOnly = false): string[] {
+  const mounts = parseMountinfo(fs.readFileSync('/proc/self/mountinfo', 'utf8'), writableOnly);
   return [mm, ...sys.partitionsOf(mm)].flatMap((d) => mounts.get(d) ?? []);
 }

@@ -6,6 +6,9 @@
 //   the last `history verify` found a damaged copy              -> CRITICAL
 //   last success older than warning_age, a run going longer than
 //   max_duration, last run refused (lock or max_concurrent),
+//   last run a warning (copy may be torn, post_run failed),
+//   last run cancelled while waiting for a slot,
+//   the first run still in progress (no copy exists yet),
 //   the history verify record unreadable                       -> WARNING
 // Kept copies (target_snapshot): how many, oldest and newest data time, from the last success.
 // The worst problem wins; the text lists them all, worst first. Output follows the monitoring
@@ -73,6 +76,10 @@ function unknown(job: string, text: string): JobCheck {
 }
 
 function runningNow(r: RunRecord, th: Thresholds, now: Date): Finding[] {
+  if (r.progress?.phase === 'waiting') {
+    const waited = (now.getTime() - Date.parse(r.queued ?? r.start)) / 1000;
+    return [{ status: Status.OK, text: `waiting for a max_concurrent slot for ${formatAge(waited)} (pid ${r.process.pid})` }];
+  }
   const dur = (now.getTime() - Date.parse(r.start)) / 1000;
   if (dur > th.maxDuration) {
     return [{ status: Status.WARNING, text: `running for ${formatAge(dur)} (pid ${r.process.pid}), longer than max_duration ${formatAge(th.maxDuration)}` }];
@@ -91,6 +98,10 @@ function lastResult(r: RunRecord, currentAlive: boolean): Finding[] {
     out.push({ status: Status.CRITICAL, text: `last run ${r.outcome} at ${when}${why}${exit}` });
   } else if (r.outcome === 'refused') {
     out.push({ status: Status.WARNING, text: `last run refused at ${when}${why}${exit}` });
+  } else if (r.outcome === 'warning') {
+    out.push({ status: Status.WARNING, text: `last run at ${when} completed with a warning: ${(r.warnings ?? []).join('; ')}` });
+  } else if (r.outcome === 'cancelled') {
+    out.push({ status: Status.WARNING, text: `last run was stopped at ${when}${why}` });
   }
   if (r.targetState === 'dirty' && r.outcome !== 'running') {
     out.push({ status: Status.CRITICAL, text: `target ${r.target} is dirty (a write was cut short; it is not a usable copy until the next successful run)` });
@@ -103,7 +114,7 @@ function lastResult(r: RunRecord, currentAlive: boolean): Finding[] {
 
 function freshness(s: RunRecord | undefined, th: Thresholds, now: Date, inProgress: boolean): Finding[] {
   if (!s) {
-    if (inProgress) return [{ status: Status.OK, text: 'first run in progress' }];
+    if (inProgress) return [{ status: Status.WARNING, text: 'first run in progress: no copy exists yet' }];
     return [{ status: Status.CRITICAL, text: 'no successful run on record' }];
   }
   const age = ageOf(s, now);

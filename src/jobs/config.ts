@@ -11,6 +11,7 @@ import type { SizePolicy } from '../engine/types.js';
 import type { Retention } from '../server/policy.js';
 import { parseEndpoint, type Endpoint } from '../transport/address.js';
 import { indexKeys, keyName, type KeyIndex } from './keypos.js';
+import { DEFAULT_HOOK_TIMEOUT, type Hooks } from './hooks.js';
 import { GLOBAL_KEYS, JOB_KEYS, SHARED_KEYS, SSH_KEYS, TABLES, checkValue, describeValue, type KeySpec } from './schema.js';
 
 export const DEFAULT_CONFIG = '/etc/blkdelta/blkdelta.toml';
@@ -46,6 +47,8 @@ export interface JobConfig extends Thresholds {
   sizePolicy: SizePolicy;
   history: number;
   ssh: SshSettings;
+  /** pre_run, post_run, on_failure (argv) and hook_timeout in seconds (hooks.ts). */
+  hooks: Hooks;
 }
 
 export interface Config {
@@ -190,6 +193,7 @@ function readJob(name: string, t: unknown, defaults: Table, at: At): JobConfig |
     maxDuration: (v.max_duration as number) ?? DEFAULT_THRESHOLDS.maxDuration,
     ssh: { port: ssh.port as number, identity: ssh.identity as string, knownHosts: ssh.known_hosts as string,
       remoteCmd: ssh.remote_cmd as string, connectTimeout: ssh.connect_timeout as number },
+    hooks: hooksOf(v),
   };
 }
 
@@ -247,6 +251,11 @@ function targetSnapshotOf(v: Table, own: Table, target: Endpoint, path: string[]
 
 /** Keys that only mean something with target_snapshot = true. */
 const TARGET_SNAPSHOT_KEYS = ['keep', 'keep_last', 'keep_hourly', 'keep_daily', 'keep_weekly', 'keep_monthly', 'history_verify_every'];
+
+function hooksOf(v: Table): Hooks {
+  return { pre_run: v.pre_run as string[] | undefined, post_run: v.post_run as string[] | undefined,
+    on_failure: v.on_failure as string[] | undefined, timeout: (v.hook_timeout as number) ?? DEFAULT_HOOK_TIMEOUT };
+}
 
 /** The job, or BlkError CONFIG listing the jobs that exist. */
 export function findJob(cfg: Config, name: string): JobConfig {

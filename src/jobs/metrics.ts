@@ -1,12 +1,17 @@
 // Prometheus textfile-collector output: the same figures as the result records, for every job
 // with a record in the state dir, rewritten atomically (node_exporter never reads half a file).
-// Several runs finishing together each write the whole file from the records on disk; the last
+// A run writes it when it starts (blkdelta_running 1, its start time) and when it ends; a run
+// killed with SIGKILL leaves blkdelta_running 1 with the start time of the run that never ended
+// (alert on its age, docs/monitoring.md). The label is `blkdelta_job`: `job` is Prometheus's own
+// target label. Counters (_total) come from the records' counters, kept across runs.
+// Several runs writing together each write the whole file from the records on disk; the last
 // rename wins and holds every job's latest record at that moment. Memory: the records.
 import { stillRunning } from './proc.js';
-import { readJobState, recordedJobs, writeFileAtomic, type RunRecord } from './state.js';
+import { readJobState, recordedJobs, writeFileAtomic, type Counters, type RunRecord } from './state.js';
 
-interface Metric { name: string; help: string; type: 'gauge'; value: (r: RunRecord, ctx: Ctx) => number | undefined }
-interface Ctx { lastSuccess?: RunRecord; running: boolean }
+/** One job's figures: its last finished run, last success, current run (when alive), counters. */
+export interface MetricsRow { job: string; last?: RunRecord; lastSuccess?: RunRecord; running: boolean; current?: RunRecord; counters?: Counters }
+interface Metric { name: string; help: string; type: 'gauge' | 'counter'; value: (r: RunRecord, ctx: MetricsRow) => number | undefined; always?: boolean }
 
 const ts = (iso?: string) => (iso ? Date.parse(iso) / 1000 : undefined);
 
@@ -14,6 +19,7 @@ const METRICS: Metric[] = [
   { name: 'blkdelta_last_run_start_timestamp_seconds', help: 'Start of the last finished run', type: 'gauge', value: (r) => ts(r.start) },
   { name: 'blkdelta_last_run_end_timestamp_seconds', help: 'End of the last finished run', type: 'gauge', value: (r) => ts(r.end) },
   { name: 'blkdelta_last_run_success', help: '1 when the last finished run succeeded', type: 'gauge', value: (r) => (r.outcome === 'success' ? 1 : 0) },
+  { name: 'blkdelta_last_run_warning', help: '1 when the last finished run completed with a warning (copy may be torn, post_run failed)', type: 'gauge', value: (r) => (r.outcome === 'warning' ? 1 : 0) },
   { name: 'blkdelta_last_run_exit_code', help: 'Exit code of the last finished run', type: 'gauge', value: (r) => r.exitCode },
   { name: 'blkdelta_last_run_duration_seconds', help: 'Duration of the last finished run', type: 'gauge', value: (r) => r.durationS },
   { name: 'blkdelta_last_run_compared_bytes', help: 'Bytes compared by the last finished run', type: 'gauge', value: (r) => r.bytes?.compared },
@@ -24,18 +30,22 @@ const METRICS: Metric[] = [
   { name: 'blkdelta_target_dirty', help: '1 when the last finished run left the target dirty', type: 'gauge', value: (r) => (r.targetState === 'dirty' ? 1 : 0) },
   { name: 'blkdelta_snapshot_left_behind', help: '1 when the last run could not remove its snapshot', type: 'gauge', value: (r) => (r.snapshot && !r.snapshot.removed ? 1 : 0) },
   { name: 'blkdelta_last_success_timestamp_seconds', help: 'End of the last successful run', type: 'gauge', value: (_r, c) => ts(c.lastSuccess?.end) },
-  { name: 'blkdelta_running', help: '1 while a run of the job is in progress', type: 'gauge', value: (_r, c) => (c.running ? 1 : 0) },
+  { name: 'blkdelta_running', help: '1 while a run of the job is in progress', type: 'gauge', value: (_r, c) => (c.running ? 1 : 0), always: true },
+  { name: 'blkdelta_run_start_timestamp_seconds', help: 'Start of the run in progress (queued time)', type: 'gauge', value: (_r, c) => (c.running ? ts(c.current?.queued ?? c.current?.start) : undefined), always: true },
+  { name: 'blkdelta_runs_total', help: 'Runs begun (lock taken) since the state dir was created', type: 'counter', value: (_r, c) => c.counters?.runs, always: true },
+  { name: 'blkdelta_failures_total', help: 'Runs failed, interrupted, refused or killed since the state dir was created', type: 'counter', value: (_r, c) => c.counters?.failures, always: true },
 ];
 
 /** The textfile for the given jobs' latest records (pure). */
-export function renderMetrics(rows: { job: string; last?: RunRecord; lastSuccess?: RunRecord; running: boolean }[]): string {
+export function renderMetrics(rows: MetricsRow[]): string {
   const lines: string[] = [];
   for (const m of METRICS) {
     lines.push(`# HELP ${m.name} ${m.help}`, `# TYPE ${m.name} ${m.type}`);
     for (const row of rows) {
-      if (!row.last) continue;
-      const v = m.value(row.last, row);
-      if (v !== undefined && Number.isFinite(v)) lines.push(`${m.name}{job="${escape(row.job)}"} ${v}`);
+      const r = row.last ?? (m.always ? row.current : undefined);
+      if (!r) continue;
+      const v = m.value(r, row);
+      if (v !== undefined && Number.isFinite(v)) lines.push(`${m.name}{blkdelta_job="${escape(row.job)}"} ${v}`);
     }
   }
   return lines.join('\n') + '\n';
@@ -53,7 +63,7 @@ export function writeMetrics(stateDir: string, file: string): void {
     const current = r.state.runs[0]?.outcome === 'running' ? r.state.runs[0] : undefined;
     const running = !!current && stillRunning(current.process);
     const last = r.state.runs.find((x) => x.outcome !== 'running');
-    return { job, last, lastSuccess: r.state.lastSuccess, running };
+    return { job, last, lastSuccess: r.state.lastSuccess, running, current, counters: r.state.counters };
   });
   writeFileAtomic(file, renderMetrics(rows));
 }

@@ -4,7 +4,7 @@
 import { SIZE_POLICIES } from '../engine/types.js';
 import { parseDuration, parseSize } from '../units.js';
 
-export type Kind = 'string' | 'path' | 'bool' | 'int' | 'percent' | 'duration' | 'size' | 'sizepolicy' | 'snapshot';
+export type Kind = 'string' | 'path' | 'bool' | 'int' | 'percent' | 'duration' | 'size' | 'sizepolicy' | 'snapshot' | 'argv';
 export interface KeySpec { kind: Kind; min?: number; max?: number; pow2?: boolean }
 
 /** Keys a job may set and [defaults] may provide (everything but source, target, snapshot). */
@@ -30,6 +30,11 @@ export const SHARED_KEYS: Record<string, KeySpec> = {
   warning_age: { kind: 'duration' },
   critical_age: { kind: 'duration' },
   max_duration: { kind: 'duration' },
+  // hooks (src/jobs/hooks.ts): argv arrays, no shell
+  pre_run: { kind: 'argv' },
+  post_run: { kind: 'argv' },
+  on_failure: { kind: 'argv' },
+  hook_timeout: { kind: 'duration', min: 1, max: 24 * 3600 },
 };
 
 export const JOB_KEYS: Record<string, KeySpec> = {
@@ -63,6 +68,7 @@ const TYPE_NAME: Record<Kind, string> = {
   percent: 'a number from 1 to 100', duration: 'a duration (seconds, or a string like "36h")',
   size: 'a size (bytes, or a string like "64K")', sizepolicy: `one of ${SIZE_POLICIES.join(', ')}`,
   snapshot: 'true, false or "VG/LV"',
+  argv: 'a command as an array of strings, like ["/usr/local/bin/x", "arg"]',
 };
 
 /** The converted value, or throws with what is wrong ("expected an integer, got string"). */
@@ -84,7 +90,9 @@ export function checkValue(spec: KeySpec, v: unknown): unknown {
       return inRange(v, spec.kind === 'percent' ? { min: 1, max: 100 } : spec);
     case 'duration':
       if (typeof v !== 'number' && typeof v !== 'string') throw got();
-      return parseDuration(v);
+      return inRange(parseDuration(v), spec);
+    case 'argv':
+      return argvOf(v, got);
     case 'size':
       if (typeof v !== 'number' && typeof v !== 'string') throw got();
       return powerOfTwo(inRange(parseSize(v, 'value'), spec), spec);
@@ -96,6 +104,17 @@ export function checkValue(spec: KeySpec, v: unknown): unknown {
       if (typeof v !== 'string' || !/^[A-Za-z0-9+_.-]+\/[A-Za-z0-9+_.-]+$/.test(v)) throw got();
       return v;
   }
+}
+
+/** A hook command: a non-empty array of strings, no empty program name, no NUL (no shell runs it). */
+function argvOf(v: unknown, got: () => Error): string[] {
+  if (!Array.isArray(v) || v.length === 0) throw Array.isArray(v) ? new Error('must name a program: the array is empty') : got();
+  v.forEach((a, i) => {
+    if (typeof a !== 'string') throw new Error(`element ${i} is ${describeValue(a)}, expected a string`);
+    if (a.includes('\0')) throw new Error(`element ${i} contains a NUL character`);
+  });
+  if (v[0] === '') throw new Error('the program (element 0) must not be empty');
+  return v as string[];
 }
 
 function powerOfTwo(n: number, spec: KeySpec): number {

@@ -13,7 +13,33 @@ import type { HistorySummary } from '../lvm/target-snapshot.js';
 import type { ProcId } from './proc.js';
 import type { Thresholds } from './config.js';
 
-export type Outcome = 'success' | 'failed' | 'interrupted' | 'refused' | 'running';
+/**
+ * warning: the run completed but its copy is suspect (source mounted read-write without a
+ * snapshot: "copy may be torn"; or a post_run hook failed). cancelled: stopped while it waited for
+ * a max_concurrent slot, before touching anything.
+ */
+export type Outcome = 'success' | 'warning' | 'failed' | 'interrupted' | 'refused' | 'cancelled' | 'running';
+
+/** What a running run is doing (record.progress.phase). */
+export type Phase = 'waiting' | 'hook' | 'snapshot' | 'compare' | 'verify' | 'cleanup';
+
+/** A running run's progress: bytes compared of the total, rate since the sync began, ETA (null: unknown). */
+export interface RunProgress { phase: Phase; bytesDone: number; bytesTotal: number; rateBps: number; etaS: number | null }
+
+/** One hook that ran (hooks.ts). */
+export interface HookRecord {
+  name: 'pre_run' | 'post_run' | 'on_failure';
+  argv: string[];
+  exitCode?: number;
+  signal?: string;
+  timedOut: boolean;
+  durationS: number;
+  /** Why it counts as failed (absent when it exited 0). */
+  error?: string;
+}
+
+/** Counted per job across runs (Prometheus _total counters): runs begun, and runs that failed. */
+export interface Counters { runs: number; failures: number }
 
 export interface RunRecord {
   job: string;
@@ -46,13 +72,21 @@ export interface RunRecord {
   baseFingerprint?: Fingerprint;
   /** The job's check thresholds when it ran, so `check` works without the config. */
   thresholds?: Thresholds;
+  /** While running: phase and bytes (tracker.ts), and when the record was last rewritten. */
+  progress?: RunProgress;
+  updated?: string;
+  /** Why the outcome is "warning" ("copy may be torn: ..."). */
+  warnings?: string[];
+  hooks?: HookRecord[];
 }
 
 export interface JobState {
   version: 1;
   job: string;
+  /** The last run that completed its copy (outcome success, or warning). */
   lastSuccess?: RunRecord;
   runs: RunRecord[];
+  counters?: Counters;
 }
 
 export type ReadResult =
@@ -143,11 +177,29 @@ export function putRecord(dir: string, rec: RunRecord, history: number): JobStat
   const state: JobState = {
     version: 1,
     job: rec.job,
-    lastSuccess: rec.outcome === 'success' ? rec : old.lastSuccess,
+    lastSuccess: rec.outcome === 'success' || rec.outcome === 'warning' ? rec : old.lastSuccess,
     runs: [rec, ...runs].slice(0, history),
+    counters: countRun(old, rec),
   };
   writeFileAtomic(statePath(dir, rec.job), JSON.stringify(state, null, 1) + '\n');
   return state;
+}
+
+const FAILED: ReadonlySet<Outcome> = new Set(['failed', 'interrupted', 'refused']);
+
+/**
+ * The job's counters after writing `rec`: a run's first record counts a run (and a failure when
+ * the previous record is a "running" one of a process that is gone: we hold the lock, so it was
+ * killed); its final record counts a failure when it failed, was interrupted or refused.
+ */
+export function countRun(old: JobState, rec: RunRecord): Counters {
+  const c = { ...(old.counters ?? { runs: 0, failures: 0 }) };
+  const prev = old.runs[0];
+  const own = !!prev && sameRun(prev, rec);
+  if (!own) c.runs++;
+  if (!own && prev?.outcome === 'running') c.failures++;
+  if (FAILED.has(rec.outcome)) c.failures++;
+  return c;
 }
 
 function sameRun(a: RunRecord, b: RunRecord): boolean {

@@ -7,7 +7,8 @@
 // What an interruption leaves: see runSync (a target being written is left incomplete) and
 // withSourceSnapshot (the snapshot is removed; after SIGKILL the next run removes it).
 import { runSync } from '../engine/sync.js';
-import type { SyncOptions, SyncSummary } from '../engine/types.js';
+import { writableMounts } from '../io/device.js';
+import type { Progress, SyncOptions, SyncSummary } from '../engine/types.js';
 import { withSourceSnapshot, snapshotReportOf, type SnapshotReport } from '../lvm/snapshot.js';
 import { rotateTargetSnapshots, takeTargetSnapshot, type HistorySummary, type TargetSnapshotInfo } from '../lvm/target-snapshot.js';
 import { LocalTransport } from '../transport/local.js';
@@ -24,26 +25,34 @@ export interface JobSyncResult {
   targetSnapshot?: { name: string; reused: boolean; kept: string[]; history?: HistorySummary };
 }
 
-/** Phase marks: from writing() on a failure may leave the target dirty; after written() it is a copy. */
-export interface Phases { writing(): void; written(): void }
+/**
+ * Phase marks: from writing() on a failure may leave the target dirty; after written() it is a
+ * copy. compare() when the source snapshot is in place, cleanup() when the sync is done and
+ * snapshots are removed or rotated (for the running record's phase).
+ */
+export interface Phases { writing(): void; written(): void; compare?(): void; cleanup?(): void }
 
-export async function syncJob(job: JobConfig, signal: AbortSignal, phases: Phases): Promise<JobSyncResult> {
-  if (!job.snapshot || job.snapshot.remote) return syncTarget(job, job.source.path, signal, phases); // remote: its server snapshots
+export async function syncJob(job: JobConfig, signal: AbortSignal, phases: Phases, onProgress?: (p: Progress) => void): Promise<JobSyncResult> {
+  if (!job.snapshot || job.snapshot.remote) return syncTarget(job, job.source.path, signal, phases, onProgress); // remote: its server snapshots
   const [vg, lv] = job.snapshot.lv.split('/') as [string, string];
   const spec = { vg, lv, job: job.name, size: job.snapshot.size, maxFillPct: job.snapshot.maxFill, poolMaxFillPct: job.snapshot.poolMaxFill };
-  const { value, report } = await withSourceSnapshot(spec, signal, (device, sig) => syncTarget(job, device, sig, phases));
+  const { value, report } = await withSourceSnapshot(spec, signal, async (device, sig) => {
+    phases.compare?.();
+    return syncTarget(job, device, sig, phases, onProgress);
+  });
   return { ...value, snapshot: report };
 }
 
 /** target_snapshot: snapshot the target LV, sync, then rotate (only after a success). */
-async function syncTarget(job: JobConfig, source: string, signal: AbortSignal, phases: Phases): Promise<JobSyncResult> {
-  if (job.target.kind === 'remote') return syncRemoteTarget(job, source, signal, phases);
+async function syncTarget(job: JobConfig, source: string, signal: AbortSignal, phases: Phases, onProgress?: (p: Progress) => void): Promise<JobSyncResult> {
+  if (job.target.kind === 'remote') return syncRemoteTarget(job, source, signal, phases, onProgress);
   const ts = job.targetSnapshot;
   const taken = ts ? await takeTargetSnapshot(job.target.path, { job: job.name, size: ts.size, poolMaxFill: ts.poolMaxFill }) : undefined;
   signal.throwIfAborted();
   phases.writing();
-  const summary = await runSync({ ...syncOptions(job, source, signal), seed: seedOf(taken, job.blockSize) });
+  const summary = await runSync({ ...syncOptions(job, source, signal), seed: seedOf(taken, job.blockSize), onProgress });
   phases.written();
+  phases.cleanup?.();
   const snapshot = summary.sourceSnapshot; // a pull's, made by the server
   if (!ts || !taken) return { summary, snapshot };
   const content = { dataTime: Date.now(), fingerprint: summary.fingerprint, baseFingerprint: summary.baseFingerprint, copy: taken.reused ? undefined : taken.name };
@@ -57,13 +66,22 @@ function seedOf(taken: TargetSnapshotInfo | undefined, blockSize: number): strin
 }
 
 /** A remote target: its server takes the target snapshot and rotates it (SyncOptions.targetSnapshot). */
-async function syncRemoteTarget(job: JobConfig, source: string, signal: AbortSignal, phases: Phases): Promise<JobSyncResult> {
+async function syncRemoteTarget(job: JobConfig, source: string, signal: AbortSignal, phases: Phases, onProgress?: (p: Progress) => void): Promise<JobSyncResult> {
   const ts = job.targetSnapshot;
   phases.writing();
-  const summary = await runSync({ ...syncOptions(job, source, signal), ...(ts ? { targetSnapshot: { job: job.name, keep: ts.keep, size: ts.size } } : {}) });
+  const summary = await runSync({ ...syncOptions(job, source, signal), onProgress, ...(ts ? { targetSnapshot: { job: job.name, keep: ts.keep, size: ts.size } } : {}) });
   phases.written();
+  phases.cleanup?.();
   const t = summary.targetSnapshot;
   return t ? { summary, targetSnapshot: { name: t.name, reused: t.reused, kept: t.kept } } : { summary };
+}
+
+/** Why a run of this job now could make a torn copy (local source mounted read-write, no snapshot), or undefined. */
+export function tornCopyRisk(job: JobConfig): string | undefined {
+  if (job.snapshot || job.source.kind !== 'local') return undefined;
+  const rw = writableMounts(job.source.path);
+  if (!rw.length) return undefined;
+  return `source ${job.source.path} is mounted read-write at ${rw.join(', ')} and the job takes no snapshot: its copy may be torn (runs will record a warning); set snapshot = "VG/LV" or unmount it`;
 }
 
 /** The snapshot report an error from syncJob carries, if a snapshot was involved. */
