@@ -11,8 +11,10 @@ import path from 'node:path';
 import { BlkError, ExitCode, exitCodeOf } from '../errors.js';
 import { loadHasher, randomSeed } from '../hash.js';
 import { PatchWriter } from '../patch/writer.js';
-import { Conn, checkFields, checkMagic, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Hello, type Role, type Start, type Welcome } from '../proto/messages.js';
-import { Msg } from '../proto/wire.js';
+import { log } from '../log.js';
+import { Conn, checkFields, checkMagic, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Hello, type Role, type Start, type Wait, type Welcome } from '../proto/messages.js';
+import { Msg, parseJson } from '../proto/wire.js';
+import { formatAge } from '../units.js';
 import { LocalTransport } from '../transport/local.js';
 import { openSource, openTarget, type Device } from './device.js';
 import { chunkSizeFor, checkBlockSize, geometryOf, planSizes, runSourceSide } from './session.js';
@@ -77,14 +79,17 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
   const hello: Hello = {
     magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, caps: [...CAPS], role: peerRole,
     path: peerRole === 'source' ? opts.source : opts.target, write: peerRole === 'target' && write,
-    ...(peerRole === 'target' && write && opts.targetSnapshot ? { targetSnapshot: opts.targetSnapshot } : {}),
+    ...(peerRole === 'target' && write && opts.targetSnapshot ? { policySnapshot: opts.targetSnapshot } : {}),
   };
   await conn.writer.sendJson(Msg.HELLO, hello).catch(async () => {
     throw await conn.closedAfterExit('before the handshake'); // e.g. its command was not found: say what it printed
   });
-  const welcome = await conn.expectJson<Welcome>(Msg.WELCOME);
+  const welcome = await welcomeAfterWaits(conn, opts);
   checkMagic(conn.peerLabel, welcome);
   checkFields('WELCOME', welcome, { kind: 'string', size: 'number' });
+  if (hello.policySnapshot && !welcome.caps?.includes('policy-snapshot')) {
+    throw new BlkError(ExitCode.REMOTE, `${conn.peerLabel}: the server is an older blkdelta without the policy-snapshot capability: it would take no target snapshot; upgrade blkdelta on the server (nothing was written)`);
+  }
 
   const [srcSize, tgt] = localRole === 'source' ? [local.size, welcome] : [welcome.size, local];
   const targetSize = tgt.size; // before growFile changes a local target's size
@@ -130,6 +135,22 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
       err.message += `; target ${opts.target} may be incomplete: run the sync again to complete it`;
     }
     throw err;
+  }
+}
+
+/**
+ * WELCOME, after any WAIT frames (the server is at its max_concurrent): each is reported once
+ * through opts.onWait, or logged as "waiting for a slot on HOST".
+ */
+async function welcomeAfterWaits(conn: Conn, opts: SyncOptions): Promise<Welcome> {
+  for (;;) {
+    const f = await conn.reader.next();
+    if (!f || f.type !== Msg.WAIT) return conn.expectJson<Welcome>(Msg.WELCOME, Promise.resolve(f));
+    const w = parseJson<Wait>(f);
+    const msg = `waiting for a slot on ${conn.peerLabel} (the server's max_concurrent = ${Number(w.maxConcurrent)}, ` +
+      `wait_timeout ${formatAge(Number(w.waitTimeout))}; ${String(w.holders).replace(/[\x00-\x1f\x7f]/g, '?')})`;
+    if (opts.onWait) opts.onWait(msg);
+    else log.info(msg);
   }
 }
 

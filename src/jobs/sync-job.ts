@@ -48,11 +48,14 @@ async function syncTarget(job: JobConfig, source: string, signal: AbortSignal, p
   return { summary, targetSnapshot: { name: `${taken.vg}/${taken.name}`, reused: taken.reused, kept } };
 }
 
-/** A remote target: its server takes the target snapshot and rotates it (SyncOptions.targetSnapshot). */
+/**
+ * A remote target: the job only asks (SyncOptions.targetSnapshot); its server takes and rotates
+ * the snapshot as its own [server.target_snapshot] says.
+ */
 async function syncRemoteTarget(job: JobConfig, source: string, signal: AbortSignal, phases: Phases): Promise<JobSyncResult> {
   const ts = job.targetSnapshot;
   phases.writing();
-  const summary = await runSync({ ...syncOptions(job, source, signal), ...(ts ? { targetSnapshot: { job: job.name, keep: ts.keep, size: ts.size } } : {}) });
+  const summary = await runSync({ ...syncOptions(job, source, signal), ...(ts ? { targetSnapshot: { job: job.name } } : {}) });
   phases.written();
   const t = summary.targetSnapshot;
   return t ? { summary, targetSnapshot: { name: t.name, reused: t.reused, kept: t.kept } } : { summary };

@@ -30,9 +30,9 @@ export function snapshotOptions<T>(y: Argv<T>) {
     .option('job', { type: 'string', group: 'LVM:', describe: 'job name in snapshot names and tags (default: VG-LV of --snapshot, or of the target)' })
     .option('target-snapshot', { type: 'boolean', group: 'LVM:', describe: 'snapshot the target LV before the first write (keeps the last good copy)' })
     .option('target-snapshot-size', { type: 'string', group: 'LVM:', describe: 'COW size of the target snapshot when the target is not thin (default 20%ORIGIN)' })
-    .option('keep', { type: 'number', group: 'LVM:', describe: 'target snapshots to keep after a successful run (default 1)' })
+    .option('keep', { type: 'number', group: 'LVM:', describe: 'target snapshots to keep after a successful run (default 1; a local target only: a remote server keeps by its own policy)' })
     .example('blkdelta sync --snapshot vg0/data /dev/backup/data', 'sync from a snapshot of vg0/data, then remove it')
-    .example('blkdelta sync --snapshot vg0/data --snapshot-size 2G --snapshot-max-fill 80 backup@store:/dev/bk/data --target-snapshot --keep 3', 'COW snapshot, early abort, keep 3 copies on the target');
+    .example('blkdelta sync --snapshot vg0/data --snapshot-size 2G --snapshot-max-fill 80 backup@store:/dev/bk/data --target-snapshot', 'COW snapshot, early abort; the server keeps target copies by its policy');
 }
 
 /** SRC and DST after --snapshot (which replaces SRC); throws USAGE for contradictory options. */
@@ -75,6 +75,18 @@ export function targetSnapshotOf(a: SnapshotArgs, dst: string): { job: string; k
   if (!Number.isInteger(keep) || keep < 0) throw new BlkError(ExitCode.USAGE, `--keep must be a whole number >= 0, got ${a.keep}`);
   if (a['target-snapshot-size'] !== undefined) sizeArgs(a['target-snapshot-size']);
   return { job: jobNameOf(a, dst), keep, size: a['target-snapshot-size'] };
+}
+
+/**
+ * --target-snapshot for a remote target only asks its server for a snapshot of this job: the
+ * server's [server.target_snapshot] sets size and retention, so --keep and --target-snapshot-size
+ * are refused (USAGE) rather than silently ignored.
+ */
+export function remoteSnapshotRequest(a: SnapshotArgs, job: string): { job: string } {
+  for (const o of ['keep', 'target-snapshot-size'] as const) {
+    if (a[o] !== undefined) throw new BlkError(ExitCode.USAGE, `--${o} cannot be used with a remote target: its server keeps target snapshots by its own [server.target_snapshot] policy (docs/ssh.md)`);
+  }
+  return { job };
 }
 
 /**

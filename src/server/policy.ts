@@ -84,8 +84,9 @@ function escape(c: string): string {
 
 /** Validates the globs of a command line up front, so a typo fails at start, not at HELLO. */
 export function makePolicy(allow: readonly string[] | undefined, readOnly: boolean | undefined): ServerPolicy {
-  const globs = (allow ?? []).filter((g) => g !== '');
+  const globs = [...(allow ?? [])];
   for (const g of globs) {
+    if (g === '') throw new BlkError(ExitCode.USAGE, 'an empty --allow glob is an error (it never means "everything"): name the device paths, e.g. --allow \'/dev/backup/*\'');
     if (!g.startsWith('/')) throw new BlkError(ExitCode.USAGE, `bad --allow glob "${g}": must be an absolute path pattern`);
     globToRegExp(g);
   }
