@@ -45,6 +45,8 @@ test(job, { snapshot: 'vg0/data' }, '/dev/bk/x', 'vg0-data');
 test(job, {}, '/dev/bk/data', 'bk-data');
 test(job, {}, '/dev/mapper/bk-data', 'bk-data');
 test(job, {}, 'store:/dev/bk/data', 'bk-data');
+test(job, {}, 'ssh://u@store:2222/dev/bk/data', 'bk-data');
+test(job, {}, `/srv/x/.bbbb/${'y'.repeat(58)}`, `bbbb-${'y'.repeat(58)}`);
 test(job, {}, '/srv/images/vm 1.img', 'srv-images-vm-1.img');
 
 test('targetSnapshotOf: keep defaults to 1, off without --target-snapshot', (t) => {

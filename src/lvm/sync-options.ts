@@ -64,8 +64,8 @@ export function jobNameOf(a: SnapshotArgs, dst: string): string {
     const { vg, lv } = parseVgLv(a.snapshot);
     return defaultJobName(vg, lv);
   }
-  const path = dst.replace(/^[^/]*:(?=\/)/, '').replace(/^\/dev\/(mapper\/)?/, '');
-  return checkJobName(path.replace(/[^A-Za-z0-9+_.-]+/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(-64) || 'target');
+  const path = dst.replace(/^ssh:\/\/[^/]*/, '').replace(/^[^/]*:(?=\/)/, '').replace(/^\/dev\/(mapper\/)?/, '');
+  return checkJobName(path.replace(/[^A-Za-z0-9+_.-]+/g, '-').slice(-64).replace(/^[^A-Za-z0-9]+/, '') || 'target');
 }
 
 /** What the target side needs for --target-snapshot (undefined without it). */

@@ -84,6 +84,7 @@ export async function serve(input: Readable, output: Writable, opts: ServerOptio
     return code;
   } finally {
     dev?.close();
+    if (slot) log.info(`slot ${slot.index} released`); // before the release: a log shows sessions in order
     slot?.release();
     output.end();
     input.destroy(); // stop reading: a client still sending gets EPIPE, and this process can exit
@@ -140,6 +141,7 @@ async function takeSlot(cfg: ServerConfig, conn: Conn, hello: Hello, signal?: Ab
         if (hello.caps?.includes('wait')) void conn.writer.sendJson(Msg.WAIT, { maxConcurrent: max, waitTimeout, holders } satisfies Wait).catch(() => undefined);
       },
     });
+    log.info(`slot ${slot.index} of ${max} taken for ${hello.path}`);
     return { slot, pending };
   } finally {
     signal?.removeEventListener('abort', onSignal);
