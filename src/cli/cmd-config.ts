@@ -30,7 +30,7 @@ export const configCommand: CommandModule<object, Args> = {
     }
     out(`${cfg.file}: OK, ${cfg.jobs.length} job${cfg.jobs.length === 1 ? '' : 's'}; state_dir ${cfg.stateDir}, max_concurrent ${cfg.maxConcurrent}, wait_timeout ${formatAge(cfg.waitTimeout)}`);
     for (const j of cfg.jobs) {
-      const snap = (j.snapshot ? `, snapshot ${j.snapshot.lv}` : '') + (j.targetSnapshot ? `, target snapshots (keep ${j.targetSnapshot.keep})` : '');
+      const snap = (j.snapshot ? `, snapshot ${j.snapshot.lv}` : '') + (j.targetSnapshot ? `, target snapshots (${j.target.kind === 'remote' ? 'by the server\'s policy' : `keep ${j.targetSnapshot.keep}`})` : '');
       out(`  ${j.name}: ${j.sourceText} -> ${j.targetText}${snap}, block ${j.blockSize}${j.verify ? ', verify' : ''}; warn ${formatAge(j.warningAge)}, crit ${formatAge(j.criticalAge)}`);
     }
   },

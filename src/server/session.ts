@@ -22,6 +22,7 @@ import { DeviceWriter, PeerSink } from '../engine/sinks.js';
 import { runTarget, type TargetSink } from '../engine/target.js';
 import { checkJobName } from '../lvm/argv.js';
 import { jobNameOf } from '../lvm/sync-options.js';
+import { DEFAULT_STATE_DIR, DEFAULT_WAIT_TIMEOUT } from './config.js';
 import { checkDevice, OPEN_POLICY, type ServerConfig } from './policy.js';
 import { acquireSlot, type Slot } from './slots.js';
 
@@ -31,11 +32,6 @@ export interface ServerOptions {
   /** Aborted by SIGINT/SIGTERM: ends a wait for a slot. */
   signal?: AbortSignal;
 }
-
-/** Where slot locks live when neither state_dir nor --state-dir says. */
-export const DEFAULT_STATE_DIR = '/var/lib/blkdelta';
-/** wait_timeout when max_concurrent is set and nothing says how long to wait (seconds). */
-export const DEFAULT_SERVER_WAIT = 30 * 60;
 
 /** What the server's policy makes of a snapshot request: the job, the COW size, how many to keep. */
 interface SnapshotPlan { job: string; size: string; keep: number }
@@ -131,7 +127,7 @@ async function takeSlot(cfg: ServerConfig, conn: Conn, hello: Hello, signal?: Ab
   signal?.addEventListener('abort', onSignal, { once: true });
   pending.then((f) => f || gone.abort(new BlkError(ExitCode.REMOTE, 'the client went away while waiting for a slot')), (err) => gone.abort(err));
   const max = cfg.maxConcurrent!;
-  const waitTimeout = cfg.waitTimeout ?? DEFAULT_SERVER_WAIT;
+  const waitTimeout = cfg.waitTimeout ?? DEFAULT_WAIT_TIMEOUT;
   try {
     const slot = await acquireSlot({
       stateDir: cfg.stateDir ?? DEFAULT_STATE_DIR, max, waitTimeout, prefix: 'server-slot', job: hello.path,
