@@ -1,6 +1,6 @@
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
-import { jobNameOf, snapshotEnds, targetSnapshotOf, type SnapshotArgs } from '../src/lvm/sync-options.js';
+import { jobNameOf, remoteSnapshotRequest, snapshotEnds, targetSnapshotOf, type SnapshotArgs } from '../src/lvm/sync-options.js';
 import { BlkError, ExitCode } from '../src/errors.js';
 
 type A = SnapshotArgs & { src?: string; dst?: string };
@@ -56,3 +56,17 @@ test('targetSnapshotOf: keep defaults to 1, off without --target-snapshot', (t) 
   const err = t.throws(() => targetSnapshotOf({ 'target-snapshot': true, keep: 1.5 }, 'x'), { instanceOf: BlkError });
   t.is(err?.code, ExitCode.USAGE);
 });
+
+const remote = test.macro({
+  exec(t, a: SnapshotArgs, want: { job: string } | string) {
+    if (typeof want !== 'string') return t.deepEqual(remoteSnapshotRequest(a, 'j'), want);
+    const err = t.throws(() => remoteSnapshotRequest(a, 'j'), { instanceOf: BlkError });
+    t.is(err!.code, ExitCode.USAGE);
+    t.true(err!.message.includes(want), err!.message);
+  },
+  title: (_p, a: SnapshotArgs) => `remote target snapshot request ${JSON.stringify(a)}`,
+});
+test(remote, { 'target-snapshot': true }, { job: 'j' });
+test(remote, { 'target-snapshot': true, keep: 0 }, '--keep cannot be used with a remote target');
+test(remote, { 'target-snapshot': true, keep: 3 }, '--keep cannot be used with a remote target');
+test(remote, { 'target-snapshot': true, 'target-snapshot-size': '1G' }, '--target-snapshot-size cannot be used with a remote target');
