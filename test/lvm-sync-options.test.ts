@@ -1,6 +1,6 @@
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
-import { jobNameOf, snapshotEnds, targetSnapshotOf, type SnapshotArgs } from '../src/lvm/sync-options.js';
+import { jobNameOf, remoteSnapshotRequest, snapshotEnds, targetSnapshotOf, type SnapshotArgs } from '../src/lvm/sync-options.js';
 import { BlkError, ExitCode } from '../src/errors.js';
 
 type A = SnapshotArgs & { src?: string; dst?: string };
@@ -45,6 +45,8 @@ test(job, { snapshot: 'vg0/data' }, '/dev/bk/x', 'vg0-data');
 test(job, {}, '/dev/bk/data', 'bk-data');
 test(job, {}, '/dev/mapper/bk-data', 'bk-data');
 test(job, {}, 'store:/dev/bk/data', 'bk-data');
+test(job, {}, 'ssh://u@store:2222/dev/bk/data', 'bk-data');
+test(job, {}, `/srv/x/.bbbb/${'y'.repeat(58)}`, `bbbb-${'y'.repeat(58)}`);
 test(job, {}, '/srv/images/vm 1.img', 'srv-images-vm-1.img');
 
 test('targetSnapshotOf: keep defaults to 1, off without --target-snapshot', (t) => {
@@ -54,3 +56,17 @@ test('targetSnapshotOf: keep defaults to 1, off without --target-snapshot', (t) 
   const err = t.throws(() => targetSnapshotOf({ 'target-snapshot': true, keep: 1.5 }, 'x'), { instanceOf: BlkError });
   t.is(err?.code, ExitCode.USAGE);
 });
+
+const remote = test.macro({
+  exec(t, a: SnapshotArgs, want: { job: string } | string) {
+    if (typeof want !== 'string') return t.deepEqual(remoteSnapshotRequest(a, 'j'), want);
+    const err = t.throws(() => remoteSnapshotRequest(a, 'j'), { instanceOf: BlkError });
+    t.is(err!.code, ExitCode.USAGE);
+    t.true(err!.message.includes(want), err!.message);
+  },
+  title: (_p, a: SnapshotArgs) => `remote target snapshot request ${JSON.stringify(a)}`,
+});
+test(remote, { 'target-snapshot': true }, { job: 'j' });
+test(remote, { 'target-snapshot': true, keep: 0 }, '--keep cannot be used with a remote target');
+test(remote, { 'target-snapshot': true, keep: 3 }, '--keep cannot be used with a remote target');
+test(remote, { 'target-snapshot': true, 'target-snapshot-size': '1G' }, '--target-snapshot-size cannot be used with a remote target');

@@ -49,7 +49,7 @@ async function session(input: Buffer[], policy?: ServerPolicy): Promise<Outcome>
   const inp = new PassThrough(), out = new PassThrough();
   const frames = framesOf(out);
   inp.end(Buffer.concat(input));
-  const code = await serve(inp, out, policy ? { policy } : {});
+  const code = await serve(inp, out, policy ? { config: policy } : {});
   return outcome(code, await frames);
 }
 

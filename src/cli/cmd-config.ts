@@ -36,7 +36,7 @@ export const configCommand: Command<Args> = {
     }
     out(`${cfg.file}: OK, ${cfg.jobs.length} job${cfg.jobs.length === 1 ? '' : 's'}; state_dir ${cfg.stateDir}, max_concurrent ${cfg.maxConcurrent}, wait_timeout ${formatAge(cfg.waitTimeout)}`);
     for (const j of cfg.jobs) {
-      const snap = (j.snapshot ? `, snapshot ${j.snapshot.lv}` : '') + (j.targetSnapshot ? `, target snapshots (keep ${j.targetSnapshot.keep})` : '');
+      const snap = (j.snapshot ? `, snapshot ${j.snapshot.lv}` : '') + (j.targetSnapshot ? `, target snapshots (${j.target.kind === 'remote' ? 'by the server\'s policy' : `keep ${j.targetSnapshot.keep}`})` : '');
       out(`  ${j.name}: ${j.sourceText} -> ${j.targetText}${snap}, block ${j.blockSize}${j.verify ? ', verify' : ''}; warn ${formatAge(j.warningAge)}, crit ${formatAge(j.criticalAge)}${hooksText(j.hooks)}`);
       const torn = tornCopyRisk(j);
       if (torn) log.warn(`job ${j.name}: ${torn}`);

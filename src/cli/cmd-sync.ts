@@ -7,7 +7,7 @@ import { log } from '../log.js';
 import { resolveEnds } from './endpoints.js';
 import { progressReporter } from './progress.js';
 import { blockSizeOf, commonOptions, printSummary, type CommonArgs } from './sync-options.js';
-import { remoteSnapshotOf, runWithSnapshots, snapshotEnds, snapshotOptions, targetSnapshotOf, withTargetSnapshot, type SnapshotArgs } from '../lvm/sync-options.js';
+import { remoteSnapshotOf, remoteSnapshotRequest, runWithSnapshots, snapshotEnds, snapshotOptions, targetSnapshotOf, withTargetSnapshot, type SnapshotArgs } from '../lvm/sync-options.js';
 
 interface Args extends CommonArgs, SnapshotArgs {
   'dry-run'?: boolean;
@@ -59,7 +59,7 @@ export const syncCommand: Command<Args> = {
     try {
       // a remote target's server takes and rotates its snapshot; a local one is wrapped here
       const remoteTarget = opts.remote?.side === 'target';
-      if (remoteTarget) opts.targetSnapshot = targetSnap;
+      if (remoteTarget && targetSnap) opts.targetSnapshot = remoteSnapshotRequest(argv, targetSnap.job);
       const { value: { value: summary, target }, snapshot: local } = await runWithSnapshots(argv, cli.abort.signal, (source, signal) =>
         withTargetSnapshot(remoteTarget ? undefined : targetSnap, opts.target, (seed) => runSync({ ...opts, source: source ?? opts.source, signal, seed }), opts.blockSize));
       const snapshot = local ?? summary.sourceSnapshot;

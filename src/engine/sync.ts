@@ -12,8 +12,10 @@ import path from 'node:path';
 import { BlkError, ExitCode, exitCodeOf } from '../errors.js';
 import { loadHasher, randomSeed } from '../hash.js';
 import { PatchWriter } from '../patch/writer.js';
-import { Conn, checkFields, checkMagic, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Done, type Hello, type Role, type Start, type Welcome } from '../proto/messages.js';
-import { Msg } from '../proto/wire.js';
+import { log } from '../log.js';
+import { Conn, checkFields, checkMagic, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Done, type Hello, type Role, type Start, type Wait, type Welcome } from '../proto/messages.js';
+import { Msg, parseJson } from '../proto/wire.js';
+import { formatAge } from '../units.js';
 import { LocalTransport } from '../transport/local.js';
 import { grow, openSource, openTarget, shrinkTo, type Device } from '../io/device.js';
 import { chunkSizeFor, checkBlockSize, geometryOf, planSizes, runSourceSide } from './session.js';
@@ -90,16 +92,19 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
   const hello: Hello = {
     magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, caps: [...CAPS], role: peerRole,
     path: peerRole === 'source' ? opts.source : opts.target, write: peerRole === 'target' && write,
-    ...(peerRole === 'target' && write && opts.targetSnapshot ? { targetSnapshot: opts.targetSnapshot } : {}),
+    ...(peerRole === 'target' && write && opts.targetSnapshot ? { policySnapshot: opts.targetSnapshot } : {}),
     ...(opts.sourceSnapshot ? { sourceSnapshot: opts.sourceSnapshot } : {}),
   };
   await conn.writer.sendJson(Msg.HELLO, hello).catch(async () => {
     throw await conn.closedAfterExit('before the handshake'); // e.g. its command was not found: say what it printed
   });
-  const welcome = await conn.expectJson<Welcome>(Msg.WELCOME);
+  const welcome = await welcomeAfterWaits(conn, opts);
   checkMagic(conn.peerLabel, welcome);
   checkFields('WELCOME', welcome, { kind: 'string', size: 'number' });
   if (opts.sourceSnapshot) pull.snapshot = reportFromWelcome(welcome.sourceSnapshot, conn.peerLabel);
+  if (hello.policySnapshot && !welcome.caps?.includes('policy-snapshot')) {
+    throw new BlkError(ExitCode.REMOTE, `${conn.peerLabel}: the server is an older blkdelta without the policy-snapshot capability: it would take no target snapshot; upgrade blkdelta on the server (nothing was written)`);
+  }
 
   const [srcSize, tgt] = localRole === 'source' ? [local.size, welcome] : [welcome.size, local];
   const targetSize = tgt.size; // before grow changes a local target's size
@@ -154,6 +159,22 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
   }
   if (opts.sourceSnapshot) await snapshotReleased(conn); // the copy is complete; the server removes its snapshot
   return summary;
+}
+
+/**
+ * WELCOME, after any WAIT frames (the server is at its max_concurrent): each is reported once
+ * through opts.onWait, or logged as "waiting for a slot on HOST".
+ */
+async function welcomeAfterWaits(conn: Conn, opts: SyncOptions): Promise<Welcome> {
+  for (;;) {
+    const f = await conn.reader.next();
+    if (!f || f.type !== Msg.WAIT) return conn.expectJson<Welcome>(Msg.WELCOME, Promise.resolve(f));
+    const w = parseJson<Wait>(f);
+    const msg = `waiting for a slot on ${conn.peerLabel} (the server's max_concurrent = ${Number(w.maxConcurrent)}, ` +
+      `wait_timeout ${formatAge(Number(w.waitTimeout))}; ${String(w.holders).replace(/[\x00-\x1f\x7f]/g, '?')})`;
+    if (opts.onWait) opts.onWait(msg);
+    else log.info(msg);
+  }
 }
 
 /**

@@ -28,7 +28,7 @@ export interface TargetSink {
   /** This side's block hashes of [offset, offset+length), as they are sent (valid during the call only). */
   hashes?(offset: number, length: number, hashes: Buffer): void;
   /** After DONE: make it durable; returns what was written. */
-  finish(): Promise<Omit<Result, 'bytesRead'>>;
+  finish(done?: Done): Promise<Omit<Result, 'bytesRead'>>;
   /** Releases what the sink holds (temp files); runTarget calls it on every exit path. */
   dispose?(): void;
 }
@@ -73,7 +73,7 @@ export async function runTarget(dev: Device, conn: Conn, start: Start, sink: Tar
   };
   try {
     const [, done] = await together(hashes, records);
-    const w = sink ? await sink.finish() : { blocksWritten: 0, bytesWritten: 0, verified: false };
+    const w = sink ? await sink.finish(done) : { blocksWritten: 0, bytesWritten: 0, verified: false };
     const result: Result = { ...w, bytesRead };
     await conn.writer.sendJson(Msg.RESULT, result);
     return { done, result };

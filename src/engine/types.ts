@@ -35,10 +35,10 @@ export interface SyncOptions {
   /** Identity of the source state, recorded in a patch header (e.g. snapshot name and time). */
   sourceLabel?: string;
   /**
-   * A remote target LV is snapshotted by its server before the first write and the job's
-   * snapshots rotated to `keep` after success (a local target: see withTargetSnapshot).
+   * Ask a remote target's server to snapshot the target LV before the first write, as its
+   * [server.target_snapshot] policy says (size, retention); a local target: see withTargetSnapshot.
    */
-  targetSnapshot?: TargetSnapshotSpec;
+  targetSnapshot?: TargetSnapshotRequest;
   /**
    * The block-hash seed (a u64 in decimal; default: random). A target copy's history passes the
    * seed of the fingerprint the live target is labelled with, so that the run's baseFingerprint
@@ -54,12 +54,13 @@ export interface SyncOptions {
   localTransport?: Transport;
   signal?: AbortSignal;
   onProgress?: (p: Progress) => void;
+  /** The remote server is at its max_concurrent: called with "waiting for a slot on HOST (...)" (default: logged). */
+  onWait?: (message: string) => void;
 }
 
-export interface TargetSnapshotSpec {
-  job: string;
-  keep: number;
-  size?: string;
+/** What a client may ask of a server's target snapshots: only the job they belong to. */
+export interface TargetSnapshotRequest {
+  job?: string;
 }
 
 /** What the target's server did with --target-snapshot. */

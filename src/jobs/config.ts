@@ -65,7 +65,7 @@ export interface Config {
 }
 
 const JOB_NAME = /^(?!.*\.refused$)[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/; // X.refused.json is another job's file
-type Table = Record<string, unknown>;
+export type Table = Record<string, unknown>;
 
 /** Reads and validates the file; throws BlkError CONFIG naming file:line:col and the key. */
 export function loadConfig(file: string = DEFAULT_CONFIG): Config {
@@ -80,6 +80,17 @@ export function loadConfig(file: string = DEFAULT_CONFIG): Config {
 
 /** Validates config text; `file` is only used in messages. */
 export function parseConfig(text: string, file: string): Config {
+  const { doc, idx, problems, at } = readToml(text, file);
+  const cfg = problems.length ? undefined : buildConfig(doc, file, at, idx);
+  throwProblems(problems, file);
+  return cfg!;
+}
+
+/**
+ * TOML text parsed and its keys indexed (the server config reads its file this way too).
+ * Duplicates and a syntax error are already in `problems`; `at` adds "FILE:LINE:COL: key: msg".
+ */
+export function readToml(text: string, file: string): { doc: Table; idx: KeyIndex; problems: string[]; at: At } {
   const idx = indexKeys(text);
   const problems: string[] = [];
   const at = (path: readonly string[], msg: string) => {
@@ -100,15 +111,17 @@ export function parseConfig(text: string, file: string): Config {
       problems.push(`${file}:${err.line}:${err.column}: syntax error: ${first}`);
     }
   }
-  const cfg = problems.length ? undefined : buildConfig(doc, file, at, idx);
-  if (problems.length || !cfg) {
-    const head = problems.length === 1 ? '' : `${problems.length} problems in ${file}:\n`;
-    throw new BlkError(ExitCode.CONFIG, head + problems.join('\n'));
-  }
-  return cfg;
+  return { doc, idx, problems, at };
 }
 
-type At = (path: readonly string[], msg: string) => void;
+/** Throws BlkError CONFIG listing every problem (none: returns). */
+export function throwProblems(problems: readonly string[], file: string): void {
+  if (problems.length === 0) return;
+  const head = problems.length === 1 ? '' : `${problems.length} problems in ${file}:\n`;
+  throw new BlkError(ExitCode.CONFIG, head + problems.join('\n'));
+}
+
+export type At = (path: readonly string[], msg: string) => void;
 
 function buildConfig(doc: Table, file: string, at: At, idx: KeyIndex): Config {
   const g = readTable(doc, [], GLOBAL_KEYS, at, ['defaults', 'jobs']);
@@ -136,7 +149,7 @@ function buildConfig(doc: Table, file: string, at: At, idx: KeyIndex): Config {
 }
 
 /** Checks the plain keys of one table; nested tables must be listed in `tables`. */
-function readTable(t: Table, path: string[], specs: Record<string, KeySpec>, at: At, tables: string[] = []): Table {
+export function readTable(t: Table, path: string[], specs: Record<string, KeySpec>, at: At, tables: string[] = []): Table {
   const out: Table = {};
   for (const [k, v] of Object.entries(t)) {
     if (tables.includes(k)) continue;
@@ -237,6 +250,13 @@ function targetSnapshotOf(v: Table, own: Table, target: Endpoint, path: string[]
     for (const k of [...TARGET_SNAPSHOT_KEYS, 'target_snapshot_size']) if (own[k] !== undefined) at([...path, k], 'needs target_snapshot = true');
     return undefined;
   }
+  if (target.kind === 'remote') {
+    // the server decides: retention and size from [defaults] do not apply, the job's own are errors
+    for (const k of [...TARGET_SNAPSHOT_KEYS.filter((x) => x !== 'history_verify_every'), 'target_snapshot_size']) {
+      if (own[k] !== undefined) at([...path, k], "a remote target's server keeps its snapshots by its own [server.target_snapshot] policy (target_snapshot = true only asks): remove this key");
+    }
+    return { keep: 1, retention: {} };
+  }
   if (v.keep !== undefined && v.keep_last !== undefined) at([...path, own.keep !== undefined ? 'keep' : 'keep_last'], 'keep is an alias of keep_last: set one of them');
   const n = (k: string) => v[k] as number | undefined;
   const retention: Retention = Object.fromEntries(Object.entries({
@@ -267,7 +287,7 @@ export function findJob(cfg: Config, name: string): JobConfig {
   return job;
 }
 
-function isTable(v: unknown): v is Table {
+export function isTable(v: unknown): v is Table {
   return typeof v === 'object' && v !== null && !Array.isArray(v) && (v as object).constructor?.name !== 'TomlDate';
 }
 

@@ -99,7 +99,7 @@ export function indexKeys(text: string): KeyIndex {
       inDuplicate = !arr && headers.has(k);
       if (inDuplicate) duplicates.push({ path: prefix, at: here, first: pos.get(k)! });
       headers.add(k);
-      record(prefix, here);
+      for (let len = 1; len <= prefix.length; len++) record(prefix.slice(0, len), here); // [a.b] also places a
       continue;
     }
     const key = readKey(line, i);

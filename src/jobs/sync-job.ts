@@ -65,11 +65,14 @@ function seedOf(taken: TargetSnapshotInfo | undefined, blockSize: number): strin
   return taken?.labelled?.blockSize === blockSize ? taken.labelled.seed : undefined;
 }
 
-/** A remote target: its server takes the target snapshot and rotates it (SyncOptions.targetSnapshot). */
+/**
+ * A remote target: the job only asks (SyncOptions.targetSnapshot); its server takes and rotates
+ * the snapshot as its own [server.target_snapshot] says.
+ */
 async function syncRemoteTarget(job: JobConfig, source: string, signal: AbortSignal, phases: Phases, onProgress?: (p: Progress) => void): Promise<JobSyncResult> {
   const ts = job.targetSnapshot;
   phases.writing();
-  const summary = await runSync({ ...syncOptions(job, source, signal), onProgress, ...(ts ? { targetSnapshot: { job: job.name, keep: ts.keep, size: ts.size } } : {}) });
+  const summary = await runSync({ ...syncOptions(job, source, signal), onProgress, ...(ts ? { targetSnapshot: { job: job.name } } : {}) });
   phases.written();
   phases.cleanup?.();
   const t = summary.targetSnapshot;

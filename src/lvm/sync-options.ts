@@ -36,10 +36,10 @@ export function snapshotOptions<T>(y: Argv<T>) {
     .option('job', { type: 'string', group: 'LVM:', describe: 'job name in snapshot names and tags (default: VG-LV of --snapshot, or of the target)' })
     .option('target-snapshot', { type: 'boolean', group: 'LVM:', describe: 'snapshot the target LV before the first write (keeps the last good copy)' })
     .option('target-snapshot-size', { type: 'string', group: 'LVM:', describe: 'COW size of the target snapshot when the target is not thin (default 20%ORIGIN)' })
-    .option('keep', { type: 'number', group: 'LVM:', describe: 'target snapshots to keep after a successful run (default 1)' })
+    .option('keep', { type: 'number', group: 'LVM:', describe: 'target snapshots to keep after a successful run (default 1; a local target only: a remote server keeps by its own policy)' })
     .example('blkdelta sync --snapshot vg0/data /dev/backup/data', 'sync from a snapshot of vg0/data, then remove it')
     .example('blkdelta sync --snapshot root@store1:vg0/data /dev/backup/data', "pull from a snapshot the server on store1 makes under its policy")
-    .example('blkdelta sync --snapshot vg0/data --snapshot-size 2G --snapshot-max-fill 80 backup@store:/dev/bk/data --target-snapshot --keep 3', 'COW snapshot, early abort, keep 3 copies on the target');
+    .example('blkdelta sync --snapshot vg0/data --snapshot-size 2G --snapshot-max-fill 80 backup@store:/dev/bk/data --target-snapshot', 'COW snapshot, early abort; the server keeps target copies by its policy');
 }
 
 /** --snapshot's LV, and the host that makes it for a pull ([user@]host:VG/LV, ssh://user@host:port/VG/LV). */
@@ -120,8 +120,8 @@ export function jobNameOf(a: SnapshotArgs, dst: string): string {
     const { vg, lv } = parseSnapshotSpec(a.snapshot);
     return defaultJobName(vg, lv);
   }
-  const path = dst.replace(/^[^/]*:(?=\/)/, '').replace(/^\/dev\/(mapper\/)?/, '');
-  return checkJobName(path.replace(/[^A-Za-z0-9+_.-]+/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(-64) || 'target');
+  const path = dst.replace(/^ssh:\/\/[^/]*/, '').replace(/^[^/]*:(?=\/)/, '').replace(/^\/dev\/(mapper\/)?/, '');
+  return checkJobName(path.replace(/[^A-Za-z0-9+_.-]+/g, '-').slice(-64).replace(/^[^A-Za-z0-9]+/, '') || 'target');
 }
 
 /** What the target side needs for --target-snapshot (undefined without it). */
@@ -141,8 +141,21 @@ export function remoteSnapshotOf(a: SnapshotArgs & { src?: string; dst?: string 
 
 /**
  * Runs run(snapshotDevice, signal) inside a source snapshot with a local --snapshot, else
- * run(undefined, signal) (the caller reads SRC; a pull's server makes its own snapshot). Errors
- * from a snapshot run carry the report (snapshotReportOf in snapshot.ts).
+ * --target-snapshot for a remote target only asks its server for a snapshot of this job: the
+ * server's [server.target_snapshot] sets size and retention, so --keep and --target-snapshot-size
+ * are refused (USAGE) rather than silently ignored.
+ */
+export function remoteSnapshotRequest(a: SnapshotArgs, job: string): { job: string } {
+  for (const o of ['keep', 'target-snapshot-size'] as const) {
+    if (a[o] !== undefined) throw new BlkError(ExitCode.USAGE, `--${o} cannot be used with a remote target: its server keeps target snapshots by its own [server.target_snapshot] policy (docs/ssh.md)`);
+  }
+  return { job };
+}
+
+/**
+ * Runs run(snapshotDevice, signal) inside a source snapshot with --snapshot, else
+ * run(undefined, signal) (the caller reads SRC). Errors from a snapshot run carry the report
+ * (snapshotReportOf in snapshot.ts).
  */
 export async function runWithSnapshots<T>(a: SnapshotArgs & { src?: string; dst?: string }, signal: AbortSignal,
   run: (snapshotDevice: string | undefined, signal: AbortSignal) => Promise<T>): Promise<{ value: T; snapshot?: SnapshotReport }> {

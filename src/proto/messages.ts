@@ -3,15 +3,20 @@
 // streams HASHES, the source side streams RECORDs and a DONE, the target answers RESULT.
 // Either side may send ERROR at any point and stop; the peer turns it into a BlkError.
 import type { Channel } from '../transport/transport.js';
-import type { TargetSnapshotResult, TargetSnapshotSpec } from '../engine/types.js';
+import type { TargetSnapshotRequest, TargetSnapshotResult } from '../engine/types.js';
 import type { SnapshotReport } from '../lvm/snapshot.js';
 import { BlkError, ExitCode, peerExitCode, printable } from '../errors.js';
 import { FrameReader, FrameWriter, Msg, msgName, parseJson, type Frame, type MsgType } from './wire.js';
 
 export const PROTOCOL_MAGIC = 'BLKDELTA';
 export const PROTOCOL_VERSION = 1;
-/** Capabilities this build speaks; a peer may list more, never fewer for what is asked of it. */
-export const CAPS = ['lz4', 'zero', 'grow', 'verify', 'source-snapshot'] as const;
+/**
+ * Capabilities this build speaks; a peer may list more, never fewer for what is asked of it.
+ * policy-snapshot: HELLO.policySnapshot (the server's [server.target_snapshot] decides size and
+ * retention; HELLO.targetSnapshot of older clients is refused). wait: the server may send WAIT
+ * frames before WELCOME while the session waits for a max_concurrent slot.
+ */
+export const CAPS = ['lz4', 'zero', 'grow', 'verify', 'source-snapshot', 'policy-snapshot', 'wait'] as const;
 
 export type Role = 'source' | 'target';
 
@@ -23,8 +28,11 @@ export interface Hello {
   path: string;
   /** The target will be written (sync). False for dry-run, verify and patch output. */
   write: boolean;
-  /** Target side: take an LVM snapshot before the first write, keep N (optional). */
-  targetSnapshot?: TargetSnapshotSpec;
+  /**
+   * Target side, write: snapshot the target LV before the first write as the server's policy says
+   * (size, retention); the client may only name the job. Needs the policy-snapshot capability.
+   */
+  policySnapshot?: TargetSnapshotRequest;
   /** Source side: serve a temporary snapshot of the LV `path` names, made under the server's policy. */
   sourceSnapshot?: { job: string };
 }
@@ -83,6 +91,15 @@ export interface Result {
   targetSnapshot?: TargetSnapshotResult;
 }
 
+/** Server → client before WELCOME (clients with the wait capability): the session waits for a slot. */
+export interface Wait {
+  /** The server's max_concurrent and wait_timeout (seconds). */
+  maxConcurrent: number;
+  waitTimeout: number;
+  /** Who holds the slots ("held by ..."), for the client's message. */
+  holders: string;
+}
+
 export interface ErrorBody {
   code: number;
   message: string;
@@ -101,17 +118,18 @@ export class Conn {
   /**
    * The next frame of the given type; an ERROR frame from the peer is thrown as its BlkError
    * (peerError: its code checked against the exit table, its text without control characters).
+   * `pending`: a read already started (the server reads on while it waits for a slot).
    */
-  async expect(type: MsgType): Promise<Frame> {
-    const f = await this.reader.next();
+  async expect(type: MsgType, pending?: Promise<Frame | null>): Promise<Frame> {
+    const f = await (pending ?? this.reader.next());
     if (!f) throw await this.closedAfterExit(`waiting for ${msgName(type)}`);
     if (f.type === Msg.ERROR) throw this.peerError(f);
     if (f.type !== type) throw new BlkError(ExitCode.REMOTE, `protocol error: expected ${msgName(type)} from ${this.peerLabel}, got ${msgName(f.type)}`);
     return f;
   }
 
-  async expectJson<T>(type: MsgType): Promise<T> {
-    return parseJson<T>(await this.expect(type));
+  async expectJson<T>(type: MsgType, pending?: Promise<Frame | null>): Promise<T> {
+    return parseJson<T>(await this.expect(type, pending));
   }
 
   peerError(f: Frame): BlkError {

@@ -1,57 +1,70 @@
 // `blkdelta server`: the far end of a sync, speaking the protocol on stdin/stdout (spawned by
 // LocalTransport, or run by sshd for an SSH transport). One session per process:
-//   HELLO (role, device path, write?) validated (validate.ts) → policy check of the path as
-//   given → open the device, the allow list matched on what it resolves to (io/device.ts)
-//   → WELCOME (kind, size)
-//   START (geometry) validated against the device and checkGrowth → grow a file target → READY
-//   → run the role → wait for stdin EOF
-//   (HELLO.sourceSnapshot: the device opened is a snapshot made here, see snapshots.ts; after
-//   RESULT it is removed, then the output ends: the client waits for that)
-// The device path only ever travels inside the protocol, never through a shell. A session that
-// fails after growing its target truncates it back to its size before the session.
+//   HELLO validated (validate.ts) → policy check of the path as given (allow, read-only) and of
+//   the snapshot requests (a target snapshot by [server.target_snapshot] only, a pull's source
+//   snapshot by [server.source_snapshot])
+//   → max_concurrent slot (slots.ts; WAIT frames to clients with the wait cap; the client's EOF
+//     or SIGTERM ends the wait)
+//   → open the device, the allow list matched on what it resolves to (io/device.ts), or make the
+//     pull's source snapshot and open that (snapshots.ts) → WELCOME (kind, size)
+//   START validated against the device and checkGrowth → grow a file target → READY
+//   → run the role → wait for stdin EOF (a source snapshot: remove it after RESULT, then end the
+//     output; the client waits for that)
+// The device path only ever travels inside the protocol, never through a shell. A client may ask
+// for a target snapshot (HELLO.policySnapshot, naming the job), never set its size or retention.
+// A session that fails after growing its target truncates it back to its size before the session.
 // Errors go back as an ERROR frame (exit code + message) and to stderr; the process exits when
 // its stdin closes, so no server outlives its client.
 import type { Readable, Writable } from 'node:stream';
 import { BlkError, ExitCode, describe, exitCodeOf } from '../errors.js';
 import { loadHasher } from '../hash.js';
 import { log } from '../log.js';
-import { Conn, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Hello, type SourceSnapshotInfo, type Start, type Welcome } from '../proto/messages.js';
-import { Msg } from '../proto/wire.js';
+import { Conn, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Done, type Hello, type SourceSnapshotInfo, type Start, type Wait, type Welcome } from '../proto/messages.js';
+import { Msg, type Frame } from '../proto/wire.js';
 import { grow, openSource, precheck, openTarget, shrinkTo, type Device, type OpenOptions } from '../io/device.js';
+import { makeFingerprint } from '../engine/fingerprint.js';
 import { checkStart, geometryOf, runSourceSide } from '../engine/session.js';
 import { DeviceWriter, PeerSink } from '../engine/sinks.js';
 import { runTarget, type TargetSink } from '../engine/target.js';
-import type { TargetSnapshotSpec } from '../engine/types.js';
-import { checkAllowed, checkRequest, OPEN_POLICY, type ServerPolicy } from './policy.js';
-import { snapshotOutcome, snapshotRequest, withServerSnapshot, type SourceSnapshotPolicy } from './snapshots.js';
+import { checkJobName } from '../lvm/argv.js';
+import { jobNameOf } from '../lvm/sync-options.js';
+import { DEFAULT_STATE_DIR, DEFAULT_WAIT_TIMEOUT } from './config.js';
+import { checkAllowed, checkRequest, OPEN_POLICY, type Retention, type ServerConfig, type ServerPolicy } from './policy.js';
+import { acquireSlot, type Slot } from './slots.js';
+import { snapshotOutcome, snapshotRequest, withServerSnapshot, type SnapshotRequest } from './snapshots.js';
 import { checkGrowth, parseHello } from './validate.js';
 
 export interface ServerOptions {
-  /** Allow list and read-only (default: OPEN_POLICY, as the local transport runs it). */
-  policy?: ServerPolicy;
-  /** What a pull may snapshot here ([server.source_snapshot]); absent: refused (exit 12). */
-  sourceSnapshot?: SourceSnapshotPolicy;
-  /** SIGINT/SIGTERM: a session on a source snapshot stops, and the snapshot is removed. */
+  /** The server's policy (`--config` and flags); absent: any path, no limit, no target snapshots. */
+  config?: ServerConfig;
+  /** Aborted by SIGINT/SIGTERM: ends a wait for a slot; a session on a source snapshot stops, and the snapshot is removed. */
   signal?: AbortSignal;
 }
 
+/** What the server's policy makes of a target snapshot request: the job, the COW size, the retention. */
+interface SnapshotPlan { job: string; size: string; retention: Retention; poolMaxFill?: number }
+
 export async function serve(input: Readable, output: Writable, opts: ServerOptions = {}): Promise<number> {
   const conn = new Conn({ input, output, stderrTail: () => '', close: async () => null }, 'client');
-  const policy = opts.policy ?? OPEN_POLICY;
+  const cfg: ServerConfig = opts.config ?? OPEN_POLICY;
+  const signal = opts.signal ?? new AbortController().signal;
+  let slot: Slot | undefined;
   try {
     const first = await conn.reader.next();
     if (!first) return ExitCode.OK;
     const hello = parseHello(first);
-    if (hello.sourceSnapshot === undefined) {
-      await session(conn, hello, open(hello, policy));
+    checkRequest(cfg, hello.path, hello.write);
+    const plan = snapshotPlan(hello, cfg);
+    const pull = pullRequest(hello, cfg);
+    let pending: Promise<Frame | null> | undefined;
+    if (cfg.maxConcurrent) ({ slot, pending } = await takeSlot(cfg, conn, hello, opts.signal));
+    if (!pull) {
+      await session(conn, hello, open(hello, cfg), { plan, pending });
     } else {
-      checkRequest(policy, hello.path, hello.write); // the origin is what the allow list must name
-      precheck(hello.path, (names) => checkAllowed(policy, names, hello.path));
-      const req = snapshotRequest(hello, opts.sourceSnapshot);
-      await withServerSnapshot(req, opts.signal ?? new AbortController().signal, (device, signal, info) => {
-        const stop = () => input.destroy(signal.reason as Error); // a pending read ends with the reason
-        signal.addEventListener('abort', stop, { once: true });
-        return session(conn, hello, openSource(device), { signal, info }).finally(() => signal.removeEventListener('abort', stop));
+      await withServerSnapshot(pull, signal, (device, sig, info) => {
+        const stop = () => input.destroy(sig.reason as Error); // a pending read ends with the reason
+        sig.addEventListener('abort', stop, { once: true });
+        return session(conn, hello, openSource(device), { pending, snap: { signal: sig, info } }).finally(() => sig.removeEventListener('abort', stop));
       });
     }
     return ExitCode.OK;
@@ -64,24 +77,33 @@ export async function serve(input: Readable, output: Writable, opts: ServerOptio
     await conn.sendError(code, message, snap).catch(() => { /* the client is gone */ });
     return snap && !snap.removed ? ExitCode.SNAPSHOT : code; // the client reads a left snapshot from this
   } finally {
+    if (slot) log.info(`slot ${slot.index} released`); // before the release: a log shows sessions in order
+    slot?.release();
     output.end();
     input.destroy(); // stop reading: a client still sending gets EPIPE, and this process can exit
   }
+}
+
+interface SessionOptions {
+  plan?: SnapshotPlan;
+  /** The client's next frame, already being read while the session waited for a slot. */
+  pending?: Promise<Frame | null>;
+  snap?: { signal: AbortSignal; info: SourceSnapshotInfo };
 }
 
 /**
  * One session on dev (the HELLO's device, or a source snapshot made here) until the client's EOF.
  * A session that fails after growing its target truncates it back to its size before the session.
  */
-async function session(conn: Conn, hello: Hello, dev: Device, snap?: { signal: AbortSignal; info: SourceSnapshotInfo }): Promise<void> {
+async function session(conn: Conn, hello: Hello, dev: Device, o: SessionOptions): Promise<void> {
   let sizeBefore: number | undefined; // set while a grown target must be truncated back on failure
   try {
     await conn.writer.sendJson(Msg.WELCOME, {
       magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, caps: [...CAPS], kind: dev.kind, size: dev.size,
-      ...(snap ? { sourceSnapshot: snap.info } : {}),
+      ...(o.snap ? { sourceSnapshot: o.snap.info } : {}),
     } satisfies Welcome);
 
-    const start = await conn.expectJson<Start>(Msg.START);
+    const start = await conn.expectJson<Start>(Msg.START, o.pending);
     checkStart(start, dev, hello.role);
     const targetSize = dev.size;
     if (hello.role === 'target') checkGrowth(start, dev, hello.write);
@@ -92,14 +114,14 @@ async function session(conn: Conn, hello: Hello, dev: Device, snap?: { signal: A
     await conn.writer.send(Msg.READY);
 
     if (hello.role === 'source') {
-      await runSourceSide(dev, conn, start, start.recordsToPeer ? new PeerSink(conn) : null, { maxDiffs: 10, signal: snap?.signal });
+      await runSourceSide(dev, conn, start, start.recordsToPeer ? new PeerSink(conn) : null, { maxDiffs: 10, signal: o.snap?.signal });
     } else {
       const h = await loadHasher();
       const writer = hello.write ? new DeviceWriter(dev, geometryOf(start, targetSize), h, { verify: start.verify }) : null;
-      await runTarget(dev, conn, start, writer && hello.targetSnapshot ? await withTargetSnapshot(writer, dev.path, hello.targetSnapshot) : writer);
+      await runTarget(dev, conn, start, writer && o.plan ? await withTargetSnapshot(writer, dev.path, o.plan, start) : writer);
     }
     sizeBefore = undefined; // RESULT is sent: the sync is complete
-    if (snap) return; // the caller removes the snapshot, then ends the output: the client waits for that
+    if (o.snap) return; // the caller removes the snapshot, then ends the output: the client waits for that
     const extra = await conn.reader.next();
     if (extra) throw new BlkError(ExitCode.REMOTE, 'protocol error: data after the end of the session');
   } catch (err) {
@@ -111,27 +133,93 @@ async function session(conn: Conn, hello: Hello, dev: Device, snap?: { signal: A
   }
 }
 
+/** A pull's source snapshot request (HELLO.sourceSnapshot), its origin checked against the allow list; undefined when none. */
+function pullRequest(hello: Hello, cfg: ServerConfig): SnapshotRequest | undefined {
+  if (hello.sourceSnapshot === undefined) return undefined;
+  precheck(hello.path, (names) => checkAllowed(cfg, names, hello.path)); // the origin is what the allow list must name
+  return snapshotRequest(hello, cfg.sourceSnapshot);
+}
+
 /**
- * --target-snapshot for this (remote) target: snapshot the LV now, before the first write; after
- * a successful finish, rotate the job's snapshots. A failed run prunes nothing.
+ * The snapshot this session takes, by the server's policy; undefined when the client asks none.
+ * A client setting keep/size itself (HELLO.targetSnapshot of protocol 1 before policy-snapshot)
+ * and a request to a server without [server.target_snapshot] are refused (PERMISSION).
  */
-async function withTargetSnapshot(inner: TargetSink, device: string, spec: TargetSnapshotSpec): Promise<TargetSink> {
+function snapshotPlan(hello: Hello, cfg: ServerConfig): SnapshotPlan | undefined {
+  if ((hello as { targetSnapshot?: unknown }).targetSnapshot !== undefined) {
+    throw new BlkError(ExitCode.PERMISSION, 'refused by the server: this client sets the target snapshot\'s retention and size itself (HELLO.targetSnapshot); ' +
+      'this server keeps target snapshots by its own [server.target_snapshot] policy: upgrade blkdelta on the client (it then only asks for a snapshot)');
+  }
+  const req = hello.policySnapshot;
+  if (req === undefined) return undefined;
+  if (typeof req !== 'object' || req === null || Array.isArray(req) || (req.job !== undefined && typeof req.job !== 'string')) {
+    throw new BlkError(ExitCode.REMOTE, 'malformed HELLO: field policySnapshot must be an object {job?: string}');
+  }
+  if (hello.role !== 'target' || !hello.write) throw new BlkError(ExitCode.REMOTE, 'malformed HELLO: policySnapshot is only for a target that is written');
+  const policy = cfg.targetSnapshot;
+  if (!policy) {
+    throw new BlkError(ExitCode.PERMISSION, 'refused by the server: the client asks for a target snapshot, but this server has no [server.target_snapshot] policy (blkdelta server --config FILE)');
+  }
+  let job: string;
+  try {
+    job = req.job !== undefined ? checkJobName(req.job) : jobNameOf({}, hello.path);
+  } catch (err) {
+    throw new BlkError(ExitCode.REMOTE, `malformed HELLO: policySnapshot.job: ${(err as Error).message}`);
+  }
+  return { job, size: policy.size, retention: policy.retention, poolMaxFill: policy.poolMaxFill };
+}
+
+/**
+ * max_concurrent: a slot, waiting up to wait_timeout (BUSY naming the limit). While it waits the
+ * client's next frame (its START, after WELCOME) is already being read: its EOF ends the wait.
+ */
+async function takeSlot(cfg: ServerConfig, conn: Conn, hello: Hello, signal?: AbortSignal): Promise<{ slot: Slot; pending: Promise<Frame | null> }> {
+  const pending = conn.reader.next();
+  const gone = new AbortController();
+  const onSignal = () => gone.abort(signal!.reason);
+  signal?.addEventListener('abort', onSignal, { once: true });
+  pending.then((f) => f || gone.abort(new BlkError(ExitCode.REMOTE, 'the client went away while waiting for a slot')), (err) => gone.abort(err));
+  const max = cfg.maxConcurrent!;
+  const waitTimeout = cfg.waitTimeout ?? DEFAULT_WAIT_TIMEOUT;
+  try {
+    const slot = await acquireSlot({
+      stateDir: cfg.stateDir ?? DEFAULT_STATE_DIR, max, waitTimeout, prefix: 'server-slot', job: hello.path,
+      limitName: `the server's max_concurrent = ${max}`, signal: signal?.aborted ? signal : gone.signal,
+      onWait: (holders) => {
+        log.info(`waiting for a slot (max_concurrent ${max}, ${holders}) for ${hello.path}`);
+        if (hello.caps?.includes('wait')) void conn.writer.sendJson(Msg.WAIT, { maxConcurrent: max, waitTimeout, holders } satisfies Wait).catch(() => undefined);
+      },
+    });
+    log.info(`slot ${slot.index} of ${max} taken for ${hello.path}`);
+    return { slot, pending };
+  } finally {
+    signal?.removeEventListener('abort', onSignal);
+  }
+}
+
+/**
+ * A target snapshot for this (remote) target, as the server's policy says: snapshot the LV now,
+ * before the first write; after a successful finish, label the copies with what this run left
+ * (its DONE's fingerprints) and prune by the policy's retention. A failed run prunes nothing.
+ */
+async function withTargetSnapshot(inner: TargetSink, device: string, plan: SnapshotPlan, start: Start): Promise<TargetSink> {
   const lvm = await import('../lvm/target-snapshot.js');
-  const taken = await lvm.takeTargetSnapshot(device, spec);
+  const taken = await lvm.takeTargetSnapshot(device, { job: plan.job, size: plan.size, poolMaxFill: plan.poolMaxFill });
   return {
     record: (frame, at) => inner.record(frame, at),
     dispose: () => inner.dispose?.(),
-    async finish() {
-      const r = await inner.finish();
-      const rotated = await lvm.rotateTargetSnapshots(device, { job: spec.job, retention: { keepLast: spec.keep } });
-      return { ...r, targetSnapshot: { name: taken.name, reused: taken.reused, ...rotated } };
+    async finish(done?: Done) {
+      const r = await inner.finish(done);
+      const fp = (d: string | undefined) => (d ? makeFingerprint(start.seed, start.blockSize, start.compareSize, d) : undefined);
+      const content = { dataTime: Date.now(), fingerprint: fp(done?.fingerprint), baseFingerprint: fp(done?.baseFingerprint), copy: taken.reused ? undefined : taken.name };
+      const rotated = await lvm.rotateTargetSnapshots(device, { job: plan.job, retention: plan.retention, poolMaxFill: plan.poolMaxFill, content });
+      return { ...r, targetSnapshot: { name: taken.name, reused: taken.reused, kept: rotated.kept, removed: rotated.removed } };
     },
   };
 }
 
 /** Opens the device of a HELLO under the policy: the path as given, then what it resolves to. */
 function open(hello: Hello, policy: ServerPolicy): Device {
-  checkRequest(policy, hello.path, hello.write);
   const o: OpenOptions = { allow: (names) => checkAllowed(policy, names, hello.path) };
   return hello.role === 'source' ? openSource(hello.path, o) : openTarget(hello.path, { ...o, write: hello.write });
 }

@@ -80,6 +80,20 @@ thin() {   # thin origin (thin snapshot, no size) to a thin target with --target
   [ "$(sha tg_dst)" = "$a" ] && R thin rolled_back yes || R thin rolled_back no
 }
 
+srvpolicy() {   # a remote target's snapshots follow the server's [server.target_snapshot]: keep_last = 2
+                # over three pushes (the client only asks); a client --keep is refused before connecting
+  lv sp_src 8M; fill sp_src 8; lv sp_dst 8M
+  printf '[server]\nallow = ["/dev/vg0/*"]\n[server.target_snapshot]\nkeep_last = 2\nsize = "4M"\n' > $W/sp.toml
+  local rsh="sh -c 'shift; exec sh -c \"\$1 --config $W/sp.toml\"' rsh"
+  for i in 1 2 3; do
+    bd srvpolicy$i sync --no-progress --rsh "$rsh" --remote-cmd "$BD" --target-snapshot --job sp /dev/vg0/sp_src localhost:/dev/vg0/sp_dst
+  done
+  bd srvpolicy_keep sync --no-progress --rsh "$rsh" --remote-cmd "$BD" --target-snapshot --keep 0 --job sp /dev/vg0/sp_src localhost:/dev/vg0/sp_dst
+  R srvpolicy same "$(same sp_src sp_dst)"
+  R srvpolicy kept "$(lvs --noheadings -o lv_name,lv_tags vg0 | grep 'blkdelta-job:sp' | grep -c '^ *sp_dst-')"
+  R srvpolicy cow_size "$(lvs --noheadings --units m --nosuffix -o lv_name,lv_size vg0 | awk '$1 ~ /^sp_dst-/ { print $2; exit }')"
+}
+
 holdopen() {   # lvremove keeps failing while the device is open: retried, then reported, never swallowed
   lv h_src 8M
   node dist/test/vm/hold-open.js vg0 h_src > $W/holdopen.out 2> $W/holdopen.err
@@ -102,7 +116,7 @@ untagged() {   # `snapshots clean` removes only blkdelta's source snapshots, nev
 }
 
 q pvcreate -y /dev/vda; q vgcreate vg0 /dev/vda
-for s in ${@:-overflow maxfill sigterm sigkill thin holdopen untagged}; do
+for s in ${@:-overflow maxfill sigterm sigkill thin srvpolicy holdopen untagged}; do
   t0=$(cut -d' ' -f1 /proc/uptime)
   $s
   R $s seconds "$(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.1f", b - a }')"
