@@ -20,7 +20,7 @@ export const serverCommand: CommandModule<object, Args> = {
       .option('read-only', { type: 'boolean', describe: 'refuse every write' })
       .example("blkdelta server --allow '/dev/backup/*'", 'in authorized_keys: restrict,command="..." ssh-ed25519 AAAA...')
       .epilogue('Speaks the blkdelta protocol on stdin/stdout and exits when stdin closes.\n\n' +
-        exitStatusText([ExitCode.OK, ExitCode.USAGE, ExitCode.SOURCE, ExitCode.TARGET_REFUSED, ExitCode.IO, ExitCode.REMOTE, ExitCode.PERMISSION])),
+        exitStatusText([ExitCode.OK, ExitCode.USAGE, ExitCode.SOURCE, ExitCode.TARGET_REFUSED, ExitCode.SIZE_MISMATCH, ExitCode.IO, ExitCode.REMOTE, ExitCode.PERMISSION])),
   handler: async (argv) => {
     cli.exitCode = await runServer(argv.allow, argv['read-only']);
   },
