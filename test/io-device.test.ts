@@ -59,12 +59,18 @@ test('ro 0, no holders', verdict, { size: '2048', ro: '0', holders: null }, unde
 test('ro 1', verdict, { size: '2048', ro: '1', holders: null }, /the block device is read-only/);
 test('a holder', verdict, { size: '2048', ro: '0', holders: null, 'holders/dm-3': '' }, /in use by dm-3/);
 
-test('a file target: /sys/block that cannot be listed fails closed', (t) => {
+/** A sysfs tree whose /sys/block is a file (readdir: ENOTDIR), and a 4 KiB image file. */
+function unlistableLoops(): { root: string; img: string } {
   const root = ws.fresh('sys');
   fs.mkdirSync(join(root, 'dev/block'), { recursive: true });
   fs.writeFileSync(join(root, 'block'), 'not a directory');
   const img = ws.fresh('t.img');
   randomFile(img, 4096);
+  return { root, img };
+}
+
+test('a file target: /sys/block that cannot be listed fails closed', (t) => {
+  const { root, img } = unlistableLoops();
   const st = fs.statSync(img);
   const err = t.throws(() => writeRefusal(img, st, new Sysfs(true, root)), { instanceOf: BlkError });
   t.regex(err!.message, /cannot read .*\/block \(ENOTDIR/);
@@ -72,11 +78,7 @@ test('a file target: /sys/block that cannot be listed fails closed', (t) => {
 });
 
 test('openTarget names the target when sysfs fails closed, and writes nothing', (t) => {
-  const root = ws.fresh('sys');
-  fs.mkdirSync(join(root, 'dev/block'), { recursive: true });
-  fs.writeFileSync(join(root, 'block'), 'not a directory');
-  const img = ws.fresh('t.img');
-  randomFile(img, 4096);
+  const { root, img } = unlistableLoops();
   const err = t.throws(() => openTarget(img, { write: true, sysRoot: root }), { instanceOf: BlkError });
   t.is(err!.code, ExitCode.TARGET_REFUSED);
   t.regex(err!.message, new RegExp(`^target ${img} refused: cannot read`));

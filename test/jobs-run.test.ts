@@ -4,33 +4,44 @@
 import test from 'ava';
 import { readdirSync, readFileSync } from 'node:fs';
 import { ExitCode } from '../src/errors.js';
-import { jobsEnv, readState, runBlkdelta, sleep, spawnBlkdelta, type JobsEnv } from './helpers/jobs.js';
+import { jobsEnv, readState, runBlkdelta, sleep, spawnBlkdelta, type JobsEnv, type Spawned } from './helpers/jobs.js';
 
 const MiB = 1024 * 1024;
 
-/** Waits until the job's record says a run has begun its sync (start set after the slot); generous: node start-up under load. */
-async function waitRunning(env: JobsEnv, job: string, timeoutMs = 120_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
-    try {
-      const r = readState(env, job).runs[0];
-      if (r?.outcome === 'running' && r.start !== r.queued) return;
-    } catch { /* not written yet */ }
-    await sleep(50);
+/**
+ * Polls until cond() holds, for as long as the run is alive: no fixed deadline that a loaded
+ * machine could miss (ava's timeout is the backstop). Throws when the run ended first.
+ */
+async function whileAlive(run: Spawned, what: string, cond: () => boolean, everyMs = 50): Promise<void> {
+  let ended = false;
+  void run.done.then(() => (ended = true), () => (ended = true));
+  while (!ended) {
+    if (cond()) return;
+    await sleep(everyMs);
   }
-  throw new Error(`job ${job} did not start within ${timeoutMs} ms`);
+  if (cond()) return;
+  throw new Error(`the run ended before ${what}: ${(await run.done).stderr}`);
 }
 
-/** Waits until the job's record was written by process `pid`. */
-async function waitRecordOf(env: JobsEnv, job: string, pid: number, timeoutMs = 20_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
-    try {
-      if (readState(env, job).runs[0]?.process.pid === pid) return;
-    } catch { /* not written yet */ }
-    await sleep(20);
+const attempt = (f: () => boolean) => () => {
+  try {
+    return f();
+  } catch {
+    return false; // not written yet
   }
-  throw new Error(`no record of pid ${pid} within ${timeoutMs} ms`);
+};
+
+/** Waits until the job's record says a run has begun its sync (start set after the slot). */
+function waitRunning(env: JobsEnv, job: string, run: Spawned): Promise<void> {
+  return whileAlive(run, `job ${job} was seen running`, attempt(() => {
+    const r = readState(env, job).runs[0];
+    return r?.outcome === 'running' && r.start !== r.queued;
+  }));
+}
+
+/** Waits until the job's record was written by the run's process. */
+function waitRecordOf(env: JobsEnv, job: string, run: Spawned): Promise<void> {
+  return whileAlive(run, `a record of pid ${run.child.pid}`, attempt(() => readState(env, job).runs[0]?.process.pid === run.child.pid), 20);
 }
 
 test('two processes race for one job: exactly one runs, the other exits LOCKED naming the holder', async (t) => {
@@ -55,7 +66,7 @@ test('two processes race for one job: exactly one runs, the other exits LOCKED n
 test('a holder killed with SIGKILL does not block the next run; its record says it was killed', async (t) => {
   const env = jobsEnv(t, ['victim'], { size: 4 * MiB, extra: 'bwlimit = "512K"' });
   const a = spawnBlkdelta(['run', 'victim', '--config', env.config]);
-  await waitRunning(env, 'victim');
+  await waitRunning(env, 'victim', a);
   a.child.kill('SIGKILL');
   const ra = await a.done;
   t.is(ra.signal, 'SIGKILL');
@@ -94,10 +105,15 @@ test('six jobs with max_concurrent 2 started together: never more than two run a
 });
 
 test('a job over the limit with --wait-timeout 0 exits BUSY and records it', async (t) => {
-  const env = jobsEnv(t, ['long', 'late'], { size: 2 * MiB, extra: 'bwlimit = "512K"', globals: 'max_concurrent = 1' });
+  // 16 MiB at 512 KiB/s: about 30 s for the poll to see 'long' running on a loaded machine
+  const env = jobsEnv(t, ['long', 'late'], { size: 16 * MiB, extra: 'bwlimit = "512K"', globals: 'max_concurrent = 1' });
   const a = spawnBlkdelta(['run', 'long', '--config', env.config]);
-  await waitRunning(env, 'long');
+  await waitRunning(env, 'long', a);
+  // 'long' holds its slot while stopped: 'late' finds it busy however slowly it starts
+  a.child.kill('SIGSTOP');
+  t.teardown(() => a.child.kill('SIGCONT'));
   const b = await runBlkdelta(['run', 'late', '--config', env.config, '--wait-timeout', '1s']);
+  a.child.kill('SIGCONT');
   t.is(b.code, ExitCode.BUSY);
   t.regex(b.stderr, /all 1 slots \(max_concurrent\) are busy after waiting 1s: held by long \(pid \d+\)/);
   const late = readState(env, 'late').runs[0]!;
@@ -114,7 +130,7 @@ test('runs killed at random points leave a record that says so, never a half-wri
     const sig = i % 2 ? 'SIGTERM' : 'SIGKILL';
     const p = spawnBlkdelta(['run', 'rnd', '--config', env.config]);
     // Most kills land while the run is syncing (after its record appears), some at start-up.
-    if (i % 4 !== 3) await waitRecordOf(env, 'rnd', p.child.pid!).catch(() => undefined);
+    if (i % 4 !== 3) await waitRecordOf(env, 'rnd', p).catch(() => undefined);
     await sleep(Math.floor(Math.random() * 1500));
     p.child.kill(sig);
     const r = await p.done;

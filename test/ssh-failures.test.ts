@@ -3,7 +3,7 @@
 // One sshd with a plain key; one whose authorized_keys forces `blkdelta server --allow ...`
 // (one key read-write, one key --read-only), as docs/ssh.md tells operators to set it up.
 import test from 'ava';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ExitCode } from '../src/errors.js';
@@ -141,6 +141,24 @@ test('forced command: a device matching --allow syncs; outside it, exit 12 and n
   t.is(dotdot.code, ExitCode.PERMISSION, dotdot.stderr);
   t.true(dotdot.stderr.includes("'..'"), dotdot.stderr);
   t.is(sha256(p.target), before);
+});
+
+test('forced command: a symlink in the allowed directory pointing outside is refused (12); a chmod 444 file is refused (5) even for root', async (t) => {
+  const p = pair(); // outside the allowed directory
+  const before = sha256(p.target);
+  const link = join(allowed, 'escape.img');
+  symlinkSync(p.target, link);
+  const escape = await cli(['sync', ...sshArgs(locked), p.source, url(locked, link)]);
+  t.is(escape.code, ExitCode.PERMISSION, escape.stderr);
+  t.true(escape.stderr.includes(`resolves to ${p.target}) is outside the server's --allow list`), escape.stderr);
+  t.is(sha256(p.target), before, 'the file outside was not written');
+  const ro = join(allowed, 'mode444.img');
+  writeFileSync(ro, Buffer.alloc(256 * 4096, 6));
+  chmodSync(ro, 0o444);
+  const refused = await cli(['sync', ...sshArgs(locked), p.source, url(locked, ro)]);
+  t.is(refused.code, ExitCode.TARGET_REFUSED, refused.stderr);
+  t.true(refused.stderr.includes('the file has no write permission bits (mode 0444)'), refused.stderr);
+  t.true(readFileSync(ro).every((b) => b === 6), 'the chmod 444 file is unchanged');
 });
 
 test('forced --read-only: pull and verify work, a push is refused with exit 12', async (t) => {

@@ -7,7 +7,7 @@ import { chmodSync, existsSync, linkSync, mkdirSync, statSync, symlinkSync, trun
 import { join } from 'node:path';
 import { BlkError, ExitCode } from '../src/errors.js';
 import { BIN_PATH, LocalTransport } from '../src/transport/local.js';
-import { Workspace, blkdelta, esc, randomFile, readAt, sha256, syncFiles as sync, touchBlocks } from './helpers/engine-fixture.js';
+import { Workspace, blkdelta, esc, interruptWithServerFrozen, randomFile, readAt, serverChildren, sha256, syncFiles as sync, touchBlocks } from './helpers/engine-fixture.js';
 
 const ws = new Workspace('blkdelta-refusals-');
 test.after.always(() => ws.cleanup());
@@ -164,12 +164,7 @@ test.serial('a server that has already exited when HELLO is sent (a remote shell
 
 // ---- interruption ----
 
-/** PIDs of the live `blkdelta server` children of a process (this one by default). */
-function children(ppid = process.pid): number[] {
-  const r = spawnSync('ps', ['-o', 'pid=,stat=,args=', '--ppid', String(ppid)], { encoding: 'utf8' });
-  const rows = r.stdout.split('\n').map((l) => l.trim().split(/\s+/));
-  return rows.filter(([, stat, ...args]) => stat && !stat.startsWith('Z') && args.includes('server')).map(([pid]) => Number(pid));
-}
+const children = serverChildren;
 
 const interrupted = test.macro({
   async exec(t, mode: 'write' | 'patch') {
@@ -239,10 +234,7 @@ test.serial('SIGINT to blkdelta sync: exit 130, "interrupted by SIGINT", its ser
       process.kill(server!, 'SIGKILL'); // only if the test failed with it still stopped
     } catch { /* gone, as it should be */ }
   });
-  process.kill(server!, 'SIGSTOP');
-  cli.kill('SIGINT');
-  await new Promise((r) => setTimeout(r, 200));
-  process.kill(server!, 'SIGCONT');
+  await interruptWithServerFrozen(cli, server!, () => stderr);
   t.is(await exited, 130, stderr);
   t.regex(stderr, /interrupted by SIGINT/);
   t.throws(() => process.kill(server!, 0), { code: 'ESRCH' }, 'the server outlived the client');

@@ -8,7 +8,7 @@ import { setImmediate as turn } from 'node:timers/promises';
 import { ExitCode } from '../src/errors.js';
 import { together, untilStopped } from '../src/engine/target.js';
 import { BIN_PATH } from '../src/transport/local.js';
-import { Workspace, randomFile } from './helpers/engine-fixture.js';
+import { Workspace, interruptWithServerFrozen, randomFile, serverChildren } from './helpers/engine-fixture.js';
 
 const ws = new Workspace('blkdelta-stop-');
 test.after.always(() => ws.cleanup());
@@ -83,7 +83,8 @@ test('SIGINT during `blkdelta sync --verify` removes the verify journal from TMP
   const same: number[] = [];
   for (let b = 0; b < 32768; b += 2) same.push(b);
   copyBlocks(src, dst, same);
-  const child = spawn(process.execPath, [BIN_PATH, 'sync', '--verify', '-q', src, dst], { env: { ...process.env, TMPDIR: tmp }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [BIN_PATH, 'sync', '--verify', '--no-progress', src, dst], { env: { ...process.env, TMPDIR: tmp }, stdio: ['ignore', 'ignore', 'pipe'] });
+  t.teardown(() => child.kill('SIGKILL'));
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
@@ -93,7 +94,16 @@ test('SIGINT during `blkdelta sync --verify` removes the verify journal from TMP
     if (!seen) await new Promise((r) => setTimeout(r, 5));
   }
   t.true(seen, `the journal spilled to ${tmp} before the run ended: ${stderr}`);
-  child.kill('SIGINT');
+  // The journal is in the target side, the client's local server: freeze it so that the run
+  // cannot finish before the client has taken the signal, however slow the machine is.
+  const [server] = serverChildren(child.pid!);
+  t.truthy(server, 'the local server is running');
+  t.teardown(() => {
+    try {
+      process.kill(server!, 'SIGKILL'); // only if the test failed with it still stopped
+    } catch { /* gone, as it should be */ }
+  });
+  await interruptWithServerFrozen(child, server!, () => stderr);
   t.is(await exited, ExitCode.INTERRUPTED, stderr);
   t.deepEqual(readdirSync(tmp), [], 'nothing left in TMPDIR');
   t.true(statSync(dst).size === 128 * MiB);

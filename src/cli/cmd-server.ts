@@ -20,7 +20,7 @@ export interface ServerArgs {
   stateDir?: string;
 }
 
-export const SERVER_EXIT_CODES = [ExitCode.OK, ExitCode.USAGE, ExitCode.SOURCE, ExitCode.TARGET_REFUSED, ExitCode.IO, ExitCode.REMOTE,
+export const SERVER_EXIT_CODES = [ExitCode.OK, ExitCode.USAGE, ExitCode.SOURCE, ExitCode.TARGET_REFUSED, ExitCode.SIZE_MISMATCH, ExitCode.IO, ExitCode.REMOTE,
   ExitCode.PERMISSION, ExitCode.SNAPSHOT, ExitCode.SNAPSHOT_OVERFLOW, ExitCode.CONFIG, ExitCode.BUSY, ExitCode.INTERRUPTED];
 
 export const serverCommand: Command<object> = {

@@ -1,7 +1,8 @@
 // LocalTransport: runs `blkdelta server` as a child process of this one, so that a local sync
 // speaks exactly the protocol an SSH sync does, and both ends hash on their own core.
-// Interrupted: close() ends the child's stdin (the server exits on EOF), then kills it after
-// a grace period; no child outlives the run.
+// Interrupted: close() ends the child's stdin (the server exits on EOF, after its own cleanup:
+// a grown target truncated back, temp files removed), then kills it when it has not exited
+// within closeTimeoutMs (the caller's deadline; default 10 s); no child outlives the run.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { BlkError, ExitCode } from '../errors.js';
@@ -11,9 +12,14 @@ import type { Channel, Transport } from './transport.js';
 export const BIN_PATH = fileURLToPath(new URL('../../../bin/blkdelta', import.meta.url));
 const STDERR_TAIL = 8192;
 
+export interface LocalOptions {
+  /** How long close() waits for the server to exit after its stdin ends, then SIGKILL. */
+  closeTimeoutMs?: number;
+}
+
 export class LocalTransport implements Transport {
   readonly label = 'local server';
-  constructor(private readonly args: string[] = []) {}
+  constructor(private readonly args: string[] = [], private readonly opts: LocalOptions = {}) {}
 
   async open(signal?: AbortSignal): Promise<Channel> {
     signal?.throwIfAborted();
@@ -22,7 +28,7 @@ export class LocalTransport implements Transport {
       child.once('spawn', resolve);
       child.once('error', (err) => reject(new BlkError(ExitCode.REMOTE, `cannot start ${BIN_PATH} server: ${err.message}`, { cause: err })));
     });
-    return childChannel(child, STDERR_TAIL);
+    return childChannel(child, STDERR_TAIL, this.opts.closeTimeoutMs ?? 10_000);
   }
 }
 
@@ -31,7 +37,7 @@ export class LocalTransport implements Transport {
  * ServerEnd, for ssh and --rsh) on the hot path, since a local pipe's write callbacks already
  * fire only once the kernel has the bytes and there is no connection to lose, only a child.
  */
-function childChannel(child: ChildProcess, tailBytes: number): Channel {
+function childChannel(child: ChildProcess, tailBytes: number, closeTimeoutMs: number): Channel {
   let tail = '';
   child.stderr!.setEncoding('utf8');
   child.stderr!.on('data', (s: string) => {
@@ -54,7 +60,7 @@ function childChannel(child: ChildProcess, tailBytes: number): Channel {
       (closing ??= (async () => {
         child.stdin!.end();
         child.stdout!.destroy(); // a server blocked writing to us gets EPIPE instead of hanging
-        const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+        const timer = setTimeout(() => child.kill('SIGKILL'), closeTimeoutMs);
         const code = await exited;
         clearTimeout(timer);
         child.stdout!.destroy();

@@ -4,6 +4,7 @@
 // A Workspace is one test file's temp dir plus its Resources; its cleanup() releases them, then
 // removes the dir. bin/blkdelta runs as a child (blkdelta()), runSync in-process (syncFiles()).
 // sha256 streams the file or device in 4 MiB reads, so memory does not grow with the image.
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, copyFileSync, existsSync, fstatSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -226,6 +227,25 @@ export class Workspace {
 /** runSync of two local paths: write, 4 KiB blocks, strict, unless `extra` says otherwise. */
 export function syncFiles(src: string, dst: string, extra: Partial<SyncOptions> = {}): Promise<SyncSummary> {
   return runSync({ source: src, target: dst, mode: 'write', blockSize: 4096, sizePolicy: 'strict', ...extra });
+}
+
+/** PIDs of the live `blkdelta server` children of a process (this one by default). */
+export function serverChildren(ppid = process.pid): number[] {
+  const r = spawnSync('ps', ['-o', 'pid=,stat=,args=', '--ppid', String(ppid)], { encoding: 'utf8' });
+  const rows = r.stdout.split('\n').map((l) => l.trim().split(/\s+/));
+  return rows.filter(([, stat, ...args]) => stat && !stat.startsWith('Z') && args.includes('server')).map(([pid]) => Number(pid));
+}
+
+/**
+ * SIGINT to a running `blkdelta sync` with its local server frozen (SIGSTOP) until the client has
+ * logged that it took the signal, so that the run cannot finish first however slow the machine
+ * is. The caller's teardown should SIGKILL `server` in case the test fails with it stopped.
+ */
+export async function interruptWithServerFrozen(cli: ChildProcess, server: number, stderr: () => string): Promise<void> {
+  process.kill(server, 'SIGSTOP');
+  cli.kill('SIGINT');
+  while (!stderr().includes('SIGINT received') && cli.exitCode === null) await new Promise((r) => setTimeout(r, 10));
+  process.kill(server, 'SIGCONT');
 }
 
 /** A string as a literal inside a RegExp. */
