@@ -6,24 +6,13 @@ import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { parseFacts, type Facts } from './helpers/vm.js';
 import type { JobState } from '../src/jobs/state.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const INSTALL = 'apt-get install qemu-system-x86 busybox-static xz-utils lvm2 thin-provisioning-tools';
 
-type Facts = Map<string, Map<string, string>>;
 interface VmRun { rc: number | null; stdout: string; stderr: string; facts: Facts }
-
-function parseFacts(stdout: string): Facts {
-  const facts: Facts = new Map();
-  for (const line of stdout.split('\n')) {
-    const m = /^R (\S+) (\S+) ?(.*)$/.exec(line);
-    if (!m) continue;
-    if (!facts.has(m[1]!)) facts.set(m[1]!, new Map());
-    facts.get(m[1]!)!.set(m[2]!, m[3]!);
-  }
-  return facts;
-}
 
 let vm: Promise<VmRun> | undefined;
 let timedOut: VmRun | undefined;

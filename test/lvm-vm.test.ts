@@ -6,25 +6,13 @@ import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { parseFacts, type Facts } from './helpers/vm.js';
 import { ExitCode } from '../src/errors.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const INSTALL = 'apt-get install qemu-system-x86 busybox-static xz-utils lvm2 thin-provisioning-tools';
 
-type Facts = Map<string, Map<string, string>>;
 interface VmRun { rc: number | null; stdout: string; stderr: string; facts: Facts; seconds: number }
-
-function parseFacts(stdout: string): Facts {
-  const facts: Facts = new Map();
-  for (const line of stdout.split('\n')) {
-    const m = /^R (\S+) (\S+) ?(.*)$/.exec(line);
-    if (!m) continue;
-    const [, s, k, v] = m as unknown as [string, string, string, string];
-    if (!facts.has(s)) facts.set(s, new Map());
-    facts.get(s)!.set(k, v);
-  }
-  return facts;
-}
 
 const runVm = (): Promise<VmRun> => new Promise((resolve) => {
   const t0 = Date.now();

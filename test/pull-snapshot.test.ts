@@ -15,9 +15,9 @@ import { parseConfig } from '../src/jobs/config.js';
 import { parseLvs, type LvRow } from '../src/lvm/report.js';
 import { heldProblem, poolGuard, snapshotReportOf, type SnapshotReport } from '../src/lvm/snapshot.js';
 import { parseSnapshotSpec, remoteSnapshotOf, snapshotEnds, type SnapshotArgs } from '../src/lvm/sync-options.js';
-import { reportFromWelcome, removalOutcome, settlePull } from '../src/engine/pull-snapshot.js';
+import { reportFromWelcome, removalOutcome, settlePull, snapshotReleased } from '../src/engine/pull-snapshot.js';
 import { Conn, type Hello } from '../src/proto/messages.js';
-import { Msg } from '../src/proto/wire.js';
+import { Msg, encodeFrameHeader, type MsgType } from '../src/proto/wire.js';
 import { DEFAULT_SOURCE_SNAPSHOT, snapshotRequest } from '../src/server/snapshots.js';
 import { BIN, runBlkdelta } from './helpers/jobs.js';
 
@@ -245,6 +245,32 @@ test('settlePull: a success whose snapshot stayed fails with SNAPSHOT and carrie
   const own = new BlkError(ExitCode.SNAPSHOT_OVERFLOW, 'pool full');
   t.is(t.throws(() => settlePull(report, 14, { ok: false, error: own }, 'ssh h', '')), own, 'a failure keeps its own error');
   t.like(snapshotReportOf(own), { removed: true });
+});
+
+/** A Conn whose input holds these frames, then ends. */
+function connWith(frames: [MsgType, Buffer][]): Conn {
+  const input = new PassThrough();
+  for (const [type, payload] of frames) input.write(Buffer.concat([encodeFrameHeader(type, payload.length), payload]));
+  input.end();
+  return new Conn({ input, output: new PassThrough(), stderrTail: () => '', close: async () => null }, 'sh localhost');
+}
+
+test('snapshotReleased: the server ends its output once the snapshot is removed', async (t) => {
+  await t.notThrowsAsync(snapshotReleased(connWith([])));
+});
+
+test('snapshotReleased: an ERROR after RESULT (removal failed) is thrown with its code and what it says of the snapshot', async (t) => {
+  const body = { code: ExitCode.SNAPSHOT, message: 'snapshot vg0/s could not be removed', sourceSnapshot: { name: 'vg0/s', removed: false, removeError: 'in use' } };
+  const err = await t.throwsAsync(snapshotReleased(connWith([[Msg.ERROR, Buffer.from(JSON.stringify(body))]])), { instanceOf: BlkError });
+  t.is(err?.code, ExitCode.SNAPSHOT);
+  t.is(err?.message, 'sh localhost: snapshot vg0/s could not be removed');
+  t.deepEqual(removalOutcome(13, err), { removed: false, removeError: 'in use' });
+});
+
+test('snapshotReleased: any other frame after RESULT is a protocol error (exit 9)', async (t) => {
+  const err = await t.throwsAsync(snapshotReleased(connWith([[Msg.READY, Buffer.alloc(0)]])), { instanceOf: BlkError });
+  t.is(err?.code, ExitCode.REMOTE);
+  t.regex(err!.message, /^protocol error: READY from sh localhost after RESULT$/);
 });
 
 // ---- job keys ----

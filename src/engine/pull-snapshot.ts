@@ -1,6 +1,7 @@
 // The client's view of a pull from a source snapshot that the server makes (SyncOptions.sourceSnapshot,
-// server/snapshots.ts): the snapshot described in WELCOME becomes a SnapshotReport, and once the
-// server has exited, whether it removed the snapshot:
+// server/snapshots.ts): the snapshot described in WELCOME becomes a SnapshotReport; after RESULT
+// the server removes the snapshot and ends its output (an ERROR first if the removal failed), so
+// the client waits for that end (snapshotReleased) before it closes; then, whether it was removed:
 //   the ERROR frame said so (sourceSnapshot.removed)        -> that
 //   the server exited 0 after a success                       -> removed
 //   the server exited 13 (SNAPSHOT)                           -> not removed (a success fails: SNAPSHOT)
@@ -9,7 +10,20 @@
 // Pure functions; the report travels on the summary or on the thrown error (snapshotReportOf).
 import { BlkError, ExitCode } from '../errors.js';
 import { attachSnapshotReport, type SnapshotReport } from '../lvm/snapshot.js';
-import { peerSnapshotOf, type SourceSnapshotInfo } from '../proto/messages.js';
+import { peerSnapshotOf, type Conn, type SourceSnapshotInfo } from '../proto/messages.js';
+import { Msg, msgName } from '../proto/wire.js';
+
+/**
+ * After RESULT of a pull from a server-made snapshot: waits for the server to remove it and end
+ * its output (bounded by the server's lvm timeouts; the run's signal still aborts). An ERROR
+ * frame (the removal failed) is thrown, carrying what the server says about the snapshot.
+ */
+export async function snapshotReleased(conn: Conn): Promise<void> {
+  const f = await conn.reader.next();
+  if (!f) return;
+  if (f.type === Msg.ERROR) throw conn.peerError(f);
+  throw new BlkError(ExitCode.REMOTE, `protocol error: ${msgName(f.type)} from ${conn.peerLabel} after RESULT`);
+}
 
 /** The report for the snapshot WELCOME describes; REMOTE when the server made none (an older blkdelta). */
 export function reportFromWelcome(info: SourceSnapshotInfo | undefined, where: string): SnapshotReport {

@@ -21,7 +21,7 @@ import { chunkSizeFor, checkBlockSize, geometryOf, planSizes, runSourceSide } fr
 import { DeviceWriter, PatchFromPeerSink, PatchSink, PeerSink } from './sinks.js';
 import { runTarget } from './target.js';
 import { makeFingerprint } from './fingerprint.js';
-import { reportFromWelcome, settlePull } from './pull-snapshot.js';
+import { reportFromWelcome, settlePull, snapshotReleased } from './pull-snapshot.js';
 import type { SnapshotReport } from '../lvm/snapshot.js';
 import type { SyncOptions, SyncSummary } from './types.js';
 
@@ -117,6 +117,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
   const fingerprint = sourceFingerprint(h, opts.sourceLabel ?? `${opts.source}|${srcSize}|${t0}`);
   const geometry = geometryOf(start, targetSize, fingerprint);
   const patch = opts.mode === 'patch' ? await PatchWriter.create(opts.patchOut!, geometry, h, { overwrite: opts.patchOverwrite }) : undefined;
+  let summary: SyncSummary;
   const progress = (bytesDone: number, bytesDiffering: number) =>
     opts.onProgress?.({ bytesDone, bytesTotal: plan.compareSize, bytesDiffering, elapsedMs: Date.now() - t0 });
   try {
@@ -124,7 +125,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
       ? await runSourceSide(local, conn, start, write ? new PeerSink(conn) : patch ? new PatchSink(patch) : null, { signal: opts.signal, maxDiffs: opts.maxDiffsReported ?? 10, onChunk: progress })
       : await runTarget(local, conn, start, write ? new DeviceWriter(local, geometry, h, { verify: !!opts.verify }) : patch ? new PatchFromPeerSink(patch, geometry, h) : null, opts.signal, progress);
     const patchBytes = patch ? (await patch.finish()).bytes : undefined;
-    return {
+    summary = {
       mode: opts.mode, source: opts.source, target: opts.target, blockSize: opts.blockSize,
       sourceSize: srcSize, targetSize, comparedBytes: plan.compareSize,
       blocksCompared: done.blocksCompared, blocksDiffering: done.blocksDiffering, blocksWritten: result.blocksWritten,
@@ -147,6 +148,8 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
     }
     throw err;
   }
+  if (opts.sourceSnapshot) await snapshotReleased(conn); // the copy is complete; the server removes its snapshot
+  return summary;
 }
 
 /**

@@ -4,6 +4,7 @@
 // Either side may send ERROR at any point and stop; the peer turns it into a BlkError.
 import type { Channel } from '../transport/transport.js';
 import type { TargetSnapshotResult, TargetSnapshotSpec } from '../engine/types.js';
+import type { SnapshotReport } from '../lvm/snapshot.js';
 import { BlkError, ExitCode } from '../errors.js';
 import { FrameReader, FrameWriter, Msg, msgName, parseJson, type Frame, type MsgType } from './wire.js';
 
@@ -29,16 +30,7 @@ export interface Hello {
 }
 
 /** The snapshot a server made for HELLO.sourceSnapshot (in WELCOME). */
-export interface SourceSnapshotInfo {
-  vg: string;
-  origin: string;
-  job: string;
-  name: string;
-  kind: 'cow' | 'thin' | '';
-  device: string;
-  createdAt: string;
-  staleRemoved: string[];
-}
+export type SourceSnapshotInfo = Pick<SnapshotReport, 'vg' | 'origin' | 'job' | 'name' | 'kind' | 'device' | 'createdAt' | 'staleRemoved'>;
 
 export interface Welcome {
   magic: string;

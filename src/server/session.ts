@@ -3,6 +3,7 @@
 //   HELLO (role, device path, write?) → policy check → open the device → WELCOME (kind, size)
 //   (HELLO.sourceSnapshot: the device opened is a snapshot made here, see snapshots.ts)
 //   START (geometry) → checks, grow a file target → READY → run the role → wait for stdin EOF
+//   (on a source snapshot: remove it after RESULT, then end the output; the client waits for that)
 // The device path only ever travels inside the protocol, never through a shell.
 // Errors go back as an ERROR frame (exit code + message) and to stderr; the process exits when
 // its stdin closes, so no server outlives its client.
@@ -87,6 +88,7 @@ async function session(conn: Conn, hello: Hello, path: string, snap?: { signal: 
       const writer = hello.write ? new DeviceWriter(dev, geometryOf(start, targetSize), h, { verify: start.verify }) : null;
       await runTarget(dev, conn, start, writer && hello.targetSnapshot ? await withTargetSnapshot(writer, dev.path, hello.targetSnapshot) : writer);
     }
+    if (snap) return; // the caller removes the snapshot, then ends the output: the client waits for that
     const extra = await conn.reader.next();
     if (extra) throw new BlkError(ExitCode.REMOTE, 'protocol error: data after the end of the session');
   } finally {
