@@ -12,14 +12,14 @@ import type { Readable, Writable } from 'node:stream';
 import { BlkError, ExitCode, describe, exitCodeOf } from '../errors.js';
 import { loadHasher } from '../hash.js';
 import { log } from '../log.js';
-import { Conn, checkFields, checkMagic, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Hello, type SourceSnapshotInfo, type Start, type Welcome } from '../proto/messages.js';
+import { Conn, checkFields, checkMagic, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Hello, type Start, type Welcome } from '../proto/messages.js';
 import { Msg } from '../proto/wire.js';
 import { openSource, openTarget, type Device } from '../engine/device.js';
 import { checkStart, geometryOf, runSourceSide } from '../engine/session.js';
 import { DeviceWriter, PeerSink } from '../engine/sinks.js';
 import { runTarget, type TargetSink } from '../engine/target.js';
 import type { TargetSnapshotSpec } from '../engine/types.js';
-import { snapshotOutcome, snapshotRequest, withServerSnapshot, type SourceSnapshotPolicy } from './snapshots.js';
+import { snapshotOutcome, snapshotRequest, withServerSnapshot, type OnSnapshot, type SourceSnapshotPolicy } from './snapshots.js';
 
 export interface ServerOptions {
   /** Throws BlkError PERMISSION when the client may not use this path (or may not write it). */
@@ -41,16 +41,8 @@ export async function serve(input: Readable, output: Writable, opts: ServerOptio
     checkFields('HELLO', hello, { role: 'string', path: 'string', write: 'boolean' });
     if (hello.role !== 'source' && hello.role !== 'target') throw new BlkError(ExitCode.REMOTE, `protocol error: unknown role ${hello.role}`);
     opts.checkDevice?.(hello.path, hello.write);
-    if (hello.sourceSnapshot === undefined) {
-      await session(conn, hello, hello.path);
-    } else {
-      const req = snapshotRequest(hello, opts.sourceSnapshot);
-      await withServerSnapshot(req, opts.signal ?? new AbortController().signal, (device, signal, info) => {
-        const stop = () => input.destroy(signal.reason as Error); // a pending read ends with the reason
-        signal.addEventListener('abort', stop, { once: true });
-        return session(conn, hello, device, { signal, info }).finally(() => signal.removeEventListener('abort', stop));
-      });
-    }
+    if (hello.sourceSnapshot === undefined) await session(conn, hello, hello.path);
+    else await withServerSnapshot(snapshotRequest(hello, opts.sourceSnapshot), opts.signal, input, (dev, snap) => session(conn, hello, dev, snap));
     return ExitCode.OK;
   } catch (err) {
     const code = exitCodeOf(err);
@@ -67,7 +59,7 @@ export async function serve(input: Readable, output: Writable, opts: ServerOptio
 }
 
 /** One session on `path` (the HELLO's, or a source snapshot's device) until the client's EOF. */
-async function session(conn: Conn, hello: Hello, path: string, snap?: { signal: AbortSignal; info: SourceSnapshotInfo }): Promise<void> {
+async function session(conn: Conn, hello: Hello, path: string, snap?: OnSnapshot): Promise<void> {
   const dev: Device = hello.role === 'source' ? openSource(path) : openTarget(path, { write: hello.write });
   try {
     await conn.writer.sendJson(Msg.WELCOME, {
