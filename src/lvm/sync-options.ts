@@ -29,7 +29,7 @@ export interface SnapshotArgs {
 /** Adds the LVM options to a yargs builder. */
 export function snapshotOptions<T>(y: Argv<T>) {
   return y
-    .option('snapshot', { type: 'string', group: 'LVM:', describe: 'sync from a temporary snapshot of this source LV (VG/LV); omit SRC' })
+    .option('snapshot', { type: 'string', group: 'LVM:', describe: "sync from a temporary snapshot of this source LV (VG/LV, or [user@]host:VG/LV to pull from a snapshot made by that host's server); omit SRC" })
     .option('snapshot-size', { type: 'string', group: 'LVM:', describe: 'COW snapshot size: 10G, 512M or 20%ORIGIN (default: thin snapshot for a thin LV, else 20%ORIGIN)' })
     .option('snapshot-max-fill', { type: 'number', group: 'LVM:', describe: 'abort when the COW snapshot is fuller than PCT percent (polled during the run)' })
     .option('pool-max-fill', { type: 'number', group: 'LVM:', describe: 'thin snapshot: refuse, or stop and remove it, when its thin pool is PCT percent full, data or metadata (default 90)' })

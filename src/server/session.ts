@@ -19,7 +19,7 @@ import type { Readable, Writable } from 'node:stream';
 import { BlkError, ExitCode, describe, exitCodeOf } from '../errors.js';
 import { loadHasher } from '../hash.js';
 import { log } from '../log.js';
-import { Conn, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Done, type Hello, type SourceSnapshotInfo, type Start, type Wait, type Welcome } from '../proto/messages.js';
+import { Conn, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Done, type Hello, type Start, type Wait, type Welcome } from '../proto/messages.js';
 import { Msg, type Frame } from '../proto/wire.js';
 import { grow, openSource, precheck, openTarget, shrinkTo, type Device, type OpenOptions } from '../io/device.js';
 import { makeFingerprint } from '../engine/fingerprint.js';
@@ -31,7 +31,7 @@ import { jobNameOf } from '../lvm/sync-options.js';
 import { DEFAULT_STATE_DIR, DEFAULT_WAIT_TIMEOUT } from './config.js';
 import { checkAllowed, checkRequest, OPEN_POLICY, type Retention, type ServerConfig, type ServerPolicy } from './policy.js';
 import { acquireSlot, type Slot } from './slots.js';
-import { snapshotOutcome, snapshotRequest, withServerSnapshot, type SnapshotRequest } from './snapshots.js';
+import { snapshotOutcome, snapshotRequest, withServerSnapshot, type OnSnapshot, type SnapshotRequest } from './snapshots.js';
 import { checkGrowth, parseHello } from './validate.js';
 
 export interface ServerOptions {
@@ -47,7 +47,6 @@ interface SnapshotPlan { job: string; size: string; retention: Retention; poolMa
 export async function serve(input: Readable, output: Writable, opts: ServerOptions = {}): Promise<number> {
   const conn = new Conn({ input, output, stderrTail: () => '', close: async () => null }, 'client');
   const cfg: ServerConfig = opts.config ?? OPEN_POLICY;
-  const signal = opts.signal ?? new AbortController().signal;
   let slot: Slot | undefined;
   try {
     const first = await conn.reader.next();
@@ -61,11 +60,7 @@ export async function serve(input: Readable, output: Writable, opts: ServerOptio
     if (!pull) {
       await session(conn, hello, open(hello, cfg), { plan, pending });
     } else {
-      await withServerSnapshot(pull, signal, (device, sig, info) => {
-        const stop = () => input.destroy(sig.reason as Error); // a pending read ends with the reason
-        sig.addEventListener('abort', stop, { once: true });
-        return session(conn, hello, openSource(device), { pending, snap: { signal: sig, info } }).finally(() => sig.removeEventListener('abort', stop));
-      });
+      await withServerSnapshot(pull, opts.signal, input, (device, snap) => session(conn, hello, openSource(device), { pending, snap }));
     }
     return ExitCode.OK;
   } catch (err) {
@@ -88,7 +83,7 @@ interface SessionOptions {
   plan?: SnapshotPlan;
   /** The client's next frame, already being read while the session waited for a slot. */
   pending?: Promise<Frame | null>;
-  snap?: { signal: AbortSignal; info: SourceSnapshotInfo };
+  snap?: OnSnapshot;
 }
 
 /**

@@ -11,6 +11,7 @@
 // finally removes the snapshot. SIGKILL leaves it, tagged: the next session of the job removes it.
 // A removal that fails makes the server exit SNAPSHOT (13) after a success, or is reported in the
 // ERROR frame's `sourceSnapshot` after a failure. Memory: a few lvs rows.
+import type { Readable } from 'node:stream';
 import { BlkError, ExitCode } from '../errors.js';
 import { checkJobName, lvmNameProblem } from '../lvm/argv.js';
 import { DEFAULT_POOL_MAX_FILL } from '../lvm/pool.js';
@@ -73,15 +74,26 @@ export function snapshotOutcome(err: unknown): { name: string; removed: boolean;
   return { name: `${r.vg}/${r.name}`, removed: r.removed, ...(r.removeError ? { removeError: r.removeError } : {}) };
 }
 
+/** What the session on a snapshot gets: a signal that aborts on a problem, and WELCOME's description. */
+export interface OnSnapshot { signal: AbortSignal; info: SourceSnapshotInfo }
+
 /**
- * Runs the session on a snapshot of req.vg/req.lv. `session` gets the snapshot device, a signal
- * that aborts on a fill/pool problem or on `signal`, and the snapshot's description for WELCOME.
+ * Runs the session on a snapshot of req.vg/req.lv. An abort (a fill/pool problem from the poller,
+ * or `signal`: SIGINT/SIGTERM) destroys `input` with its reason, so a pending read ends at once.
  */
-export async function withServerSnapshot<T>(req: SnapshotRequest, signal: AbortSignal,
-  session: (device: string, signal: AbortSignal, info: SourceSnapshotInfo) => Promise<T>): Promise<T> {
+export async function withServerSnapshot<T>(req: SnapshotRequest, signal: AbortSignal | undefined, input: Readable,
+  session: (device: string, snap: OnSnapshot) => Promise<T>): Promise<T> {
   const spec = {
     vg: req.vg, lv: req.lv, job: req.job, cowSize: req.policy.size, maxFillPct: req.policy.maxFill, poolMaxFillPct: req.policy.poolMaxFill,
   };
-  const { value } = await withSourceSnapshot(spec, signal, (device, sig, report) => session(device, sig, snapshotInfo(report)));
+  const { value } = await withSourceSnapshot(spec, signal ?? new AbortController().signal, async (device, sig, report) => {
+    const stop = () => input.destroy(sig.reason as Error);
+    sig.addEventListener('abort', stop, { once: true });
+    try {
+      return await session(device, { signal: sig, info: snapshotInfo(report) });
+    } finally {
+      sig.removeEventListener('abort', stop);
+    }
+  });
   return value;
 }

@@ -10,7 +10,7 @@ const ROOT = fileURLToPath(new URL('../../..', import.meta.url));
 const INSTALL = 'apt-get install qemu-system-x86 busybox-static xz-utils lvm2 thin-provisioning-tools';
 
 export type Facts = Map<string, Map<string, string>>;
-export interface VmRun { rc: number | null; stdout: string; stderr: string; facts: Facts; seconds?: number }
+export interface VmRun { rc: number | null; how?: string; stdout: string; stderr: string; facts: Facts; seconds?: number }
 
 /** "R scenario key value" lines into scenario → key → value. */
 export function parseFacts(stdout: string): Facts {
@@ -33,14 +33,15 @@ export function vmLane(script: string, o: { disks?: string; timeoutS: number }) 
       cwd: ROOT, maxBuffer: 64 << 20, env: { ...process.env, VM_DISKS: o.disks ?? '1G', VM_TIMEOUT: String(o.timeoutS) },
     }, (err, stdout, stderr) => {
       const rc = err ? (typeof err.code === 'number' ? err.code : null) : 0;
-      resolve({ rc, stdout, stderr, facts: parseFacts(stdout), seconds: (Date.now() - t0) / 1000 });
+      const how = err ? `${err.signal ? `killed by ${err.signal}` : `exit ${String(err.code)}`}: ${err.message.slice(0, 300)}` : 'exit 0';
+      resolve({ rc, how, stdout, stderr, facts: parseFacts(stdout), seconds: (Date.now() - t0) / 1000 });
     });
   });
   return async function facts(t: ExecutionContext, scenario: string): Promise<(k: string) => string> {
     t.timeout((o.timeoutS + 120) * 1000);
     const r = await (run ??= boot());
     if (r.rc !== 0) {
-      const why = r.rc === 125 && /missing|apt-get/.test(r.stderr) ? `the VM lane cannot run: ${INSTALL}` : `run-vm.sh exited ${r.rc}`;
+      const why = r.rc === 125 && /missing|apt-get/.test(r.stderr) ? `the VM lane cannot run: ${INSTALL}` : `run-vm.sh failed after ${(r.seconds ?? 0).toFixed(0)} s (${r.how ?? '?'})`;
       t.fail(`${why}\nlast facts:\n${r.stdout.split('\n').slice(-4).join('\n').slice(0, 1500)}\nstderr:\n${r.stderr.slice(-4000)}`);
     }
     const f = r.facts.get(scenario);
