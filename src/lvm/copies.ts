@@ -95,7 +95,8 @@ export async function pruneCopies(vg: string, lvName: string, o: PruneOptions): 
       await removeOwned(c.row, o);
       removed.push(c.id);
     }
-    log.info(`target ${vg}/${lvName}: removed ${gone.map((v) => `${v.id} (${v.reasons.join(',')})`).join(', ')}`);
+    const kept = verdicts.filter((v) => v.keep).length;
+    log.info(`target ${vg}/${lvName}: kept ${kept} snapshot(s), removed ${gone.map((v) => `${v.id} (${v.reasons.join(',')})`).join(', ')}`);
     if (!gone.some((v) => v.reasons.includes('pool'))) {
       const after = await readCopies(vg, lvName, o);
       return { kept: after.copies.map((c) => c.id), removed, verdicts };
