@@ -36,7 +36,7 @@ async function facts(t: ExecutionContext, scenario: string): Promise<(k: string)
   return (k: string) => f?.get(k) ?? `<no ${k}>`;
 }
 
-const list = (s: string) => JSON.parse(s.replace(/\|/g, '\n')) as HistoryEntry[];
+const list = (s: string) => (JSON.parse(s.replace(/\|/g, '\n')) as { version: number; copies: HistoryEntry[] }).copies;
 const names = (s: string) => s.split('|').filter((x) => x !== '');
 
 test('thin target: each run leaves a labelled copy; keep_last 3 = the live target and two copies', async (t) => {

@@ -7,7 +7,7 @@ import { findJob, loadConfig } from '../jobs/config.js';
 import { historyList, historyPrune, historyRestore, historyVerify, throwIfDamaged } from '../history/ops.js';
 import type { HistoryEntry } from '../history/copies.js';
 import { formatBytes } from '../units.js';
-import { cli, out } from './context.js';
+import { cli, out, outJson } from './context.js';
 import { configOption } from './config-option.js';
 
 interface Args { job: string; id?: string; dest?: string; json?: boolean; 'dry-run'?: boolean; config: string }
@@ -24,11 +24,11 @@ function line(e: HistoryEntry): string {
 const listCommand: CommandModule<object, Args> = {
   command: 'list <job>',
   describe: 'the live target and its kept copies: id, data time, kind, size, fingerprint, state',
-  builder: (y) => jobArg(y).option('json', { type: 'boolean', describe: 'print a JSON array (fields: docs/history.md)' })
+  builder: (y) => jobArg(y).option('json', { type: 'boolean', describe: 'print {version, copies: [...]} (fields: docs/history.md)' })
     .example('blkdelta history list db', '') as never,
   handler: async (a) => {
     const entries = await historyList(load(a).job);
-    if (a.json) return out(JSON.stringify(entries, null, 2));
+    if (a.json) return outJson({ copies: entries });
     out(['ID'.padEnd(40), 'DATA TIME'.padEnd(24), 'KIND', 'SIZE'.padStart(10), 'FINGERPRINT'.padEnd(16), 'STATE'].join('  '));
     for (const e of entries) out(line(e));
   },
@@ -57,7 +57,7 @@ const verifyCommand: CommandModule<object, Args> = {
   handler: async (a) => {
     const { cfg, job } = load(a);
     const checks = await historyVerify(cfg, job, a.id, cli.abort.signal);
-    if (a.json) out(JSON.stringify(checks, null, 2));
+    if (a.json) outJson({ checks });
     else for (const c of checks) out(`${c.result.toUpperCase().padEnd(12)} ${c.id} (${c.lv}): ${c.detail}`);
     throwIfDamaged(job.name, checks);
   },
