@@ -46,12 +46,12 @@ test.serial(refused, ['verify', 'remote', '--config', cfg], 2, /is remote/);
 test.serial(refused, ['list', 'file', '--config', cfg], 13, /need an LVM logical volume as target: \S+a\.img\.dst is not a block device/);
 test.serial(refused, ['verify', 'file', '--config', cfg], 13, /need an LVM logical volume as target/);
 test.serial(refused, ['restore', 'file', 'x', join(dir, 'out.img'), '--config', cfg], 13, /need an LVM logical volume as target/);
-test.serial(refused, ['list', '--config', cfg], 2, /Not enough non-option arguments/);
-test.serial(refused, ['restore', 'file', 'x', '--config', cfg], 2, /Not enough non-option arguments/);
-test.serial(refused, ['frobnicate', 'file', '--config', cfg], 2, /Unknown arguments: config, frobnicate, file/);
+test.serial(refused, ['list', '--config', cfg], 2, /history: missing JOB \(usage: blkdelta history list <job>\)/);
+test.serial(refused, ['restore', 'file', 'x', '--config', cfg], 2, /history: missing DEST \(usage: blkdelta history restore <job> <id> <dest>\)/);
+test.serial(refused, ['frobnicate', 'file', '--config', cfg], 2, /history: unknown action "frobnicate" \(actions: list, restore, verify, prune\)/);
 test.serial(refused, [], 2, /name an action: list, restore, verify or prune/);
 test.serial(refused, ['list', 'file', '--config', join(dir, 'missing.toml')], 15, /cannot read config \S+missing\.toml: ENOENT/);
-test.serial(refused, ['prune', 'file', '--dry-run', '--bogus', '--config', cfg], 2, /Unknown argument: bogus/);
+test.serial(refused, ['prune', 'file', '--dry-run', '--bogus', '--config', cfg], 2, /history: unknown option --bogus/);
 
 test.serial('a restore that is refused leaves DEST untouched', async (t) => {
   const dest = join(dir, 'dest.img');

@@ -92,7 +92,7 @@ test('target_snapshot_size for a remote target: the server decides', configError
   ["blkdelta.toml:8:1: jobs.tools.target_snapshot_size: a remote target's server keeps its snapshots by its own [server.target_snapshot] policy (target_snapshot = true only asks): remove this key"]);
 test('a remote target with target_snapshot only asks; keep from [defaults] does not apply', (t) => {
   const cfg = parseConfig(`${GOOD.replace('\n[jobs.tools]', '[defaults]\nkeep = 5\ntarget_snapshot = true\n\n[jobs.tools]')}`, 'blkdelta.toml');
-  t.deepEqual(cfg.jobs[0]!.targetSnapshot, { keep: 1 });
+  t.deepEqual(cfg.jobs[0]!.targetSnapshot, { keep: 1, retention: {} });
 });
 test('bad job name', configError, `[jobs."a b"]\nsource = "/a"\ntarget = "/b"\n`,
   ['blkdelta.toml:1:1: jobs."a b": job names use letters, digits, "_", "-" and "." (at most 64, not starting with "." or "-", not ending in ".refused")']);

@@ -27,7 +27,7 @@ interface StatusJson { job: string; progress?: RunRecord['progress']; runs: (Run
 async function statusJson(env: JobsEnv, job: string): Promise<StatusJson> {
   const r = await runBlkdelta(['status', job, '--json', '--config', env.config]);
   if (r.code !== 0) throw new Error(`status exited ${r.code}: ${r.stderr}`);
-  return (JSON.parse(r.stdout) as StatusJson[])[0]!;
+  return (JSON.parse(r.stdout) as { version: number; jobs: StatusJson[] }).jobs[0]!;
 }
 
 const metric = (text: string, name: string, job: string) => {
@@ -136,8 +136,10 @@ test('a run waiting for a slot shows "waiting"; SIGTERM while waiting records "c
   const before = readFileSync(env.image('queued', 'dst'));
 
   const hog = spawnBlkdelta(['run', 'hog', '--config', env.config]);
+  t.teardown(() => { writeFileSync(release, ''); hog.child.kill('SIGKILL'); }); // a failed assertion must not leave hog waiting forever
   await until('hog holds the slot', () => (readSafe(env, 'hog')?.progress?.phase === 'hook' ? true : undefined));
   const q = spawnBlkdelta(['run', 'queued', '--config', env.config]);
+  t.teardown(() => q.child.kill('SIGKILL'));
   const waiting = await until('queued waits', async () => {
     const j = await statusJson(env, 'queued');
     return j.runs[0]?.outcome === 'running' && j.progress?.phase === 'waiting' ? j : undefined;

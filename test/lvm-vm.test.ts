@@ -80,7 +80,7 @@ test('after a failed run the pending target snapshot is reused (the target is to
   const f = await facts(t, 'sigterm');
   const f2 = await facts(t, 'sigterm2');
   t.is(f2('rc'), '0', f2('err'));
-  t.regex(f2('err'), /target vg0\/t_dst: snapshot t_dst-blkdelta-tgt-vg0-t_src-\d{8}T\d{6}Z from a run that did not succeed is still the last good copy; taking no new one/);
+  t.regex(f2('err'), /target vg0\/t_dst: copy t_dst-blkdelta-tgt-vg0-t_src-\d{8}T\d{6}Z from a run that did not succeed is still the last good copy; taking no new one/);
   t.is(f('same_after_rerun'), 'yes');
   t.is(f('target_snaps'), '1');
   t.is(f('pending_after_rerun'), '0');
@@ -162,7 +162,7 @@ test('snapshots clean removes only blkdelta source snapshots, never an untagged 
   const f = await facts(t, 'untagged');
   const list = await facts(t, 'untagged_list');
   t.is(list('rc'), '0', list('err'));
-  t.deepEqual(json(list('out')).map((r: { name: string; role: string }) => `${r.name}:${r.role}`).sort(), ['u_ours:source', 'u_tgt:target']);
+  t.deepEqual(json(list('out')).snapshots.map((r: { name: string; role: string }) => `${r.name}:${r.role}`).sort(), ['u_ours:source', 'u_tgt:target']);
   t.is(f('rc'), '0', f('err'));
   t.regex(f('out'), /removed vg0\/u_ours/);
   t.is(f('lvs').trim(), 'u_foreign u_plain u_src u_tgt');

@@ -13,7 +13,7 @@ const code = test.macro({
   title: (_p, sent, want) => `peerExitCode ${JSON.stringify(sent)} → ${want}`,
 });
 for (const [c] of EXIT_TABLE.filter(([c]) => c !== ExitCode.OK)) test(code, c, c);
-for (const sent of [0, 19, 42, 99, 129, 131, 255, 256, -1, 1.5, '5', null, undefined, {}, [5], 2 ** 53]) test(code, sent, ExitCode.REMOTE);
+for (const sent of [0, 20, 42, 99, 129, 131, 255, 256, -1, 1.5, '5', null, undefined, {}, [5], 2 ** 53]) test(code, sent, ExitCode.REMOTE);
 
 const text = test.macro({
   exec: (t, raw: string, want: string) => t.is(printable(raw), want),

@@ -190,7 +190,7 @@ test('a server with a policy applies it: a file target cannot be snapshotted (13
   const e = await next(s);
   t.is(msgName(e.type), 'ERROR');
   t.is(e.json.code, ExitCode.SNAPSHOT);
-  t.regex(String(e.json.message), /needs an LVM logical volume as target/);
+  t.regex(String(e.json.message), /need an LVM logical volume as target/);
   s.child.stdin!.end();
   await s.exit;
   t.deepEqual(readFileSync(c.target), Buffer.alloc(1 << 20, 7));

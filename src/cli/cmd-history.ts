@@ -77,8 +77,9 @@ const pruneCommand: CommandModule<object, Args> = {
   },
 };
 
-export const historyCommand: CommandModule = {
+export const historyCommand: CommandModule & { actions: string[] } = {
   command: 'history',
+  actions: [listCommand, restoreCommand, verifyCommand, pruneCommand].map((c) => c.command as string),
   describe: "list, restore, verify or prune a job's kept copies of its target (LVM target_snapshot)",
   builder: (y) => y.command(listCommand).command(restoreCommand).command(verifyCommand).command(pruneCommand)
     .demandCommand(1, 'name an action: list, restore, verify or prune')

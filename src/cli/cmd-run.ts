@@ -6,7 +6,7 @@
 // a job's kept copies are verified when history_verify_every says it is due.
 import fs from 'node:fs';
 import path from 'node:path';
-import { BlkError, ExitCode, describe, exitStatusText } from '../errors.js';
+import { BlkError, ExitCode, describe, exitCodeOf, exitStatusText } from '../errors.js';
 import { log } from '../log.js';
 import { findJob, loadConfig, type Config, type JobConfig } from '../jobs/config.js';
 import { runJob, type RunJobResult } from '../jobs/run.js';
@@ -56,13 +56,11 @@ export const runCommand: Command<Args> = {
     }
     if (argv.json) outJson({ jobs: results.map((r) => r.record) });
     else if (argv.all) printSummary(results.map((r) => r.record));
-    if (!argv.all && results[0]?.error !== undefined) throw results[0].error;
-    if (cli.abort.signal.aborted) throw cli.abort.signal.reason;
-    const failed = results.filter((r) => r.error !== undefined);
-    if (failed.length) {
-      const which = failed.map((r) => `${r.record.job} (exit ${r.record.exitCode})`).join(', ');
-      throw new BlkError(worstCode(results) as ExitCode, `${failed.length} of ${results.length} jobs did not succeed: ${which}`);
-    }
+    const failure = failureOf(results, argv.all) ?? (cli.abort.signal.aborted ? cli.abort.signal.reason : undefined);
+    if (failure === undefined) return ExitCode.OK;
+    if (!argv.json) throw failure;
+    log.error(describe(failure)); // stdout holds the records already: one JSON document, the failure in them
+    return exitCodeOf(failure);
   },
 };
 
@@ -88,6 +86,15 @@ async function runOne(cfg: Config, job: JobConfig, argv: Args, waitTimeout: numb
   } finally {
     bar.end();
   }
+}
+
+/** What the command fails with: the job's error, or for --all one naming the jobs that failed (the highest code). */
+function failureOf(results: readonly RunJobResult[], all: boolean | undefined): unknown {
+  if (!all) return results[0]?.error;
+  const failed = results.filter((r) => r.error !== undefined);
+  if (!failed.length) return undefined;
+  const which = failed.map((r) => `${r.record.job} (exit ${r.record.exitCode})`).join(', ');
+  return new BlkError(worstCode(results) as ExitCode, `${failed.length} of ${results.length} jobs did not succeed: ${which}`);
 }
 
 /** The highest exit code of the runs (0 when all succeeded; warnings exit 0). */

@@ -75,7 +75,8 @@ const cleanCommand: CommandModule<object, Args> = {
   },
 };
 
-export const snapshotsCommand: CommandModule = {
+export const snapshotsCommand: CommandModule & { actions: string[] } = {
+  actions: [listCommand, cleanCommand].map((c) => c.command as string),
   command: 'snapshots',
   describe: "list or remove blkdelta's own LVM snapshots",
   builder: (y) => y.command(listCommand).command(cleanCommand).demandCommand(1, 'name an action: list or clean')

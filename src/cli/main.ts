@@ -50,7 +50,7 @@ async function parse(args: string[]): Promise<number> {
   const { default: yargs } = await import('yargs');
   let code: number = ExitCode.OK;
   const commands = (await commandsFor(args)) as CommandModule[];
-  const spec = commands.length === 1 ? specOf(commands[0]!) : undefined;
+  const spec = commands.length === 1 ? specOf(commands[0]!, args) : undefined;
   let parser = yargs(args)
     .scriptName('blkdelta')
     .usage('blkdelta <command> [options]\n\nBlock-device delta replication: both ends hash their blocks, only differing blocks travel.')
@@ -80,9 +80,22 @@ function withResult(c: CommandModule, done: (code: number) => void): CommandModu
   return { ...c, handler: async (argv) => done(((await handler(argv)) as unknown as number | undefined) ?? ExitCode.OK) };
 }
 
-/** The spec of the command being run ("verify <src> <dst>"). */
-function specOf(c: CommandModule): string | undefined {
-  return typeof c.command === 'string' ? c.command : undefined;
+/**
+ * The spec of the command being run ("verify <src> <dst>"); for a command with actions (history,
+ * snapshots) the action's ("history list <job>"). An action it does not have is refused here,
+ * naming the actions, before yargs mistakes the words after it for unknown options.
+ */
+function specOf(c: CommandModule, args: readonly string[]): string | undefined {
+  const spec = typeof c.command === 'string' ? c.command : undefined;
+  const actions = (c as { actions?: readonly string[] }).actions;
+  if (!spec || !actions) return spec;
+  const word = args[1];
+  const action = actions.find((a) => a.split(' ')[0] === word);
+  if (action) return `${spec} ${action}`;
+  if (word !== undefined && !word.startsWith('-')) {
+    throw new BlkError(ExitCode.USAGE, `${spec}: unknown action "${word}" (actions: ${actions.map((a) => a.split(' ')[0]).join(', ')})`);
+  }
+  return spec;
 }
 
 /** The error on stderr (and as an object on stdout with --json); returns its exit code. */
