@@ -103,7 +103,7 @@ test(bad, ['config', 'frob'], 2, /ACTION "frob": expected one of check/);
 test(bad, ['config', 'check', '--config', join(dir, 'none.toml')], 15, /none\.toml/);
 // snapshots
 test(bad, ['snapshots'], 2, /name an action: list or clean/);
-test(bad, ['snapshots', 'frob'], 2, /"frob" not expected/);
+test(bad, ['snapshots', 'frob'], 2, /snapshots: unknown action "frob" \(actions: list, clean\)/);
 test(bad, ['snapshots', 'list', '--job', 'bad!name'], 2, /job name "bad!name" is invalid/);
 // demo, completion, server
 test(bad, ['demo', '--size', 'abc'], 2, /--size "abc" is not a size/);

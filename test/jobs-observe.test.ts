@@ -79,7 +79,7 @@ test('a first run under journald: progress lines, status --json progress, check 
   t.is(r.code, ExitCode.INTERRUPTED, r.stderr);
   const lines = r.stderr.trimEnd().split('\n');
   t.true(lines.every((l) => /^<[3-7]>/.test(l)), r.stderr); // every line carries a journald priority
-  t.regex(r.stderr, /^<6>job watch: progress \d+\.\d% [\d.]+ [KM]iB\/32\.0 MiB [\d.]+ [KM]iB\/s .* ETA /m);
+  t.regex(r.stderr, /^<6>job watch: progress \d+\.\d% [\d.]+ [KM]iB\/32\.0 MiB read [\d.]+ [KM]iB\/s .* ETA \d+:\d\d:\d\d/m);
 
   const end = readFileSync(prom, 'utf8');
   t.is(metric(end, 'blkdelta_running', 'watch'), 0);
