@@ -144,7 +144,7 @@ test('thin origin: thin snapshot without a size; thin target snapshot kept (--ke
   t.is(f('rolled_back'), 'yes', 'the target holds the content from before the second run');
 });
 
-test('a remote target\'s snapshots follow the server\'s [server.target_snapshot] (keep_last 2, size 4M); a client --keep is refused', async (t) => {
+test('a remote target\'s snapshots follow the server\'s [server.target_snapshot] (keep_last 3, size 4M); a client --keep is refused', async (t) => {
   const f = await facts(t, 'srvpolicy');
   for (const run of ['srvpolicy1', 'srvpolicy2', 'srvpolicy3']) {
     const r = await facts(t, run);
@@ -154,7 +154,7 @@ test('a remote target\'s snapshots follow the server\'s [server.target_snapshot]
   t.is(keep('rc'), String(ExitCode.USAGE), keep('err'));
   t.regex(keep('err'), /--keep cannot be used with a remote target/);
   t.is(f('same'), 'yes');
-  t.is(f('kept'), '2', 'the server kept keep_last = 2 of three (a client default would keep 1)');
+  t.is(f('kept'), '2', 'the server kept keep_last = 3 points, the live target and two copies, of three runs (a client default would keep 1)');
   t.is(f('cow_size'), '4.00', 'the COW size is the server\'s');
 });
 

@@ -80,10 +80,10 @@ thin() {   # thin origin (thin snapshot, no size) to a thin target with --target
   [ "$(sha tg_dst)" = "$a" ] && R thin rolled_back yes || R thin rolled_back no
 }
 
-srvpolicy() {   # a remote target's snapshots follow the server's [server.target_snapshot]: keep_last = 2
+srvpolicy() {   # a remote target's snapshots follow the server's [server.target_snapshot]: keep_last = 3 (the live target and two copies)
                 # over three pushes (the client only asks); a client --keep is refused before connecting
   lv sp_src 8M; fill sp_src 8; lv sp_dst 8M
-  printf '[server]\nallow = ["/dev/vg0/*"]\n[server.target_snapshot]\nkeep_last = 2\nsize = "4M"\n' > $W/sp.toml
+  printf '[server]\nallow = ["/dev/vg0/*"]\n[server.target_snapshot]\nkeep_last = 3\nsize = "4M"\n' > $W/sp.toml
   local rsh="sh -c 'shift 2; exec sh -c \"\$1 --config $W/sp.toml\"' rsh"
   for i in 1 2 3; do
     bd srvpolicy$i sync --no-progress --rsh "$rsh" --remote-cmd "$BD" --target-snapshot --job sp /dev/vg0/sp_src localhost:/dev/vg0/sp_dst
