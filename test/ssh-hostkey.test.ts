@@ -29,10 +29,12 @@ function knownHostsFile(text: string): string {
   return f;
 }
 
+// closeTimeoutMs: a round trip closes the channel at once, so the wait for the exit status also
+// covers the remote node's start-up, which takes over 10 s (the default) on a loaded machine.
 function transport(over: Partial<SshOptions>): SshTransport {
   return new SshTransport({
     host: sshd.host, port: sshd.port, identityFiles: [sshd.userKey.privatePath], knownHostsFiles: [sshd.knownHosts],
-    agent: false, remoteCmd: BLKDELTA_BIN, connectTimeoutMs: 20_000, ...over,
+    agent: false, remoteCmd: BLKDELTA_BIN, connectTimeoutMs: 20_000, closeTimeoutMs: 120_000, ...over,
   });
 }
 
