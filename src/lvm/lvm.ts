@@ -1,9 +1,14 @@
-// The only place that runs lvm. Each call: execa with a timeout (LVM can hang holding the VG
-// lock) and a forced kill after it, stdin ignored (no TTY: lvm never waits on a prompt; builders
-// pass -y), LVM_SUPPRESS_FD_WARNINGS=1, DM_DISABLE_UDEV kept when the caller set it, reject:false.
+// The only place that runs lvm. Each call: execa with stdin ignored (no TTY: lvm never waits on a
+// prompt; builders pass -y), LVM_SUPPRESS_FD_WARNINGS=1, DM_DISABLE_UDEV kept when the caller set
+// it, reject:false. Output is small (one JSON report).
+// Timeouts (LVM can hang waiting for a VG lock): a report (lvs) is killed, harmlessly. A command
+// that changes the VG (lvcreate, lvremove, lvchange, lvconvert) is only sent SIGINT, which lvm
+// honours where giving up is safe (a lock wait) and holds back inside its critical sections; it
+// is then waited for, however long that takes. It is never SIGTERMed or SIGKILLed: killed between
+// the suspend and the resume of a snapshot's origin, lvcreate leaves the production LV suspended,
+// and every read and write of it hangs until someone runs `dmsetup resume`.
 // A non-zero exit, a timeout or a missing binary becomes BlkError SNAPSHOT naming the command
-// and carrying its stderr. No abort signal reaches lvm: killing lvcreate/lvremove half-way is
-// worse than waiting for it; the timeout bounds the wait. Output is small (one JSON report).
+// and carrying its stderr; a command that finished with exit 0 after the SIGINT succeeded.
 import { BlkError, ExitCode } from '../errors.js';
 import { log } from '../log.js';
 import { TAG_OWNER, lvsArgv, removeArgv } from './argv.js';
@@ -28,24 +33,34 @@ export interface LvmResult {
   stderr: string;
 }
 
+/** Commands that only report: safe to kill. */
+const REPORTS = new Set(['lvs', 'vgs', 'pvs']);
+
 /** Runs one lvm command (argv from argv.ts); throws SNAPSHOT with the command and its stderr. */
 export async function runLvm(argv: readonly string[], timeoutMs = DEFAULT_LVM_TIMEOUT_MS): Promise<LvmResult> {
   const [cmd, ...args] = argv as [string, ...string[]];
   const shown = argv.join(' ');
   log.debug(`running ${shown}`);
   const { execa } = await import('execa'); // loaded on first use: a sync without LVM stays small
+  const report = REPORTS.has(cmd);
   const r = await execa(cmd, args, {
     reject: false,
     stdin: 'ignore',
     timeout: timeoutMs,
-    forceKillAfterDelay: 5_000,
+    killSignal: report ? 'SIGTERM' : 'SIGINT',
+    forceKillAfterDelay: report ? 5_000 : false,
     env: { LVM_SUPPRESS_FD_WARNINGS: '1', LC_ALL: 'C' },
     extendEnv: true,
     stripFinalNewline: true,
   });
   const stderr = String(r.stderr ?? '').trim();
+  if (r.timedOut && !report && r.exitCode === 0) {
+    log.warn(`${shown} took over ${timeoutMs / 1000} s; asked to give up (SIGINT), it finished its change instead, which stands`);
+    return { stdout: String(r.stdout ?? ''), stderr };
+  }
   if (r.timedOut) {
-    throw new LvmError(argv, `${shown} did not finish within ${timeoutMs / 1000} s (LVM may be waiting for a VG lock)${stderr ? `: ${stderr}` : ''}`, stderr);
+    const how = report ? '' : ', and gave up when asked (SIGINT)';
+    throw new LvmError(argv, `${shown} did not finish within ${timeoutMs / 1000} s${how} (LVM may be waiting for a VG lock)${stderr ? `: ${stderr}` : ''}`, stderr);
   }
   if (r.failed) {
     const why = r.exitCode !== undefined ? `exit ${r.exitCode}` : (r.cause as NodeJS.ErrnoException | undefined)?.code ?? r.shortMessage;
