@@ -4,37 +4,11 @@
 // "R <scenario> <key> <value>" facts asserted here.
 // Needs qemu-system-x86 busybox-static xz-utils lvm2 thin-provisioning-tools and a built dist/.
 import test from 'ava';
-import type { ExecutionContext } from 'ava';
-import { execFile } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import { parseFacts, type VmRun } from './helpers/vm.js';
+import { vmLane } from './helpers/vm.js';
 import type { HistoryEntry } from '../src/history/copies.js';
 import type { JobState } from '../src/jobs/state.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const INSTALL = 'apt-get install qemu-system-x86 busybox-static xz-utils lvm2 thin-provisioning-tools';
-
-let vm: Promise<VmRun> | undefined;
-/** One VM run for the whole file (no retry: a stall is a failure to look at, not to hide). */
-const runVm = (): Promise<VmRun> => (vm ??= new Promise((resolve) => {
-  execFile('bash', ['test/vm/run-vm.sh', 'test/vm/history-scenarios.sh'], {
-    cwd: ROOT, maxBuffer: 64 << 20, env: { ...process.env, VM_DISKS: '1G', VM_TIMEOUT: '2400' },
-  }, (err, stdout, stderr) => {
-    const rc = err ? (typeof err.code === 'number' ? err.code : null) : 0;
-    resolve({ rc, stdout, stderr, facts: parseFacts(stdout) });
-  });
-}));
-
-async function facts(t: ExecutionContext, scenario: string): Promise<(k: string) => string> {
-  t.timeout(45 * 60_000);
-  const run = await runVm();
-  if (run.rc !== 0) {
-    t.fail(run.rc === 125 && /missing|apt-get/.test(run.stderr) ? `the VM lane cannot run: ${INSTALL}\n${run.stderr}` : `run-vm.sh exited ${run.rc}\n${run.stderr.slice(-4000)}`);
-  }
-  const f = run.facts.get(scenario);
-  if (!f) t.fail(`scenario ${scenario} printed nothing; stderr:\n${run.stderr.slice(-4000)}`);
-  return (k: string) => f?.get(k) ?? `<no ${k}>`;
-}
+const facts = vmLane('test/vm/history-scenarios.sh', { timeoutS: 2400 }); // a loaded host slows the TCG guest a lot
 
 const list = (s: string) => (JSON.parse(s.replace(/\|/g, '\n')) as { version: number; copies: HistoryEntry[] }).copies;
 const names = (s: string) => s.split('|').filter((x) => x !== '');

@@ -3,46 +3,10 @@
 // and target snapshots and prints "R <scenario> <key> <value>" facts asserted here.
 // Needs qemu-system-x86 busybox-static xz-utils lvm2 thin-provisioning-tools and a built dist/.
 import test from 'ava';
-import type { ExecutionContext } from 'ava';
-import { execFile } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import { parseFacts, type VmRun } from './helpers/vm.js';
+import { vmLane } from './helpers/vm.js';
 import type { JobState } from '../src/jobs/state.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const INSTALL = 'apt-get install qemu-system-x86 busybox-static xz-utils lvm2 thin-provisioning-tools';
-
-let vm: Promise<VmRun> | undefined;
-let timedOut: VmRun | undefined;
-const bootVm = (): Promise<VmRun> => new Promise((resolve) => {
-  execFile('bash', ['test/vm/run-vm.sh', 'test/vm/jobs-lvm.sh'], {
-    cwd: ROOT, maxBuffer: 64 << 20, env: { ...process.env, VM_DISKS: '1G', VM_TIMEOUT: '900' },
-  }, (err, stdout, stderr) => {
-    const rc = err ? (typeof err.code === 'number' ? err.code : null) : 0;
-    resolve({ rc, stdout, stderr, facts: parseFacts(stdout) });
-  });
-});
-/** One VM run for the file; a run that timed out (124: the guest stopped making progress) is retried once, and said so. */
-function runVm(): Promise<VmRun> {
-  vm ??= bootVm().then((r) => {
-    if (r.rc !== 124) return r;
-    timedOut = r;
-    return bootVm();
-  });
-  return vm;
-}
-
-async function facts(t: ExecutionContext, scenario: string): Promise<(k: string) => string> {
-  t.timeout(35 * 60_000); // two VM runs of at most 15 min each
-  const run = await runVm();
-  if (run.rc !== 0) {
-    t.fail(run.rc === 125 && /missing|apt-get/.test(run.stderr) ? `the VM lane cannot run: ${INSTALL}\n${run.stderr}` : `run-vm.sh exited ${run.rc}\n${run.stderr.slice(-4000)}`);
-  }
-  if (timedOut) t.log(`the first VM run timed out and was retried; its last lines:\n${timedOut.stdout.split('\n').slice(-4).join('\n').slice(0, 1500)}`);
-  const f = run.facts.get(scenario);
-  if (!f) t.fail(`scenario ${scenario} printed nothing; stderr:\n${run.stderr.slice(-4000)}`);
-  return (k: string) => f?.get(k) ?? `<no ${k}>`;
-}
+const facts = vmLane('test/vm/jobs-lvm.sh', { timeoutS: 1500 }); // a loaded host slows the TCG guest a lot
 
 const state = (s: string) => JSON.parse(s.replace(/\|/g, '\n')) as JobState;
 

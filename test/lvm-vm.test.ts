@@ -3,51 +3,10 @@
 // "R <scenario> <key> <value>" facts; each ava test here asserts on one scenario's facts.
 // Needs qemu-system-x86 busybox-static xz-utils lvm2 thin-provisioning-tools and a built dist/.
 import test from 'ava';
-import type { ExecutionContext } from 'ava';
-import { execFile } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import { parseFacts, type VmRun as BaseRun } from './helpers/vm.js';
+import { vmLane } from './helpers/vm.js';
 import { ExitCode } from '../src/errors.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const INSTALL = 'apt-get install qemu-system-x86 busybox-static xz-utils lvm2 thin-provisioning-tools';
-
-interface VmRun extends BaseRun { seconds: number }
-
-const runVm = (): Promise<VmRun> => new Promise((resolve) => {
-  const t0 = Date.now();
-  execFile('bash', ['test/vm/run-vm.sh', 'test/vm/lvm-scenarios.sh'], {
-    cwd: ROOT, maxBuffer: 64 << 20, env: { ...process.env, VM_DISKS: '1G', VM_TIMEOUT: '600' },
-  }, (err, stdout, stderr) => {
-    const rc = err ? (typeof err.code === 'number' ? err.code : null) : 0;
-    resolve({ rc, stdout, stderr, facts: parseFacts(stdout), seconds: (Date.now() - t0) / 1000 });
-  });
-});
-
-// A guest that stops making progress (seen once in ~10 runs under TCG: a shell read of a thin LV
-// after a sync never returned, with no kernel hung-task report) times the VM out (124). That run
-// is retried once on a fresh VM, and every test says so in its log with the last facts it printed.
-let timedOut: VmRun | undefined;
-const vm: Promise<VmRun> = runVm().then((r) => {
-  if (r.rc !== 124) return r;
-  timedOut = r;
-  return runVm();
-});
-
-async function facts(t: ExecutionContext, scenario: string): Promise<(k: string) => string> {
-  t.timeout(25 * 60_000); // two VM runs of at most 10 min each
-  const run = await vm;
-  const why = run.rc === 125 && /missing|apt-get/.test(run.stderr)
-    ? `the VM lane cannot run: ${INSTALL}\n${run.stderr}`
-    : `run-vm.sh exited ${run.rc}\nstderr:\n${run.stderr.slice(-4000)}`;
-  if (run.rc !== 0) t.fail(why);
-  const f = run.facts.get(scenario);
-  if (!f) t.fail(`scenario ${scenario} printed nothing; stderr:\n${run.stderr.slice(-4000)}`);
-  const boot = /guest ready after ([\d.]+) s \((\w+)\)/.exec(run.stderr);
-  if (timedOut) t.log(`the first VM run timed out and was retried; its last lines:\n${timedOut.stdout.split('\n').slice(-4).join('\n').slice(0, 1500)}`);
-  t.log(`${scenario}: ${f?.get('seconds') ?? '-'} s of guest time; VM booted in ${boot?.[1] ?? '?'} s (${boot?.[2] ?? '?'}), whole run ${run.seconds.toFixed(0)} s`);
-  return (k: string) => f?.get(k) ?? `<no ${k}>`;
-}
+const facts = vmLane('test/vm/lvm-scenarios.sh', { timeoutS: 1200 }); // a loaded host slows the TCG guest a lot
 
 const json = (s: string) => JSON.parse(s.replace(/\|/g, '\n'));
 

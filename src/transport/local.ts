@@ -2,11 +2,11 @@
 // speaks exactly the protocol an SSH sync does, and both ends hash on their own core.
 // Interrupted: close() ends the child's stdin (the server exits on EOF, after its own cleanup:
 // a grown target truncated back, temp files removed), then kills it when it has not exited
-// within closeTimeoutMs (the caller's deadline; default 10 s); no child outlives the run.
+// within closeTimeoutMs (the caller's deadline; default CLOSE_TIMEOUT_MS, 30 s); no child outlives the run.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { BlkError, ExitCode } from '../errors.js';
-import type { Channel, Transport } from './transport.js';
+import { CLOSE_TIMEOUT_MS, type Channel, type Transport } from './transport.js';
 
 /** bin/blkdelta of this installation (dist/src/transport/local.js → ../../../bin/blkdelta). */
 export const BIN_PATH = fileURLToPath(new URL('../../../bin/blkdelta', import.meta.url));
@@ -28,7 +28,7 @@ export class LocalTransport implements Transport {
       child.once('spawn', resolve);
       child.once('error', (err) => reject(new BlkError(ExitCode.REMOTE, `cannot start ${BIN_PATH} server: ${err.message}`, { cause: err })));
     });
-    return childChannel(child, STDERR_TAIL, this.opts.closeTimeoutMs ?? 10_000);
+    return childChannel(child, STDERR_TAIL, this.opts.closeTimeoutMs ?? CLOSE_TIMEOUT_MS);
   }
 }
 

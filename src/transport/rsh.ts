@@ -9,7 +9,7 @@
 // then SIGTERM, then SIGKILL 2 s later. Memory: the ServerEnd buffers.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { BlkError, ExitCode } from '../errors.js';
-import type { Channel, Transport } from './transport.js';
+import { CLOSE_TIMEOUT_MS, type Channel, type Transport } from './transport.js';
 import { ServerEnd, serverCommand, withTimeout } from './remote-end.js';
 import { throttleChannel } from './throttle.js';
 
@@ -91,7 +91,7 @@ export class RshTransport implements Transport {
     let closing: Promise<number | null> | undefined;
     const close = async (): Promise<number | null> => {
       end.finish();
-      const info = await withTimeout(end.exited, this.opts.closeTimeoutMs ?? 10_000);
+      const info = await withTimeout(end.exited, this.opts.closeTimeoutMs ?? CLOSE_TIMEOUT_MS);
       if (info) return info.code;
       child.kill('SIGTERM');
       const late = await withTimeout(end.exited, 2_000);

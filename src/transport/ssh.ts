@@ -14,7 +14,7 @@ import { homedir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { BlkError, ExitCode } from '../errors.js';
 import { log } from '../log.js';
-import type { Channel, Transport } from './transport.js';
+import { CLOSE_TIMEOUT_MS, type Channel, type Transport } from './transport.js';
 import { hostKeyAlgorithms, hostVerifier, type HostCheck } from './ssh-hostkey.js';
 import { authMethods, describeAuth, type AuthMethod } from './ssh-auth.js';
 import { ServerEnd, serverCommand, withTimeout } from './remote-end.js';
@@ -156,7 +156,7 @@ export class SshTransport implements Transport {
     let closing: Promise<number | null> | undefined;
     const close = async (): Promise<number | null> => {
       end.finish();
-      const timeout = this.opts.closeTimeoutMs ?? 10_000;
+      const timeout = this.opts.closeTimeoutMs ?? CLOSE_TIMEOUT_MS;
       const info = await withTimeout(end.exited, timeout);
       if (!info) {
         log.warn(`remote server on ${this.where()} did not exit within ${timeout / 1000} s of end of input: closing the connection`);

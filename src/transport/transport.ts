@@ -4,6 +4,13 @@
 // RshTransport runs it through an external command such as `ssh -p 2222 host`.
 import type { Readable, Writable } from 'node:stream';
 
+/**
+ * How long close() waits for the server's exit status after the end of its input, unless the
+ * caller sets closeTimeoutMs. The server has nothing left to do by then but exit, yet a loaded
+ * host can take seconds to schedule it: 10 s proved too short on a loaded 2-core machine.
+ */
+export const CLOSE_TIMEOUT_MS = 30_000;
+
 export interface Channel {
   /** Bytes from the server (its stdout). Ends when the server exits or the connection drops. */
   readonly input: Readable;

@@ -1,7 +1,8 @@
 // The VM lane's plumbing for an ava file: one boot of test/vm/run-vm.sh SCRIPT per file, its
 // "R <scenario> <key> <value>" facts parsed, and a facts(t, scenario) accessor that fails the
 // test with the VM's stderr when the run failed or the scenario printed nothing. No retry: a
-// guest that stops making progress times out (124) and fails, with its last lines shown.
+// guest that stops making progress times out (124) and fails, with its last lines and run-vm.sh's
+// stall report (what each process waits on, the device-mapper state) shown.
 import type { ExecutionContext } from 'ava';
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -42,7 +43,7 @@ export function vmLane(script: string, o: { disks?: string; timeoutS: number }) 
     const r = await (run ??= boot());
     if (r.rc !== 0) {
       const why = r.rc === 125 && /missing|apt-get/.test(r.stderr) ? `the VM lane cannot run: ${INSTALL}` : `run-vm.sh failed after ${(r.seconds ?? 0).toFixed(0)} s (${r.how ?? '?'})`;
-      t.fail(`${why}\nlast facts:\n${r.stdout.split('\n').slice(-4).join('\n').slice(0, 1500)}\nstderr:\n${r.stderr.slice(-4000)}`);
+      t.fail(`${why}\nlast facts:\n${r.stdout.split('\n').slice(-4).join('\n').slice(0, 1500)}\nstderr:\n${r.stderr.slice(-6000)}`);
     }
     const f = r.facts.get(scenario);
     if (!f) t.fail(`scenario ${scenario} printed nothing; stderr:\n${r.stderr.slice(-4000)}`);

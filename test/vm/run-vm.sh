@@ -116,6 +116,20 @@ export DM_DISABLE_UDEV=1
 . /run/vm/io/env
 sh=/bin/sh; [ -x /bin/bash ] && sh=/bin/bash
 cut -d' ' -f1 /proc/uptime > /run/vm/io/boot-time
+# stall report: when the host asks (io/dump appears shortly before its timeout), write what every
+# process waits on, the device-mapper state (a suspended device hangs its readers in a killable
+# wait, which the hung-task detector does not report) and the kernel's blocked-task dump
+( while [ ! -e /run/vm/io/dump ]; do /run/vm/busybox sleep 2; done
+  { echo "== ps"; /run/vm/busybox ps | grep -v ' \[.*\]$'
+    for p in /proc/[0-9]*; do
+      case "$(cut -d' ' -f3 $p/stat 2>/dev/null)" in D|S) ;; *) continue ;; esac
+      grep -qE '^(sh|bash|node|sha256sum|dd|cmp|lv|vg|dmsetup|blkdelta)' $p/comm 2>/dev/null || continue
+      echo "== ${p#/proc/} $(cat $p/comm) $(tr '\0' ' ' < $p/cmdline | cut -c1-200)"; cat $p/stack 2>/dev/null
+    done
+    echo "== dmsetup info -c"; dmsetup info -c 2>&1
+    echo "== dmsetup status"; dmsetup status 2>&1
+    echo w > /proc/sysrq-trigger; echo "== dmesg"; dmesg 2>/dev/null | tail -n 30
+  } > /run/vm/io/stall.txt 2>&1 ) &
 $sh /run/vm/io/script "$@" > /run/vm/io/stdout 2> /run/vm/io/stderr < /dev/null
 echo $? > /run/vm/io/rc
 sync
@@ -136,8 +150,12 @@ for d in ${VM_DISKS:-1G}; do
   i=$((i + 1))
 done
 
+TIMEOUT=${VM_TIMEOUT:-600}
+# ask the guest for its stall report 40 s (a tenth of short timeouts) before the timeout
+( sleep $((TIMEOUT > 400 ? TIMEOUT - 40 : TIMEOUT * 9 / 10)); touch "$RUN/io/dump" ) &
+asker=$!
 set +e
-timeout -k 5 "${VM_TIMEOUT:-600}" qemu-system-x86_64 \
+timeout -k 5 "$TIMEOUT" qemu-system-x86_64 \
   -machine pc,accel="$accel" -cpu "$cpu" -smp "${VM_CPUS:-1}" -m "${VM_MEM:-2048}" \
   -bios /usr/share/qemu/qboot.rom -nodefaults -no-user-config -display none -no-reboot \
   -kernel "$CACHE/vmlinux" -initrd "$CACHE/initrd.gz" \
@@ -147,6 +165,7 @@ timeout -k 5 "${VM_TIMEOUT:-600}" qemu-system-x86_64 \
   -virtfs "local,path=$RUN/io,mount_tag=vmio,security_model=none" \
   "${drives[@]}" > "$RUN/qemu.log" 2>&1
 qrc=$?
+kill $asker 2>/dev/null; wait $asker 2>/dev/null
 set -e
 [ -s "$RUN/io/boot-time" ] && log "guest ready after $(cat "$RUN/io/boot-time") s ($accel)"
 [ -f "$RUN/io/stdout" ] && cat "$RUN/io/stdout"
@@ -154,5 +173,10 @@ set -e
 [ -s "$RUN/io/rc" ] && exit "$(cat "$RUN/io/rc")"
 log "VM failed (qemu exit $qrc); qemu + console output:"
 cat "$RUN/qemu.log" >&2; tail -n 40 "$RUN/console.log" >&2
-[ $qrc -eq 124 ] && exit 124
+if [ $qrc -eq 124 ]; then
+  log "VM timed out after $TIMEOUT s; the guest's state shortly before:"
+  if [ -s "$RUN/io/stall.txt" ]; then cat "$RUN/io/stall.txt" >&2
+  else log "no stall report: the guest did not answer (frozen as a whole, or the request came too late)"; fi
+  exit 124
+fi
 exit 125
