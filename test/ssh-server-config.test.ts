@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ExitCode } from '../src/errors.js';
-import { readHolder } from '../src/server/flock.js';
+import { readHolder } from '../src/locks/flock.js';
 import { makePair, sha256, type ImagePair } from './helpers/images.js';
 import { runBlkdelta, spawnBlkdelta, type Run } from './helpers/jobs.js';
 import { makeKey, type TestKey } from './helpers/keys.js';

@@ -4,7 +4,7 @@
 import { BlkError, describe, type ExitCode } from '../errors.js';
 import { DEFAULT_THRESHOLDS, loadConfig, type Config, type Thresholds } from '../jobs/config.js';
 import { Status, evaluateJob, formatCheck, parseRange, type JobCheck, type Range } from '../jobs/check.js';
-import { stillRunning } from '../jobs/proc.js';
+import { stillRunning } from '../locks/proc.js';
 import { readJobState, recordedJobs, type ReadResult } from '../jobs/state.js';
 import { readVerifyRecord } from '../jobs/history-record.js';
 import { parseDuration } from '../units.js';

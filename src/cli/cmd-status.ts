@@ -5,7 +5,7 @@
 import { BlkError, ExitCode, describe, exitStatusText } from '../errors.js';
 import { log } from '../log.js';
 import { findJob, loadConfig, type Config } from '../jobs/config.js';
-import { stillRunning } from '../jobs/proc.js';
+import { stillRunning } from '../locks/proc.js';
 import { readJobState, recordedJobs, type ReadResult, type RunRecord } from '../jobs/state.js';
 import { formatBytes, formatAge } from '../units.js';
 import { type Command, out, outJson } from './context.js';

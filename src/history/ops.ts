@@ -3,7 +3,7 @@
 // mid-read; held: LOCKED); list only reads lvs.
 import { BlkError, ExitCode } from '../errors.js';
 import type { Config, JobConfig } from '../jobs/config.js';
-import { lockJob } from '../jobs/lock.js';
+import { lockJob } from '../locks/lock.js';
 import { pruneCopies, type PruneResult } from '../lvm/copies.js';
 import { entriesOf, findCopy, jobHistory, type HistoryEntry } from './copies.js';
 import { restoreCopy, type RestoreResult } from './restore.js';

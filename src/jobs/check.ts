@@ -14,7 +14,7 @@
 // The worst problem wins; the text lists them all, worst first. Output follows the monitoring
 // plugins conventions: one line "BLKDELTA STATUS - text | perfdata", exit 0/1/2/3.
 import type { Thresholds } from './config.js';
-import type { ProcId } from './proc.js';
+import type { ProcId } from '../locks/proc.js';
 import type { ReadResult, RunRecord } from './state.js';
 import type { VerifyRecord } from './history-record.js';
 import { formatBytes, formatAge } from '../units.js';
@@ -35,7 +35,7 @@ export interface JobCheck {
 
 interface Finding { status: Status; text: string }
 
-/** Evaluates one job. `running` says whether a recorded process is still alive (see proc.ts). */
+/** Evaluates one job. `running` says whether a recorded process is still alive (see locks/proc.ts). */
 export function evaluateJob(job: string, read: ReadResult, th: Thresholds, now: Date,
   running: (p: ProcId) => boolean, verify: { rec: VerifyRecord | null; problem?: string } = { rec: null }): JobCheck {
   if (read.kind === 'missing') return unknown(job, `no record in ${read.path} (never run?)`);

@@ -6,7 +6,7 @@
 // target label. Counters (_total) come from the records' counters, kept across runs.
 // Several runs writing together each write the whole file from the records on disk; the last
 // rename wins and holds every job's latest record at that moment. Memory: the records.
-import { stillRunning } from './proc.js';
+import { stillRunning } from '../locks/proc.js';
 import { readJobState, recordedJobs, writeFileAtomic, type Counters, type RunRecord } from './state.js';
 
 /** One job's figures: its last finished run, last success, current run (when alive), counters. */

@@ -10,7 +10,7 @@ import { dirname, join } from 'node:path';
 import { describe } from '../errors.js';
 import type { Fingerprint } from '../engine/fingerprint.js';
 import type { HistorySummary } from '../lvm/target-snapshot.js';
-import type { ProcId } from './proc.js';
+import type { ProcId } from '../locks/proc.js';
 import type { Thresholds } from './config.js';
 
 /**

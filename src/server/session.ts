@@ -3,7 +3,7 @@
 //   HELLO validated (validate.ts) → policy check of the path as given (allow, read-only) and of
 //   the snapshot requests (a target snapshot by [server.target_snapshot] only, a pull's source
 //   snapshot by [server.source_snapshot])
-//   → max_concurrent slot (slots.ts; WAIT frames to clients with the wait cap; the client's EOF
+//   → max_concurrent slot (locks/slots.ts; WAIT frames to clients with the wait cap; the client's EOF
 //     or SIGTERM ends the wait)
 //   → open the device, the allow list matched on what it resolves to (io/device.ts), or make the
 //     pull's source snapshot and open that (snapshots.ts) → WELCOME (kind, size)
@@ -30,7 +30,7 @@ import { checkJobName } from '../lvm/argv.js';
 import { jobNameOf } from '../lvm/sync-options.js';
 import { DEFAULT_STATE_DIR, DEFAULT_WAIT_TIMEOUT } from './config.js';
 import { checkAllowed, checkRequest, OPEN_POLICY, type Retention, type ServerConfig, type ServerPolicy } from './policy.js';
-import { acquireSlot, type Slot } from './slots.js';
+import { acquireSlot, type Slot } from '../locks/slots.js';
 import { snapshotOutcome, snapshotRequest, withServerSnapshot, type OnSnapshot, type SnapshotRequest } from './snapshots.js';
 import { checkGrowth, parseHello } from './validate.js';
 

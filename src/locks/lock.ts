@@ -1,4 +1,4 @@
-// One job at a time: <stateDir>/locks/<job>.lock, a kernel lock (server/flock.ts tryLock) that
+// One job at a time: <stateDir>/locks/<job>.lock, a kernel lock (flock.ts tryLock) that
 // vanishes when its process dies, however it dies: a stale lock never blocks a later run.
 //   lockJob(dir, job): tryLock, or BlkError LOCKED naming the holder's pid and start time
 // An interruption leaves the lock file with the last holder's pid: harmless, the lock is gone.
@@ -6,7 +6,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { BlkError, ExitCode } from '../errors.js';
-import { readHolder, tryLock, type Holder, type Lock } from '../server/flock.js';
+import { readHolder, tryLock, type Holder, type Lock } from './flock.js';
 import { isAlive } from './proc.js';
 
 export type { Holder, Lock };

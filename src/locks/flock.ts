@@ -6,10 +6,11 @@
 //   waitLock(path, s, signal)  open -> `flock -x -w S 3`: the child sleeps in the kernel's flock()
 //                              until the lock is free (ours) or S seconds pass (null); abort kills
 //                              the child (by PID) and closes the fd. No polling: no CPU while waiting.
+//                              The child runs under `setpriv --pdeathsig KILL` (util-linux, like
+//                              flock): the kernel kills it when this process dies, however it dies.
 // Holders write {pid, start, job} into the file after locking, for "held by" messages.
-// An interruption leaves the lock file with the last holder's pid: harmless, the lock is gone. A
-// SIGKILLed waiter leaves its flock child waiting until S passes (it holds no lock: when it gets
-// one it exits at once and the lock drops with it). Memory: one fd per held or awaited lock.
+// An interruption leaves the lock file with the last holder's pid: harmless, the lock is gone; a
+// waiter's flock child dies with it. Memory: one fd per held or awaited lock.
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, ftruncateSync, openSync, readFileSync, writeSync, constants } from 'node:fs';
 import { BlkError, ExitCode, describe } from '../errors.js';
@@ -40,7 +41,8 @@ export interface PendingLock { done: Promise<Lock | null>; cancel(): void }
  */
 export function waitLock(path: string, seconds: number, holder: Holder, signal?: AbortSignal): PendingLock {
   const fd = openSync(path, constants.O_RDWR | constants.O_CREAT, 0o644);
-  const child = spawn('flock', ['-x', '-w', String(seconds), '3'], { stdio: ['ignore', 'ignore', 'pipe', fd] });
+  const argv = ['--pdeathsig', 'KILL', '--', 'flock', '-x', '-w', String(seconds), '3'];
+  const child = spawn('setpriv', argv, { stdio: ['ignore', 'ignore', 'pipe', fd] });
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr += s));
   let cancelled = false;
@@ -74,7 +76,7 @@ function outcome(path: string, status: number | null, signal: NodeJS.Signals | n
 }
 
 function flockMissing(path: string, err: Error): BlkError {
-  const hint = (err as NodeJS.ErrnoException).code === 'ENOENT' ? ' (flock is in util-linux: apt-get install util-linux)' : '';
+  const hint = (err as NodeJS.ErrnoException).code === 'ENOENT' ? ' (flock and setpriv are in util-linux: apt-get install util-linux)' : '';
   return new BlkError(ExitCode.INTERNAL, `cannot run flock for ${path}: ${describe(err)}${hint}`, { cause: err });
 }
 
