@@ -10,7 +10,7 @@ import { ExitCode } from '../src/errors.js';
 import type { JobState } from '../src/jobs/state.js';
 import { tempDir } from './helpers/patch-fixture.js';
 import { Resources, cleanupAll, requireBlockTools } from './helpers/engine-fixture.js';
-import { runBlkdelta } from './helpers/jobs.js';
+import { BIN, runBlkdelta } from './helpers/jobs.js';
 import { readFileSync } from 'node:fs';
 
 const MiB = 1 << 20;
@@ -62,6 +62,13 @@ test.serial('mounted read-write and written, no snapshot: outcome warning, check
   t.is(sync.code, ExitCode.OK, sync.stderr);
   t.deepEqual((JSON.parse(sync.stdout) as { sourceMountedRw: string[] }).sourceMountedRw, [mnt]);
   t.regex(sync.stderr, new RegExp(`warning: copy may be torn: source ${dev} was mounted read-write at ${mnt}`));
+
+  // pulled through the server (a stand-in remote shell runs it here): the server reports the mount
+  const rsh = `sh -c 'shift 2; exec sh -c "$1"' rsh`;
+  const pull = await runBlkdelta(['sync', '--json', '--rsh', rsh, '--remote-cmd', BIN, `localhost:${dev}`, join(tmp.dir, 'dst.img')]);
+  t.is(pull.code, ExitCode.OK, pull.stderr);
+  t.deepEqual((JSON.parse(pull.stdout) as { sourceMountedRw: string[] }).sourceMountedRw, [mnt]);
+  t.regex(pull.stderr, new RegExp(`warning: copy may be torn: source ${dev} was mounted read-write at ${mnt}`));
   await res.umount(mnt);
 });
 

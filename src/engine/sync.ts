@@ -9,7 +9,7 @@
 // A pull with sourceSnapshot: the server reads a snapshot it made; once it has exited, its exit
 // status says whether it removed it (pull-snapshot.ts).
 import path from 'node:path';
-import { BlkError, ExitCode, exitCodeOf } from '../errors.js';
+import { BlkError, ExitCode, exitCodeOf, printable } from '../errors.js';
 import { loadHasher, randomSeed } from '../hash.js';
 import { PatchWriter } from '../patch/writer.js';
 import { log } from '../log.js';
@@ -66,6 +66,12 @@ export async function runSync(options: SyncOptions): Promise<SyncSummary> {
   } finally {
     local.close();
   }
+}
+
+/** The source's read-write mounts (local, or as the server reported them: at most 16, printable). */
+function mountedRwOf(at: unknown): { sourceMountedRw?: string[] } {
+  if (!Array.isArray(at) || at.length === 0) return {};
+  return { sourceMountedRw: at.slice(0, 16).map((m) => printable(String(m)).slice(0, 4096)) };
 }
 
 /** Two local paths naming the same storage (same file, same device, a loop device over the file). */
@@ -144,7 +150,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
         fingerprint: makeFingerprint(start.seed, start.blockSize, plan.compareSize, done.fingerprint),
         baseFingerprint: makeFingerprint(start.seed, start.blockSize, plan.compareSize, done.baseFingerprint),
       } : {}),
-      ...(localRole === 'source' && local.mountedRw?.length ? { sourceMountedRw: local.mountedRw } : {}),
+      ...mountedRwOf(localRole === 'source' ? local.mountedRw : welcome.mountedRw),
     };
   } catch (caught) {
     patch?.abort();

@@ -48,6 +48,8 @@ export interface Welcome {
   size: number;
   /** Present when HELLO asked for a source snapshot and the server made one. */
   sourceSnapshot?: SourceSnapshotInfo;
+  /** A source block device mounted read-write where the server reads it: the mount points. */
+  mountedRw?: string[];
 }
 
 export interface Start {

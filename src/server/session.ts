@@ -96,6 +96,7 @@ async function session(conn: Conn, hello: Hello, dev: Device, o: SessionOptions)
     await conn.writer.sendJson(Msg.WELCOME, {
       magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, caps: [...CAPS], kind: dev.kind, size: dev.size,
       ...(o.snap ? { sourceSnapshot: o.snap.info } : {}),
+      ...(hello.role === 'source' && dev.mountedRw?.length ? { mountedRw: dev.mountedRw } : {}),
     } satisfies Welcome);
 
     const start = await conn.expectJson<Start>(Msg.START, o.pending);
