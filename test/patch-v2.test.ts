@@ -14,6 +14,7 @@ import { runSync } from '../src/engine/sync.js';
 import { loadHasher } from '../src/hash.js';
 import { HEADER_LEN_V2, RECORD_HEADER_LEN, TRAILER_LEN_V2 } from '../src/patch/format.js';
 import { BASE_HEAD_LEN, REGION_LEN } from '../src/patch/state.js';
+import { spoolReserve } from '../src/patch/spool.js';
 import { LocalTransport } from '../src/transport/local.js';
 import { fileCopier, makeImagePair, sha256, tempDir } from './helpers/patch-fixture.js';
 import { Resources, blkdelta, readAt, writeAt } from './helpers/engine-fixture.js';
@@ -157,6 +158,30 @@ test('apply - reads the patch from stdin; the spool directory is removed', async
   t.is(r.exitCode, 0, r.stderr);
   t.is(sha256(dst), sha256(a1));
   t.deepEqual(readdirSync(dir), []);
+});
+
+test('apply - stops before the spool leaves TMPDIR without its reserve: exit 8, nothing written, spool removed', async (t) => {
+  // a 16 MiB tmpfs with 15.5 MiB taken: 0.5 MiB free, under its reserve (5%: 0.8 MiB)
+  const res = new Resources();
+  const dir = join(tmp.dir, 'small-tmp');
+  try {
+    await res.mountTmpfs(dir, '16m');
+    writeFileSync(join(dir, 'filler'), Buffer.alloc(15.5 * MiB, 1));
+    const dst = copyOf(a0), before = sha256(dst);
+    const r = await execa(process.execPath, [BIN, 'apply', '-', dst], { inputFile: p1, env: { TMPDIR: dir }, reject: false });
+    t.is(r.exitCode, ExitCode.IO, r.stderr);
+    t.regex(r.stderr, new RegExp(`spooling the patch from stdin stopped at byte \\d+: only \\d+ bytes are left free in ${dir}, and the spool leaves at least \\d+ free \\(set TMPDIR`));
+    t.is(sha256(dst), before);
+    t.deepEqual(readdirSync(dir), ['filler']);
+  } finally {
+    await res.cleanup();
+  }
+});
+
+test('spoolReserve: 5% of the file system, at most 1 GiB', (t) => {
+  t.is(spoolReserve(16 * MiB), Math.floor(16 * MiB * 0.05));
+  t.is(spoolReserve(1024 * 1024 * MiB), 1024 * MiB);
+  t.is(spoolReserve(0), 0);
 });
 
 const cutStdin = test.macro({
