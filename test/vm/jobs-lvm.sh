@@ -7,13 +7,7 @@ BD="node bin/blkdelta"
 W=/tmp/bdj && mkdir -p $W/state
 CFG=$W/blkdelta.toml
 
-R() { printf 'R %s %s %s\n' "$1" "$2" "$(printf '%s' "$3" | tr '\n' '|')"; }
-q() { "$@" >/dev/null 2>>$W/setup.err || { echo "setup failed: $*: $(cat $W/setup.err)" >&2; exit 1; }; }
-lv() { q lvcreate -y -L "$2" -n "$1" vg0; }
-fill() { q dd if=/dev/urandom of=/dev/vg0/$1 bs=1M count=$2 oflag=direct status=none; }
-sha() { sha256sum < /dev/vg0/$1 | cut -d' ' -f1; }
-same() { [ "$(sha $1)" = "$(sha $2)" ] && echo yes || echo no; }
-tagged() { lvs --noheadings -o lv_tags vg0 2>/dev/null | awk -v t="$1" '{ n = split($1, a, ","); for (i = 1; i <= n; i++) if (a[i] == t) c++ } END { print c + 0 }'; }
+. test/vm/lib.sh   # R q lv fill sha same tagged bdk (wait_written is redefined below)
 # waits (up to 10 min: the VM is slow, more so on a loaded host) until the source snapshot exists
 # and the first MiB of the (zeroed) target is no longer zero: the run is syncing
 wait_written() {
@@ -23,8 +17,6 @@ wait_written() {
   done
   echo "timeout waiting for writes to $1" >&2
 }
-# runs blkdelta with scenario $1's name as prefix: rc, stdout, stderr
-bd() { local s=$1 k=$2; shift 2; $BD "$@" > $W/$s.out 2> $W/$s.err; local rc=$?; R $s ${k}rc $rc; R $s ${k}out "$(cat $W/$s.out)"; R $s ${k}err "$(cat $W/$s.err)"; }
 
 cat > $CFG <<TOML
 state_dir = "$W/state"
@@ -50,15 +42,15 @@ TOML
 
 jobrun() {   # two runs of a job with source and target snapshots: records, snapshots, check
   lv j_src 16M; fill j_src 16; lv j_dst 16M
-  bd jobrun 1 run lvjob --config $CFG
+  bdk jobrun 1 run lvjob --config $CFG
   R jobrun same1 "$(same j_src j_dst)"
   fill j_src 4
-  bd jobrun 2 run lvjob --config $CFG
+  bdk jobrun 2 run lvjob --config $CFG
   R jobrun same2 "$(same j_src j_dst)"
   R jobrun record "$(cat $W/state/lvjob.json)"
   R jobrun source_snaps "$(tagged blkdelta-source)"; R jobrun target_snaps "$(tagged blkdelta-target)"
   R jobrun pending "$(tagged blkdelta-pending)"
-  bd jobrun check check lvjob --config $CFG
+  bdk jobrun check check lvjob --config $CFG
 }
 
 killed() {   # SIGKILL mid-run: the record says running, check says killed; the next run cleans up
@@ -68,8 +60,8 @@ killed() {   # SIGKILL mid-run: the record says running, check says killed; the 
   wait_written k_dst; kill -KILL $pid; wait $pid
   R killed pid $pid
   R killed left_after_kill "$(tagged blkdelta-source)"
-  bd killed check check killed --config $CFG
-  bd killed 2 run killed --config $CFG
+  bdk killed check check killed --config $CFG
+  bdk killed 2 run killed --config $CFG
   R killed same "$(same k_src k_dst)"; R killed left "$(tagged blkdelta-source)"
   R killed record "$(cat $W/state/killed.json)"
 }

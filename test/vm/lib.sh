@@ -13,3 +13,5 @@ tagged() { lvs --noheadings -o lv_tags vg0 2>/dev/null | awk -v t="$1" '{ n = sp
 wait_written() { for _ in $(seq 600); do cmp -s -n 1048576 /dev/vg0/$1 /dev/zero || return 0; sleep 0.2; done; echo "timeout waiting for writes to $1" >&2; }
 # runs blkdelta ($BD), recording rc, stdout and stderr under scenario $1
 bd() { local s=$1; shift; $BD "$@" > $W/$s.out 2> $W/$s.err; local rc=$?; R $s rc $rc; R $s out "$(cat $W/$s.out)"; R $s err "$(cat $W/$s.err)"; }
+# the same with a key prefix: "<key>rc" "<key>out" "<key>err" under scenario $1 (several runs per scenario)
+bdk() { local s=$1 k=$2; shift 2; $BD "$@" > $W/$s.out 2> $W/$s.err; local rc=$?; R $s ${k}rc $rc; R $s ${k}out "$(cat $W/$s.out)"; R $s ${k}err "$(cat $W/$s.err)"; }

@@ -16,7 +16,8 @@
 #
 # usage: run-vm.sh SCRIPT [ARGS...]      (SCRIPT "-" reads the script from stdin)
 #        run-vm.sh --setup               (only check tools / build the cached kernel)
-# exit:  the script's exit status; 124 = VM timeout; 125 = VM/infra failure or missing tools
+# exit:  the script's exit status; 124 = VM timeout (stderr: the guest's stall report, asked for
+#        40 s before: each process's kernel stack, dmsetup info); 125 = VM/infra failure or missing tools
 # env:   VM_CACHE   kernel+initramfs cache dir (default ${XDG_CACHE_HOME:-$HOME/.cache}/blkdelta-vm)
 #        VM_DISKS   space separated sizes or existing image files (default "1G")
 #        VM_MEM     guest MiB (default 2048)   VM_CPUS  vCPUs (default 1; 2 is slower under TCG)
@@ -152,7 +153,9 @@ done
 
 TIMEOUT=${VM_TIMEOUT:-600}
 # ask the guest for its stall report 40 s (a tenth of short timeouts) before the timeout
-( sleep $((TIMEOUT > 400 ? TIMEOUT - 40 : TIMEOUT * 9 / 10)); touch "$RUN/io/dump" ) &
+# (its sleep is killed with it, and it holds no output pipe: a caller waits for their end)
+( sleep $((TIMEOUT > 400 ? TIMEOUT - 40 : TIMEOUT * 9 / 10)) & s=$!
+  trap 'kill $s 2>/dev/null; exit 0' TERM; wait $s; touch "$RUN/io/dump" ) </dev/null >/dev/null 2>&1 &
 asker=$!
 set +e
 timeout -k 5 "$TIMEOUT" qemu-system-x86_64 \
