@@ -4,7 +4,7 @@ import type { ExecutionContext } from 'ava';
 import { BlkError, ExitCode } from '../src/errors.js';
 import { fileURLToPath } from 'node:url';
 import { findJob, loadConfig, parseConfig } from '../src/jobs/config.js';
-import { indexKeys } from '../src/jobs/keypos.js';
+import { indexKeys } from '../src/config/keypos.js';
 import { formatAge, parseDuration, parseSize } from '../src/units.js';
 
 const GOOD = `state_dir = "/var/lib/blkdelta"

@@ -1,18 +1,19 @@
 // The jobs config file (TOML, default /etc/blkdelta/blkdelta.toml): global settings, [defaults]
 // and named [jobs.NAME] tables. loadConfig() reads, parses and validates it in one go:
-//   text -> smol-toml (syntax errors keep their line:col) -> every key checked against schema.ts,
-//   defaults merged into each job -> Config.
-// Every problem is reported as "FILE:LINE:COL: key.path: what is wrong" (keypos.ts finds the
-// position); any problem throws BlkError CONFIG listing them all. Reads only; memory: the file.
+//   text -> config/toml.ts (syntax errors keep their line:col) -> every key checked against
+//   schema.ts, defaults merged into each job -> Config.
+// Every problem is reported as "FILE:LINE:COL: key.path: what is wrong"; any problem throws
+// BlkError CONFIG listing them all. Reads only; memory: the file.
 import { readFileSync } from 'node:fs';
-import { parse, TomlError } from 'smol-toml';
 import { BlkError, ExitCode, describe } from '../errors.js';
 import type { SizePolicy } from '../engine/types.js';
-import type { Retention } from '../server/policy.js';
+import type { Retention } from '../lvm/retention.js';
 import { parseEndpoint, type Endpoint } from '../transport/address.js';
-import { indexKeys, keyName, type KeyIndex } from './keypos.js';
+import type { KeyIndex } from '../config/keypos.js';
+import { isTable, readTable, readToml, throwProblems, type At, type Table } from '../config/toml.js';
+import { describeValue, type KeySpec } from '../config/values.js';
 import { DEFAULT_HOOK_TIMEOUT, type Hooks } from './hooks.js';
-import { GLOBAL_KEYS, JOB_KEYS, SHARED_KEYS, SSH_KEYS, TABLES, checkValue, describeValue, type KeySpec } from './schema.js';
+import { GLOBAL_KEYS, JOB_KEYS, SHARED_KEYS, SSH_KEYS, TABLES } from './schema.js';
 
 export const DEFAULT_CONFIG = '/etc/blkdelta/blkdelta.toml';
 
@@ -65,7 +66,6 @@ export interface Config {
 }
 
 const JOB_NAME = /^(?!.*\.refused$)[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/; // X.refused.json is another job's file
-export type Table = Record<string, unknown>;
 
 /** Reads and validates the file; throws BlkError CONFIG naming file:line:col and the key. */
 export function loadConfig(file: string = DEFAULT_CONFIG): Config {
@@ -86,45 +86,8 @@ export function parseConfig(text: string, file: string): Config {
   return cfg!;
 }
 
-/**
- * TOML text parsed and its keys indexed (the server config reads its file this way too).
- * Duplicates and a syntax error are already in `problems`; `at` adds "FILE:LINE:COL: key: msg".
- */
-export function readToml(text: string, file: string): { doc: Table; idx: KeyIndex; problems: string[]; at: At } {
-  const idx = indexKeys(text);
-  const problems: string[] = [];
-  const at = (path: readonly string[], msg: string) => {
-    const p = idx.at(path);
-    problems.push(`${file}:${p.line}:${p.col}: ${keyName(path)}: ${msg}`);
-  };
-  for (const d of idx.duplicates) {
-    const what = d.path[0] === 'jobs' && d.path.length === 2 ? `duplicate job "${d.path[1]}"` : 'defined twice';
-    problems.push(`${file}:${d.at.line}:${d.at.col}: ${keyName(d.path)}: ${what} (first defined at line ${d.first.line})`);
-  }
-  let doc: Table = {};
-  if (problems.length === 0) {
-    try {
-      doc = parse(text) as Table;
-    } catch (err) {
-      if (!(err instanceof TomlError)) throw err;
-      const first = err.message.split('\n')[0]!.replace(/^Invalid TOML document: /, '');
-      problems.push(`${file}:${err.line}:${err.column}: syntax error: ${first}`);
-    }
-  }
-  return { doc, idx, problems, at };
-}
-
-/** Throws BlkError CONFIG listing every problem (none: returns). */
-export function throwProblems(problems: readonly string[], file: string): void {
-  if (problems.length === 0) return;
-  const head = problems.length === 1 ? '' : `${problems.length} problems in ${file}:\n`;
-  throw new BlkError(ExitCode.CONFIG, head + problems.join('\n'));
-}
-
-export type At = (path: readonly string[], msg: string) => void;
-
 function buildConfig(doc: Table, file: string, at: At, idx: KeyIndex): Config {
-  const g = readTable(doc, [], GLOBAL_KEYS, at, ['defaults', 'jobs']);
+  const g = readTable(doc, [], GLOBAL_KEYS, at, ['defaults', 'jobs'], TABLES);
   const defaults = isTable(doc.defaults) ? readShared(doc.defaults, ['defaults'], SHARED_KEYS, at) : {};
   if (doc.defaults !== undefined && !isTable(doc.defaults)) at(['defaults'], `expected a table, got ${describeValue(doc.defaults)}`);
   const jobs: JobConfig[] = [];
@@ -148,30 +111,11 @@ function buildConfig(doc: Table, file: string, at: At, idx: KeyIndex): Config {
   };
 }
 
-/** Checks the plain keys of one table; nested tables must be listed in `tables`. */
-export function readTable(t: Table, path: string[], specs: Record<string, KeySpec>, at: At, tables: string[] = []): Table {
-  const out: Table = {};
-  for (const [k, v] of Object.entries(t)) {
-    if (tables.includes(k)) continue;
-    const spec = specs[k];
-    if (!spec) {
-      at([...path, k], TABLES.has(k) ? 'table not allowed here' : `unknown key${suggest(k, specs)}`);
-      continue;
-    }
-    try {
-      out[k] = checkValue(spec, v);
-    } catch (err) {
-      at([...path, k], (err as Error).message);
-    }
-  }
-  return out;
-}
-
 /** A [defaults] or job table: its shared keys plus its ssh sub-table. */
 function readShared(t: Table, path: string[], specs: Record<string, KeySpec>, at: At): Table {
-  const out = readTable(t, path, specs, at, ['ssh']);
+  const out = readTable(t, path, specs, at, ['ssh'], TABLES);
   if (t.ssh !== undefined) {
-    if (isTable(t.ssh)) out.ssh = readTable(t.ssh, [...path, 'ssh'], SSH_KEYS, at);
+    if (isTable(t.ssh)) out.ssh = readTable(t.ssh, [...path, 'ssh'], SSH_KEYS, at, [], TABLES);
     else at([...path, 'ssh'], `expected a table, got ${describeValue(t.ssh)}`);
   }
   return out;
@@ -285,24 +229,4 @@ export function findJob(cfg: Config, name: string): JobConfig {
     throw new BlkError(ExitCode.CONFIG, `${cfg.file}:${p.line}:${p.col}: jobs.${name}: no such job (defined: ${cfg.jobs.map((j) => j.name).join(', ')})`);
   }
   return job;
-}
-
-export function isTable(v: unknown): v is Table {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && (v as object).constructor?.name !== 'TomlDate';
-}
-
-function suggest(k: string, specs: Record<string, KeySpec>): string {
-  const close = Object.keys(specs).find((s) => editDistance(s, k) <= 2);
-  return close ? ` (did you mean ${close}?)` : '';
-}
-
-function editDistance(a: string, b: string): number {
-  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
-  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-  }
-  return d[a.length]![b.length]!;
 }

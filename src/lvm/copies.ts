@@ -7,13 +7,12 @@
 // Memory: the lvs rows of the VG.
 import { BlkError, ExitCode } from '../errors.js';
 import { log } from '../log.js';
-import type { Retention } from '../server/policy.js';
 import { labelsOf, type CopyFingerprint } from './copy-tags.js';
 import { TAG_PENDING } from './argv.js';
 import { listLvs, removeOwned } from './lvm.js';
 import { poolOf } from './pool.js';
 import { ownSnapshots, snapshotFill, snapshotKind, type LvRow } from './report.js';
-import { selectRetention, type CopyPoint, type Verdict } from './retention.js';
+import { selectRetention, type CopyPoint, type Retention, type Verdict } from './retention.js';
 
 export interface Copy {
   row: LvRow;

@@ -13,7 +13,19 @@
 //   it, reads the pool again, and asks again: how much a copy frees is only known afterwards).
 // `now` plays no part: a copy's data time in the future (clock skew) or a clock set years ahead
 // changes no verdict, so a wrong clock cannot empty the history. All times are UTC: DST is irrelevant.
-import type { Retention } from '../server/policy.js';
+/**
+ * Retention of kept copies (job keys and [server.target_snapshot]): keep_last newest copies, and
+ * the newest copy in each of the last keep_hourly hours, keep_daily days, keep_weekly weeks and
+ * keep_monthly months (UTC). 0 or absent: that rule keeps nothing. `keep` is an alias of keepLast.
+ */
+export interface Retention {
+  keepLast?: number;
+  keepHourly?: number;
+  keepDaily?: number;
+  keepWeekly?: number;
+  keepMonthly?: number;
+}
+
 
 export interface CopyPoint {
   /** The copy's id (its LV name). */

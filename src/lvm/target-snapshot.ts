@@ -24,7 +24,7 @@ import { statSync } from 'node:fs';
 import { BlkError, ExitCode } from '../errors.js';
 import { log } from '../log.js';
 import { devno as devnoOf } from '../io/sysfs.js';
-import type { Retention } from '../server/policy.js';
+import type { Retention } from './retention.js';
 import {
   TAG_OWNER, TAG_PENDING, TAG_TARGET, checkJobName, cowSnapshotArgv, jobTag, snapshotName, thinSnapshotArgv,
 } from './argv.js';

@@ -6,12 +6,15 @@
 // listing them all. An empty allow glob is an error, never "everything". Reads only; memory: the file.
 import { readFileSync } from 'node:fs';
 import { BlkError, ExitCode, describe } from '../errors.js';
-import { isTable, readTable, readToml, throwProblems, type At, type Table } from '../jobs/config.js';
-import { describeValue, type KeySpec } from '../jobs/schema.js';
+import { isTable, readTable, readToml, throwProblems, type At, type Table } from '../config/toml.js';
+import { describeValue, type KeySpec } from '../config/values.js';
 import { sizeArgs } from '../lvm/argv.js';
 import { DEFAULT_POOL_MAX_FILL } from '../lvm/pool.js';
 import { DEFAULT_COW_SIZE } from '../lvm/snapshot.js';
 import { makePolicy, type Retention, type ServerConfig } from './policy.js';
+
+/** Tables of the jobs file (blkdelta.toml): "table not allowed here" in a server file. */
+const JOBS_FILE_TABLES: ReadonlySet<string> = new Set(['defaults', 'jobs', 'ssh']);
 
 /** Longest wait_timeout / --wait-timeout: a week. */
 export const MAX_WAIT_TIMEOUT = 7 * 86400;
@@ -64,7 +67,7 @@ export function parseServerConfig(text: string, file: string): ServerConfig {
 }
 
 function buildServerConfig(doc: Table, at: At): ServerConfig | undefined {
-  readTable(doc, [], { server: { kind: 'string' } }, at, ['server']); // any other top-level key is unknown
+  readTable(doc, [], { server: { kind: 'string' } }, at, ['server'], JOBS_FILE_TABLES); // any other top-level key is unknown
   if (!isTable(doc.server)) return void at(['server'], doc.server === undefined ? 'no [server] table' : `expected a table, got ${describeValue(doc.server)}`);
   const t = doc.server;
   const v = readTable(t, ['server'], SERVER_KEYS, at, ['allow', 'source_snapshot', 'target_snapshot']);

@@ -11,7 +11,10 @@
 // Globs: '*' is any run of characters except '/', '?' one character except '/', '[...]' a class
 // ('[!...]' or '[^...]' negated, ranges a-z); a backslash quotes the next character. An empty
 // glob is a usage error, never "everything". Pure functions, no I/O.
+import type { Retention } from '../lvm/retention.js';
 import { BlkError, ExitCode } from '../errors.js';
+
+export type { Retention }; // its home is lvm/retention.ts
 
 export interface ServerPolicy {
   /** Globs of the device paths a client may open; empty = everything. */
@@ -106,19 +109,6 @@ export function makePolicy(allow: readonly string[] | undefined, readOnly: boole
     globToRegExp(g);
   }
   return { allow: globs, readOnly: !!readOnly };
-}
-
-/**
- * Retention of kept copies (job keys and [server.target_snapshot]): keep_last newest copies, and
- * the newest copy in each of the last keep_hourly hours, keep_daily days, keep_weekly weeks and
- * keep_monthly months (UTC). 0 or absent: that rule keeps nothing. `keep` is an alias of keepLast.
- */
-export interface Retention {
-  keepLast?: number;
-  keepHourly?: number;
-  keepDaily?: number;
-  keepWeekly?: number;
-  keepMonthly?: number;
 }
 
 /**
