@@ -148,7 +148,9 @@ test('runs killed at random points leave a record that says so, never a half-wri
     if (r.code === ExitCode.OK) {
       t.is(last.outcome, 'success');
     } else if (sig === 'SIGKILL') {
-      t.is(last.outcome, 'running', `after ${kills.join(' ')}`); // stays "running": check reports it killed
+      // stays "running" (check reports it killed), unless the kill landed after the run had
+      // recorded its result and before the process exited (a wider window on a loaded machine)
+      t.true(last.outcome === 'running' || (last.outcome === 'success' && last.end !== undefined), `${last.outcome} after ${kills.join(' ')}`);
       t.is(last.process.pid, p.child.pid);
     } else {
       t.is(r.code, ExitCode.INTERRUPTED, r.stderr);
