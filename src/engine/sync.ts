@@ -13,7 +13,7 @@ import { BlkError, ExitCode, exitCodeOf } from '../errors.js';
 import { loadHasher, randomSeed } from '../hash.js';
 import { PatchWriter } from '../patch/writer.js';
 import { log } from '../log.js';
-import { Conn, checkFields, checkMagic, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Done, type Hello, type Role, type Start, type Wait, type Welcome } from '../proto/messages.js';
+import { Conn, checkFields, checkMagic, historyCopyOf, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Done, type Hello, type Role, type Start, type Wait, type Welcome } from '../proto/messages.js';
 import { Msg, parseJson } from '../proto/wire.js';
 import { formatAge } from '../units.js';
 import { LocalTransport } from '../transport/local.js';
@@ -94,6 +94,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
     path: peerRole === 'source' ? opts.source : opts.target, write: peerRole === 'target' && write,
     ...(peerRole === 'target' && write && opts.targetSnapshot ? { policySnapshot: opts.targetSnapshot } : {}),
     ...(opts.sourceSnapshot ? { sourceSnapshot: opts.sourceSnapshot } : {}),
+    ...(opts.historyCopy ? { history: { op: 'read', ...opts.historyCopy } } : {}),
   };
   await conn.writer.sendJson(Msg.HELLO, hello).catch(async () => {
     throw await conn.closedAfterExit('before the handshake'); // e.g. its command was not found: say what it printed
@@ -102,6 +103,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
   checkMagic(conn.peerLabel, welcome);
   checkFields('WELCOME', welcome, { kind: 'string', size: 'number' });
   if (opts.sourceSnapshot) pull.snapshot = reportFromWelcome(welcome.sourceSnapshot, conn.peerLabel);
+  const historyCopy = opts.historyCopy ? historyCopyOf(welcome, conn.peerLabel) : undefined;
   if (hello.policySnapshot && !welcome.caps?.includes('policy-snapshot')) {
     throw new BlkError(ExitCode.REMOTE, `${conn.peerLabel}: the server is an older blkdelta without the policy-snapshot capability: it would take no target snapshot; upgrade blkdelta on the server (nothing was written)`);
   }
@@ -140,6 +142,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
       patchBytes, records: done.records, firstDiffs: done.firstDiffs, identical: done.blocksDiffering === 0,
       verified: result.verified, grown: plan.resultSize > targetSize && write, durationMs: Date.now() - t0,
       ...(result.targetSnapshot ? { targetSnapshot: result.targetSnapshot } : {}),
+      ...(historyCopy ? { historyCopy } : {}),
       ...(done.fingerprint && done.baseFingerprint ? {
         fingerprint: makeFingerprint(start.seed, start.blockSize, plan.compareSize, done.fingerprint),
         baseFingerprint: makeFingerprint(start.seed, start.blockSize, plan.compareSize, done.baseFingerprint),
