@@ -48,7 +48,7 @@ export function historyPlan(hello: Hello, cfg: ServerConfig): HistoryPlan {
   precheck(hello.path, (names) => checkAllowed(cfg, names, hello.path));
   if (req.op === 'prune') {
     if (!cfg.targetSnapshot) throw refuse('history prune applies the server\'s [server.target_snapshot] retention, and this server has none');
-    if (cfg.readOnly) throw refuse(`history prune removes copies of ${hello.path}: the server runs with --read-only`);
+    if (cfg.readOnly && req.dryRun !== true) throw refuse(`history prune removes copies of ${hello.path}: the server runs with --read-only`);
   }
   if (req.op === 'restore') {
     checkRequest(cfg, req.dest!, true);
