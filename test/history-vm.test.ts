@@ -134,3 +134,54 @@ test('a good run records the fingerprint of the content it left: the live target
   t.deepEqual(last.fingerprint, list(f('listout'))[0]!.fingerprint ?? undefined);
   t.like(last.targetSnapshot?.history, { copies: 2 });
 });
+
+test('a remote target through its server: list, restore (local DEST and on the server), verify, check, prune by the server\'s retention', async (t) => {
+  const f = await facts(t, 'remote');
+  for (const k of ['1rc', '2rc', '3rc']) t.is(f(k), '0', f(k.replace('rc', 'err')));
+  const [c1, c2] = names(f('copies3'));
+  t.is(names(f('copies3')).length, 2, 'the server\'s keep_last = 3: the live target and two copies');
+  t.is(f('listrc'), '0', f('listerr'));
+  const entries = list(f('listout'));
+  t.like(entries[0], { id: 'rm_dst', lv: 'vg0/rm_dst', live: true, state: 'live', kind: 'thin', size: 8 << 20 });
+  t.deepEqual(entries.slice(1).map((e) => e.id), [c2, c1], 'newest data first, as a local list');
+  for (const e of entries.slice(1)) t.regex(e.fingerprint?.digest ?? '', /^[0-9a-f]{16}$/);
+  t.regex(f('listtout'), /^ID +DATA TIME +KIND +SIZE +FINGERPRINT +STATE\|rm_dst +\S+ +thin +8\.0 MiB +[0-9a-f]{16} +live\|/);
+  t.is(f('r1rc'), '0', f('r1err'));
+  t.regex(f('r1out'), new RegExp(`^restored localhost:vg0/${c1} to /tmp/bdh/rm_r1\\.img: 8\\.0 MiB written, matches the copy's fingerprint`));
+  t.is(f('r1sha'), f('d1'), 'the oldest copy pulled back to a local file holds run 1\'s data');
+  t.is(f('r2rc'), '0', f('r2err'));
+  t.regex(f('r2out'), new RegExp(`^restored localhost:vg0/${c2} to localhost:/dev/vg0/rm_r2: 8\\.0 MiB written, matches the copy's fingerprint`));
+  t.is(f('r2sha'), f('d2'), 'restored on the server host itself');
+  t.is(f('c1after'), f('d1'), 'the copies are unchanged');
+  t.is(f('c2after'), f('d2'));
+  t.is(f('active_after'), '', 'a thin copy is deactivated again after it was read');
+  t.is(f('copies_after_restore'), f('copies3'), 'no copy consumed');
+  t.is(f('v1rc'), '0', f('v1out') + f('v1err'));
+  t.regex(f('v1out'), /^OK +\S+ \(vg0\/\S+\): fingerprint [0-9a-f]{16} matches\|OK /);
+  t.is(f('v2rc'), '3', f('v2out') + f('v2err'));
+  t.regex(f('v2out'), new RegExp(`DAMAGED +${c2} \\(vg0/${c2}\\): content differs from its fingerprint`));
+  t.regex(f('v2err'), new RegExp(`job hremote: 1 damaged copy: ${c2} \\(vg0/${c2}\\)`));
+  t.is(f('checkrc'), '2', f('checkout'));
+  t.regex(f('checkout'), /^BLKDELTA CRITICAL - hremote: history verify at \S+ found damaged copies/);
+});
+
+test('a remote target through its server: its policy holds (read_only, allow, unknown or odd ids), nothing changes', async (t) => {
+  const f = await facts(t, 'remote');
+  t.is(f('rorc'), '12', f('roerr'));
+  t.regex(f('roerr'), /refused by the server: history prune removes copies of \/dev\/vg0\/rm_dst: the server runs with --read-only/);
+  t.is(f('narrowrc'), '12', f('narrowerr'));
+  t.regex(f('narrowerr'), /device \/dev\/vg0\/rm_dst.* is outside the server's --allow list \(\/dev\/vg0\/rm_src\)/);
+  t.is(f('nocopyrc'), '2', f('nocopyerr'));
+  t.regex(f('nocopyerr'), /job hremote has no copy "rm_dst-nosuch" \(copies: /);
+  t.is(f('oddidrc'), '9', f('oddiderr'));
+  t.regex(f('oddiderr'), /malformed HELLO: history\.id: LV name "x\/\.\.\/\.\.\/etc" may only contain/);
+  t.is(f('outsiderc'), '12', f('outsideerr'));
+  t.regex(f('outsideerr'), /device \/dev\/vg0\/h_none.* is outside the server's --allow list/);
+  t.is(f('copies_after_refusals'), f('copies3'));
+  t.is(f('dryrc'), '0', f('dryerr'));
+  t.regex(f('dryout'), /^retention of the server at localhost \(\[server\.target_snapshot\]\): keep_last 3\|/);
+  t.regex(f('dryout'), /keep \S+ \(newest/);
+  t.is(f('prunerc'), '0', f('pruneerr'));
+  t.regex(f('pruneout'), /^retention of the server at localhost \(\[server\.target_snapshot\]\): keep_last 2\|removed \S+/);
+  t.is(names(f('copies_after_prune')).length, 1, 'keep_last = 2: the live target and one copy');
+});
