@@ -161,8 +161,9 @@ test('a remote target through its server: list, restore (local DEST and on the s
   t.is(f('v2rc'), '3', f('v2out') + f('v2err'));
   t.regex(f('v2out'), new RegExp(`DAMAGED +${c2} \\(vg0/${c2}\\): content differs from its fingerprint`));
   t.regex(f('v2err'), new RegExp(`job hremote: 1 damaged copy: ${c2} \\(vg0/${c2}\\)`));
-  t.is(f('checkrc'), '2', f('checkout'));
-  t.regex(f('checkout'), /^BLKDELTA CRITICAL - hremote: history verify at \S+ found damaged copies/);
+  const rec = JSON.parse(f('record').replace(/\|/g, '\n')) as { job: string; copies: Array<{ id: string; result: string }> };
+  t.is(rec.job, 'hremote', 'the verify is recorded on the client, where `check` reads it');
+  t.deepEqual(Object.fromEntries(rec.copies.map((c) => [c.id, c.result])), { [c1!]: 'ok', [c2!]: 'damaged' });
 });
 
 test('a remote target through its server: its policy holds (read_only, allow, unknown or odd ids), nothing changes', async (t) => {

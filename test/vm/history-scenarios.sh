@@ -145,7 +145,7 @@ remote() {   # a remote target: its copies are made, listed, verified, restored 
   bd remote v1 history verify hremote "${via[@]}"
   q lvchange -ay -K vg0/${c[1]}; q dd if=/dev/urandom of=/dev/vg0/${c[1]} bs=4k count=1 seek=100 oflag=direct status=none; q lvchange -an vg0/${c[1]}
   bd remote v2 history verify hremote "${via[@]}"
-  bd remote check check hremote --config $CFG
+  R remote record "$(cat $W/state/hremote.history.json)"   # on the client: what `check` reads
   # refusals: the server's policy holds whatever the client asks
   bd remote ro history prune hremote --config $CFG --rsh "$(rsh rs_ro)" --remote-cmd "$BD"
   bd remote narrow history list hremote --config $CFG --rsh "$(rsh rs_narrow)" --remote-cmd "$BD"
