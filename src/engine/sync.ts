@@ -112,7 +112,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
   const targetSize = tgt.size; // before grow changes a local target's size
   const plan = planSizes(srcSize, targetSize, tgt.kind, opts.sizePolicy);
   const start: Start = {
-    blockSize: opts.blockSize, seed: opts.seed ?? randomSeed().toString(), ...plan, chunkSize: chunkSizeFor(opts.blockSize),
+    blockSize: opts.blockSize, seed: opts.seed ?? labelSeed(hello, welcome, opts.blockSize) ?? randomSeed().toString(), ...plan, chunkSize: chunkSizeFor(opts.blockSize),
     recordsToPeer: localRole === 'source' ? write : write || opts.mode === 'patch',
     compress: opts.compress ?? true, verify: !!opts.verify,
   };
@@ -198,6 +198,13 @@ async function peerErrorOr(conn: Conn, err: unknown): Promise<unknown> {
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** The server's label seed (WELCOME.labelSeed) for a target it snapshots, when it fits this run's block size. */
+function labelSeed(hello: Hello, welcome: Welcome, blockSize: number): string | undefined {
+  const l = welcome.labelSeed;
+  if (!hello.policySnapshot || typeof l !== 'object' || l === null || l.blockSize !== blockSize) return undefined;
+  return typeof l.seed === 'string' && /^\d{1,20}$/.test(l.seed) && BigInt(l.seed) < 2n ** 64n ? l.seed : undefined;
 }
 
 /** A version 2 patch's trailer carries the content before and after (the DONE's digests). */

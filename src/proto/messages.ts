@@ -113,6 +113,12 @@ export interface Welcome {
   sourceSnapshot?: SourceSnapshotInfo;
   /** Present when HELLO.history asked to read a kept copy: the session's source. */
   historyCopy?: HistoryCopyInfo;
+  /**
+   * HELLO.policySnapshot: the seed and block size of the live target's label, so that the client
+   * hashes with them and the run's baseFingerprint can confirm the copy's label (else the copy
+   * is relabelled with an unknown data time). Absent when the target carries no label.
+   */
+  labelSeed?: { seed: string; blockSize: number };
 }
 
 export interface Start {

@@ -109,6 +109,7 @@ async function session(conn: Conn, hello: Hello, dev: Device, o: SessionOptions)
     await conn.writer.sendJson(Msg.WELCOME, {
       magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, caps: [...CAPS], kind: dev.kind, size: dev.size,
       ...(o.snap ? { sourceSnapshot: o.snap.info } : {}), ...(o.copy ? { historyCopy: o.copy } : {}),
+      ...(o.plan ? await labelSeedOf(dev.path) : {}),
     } satisfies Welcome);
 
     const start = await conn.expectJson<Start>(Msg.START, o.pending);
@@ -224,6 +225,14 @@ async function withTargetSnapshot(inner: TargetSink, device: string, plan: Snaps
       return { ...r, targetSnapshot: { name: taken.name, reused: taken.reused, kept: rotated.kept, removed: rotated.removed } };
     },
   };
+}
+
+/** WELCOME.labelSeed for a session that will snapshot its target: the live target's label, if any. */
+async function labelSeedOf(device: string): Promise<Pick<Welcome, 'labelSeed'>> {
+  const { targetLv } = await import('../lvm/target-snapshot.js');
+  const { labelsOf } = await import('../lvm/copy-tags.js');
+  const fp = labelsOf((await targetLv(device)).lv.tags).fingerprint;
+  return fp ? { labelSeed: { seed: fp.seed, blockSize: fp.blockSize } } : {};
 }
 
 /** Opens the device of a HELLO under the policy: the path as given, then what it resolves to. */

@@ -124,7 +124,7 @@ remote() {   # a remote target: its copies are made, listed, verified, restored 
   printf '[server]\n%s\n%s\nkeep_last = 3\n' "$allow" "$ts" > $W/rs.toml
   printf '[server]\n%s\nread_only = true\n%s\nkeep_last = 3\n' "$allow" "$ts" > $W/rs_ro.toml
   printf '[server]\nallow = ["/dev/vg0/rm_src"]\n%s\nkeep_last = 3\n' "$ts" > $W/rs_narrow.toml
-  printf '[server]\n%s\n%s\nkeep_last = 2\n' "$allow" "$ts" > $W/rs_two.toml
+  printf '[server]\n%s\n%s\nkeep_last = 2\npool_max_fill = 1\n' "$allow" "$ts" > $W/rs_two.toml
   rsh() { printf '%s' "sh -c 'shift 2; exec sh -c \"\$1 --config $W/$1.toml\"' rsh"; }
   local via=(--config $CFG --rsh "$(rsh rs)" --remote-cmd "$BD")
   rnd rm_src 8; R remote d1 "$(sha rm_src)"
@@ -136,14 +136,15 @@ remote() {   # a remote target: its copies are made, listed, verified, restored 
   R remote copies3 "$(copies hremote)"
   bd remote list history list hremote --json "${via[@]}"
   bd remote listt history list hremote "${via[@]}"
-  local c; c=($(copies hremote)); R remote c1 "${c[0]}"; R remote c2 "${c[1]}"
-  bd remote r1 history restore hremote "${c[0]}" $W/rm_r1.img "${via[@]}"; R remote r1sha "$(sha256sum < $W/rm_r1.img | cut -d' ' -f1)"
-  bd remote r2 history restore hremote "${c[1]}" localhost:/dev/vg0/rm_r2 "${via[@]}"; R remote r2sha "$(sha rm_r2)"
-  R remote c1after "$(copysha ${c[0]})"; R remote c2after "$(copysha ${c[1]})"
-  R remote active_after "$(lvs --noheadings -o lv_active vg0/${c[0]} | tr -d ' ')"
+  local c; c=($(copies hremote))   # oldest first; the newest two were taken before run 2 (d1) and run 3 (d2)
+  local c1=${c[-2]} c2=${c[-1]}; R remote c1 "$c1"; R remote c2 "$c2"
+  bd remote r1 history restore hremote "$c1" $W/rm_r1.img "${via[@]}"; R remote r1sha "$(sha256sum < $W/rm_r1.img | cut -d' ' -f1)"
+  bd remote r2 history restore hremote "$c2" localhost:/dev/vg0/rm_r2 "${via[@]}"; R remote r2sha "$(sha rm_r2)"
+  R remote c1after "$(copysha $c1)"; R remote c2after "$(copysha $c2)"
+  R remote active_after "$(lvs --noheadings -o lv_active vg0/$c1 | tr -d ' ')"
   R remote copies_after_restore "$(copies hremote)"
   bd remote v1 history verify hremote "${via[@]}"
-  q lvchange -ay -K vg0/${c[1]}; q dd if=/dev/urandom of=/dev/vg0/${c[1]} bs=4k count=1 seek=100 oflag=direct status=none; q lvchange -an vg0/${c[1]}
+  q lvchange -ay -K vg0/$c2; q dd if=/dev/urandom of=/dev/vg0/$c2 bs=4k count=1 seek=100 oflag=direct status=none; q lvchange -an vg0/$c2
   bd remote v2 history verify hremote "${via[@]}"
   R remote record "$(cat $W/state/hremote.history.json)"   # on the client: what `check` reads
   # refusals: the server's policy holds whatever the client asks
@@ -151,9 +152,10 @@ remote() {   # a remote target: its copies are made, listed, verified, restored 
   bd remote narrow history list hremote --config $CFG --rsh "$(rsh rs_narrow)" --remote-cmd "$BD"
   bd remote nocopy history restore hremote rm_dst-nosuch $W/rm_r1.img "${via[@]}"
   bd remote oddid history verify hremote 'x/../../etc' "${via[@]}"
-  bd remote outside history restore hremote "${c[0]}" localhost:/dev/vg0/h_none "${via[@]}"
+  bd remote outside history restore hremote "$c1" localhost:/dev/vg0/h_none "${via[@]}"
   R remote copies_after_refusals "$(copies hremote)"
-  # prune applies the server's retention: dry run shows it (keep_last 3: nothing goes), then keep_last 2 removes one
+  # prune applies the server's retention: the dry run shows it (keep_last 3, and the default pool_max_fill 90 keeps
+  # the rest as space allows), then keep_last 2 with pool_max_fill 1 leaves the live target and one copy
   bd remote dry history prune hremote --dry-run "${via[@]}"
   bd remote prune history prune hremote --config $CFG --rsh "$(rsh rs_two)" --remote-cmd "$BD"
   R remote copies_after_prune "$(copies hremote)"
