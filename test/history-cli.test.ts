@@ -41,8 +41,9 @@ const refused = test.macro({
 test.serial(refused, ['list', 'nope', '--config', cfg], 15, /jobs\.nope: no such job \(defined: file, remote, plain\)/);
 test.serial(refused, ['list', 'plain', '--config', cfg], 15, /job plain keeps no history: set target_snapshot = true/);
 test.serial(refused, ['prune', 'plain', '--config', cfg], 15, /job plain keeps no history/);
-test.serial(refused, ['list', 'remote', '--config', cfg], 2, /job remote: the target u@h:\/dev\/vg\/x is remote; run blkdelta history on that host/);
-test.serial(refused, ['verify', 'remote', '--config', cfg], 2, /is remote/);
+test.serial(refused, ['list', 'file', '--rsh', 'ssh', '--config', cfg], 2, /--rsh and --remote-cmd are for a job whose target is remote; file's target \S+ is local/);
+test.serial(refused, ['verify', 'remote', '--rsh', 'false', '--config', cfg], 9, /closed the connection/);
+test.serial(refused, ['restore', 'remote', 'x', 'elsewhere:/dev/vg/y', '--rsh', 'false', '--config', cfg], 2, /DEST elsewhere:\/dev\/vg\/y is on another host/);
 test.serial(refused, ['list', 'file', '--config', cfg], 13, /need an LVM logical volume as target: \S+a\.img\.dst is not a block device/);
 test.serial(refused, ['verify', 'file', '--config', cfg], 13, /need an LVM logical volume as target/);
 test.serial(refused, ['restore', 'file', 'x', join(dir, 'out.img'), '--config', cfg], 13, /need an LVM logical volume as target/);

@@ -108,3 +108,63 @@ test('a good run records the fingerprint of the content it left: the live target
   t.deepEqual(last.fingerprint, list(f('listout'))[0]!.fingerprint ?? undefined);
   t.like(last.targetSnapshot?.history, { copies: 2 });
 });
+
+test('a remote target through its server: list, restore (local DEST and on the server), verify, the client\'s verify record', async (t) => {
+  const f = await facts(t, 'remote');
+  for (const k of ['1rc', '2rc', '3rc']) t.is(f(k), '0', f(k.replace('rc', 'err')));
+  const c1 = f('c1'), c2 = f('c2');
+  const all = names(f('copies3'));
+  t.is(all.length, 3, 'keep_last 3 keeps the live target and two copies; the server\'s default pool_max_fill 90 keeps the first (of the empty target) as space allows');
+  t.deepEqual(all.slice(1), [c1, c2]);
+  t.is(f('listrc'), '0', f('listerr'));
+  const entries = list(f('listout'));
+  t.like(entries[0], { id: 'rm_dst', lv: 'vg0/rm_dst', live: true, state: 'live', kind: 'thin', size: 8 << 20 });
+  t.deepEqual(entries.slice(1, 3).map((e) => e.id), [c2, c1], 'newest data first, as a local list');
+  for (const e of entries.slice(1, 3)) {
+    t.like(e, { kind: 'thin', size: 8 << 20, state: 'good' });
+    t.regex(e.fingerprint?.digest ?? '', /^[0-9a-f]{16}$/);
+    t.regex(e.dataTime ?? '', /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000Z$/, 'the data time of the run that made the content (the client hashed with the label\'s seed)');
+  }
+  t.regex(f('listtout'), /^ID +DATA TIME +KIND +SIZE +FINGERPRINT +STATE\|rm_dst +\S+ +thin +8\.0 MiB +[0-9a-f]{16} +live\|/);
+  t.is(f('r1rc'), '0', f('r1err'));
+  t.regex(f('r1out'), new RegExp(`^restored localhost:vg0/${c1} to /tmp/bdh/rm_r1\\.img: 8\\.0 MiB written, matches the copy's fingerprint`));
+  t.is(f('r1sha'), f('d1'), 'the copy taken before run 2, pulled back to a local file, holds run 1\'s data');
+  t.is(f('r2rc'), '0', f('r2err'));
+  t.regex(f('r2out'), new RegExp(`^restored localhost:vg0/${c2} to localhost:/dev/vg0/rm_r2: 8\\.0 MiB written, matches the copy's fingerprint`));
+  t.is(f('r2sha'), f('d2'), 'restored on the server host itself: run 2\'s data');
+  t.is(f('c1after'), f('d1'), 'the copies are unchanged');
+  t.is(f('c2after'), f('d2'));
+  t.is(f('active_after'), '', 'a thin copy is deactivated again after it was read');
+  t.is(f('copies_after_restore'), f('copies3'), 'no copy consumed');
+  t.is(f('v1rc'), '0', f('v1out') + f('v1err'));
+  t.regex(f('v1out'), /^OK +\S+ \(vg0\/\S+\): fingerprint [0-9a-f]{16} matches\|OK /);
+  t.is(f('v2rc'), '3', f('v2out') + f('v2err'));
+  t.regex(f('v2out'), new RegExp(`DAMAGED +${c2} \\(vg0/${c2}\\): content differs from its fingerprint`));
+  t.regex(f('v2err'), new RegExp(`job hremote: 1 damaged copy: ${c2} \\(vg0/${c2}\\)`));
+  const rec = JSON.parse(f('record').replace(/\|/g, '\n')) as { job: string; copies: Array<{ id: string; result: string }> };
+  t.is(rec.job, 'hremote', 'the verify is recorded on the client, where `check` reads it');
+  t.is(rec.copies.find((c) => c.id === c2)?.result, 'damaged');
+  t.is(rec.copies.find((c) => c.id === c1)?.result, 'ok');
+});
+
+test('a remote target through its server: its policy holds (read_only, allow, unknown or odd ids); prune applies the server\'s retention', async (t) => {
+  const f = await facts(t, 'remote');
+  t.is(f('rorc'), '12', f('roerr'));
+  t.regex(f('roerr'), /refused by the server: history prune removes copies of \/dev\/vg0\/rm_dst: the server runs with --read-only/);
+  t.is(f('narrowrc'), '12', f('narrowerr'));
+  t.regex(f('narrowerr'), /device \/dev\/vg0\/rm_dst.* is outside the server's --allow list \(\/dev\/vg0\/rm_src\)/);
+  t.is(f('nocopyrc'), '2', f('nocopyerr'));
+  t.regex(f('nocopyerr'), /job hremote has no copy "rm_dst-nosuch" \(copies: /);
+  t.is(f('oddidrc'), '9', f('oddiderr'));
+  t.regex(f('oddiderr'), /malformed HELLO: history\.id: LV name "x\/\.\.\/\.\.\/etc" may only contain/);
+  t.is(f('outsiderc'), '12', f('outsideerr'));
+  t.regex(f('outsideerr'), /device \/dev\/vg0\/h_none.* is outside the server's --allow list/);
+  t.is(f('copies_after_refusals'), f('copies3'));
+  t.is(f('dryrc'), '0', f('dryerr'));
+  t.regex(f('dryout'), /^retention of the server at localhost \(\[server\.target_snapshot\]\): keep_last 3, pool_max_fill 90%\|/);
+  t.regex(f('dryout'), new RegExp(`keep ${f('c2')} \\(newest, last\\)`));
+  t.regex(f('dryout'), /3 copies kept, 0 removed$/);
+  t.is(f('prunerc'), '0', f('pruneerr'));
+  t.regex(f('pruneout'), /^retention of the server at localhost \(\[server\.target_snapshot\]\): keep_last 2, pool_max_fill 1%\|removed \S+/);
+  t.deepEqual(names(f('copies_after_prune')), [f('c2')], 'keep_last = 2: the live target and the newest copy');
+});

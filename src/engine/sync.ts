@@ -13,7 +13,7 @@ import { BlkError, ExitCode, exitCodeOf, printable } from '../errors.js';
 import { loadHasher, randomSeed } from '../hash.js';
 import { PatchWriter } from '../patch/writer.js';
 import { log } from '../log.js';
-import { Conn, checkFields, checkMagic, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Done, type Hello, type Role, type Start, type Wait, type Welcome } from '../proto/messages.js';
+import { Conn, checkFields, checkMagic, historyCopyOf, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Done, type Hello, type Role, type Start, type Wait, type Welcome } from '../proto/messages.js';
 import { Msg, parseJson } from '../proto/wire.js';
 import { formatAge } from '../units.js';
 import { LocalTransport } from '../transport/local.js';
@@ -100,6 +100,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
     path: peerRole === 'source' ? opts.source : opts.target, write: peerRole === 'target' && write,
     ...(peerRole === 'target' && write && opts.targetSnapshot ? { policySnapshot: opts.targetSnapshot } : {}),
     ...(opts.sourceSnapshot ? { sourceSnapshot: opts.sourceSnapshot } : {}),
+    ...(opts.historyCopy ? { history: { op: 'read', ...opts.historyCopy } } : {}),
   };
   await conn.writer.sendJson(Msg.HELLO, hello).catch(async () => {
     throw await conn.closedAfterExit('before the handshake'); // e.g. its command was not found: say what it printed
@@ -108,6 +109,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
   checkMagic(conn.peerLabel, welcome);
   checkFields('WELCOME', welcome, { kind: 'string', size: 'number' });
   if (opts.sourceSnapshot) pull.snapshot = reportFromWelcome(welcome.sourceSnapshot, conn.peerLabel);
+  const historyCopy = opts.historyCopy ? historyCopyOf(welcome, conn.peerLabel) : undefined;
   if (hello.policySnapshot && !welcome.caps?.includes('policy-snapshot')) {
     throw new BlkError(ExitCode.REMOTE, `${conn.peerLabel}: the server is an older blkdelta without the policy-snapshot capability: it would take no target snapshot; upgrade blkdelta on the server (nothing was written)`);
   }
@@ -116,7 +118,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
   const targetSize = tgt.size; // before grow changes a local target's size
   const plan = planSizes(srcSize, targetSize, tgt.kind, opts.sizePolicy);
   const start: Start = {
-    blockSize: opts.blockSize, seed: opts.seed ?? randomSeed().toString(), ...plan, chunkSize: chunkSizeFor(opts.blockSize),
+    blockSize: opts.blockSize, seed: opts.seed ?? labelSeed(hello, welcome, opts.blockSize) ?? randomSeed().toString(), ...plan, chunkSize: chunkSizeFor(opts.blockSize),
     recordsToPeer: localRole === 'source' ? write : write || opts.mode === 'patch',
     compress: opts.compress ?? true, verify: !!opts.verify,
   };
@@ -146,6 +148,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
       patchBytes, records: done.records, firstDiffs: done.firstDiffs, identical: done.blocksDiffering === 0,
       verified: result.verified, grown: plan.resultSize > targetSize && write, durationMs: Date.now() - t0,
       ...(result.targetSnapshot ? { targetSnapshot: result.targetSnapshot } : {}),
+      ...(historyCopy ? { historyCopy } : {}),
       ...(done.fingerprint && done.baseFingerprint ? {
         fingerprint: makeFingerprint(start.seed, start.blockSize, plan.compareSize, done.fingerprint),
         baseFingerprint: makeFingerprint(start.seed, start.blockSize, plan.compareSize, done.baseFingerprint),
@@ -201,6 +204,13 @@ async function peerErrorOr(conn: Conn, err: unknown): Promise<unknown> {
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** The server's label seed (WELCOME.labelSeed) for a target it snapshots, when it fits this run's block size. */
+function labelSeed(hello: Hello, welcome: Welcome, blockSize: number): string | undefined {
+  const l = welcome.labelSeed;
+  if (!hello.policySnapshot || typeof l !== 'object' || l === null || l.blockSize !== blockSize) return undefined;
+  return typeof l.seed === 'string' && /^\d{1,20}$/.test(l.seed) && BigInt(l.seed) < 2n ** 64n ? l.seed : undefined;
 }
 
 /** A version 2 patch's trailer carries the content before and after (the DONE's digests). */

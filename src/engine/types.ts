@@ -2,6 +2,7 @@
 import type { Transport } from '../transport/transport.js';
 import type { Fingerprint } from './fingerprint.js';
 import type { SnapshotReport } from '../lvm/snapshot.js';
+import type { HistoryCopyInfo } from '../proto/messages.js';
 
 /** strict: sizes must match; grow: extend a smaller file target; min: compare the common prefix. */
 export type SizePolicy = 'strict' | 'grow' | 'min';
@@ -50,6 +51,11 @@ export interface SyncOptions {
    * made, watched and removed under the server's policy (server/snapshots.ts).
    */
   sourceSnapshot?: { job: string };
+  /**
+   * A remote source (a pull): its server serves the kept copy `id` of the target LV `source`,
+   * made for `job` (history restore through the server; server/history.ts).
+   */
+  historyCopy?: { job: string; id: string };
   /** Start the local half of the protocol as this transport's peer (tests; default: spawn). */
   localTransport?: Transport;
   signal?: AbortSignal;
@@ -117,6 +123,8 @@ export interface SyncSummary {
   targetSnapshot?: TargetSnapshotResult;
   /** A pull's source snapshot, made and removed by the server (SyncOptions.sourceSnapshot). */
   sourceSnapshot?: SnapshotReport;
+  /** The kept copy a pull read (SyncOptions.historyCopy), as its server described it. */
+  historyCopy?: HistoryCopyInfo;
   /**
    * The content of [0, comparedBytes) that the run leaves on the target (in write mode, once it
    * succeeded) and the one the target held before. Absent when the source side is an older

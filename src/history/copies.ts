@@ -1,41 +1,30 @@
 // A job's history on this host: the target LV's kept copies (lvm/copies.ts) and the live target,
 // as `history list` shows them, and the one place that turns "JOB ID" into a copy.
-// Local targets only: a remote target's history lives on its server's host (refused, USAGE).
+// A remote target's history lives on its server's host: server/history.ts calls historyOf there.
 // Reads lvs only; memory: the VG's rows.
 import { BlkError, ExitCode } from '../errors.js';
 import type { JobConfig } from '../jobs/config.js';
-import { labelsOf, type CopyFingerprint } from '../lvm/copy-tags.js';
+import { labelsOf } from '../lvm/copy-tags.js';
 import { copiesOf, type Copy } from '../lvm/copies.js';
 import type { LvRow } from '../lvm/report.js';
+import type { HistoryEntry } from '../proto/messages.js';
 import { targetLv } from '../lvm/target-snapshot.js';
 
-/** One line of `history list` (the JSON fields are documented in docs/history.md). */
-export interface HistoryEntry {
-  id: string;
-  /** VG/LV of the copy (for the live target: the target LV). */
-  lv: string;
-  /** ISO time of the data it holds (the end of the run that made it), null when unknown. */
-  dataTime: string | null;
-  /** ISO time the copy was taken. */
-  created: string | null;
-  kind: 'thin' | 'cow';
-  size: number | null;
-  fingerprint: CopyFingerprint | null;
-  /** good | pending (the last good copy of a torn target) | torn (overflowed) | live | dirty (live, being written or cut short). */
-  state: 'good' | 'pending' | 'torn' | 'live' | 'dirty';
-  live?: true;
-}
+export type { HistoryEntry } from '../proto/messages.js';
 
 export interface JobHistory { vg: string; lv: LvRow; copies: Copy[] }
 
-/** The job's target LV and its copies; throws USAGE/CONFIG when the job keeps no local history. */
+/** The job's target LV and its copies; throws CONFIG when the job keeps no history, USAGE for a remote target (ask its server). */
 export async function jobHistory(job: JobConfig): Promise<JobHistory> {
   if (!job.targetSnapshot) throw new BlkError(ExitCode.CONFIG, `job ${job.name} keeps no history: set target_snapshot = true`);
-  if (job.target.kind !== 'local') {
-    throw new BlkError(ExitCode.USAGE, `job ${job.name}: the target ${job.targetText} is remote; run blkdelta history on that host (not yet supported through the server)`);
-  }
-  const { lv, rows } = await targetLv(job.target.path);
-  return { vg: lv.vg, lv, copies: copiesOf(rows, lv, job.name) };
+  if (job.target.kind !== 'local') throw new BlkError(ExitCode.INTERNAL, `job ${job.name}: the history of a remote target is asked of its server`);
+  return historyOf(job.target.path, job.name);
+}
+
+/** The LV behind devicePath and the copies of it that job made (here, or on a server for its clients). */
+export async function historyOf(devicePath: string, job: string): Promise<JobHistory> {
+  const { lv, rows } = await targetLv(devicePath);
+  return { vg: lv.vg, lv, copies: copiesOf(rows, lv, job) };
 }
 
 /** The copy named id (its LV name), or USAGE listing the ids there are. */

@@ -9,6 +9,7 @@ import { fingerprintDevice, type Fingerprint } from '../engine/fingerprint.js';
 import { runSync } from '../engine/sync.js';
 import type { SyncSummary } from '../engine/types.js';
 import type { Copy } from '../lvm/copies.js';
+import type { CopyFingerprint } from '../lvm/copy-tags.js';
 import { withReadableCopy } from './readable.js';
 
 export interface RestoreResult {
@@ -22,21 +23,26 @@ export interface RestoreResult {
 /** Throws DIFFERENT when DEST does not match the copy's fingerprint after the copy: the copy is damaged. */
 export async function restoreCopy(c: Copy, dest: string, o: { blockSize: number; signal: AbortSignal }): Promise<RestoreResult> {
   const fp = c.fingerprint;
-  const blockSize = fp?.blockSize ?? o.blockSize;
+  const copy = `${c.row.vg}/${c.id}`;
   const summary = await withReadableCopy(c, (source) =>
-    runSync({ source, target: dest, mode: 'write', blockSize, sizePolicy: 'strict', verify: true, compress: false, signal: o.signal,
-      sourceLabel: `history restore ${c.row.vg}/${c.id}` }));
-  if (!fp) return { copy: `${c.row.vg}/${c.id}`, dest, summary, fingerprintMatches: null };
+    runSync({ source, target: dest, mode: 'write', blockSize: fp?.blockSize ?? o.blockSize, sizePolicy: 'strict', verify: true, compress: false, signal: o.signal,
+      sourceLabel: `history restore ${copy}` }));
+  return { copy, dest, summary, fingerprintMatches: await matchesFingerprint(copy, dest, fp, o.signal) };
+}
+
+/** Re-reads DEST and compares it with the copy's fingerprint: null when it has none; DIFFERENT when it differs. */
+export async function matchesFingerprint(copy: string, dest: string, fp: CopyFingerprint | null, signal: AbortSignal): Promise<true | null> {
+  if (!fp) return null;
   const dev = openSource(dest);
   let found: Fingerprint;
   try {
-    found = await fingerprintDevice(dev, fp as Fingerprint, o.signal);
+    found = await fingerprintDevice(dev, fp as Fingerprint, signal);
   } finally {
     dev.close();
   }
   if (found.digest !== fp.digest) {
-    throw new BlkError(ExitCode.DIFFERENT, `restored ${c.row.vg}/${c.id} to ${dest}, but ${dest} does not match the copy's fingerprint ` +
+    throw new BlkError(ExitCode.DIFFERENT, `restored ${copy} to ${dest}, but ${dest} does not match the copy's fingerprint ` +
       `(expected ${fp.digest}, read ${found.digest}): the copy is damaged; run blkdelta history verify`);
   }
-  return { copy: `${c.row.vg}/${c.id}`, dest, summary, fingerprintMatches: true };
+  return true;
 }

@@ -4,15 +4,10 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe } from '../errors.js';
+import type { CopyCheck } from '../proto/messages.js';
 import { writeFileAtomic } from './state.js';
 
-export interface CopyCheck {
-  id: string;
-  /** VG/LV of the copy. */
-  lv: string;
-  result: 'ok' | 'damaged' | 'unverifiable';
-  detail: string;
-}
+export type { CopyCheck } from '../proto/messages.js';
 
 export interface VerifyRecord {
   version: 1;

@@ -113,7 +113,7 @@ function syncOptions(job: JobConfig, sourcePath: string, signal: AbortSignal): S
 }
 
 /** The SSH transport to the remote end (ssh options from the job's [ssh] table). */
-function remoteTransport(job: JobConfig, remote: RemoteEndpoint): Transport {
+export function remoteTransport(job: JobConfig, remote: RemoteEndpoint): Transport {
   return new SshTransport({
     host: remote.host,
     port: job.ssh.port ?? remote.port,

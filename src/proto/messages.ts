@@ -2,9 +2,14 @@
 // Handshake: client HELLO → server WELCOME; client START → server READY; then the target side
 // streams HASHES, the source side streams RECORDs and a DONE, the target answers RESULT.
 // Either side may send ERROR at any point and stop; the peer turns it into a BlkError.
+// A history request (HELLO.history): the server answers HISTORY instead of WELCOME (list, verify,
+// prune, restore on the server), or WELCOME and a sync whose source is a kept copy (read).
 import type { Channel } from '../transport/transport.js';
 import type { TargetSnapshotRequest, TargetSnapshotResult } from '../engine/types.js';
 import type { SnapshotReport } from '../lvm/snapshot.js';
+import type { CopyFingerprint } from '../lvm/copy-tags.js';
+import type { PruneResult } from '../lvm/copies.js';
+import type { Retention } from '../server/policy.js';
 import { BlkError, ExitCode, peerExitCode, printable } from '../errors.js';
 import { FrameReader, FrameWriter, Msg, msgName, parseJson, type Frame, type MsgType } from './wire.js';
 
@@ -14,9 +19,10 @@ export const PROTOCOL_VERSION = 1;
  * Capabilities this build speaks; a peer may list more, never fewer for what is asked of it.
  * policy-snapshot: HELLO.policySnapshot (the server's [server.target_snapshot] decides size and
  * retention; HELLO.targetSnapshot of older clients is refused). wait: the server may send WAIT
- * frames before WELCOME while the session waits for a max_concurrent slot.
+ * frames before WELCOME while the session waits for a max_concurrent slot. history: HELLO.history
+ * (a job's kept copies on the server: list, verify, prune, restore, read).
  */
-export const CAPS = ['lz4', 'zero', 'grow', 'verify', 'source-snapshot', 'policy-snapshot', 'wait'] as const;
+export const CAPS = ['lz4', 'zero', 'grow', 'verify', 'source-snapshot', 'policy-snapshot', 'wait', 'history'] as const;
 
 export type Role = 'source' | 'target';
 
@@ -35,6 +41,63 @@ export interface Hello {
   policySnapshot?: TargetSnapshotRequest;
   /** Source side: serve a temporary snapshot of the LV `path` names, made under the server's policy. */
   sourceSnapshot?: { job: string };
+  /** A request about the kept copies of the target LV `path` names (needs the history capability). */
+  history?: HistoryRequest;
+}
+
+export const HISTORY_OPS = ['list', 'verify', 'prune', 'restore', 'read'] as const;
+
+/**
+ * HELLO.history. list, verify (id: one copy), prune (dryRun: show only; the server's retention),
+ * restore (id to dest, a path on the server) are answered by one HISTORY frame; read (id) makes the
+ * copy the source of the session that follows (role source): the client pulls it.
+ */
+export interface HistoryRequest {
+  op: (typeof HISTORY_OPS)[number];
+  job: string;
+  id?: string;
+  dryRun?: boolean;
+  dest?: string;
+}
+
+/** The copy a read session serves (in WELCOME). */
+export interface HistoryCopyInfo { id: string; lv: string; fingerprint: CopyFingerprint | null }
+
+/** One line of `history list`, local or from a server (the JSON fields are documented in docs/history.md). */
+export interface HistoryEntry {
+  id: string;
+  /** VG/LV of the copy (for the live target: the target LV). */
+  lv: string;
+  /** ISO time of the data it holds (the end of the run that made it), null when unknown. */
+  dataTime: string | null;
+  /** ISO time the copy was taken. */
+  created: string | null;
+  kind: 'thin' | 'cow';
+  size: number | null;
+  fingerprint: CopyFingerprint | null;
+  /** good | pending (the last good copy of a torn target) | torn (overflowed) | live | dirty (live, being written or cut short). */
+  state: 'good' | 'pending' | 'torn' | 'live' | 'dirty';
+  live?: true;
+}
+
+/** One copy's `history verify` outcome, local or from a server. */
+export interface CopyCheck {
+  id: string;
+  /** VG/LV of the copy. */
+  lv: string;
+  result: 'ok' | 'damaged' | 'unverifiable';
+  detail: string;
+}
+
+/** Server → client: the answer to HELLO.history (all but read). */
+export interface HistoryReply {
+  version: 1;
+  op: HistoryRequest['op'];
+  entries?: HistoryEntry[];
+  checks?: CopyCheck[];
+  /** prune: the outcome, and the server's retention that made it. */
+  prune?: PruneResult & { retention: Retention; poolMaxFill?: number };
+  restore?: { copy: string; dest: string; bytesWritten: number; fingerprintMatches: boolean | null };
 }
 
 /** The snapshot a server made for HELLO.sourceSnapshot (in WELCOME). */
@@ -50,6 +113,14 @@ export interface Welcome {
   sourceSnapshot?: SourceSnapshotInfo;
   /** A source block device mounted read-write where the server reads it: the mount points. */
   mountedRw?: string[];
+  /** Present when HELLO.history asked to read a kept copy: the session's source. */
+  historyCopy?: HistoryCopyInfo;
+  /**
+   * HELLO.policySnapshot: the seed and block size of the live target's label, so that the client
+   * hashes with them and the run's baseFingerprint can confirm the copy's label (else the copy
+   * is relabelled with an unknown data time). Absent when the target carries no label.
+   */
+  labelSeed?: { seed: string; blockSize: number };
 }
 
 export interface Start {
@@ -181,4 +252,20 @@ export function checkMagic(what: string, m: { magic?: unknown; version?: unknown
   if (m.version !== PROTOCOL_VERSION) {
     throw new BlkError(ExitCode.REMOTE, `${what}: protocol version ${String(m.version)} is not supported (this blkdelta speaks ${PROTOCOL_VERSION}); install the same blkdelta version on both ends`);
   }
+}
+
+/** The error for a server without the history capability (it answered a history HELLO with WELCOME). */
+export function noHistory(peer: string): BlkError {
+  return new BlkError(ExitCode.REMOTE, `the server at ${peer} does not support history (an older blkdelta); upgrade blkdelta there (nothing was read or changed)`);
+}
+
+/** WELCOME.historyCopy of a read session, checked; REMOTE when the server lacks the capability or sent none. */
+export function historyCopyOf(welcome: Welcome, peer: string): HistoryCopyInfo {
+  if (!welcome.caps?.includes('history')) throw noHistory(peer);
+  const c = welcome.historyCopy as unknown;
+  checkFields('WELCOME.historyCopy', c, { id: 'string', lv: 'string' });
+  const fp = (c as HistoryCopyInfo).fingerprint;
+  if (fp !== null) checkFields('WELCOME.historyCopy.fingerprint', fp, { algo: 'string', seed: 'string', blockSize: 'number', size: 'number', digest: 'string' });
+  const { id, lv } = c as HistoryCopyInfo;
+  return { id: printable(id), lv: printable(lv), fingerprint: fp };
 }

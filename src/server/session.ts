@@ -2,12 +2,13 @@
 // LocalTransport, or run by sshd for an SSH transport). One session per process:
 //   HELLO validated (validate.ts) → policy check of the path as given (allow, read-only) and of
 //   the snapshot requests (a target snapshot by [server.target_snapshot] only, a pull's source
-//   snapshot by [server.source_snapshot])
+//   snapshot by [server.source_snapshot]) or of a history request (history.ts)
 //   → max_concurrent slot (locks/slots.ts; WAIT frames to clients with the wait cap; the client's EOF
 //     or SIGTERM ends the wait)
 //   → open the device, the allow list matched on what it resolves to (io/device.ts), or make the
 //     pull's source snapshot and open that (snapshots.ts) → WELCOME (kind, size)
 //   START validated against the device and checkGrowth → grow a file target → READY
+//   (a history request: one HISTORY frame instead, or a read session on a kept copy)
 //   → run the role → wait for stdin EOF (a source snapshot: remove it after RESULT, then end the
 //     output; the client waits for that)
 // The device path only ever travels inside the protocol, never through a shell. A client may ask
@@ -19,7 +20,7 @@ import type { Readable, Writable } from 'node:stream';
 import { BlkError, ExitCode, describe, exitCodeOf } from '../errors.js';
 import { loadHasher } from '../hash.js';
 import { log } from '../log.js';
-import { Conn, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Done, type Hello, type Start, type Wait, type Welcome } from '../proto/messages.js';
+import { Conn, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Done, type Hello, type HistoryCopyInfo, type Start, type Wait, type Welcome } from '../proto/messages.js';
 import { Msg, type Frame } from '../proto/wire.js';
 import { grow, openSource, precheck, openTarget, shrinkTo, type Device, type OpenOptions } from '../io/device.js';
 import { makeFingerprint } from '../engine/fingerprint.js';
@@ -30,6 +31,7 @@ import { checkJobName } from '../lvm/argv.js';
 import { jobNameOf } from '../lvm/sync-options.js';
 import { DEFAULT_STATE_DIR, DEFAULT_WAIT_TIMEOUT } from './config.js';
 import { checkAllowed, checkRequest, OPEN_POLICY, type Retention, type ServerConfig, type ServerPolicy } from './policy.js';
+import { answerHistory, historyPlan, withHistoryCopy, type HistoryPlan } from './history.js';
 import { acquireSlot, type Slot } from '../locks/slots.js';
 import { snapshotOutcome, snapshotRequest, withServerSnapshot, type OnSnapshot, type SnapshotRequest } from './snapshots.js';
 import { checkGrowth, parseHello } from './validate.js';
@@ -53,11 +55,14 @@ export async function serve(input: Readable, output: Writable, opts: ServerOptio
     if (!first) return ExitCode.OK;
     const hello = parseHello(first);
     checkRequest(cfg, hello.path, hello.write);
+    const history = hello.history ? historyPlan(hello, cfg) : undefined;
     const plan = snapshotPlan(hello, cfg);
     const pull = pullRequest(hello, cfg);
     let pending: Promise<Frame | null> | undefined;
     if (cfg.maxConcurrent) ({ slot, pending } = await takeSlot(cfg, conn, hello, opts.signal));
-    if (!pull) {
+    if (history) {
+      await historySession(conn, hello, history, opts.signal, pending);
+    } else if (!pull) {
       await session(conn, hello, open(hello, cfg), { plan, pending });
     } else {
       await withServerSnapshot(pull, opts.signal, input, (device, snap) => session(conn, hello, openSource(device), { pending, snap }));
@@ -79,8 +84,16 @@ export async function serve(input: Readable, output: Writable, opts: ServerOptio
   }
 }
 
+/** A history request: one HISTORY frame, or (read) a session whose source is the kept copy. */
+function historySession(conn: Conn, hello: Hello, plan: HistoryPlan, signal: AbortSignal | undefined, pending?: Promise<Frame | null>): Promise<void> {
+  if (plan.op !== 'read') return answerHistory(conn, plan, signal, pending);
+  return withHistoryCopy(plan, (device, copy) => session(conn, hello, openSource(device), { pending, copy }));
+}
+
 interface SessionOptions {
   plan?: SnapshotPlan;
+  /** A history read: the kept copy this session serves (described in WELCOME). */
+  copy?: HistoryCopyInfo;
   /** The client's next frame, already being read while the session waited for a slot. */
   pending?: Promise<Frame | null>;
   snap?: OnSnapshot;
@@ -95,7 +108,8 @@ async function session(conn: Conn, hello: Hello, dev: Device, o: SessionOptions)
   try {
     await conn.writer.sendJson(Msg.WELCOME, {
       magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, caps: [...CAPS], kind: dev.kind, size: dev.size,
-      ...(o.snap ? { sourceSnapshot: o.snap.info } : {}),
+      ...(o.snap ? { sourceSnapshot: o.snap.info } : {}), ...(o.copy ? { historyCopy: o.copy } : {}),
+      ...(o.plan ? await labelSeedOf(dev.path) : {}),
       ...(hello.role === 'source' && dev.mountedRw?.length ? { mountedRw: dev.mountedRw } : {}),
     } satisfies Welcome);
 
@@ -212,6 +226,14 @@ async function withTargetSnapshot(inner: TargetSink, device: string, plan: Snaps
       return { ...r, targetSnapshot: { name: taken.name, reused: taken.reused, kept: rotated.kept, removed: rotated.removed } };
     },
   };
+}
+
+/** WELCOME.labelSeed for a session that will snapshot its target: the live target's label, if any. */
+async function labelSeedOf(device: string): Promise<Pick<Welcome, 'labelSeed'>> {
+  const { targetLv } = await import('../lvm/target-snapshot.js');
+  const { labelsOf } = await import('../lvm/copy-tags.js');
+  const fp = labelsOf((await targetLv(device)).lv.tags).fingerprint;
+  return fp ? { labelSeed: { seed: fp.seed, blockSize: fp.blockSize } } : {};
 }
 
 /** Opens the device of a HELLO under the policy: the path as given, then what it resolves to. */

@@ -2,13 +2,14 @@
 // "Validation"). Every refusal is BlkError REMOTE (exit 9) naming the message and the field.
 //   HELLO: at most MAX_HELLO bytes of JSON, an object; magic and version; caps a short list of
 //          short strings; role source|target; path a string of at most PATH_MAX bytes; write a
-//          boolean; targetSnapshot, when present, {job, keep, size?} of the right types.
+//          boolean; targetSnapshot, when present, {job, keep, size?} of the right types; history,
+//          when present, {op, job, id?, dryRun?, dest?} (checkHistory).
 //   START: engine/session.ts checkStart (geometry, sizes against the device), then the growth
 //          rule of this server: checkGrowth.
 // Unknown fields are ignored (a newer client may send more). Pure, except checkGrowth's statfs.
 import fs from 'node:fs';
 import { BlkError, ExitCode } from '../errors.js';
-import { checkMagic, type Hello, type Start } from '../proto/messages.js';
+import { checkMagic, HISTORY_OPS, type Hello, type Start } from '../proto/messages.js';
 import { Msg, msgName, type Frame } from '../proto/wire.js';
 import type { Device } from '../io/device.js';
 
@@ -55,7 +56,28 @@ export function parseHello(f: Frame): Hello {
   if (typeof o.write !== 'boolean') throw malformed('HELLO', 'field write must be a boolean');
   if (o.write && o.role !== 'target') throw malformed('HELLO', 'field write is true for a source');
   if (o.targetSnapshot !== undefined) checkTargetSnapshot(o.targetSnapshot);
+  if (o.history !== undefined) checkHistory(o.history, o);
   return o as unknown as Hello;
+}
+
+/**
+ * HELLO.history: the types of its fields, and the session it asks for: read is a source session,
+ * the other operations a target one; none writes through the session (write false).
+ */
+function checkHistory(v: unknown, hello: Record<string, unknown>): void {
+  const what = 'HELLO';
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw malformed(what, 'field history must be an object {op, job, id?, dryRun?, dest?}');
+  const o = v as Record<string, unknown>;
+  if (!HISTORY_OPS.includes(o.op as never)) throw malformed(what, `field history.op must be one of ${HISTORY_OPS.join(', ')}, got ${JSON.stringify(o.op)?.slice(0, 40)}`);
+  str(what, o, 'job', 64);
+  str(what, o, 'id', 128, true);
+  str(what, o, 'dest', PATH_MAX - 1, true);
+  if (o.dryRun !== undefined && typeof o.dryRun !== 'boolean') throw malformed(what, 'field history.dryRun must be a boolean');
+  if ((o.op === 'read' || o.op === 'restore') && o.id === undefined) throw malformed(what, `history.${String(o.op)} needs field history.id`);
+  if ((o.op === 'restore') !== (o.dest !== undefined)) throw malformed(what, 'field history.dest is for history.restore, which needs it');
+  const role = o.op === 'read' ? 'source' : 'target';
+  if (hello.role !== role || hello.write !== false) throw malformed(what, `history.${String(o.op)} needs role ${role} and write false`);
+  if (hello.sourceSnapshot !== undefined || hello.policySnapshot !== undefined) throw malformed(what, 'history cannot be combined with a snapshot request');
 }
 
 function checkTargetSnapshot(v: unknown): void {

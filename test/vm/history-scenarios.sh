@@ -2,7 +2,7 @@
 # run-vm.sh (guest: /dev/vda is a blank disk, cwd is the checkout, dist/ is built). Prints facts
 # as "R <scenario> <key> <value>" (newlines become "|"). Only the blkdelta CLI and shell run here
 # (JS is ~17x slower in the VM), so every scenario keeps its blkdelta calls few.
-# usage: history-scenarios.sh [SCENARIO...]   (default: thin cow pool)
+# usage: history-scenarios.sh [SCENARIO...]   (default: thin cow pool remote)
 set -u
 export LVM_SUPPRESS_FD_WARNINGS=1
 BD="node bin/blkdelta"
@@ -51,6 +51,11 @@ target = "/dev/vg0/p_dst"
 target_snapshot = true
 keep_last = 1
 pool_max_fill = 60
+
+[jobs.hremote]
+source = "/dev/vg0/rm_src"
+target = "localhost:/dev/vg0/rm_dst"
+target_snapshot = true
 
 [jobs.hfull]
 source = "/dev/vg0/p_src"
@@ -111,8 +116,53 @@ pool() {   # pool_max_fill: extra copies kept as space allows, pruned while over
   R pool full_same "$([ "$before" = "$(sha p_dst)" ] && echo yes || echo no)"; R pool full_copies "$(ncopies hfull)"
 }
 
+remote() {   # a remote target: its copies are made, listed, verified, restored and pruned by its server's policy
+             # (the VM has no sshd: --rsh runs `blkdelta server --config FILE` here; the client only asks)
+  lv rm_src 8M; q lvcreate -y -L 64M -T vg0/rtp; thinlv rm_dst 8M rtp; lv rm_r2 8M; lv rm_other 8M
+  q dd if=/dev/zero of=$W/rm_r1.img bs=1M count=8 status=none
+  local allow='allow = ["/dev/vg0/rm_*"]' ts='[server.target_snapshot]'
+  printf '[server]\n%s\n%s\nkeep_last = 3\n' "$allow" "$ts" > $W/rs.toml
+  printf '[server]\n%s\nread_only = true\n%s\nkeep_last = 3\n' "$allow" "$ts" > $W/rs_ro.toml
+  printf '[server]\nallow = ["/dev/vg0/rm_src"]\n%s\nkeep_last = 3\n' "$ts" > $W/rs_narrow.toml
+  printf '[server]\n%s\n%s\nkeep_last = 2\npool_max_fill = 1\n' "$allow" "$ts" > $W/rs_two.toml
+  rsh() { printf '%s' "sh -c 'shift 2; exec sh -c \"\$1 --config $W/$1.toml\"' rsh"; }
+  local via=(--config $CFG --rsh "$(rsh rs)" --remote-cmd "$BD")
+  rnd rm_src 8; R remote d1 "$(sha rm_src)"
+  bd remote 1 sync --no-progress --rsh "$(rsh rs)" --remote-cmd "$BD" --target-snapshot --job hremote /dev/vg0/rm_src localhost:/dev/vg0/rm_dst
+  rnd rm_src 2 3; R remote d2 "$(sha rm_src)"
+  bd remote 2 sync --no-progress --rsh "$(rsh rs)" --remote-cmd "$BD" --target-snapshot --job hremote /dev/vg0/rm_src localhost:/dev/vg0/rm_dst
+  rnd rm_src 2 5; R remote d3 "$(sha rm_src)"
+  bd remote 3 sync --no-progress --rsh "$(rsh rs)" --remote-cmd "$BD" --target-snapshot --job hremote /dev/vg0/rm_src localhost:/dev/vg0/rm_dst
+  R remote copies3 "$(copies hremote)"
+  bd remote list history list hremote --json "${via[@]}"
+  bd remote listt history list hremote "${via[@]}"
+  local c; c=($(copies hremote))   # oldest first; the newest two were taken before run 2 (d1) and run 3 (d2)
+  local c1=${c[-2]} c2=${c[-1]}; R remote c1 "$c1"; R remote c2 "$c2"
+  bd remote r1 history restore hremote "$c1" $W/rm_r1.img "${via[@]}"; R remote r1sha "$(sha256sum < $W/rm_r1.img | cut -d' ' -f1)"
+  bd remote r2 history restore hremote "$c2" localhost:/dev/vg0/rm_r2 "${via[@]}"; R remote r2sha "$(sha rm_r2)"
+  R remote c1after "$(copysha $c1)"; R remote c2after "$(copysha $c2)"
+  R remote active_after "$(lvs --noheadings -o lv_active vg0/$c1 | tr -d ' ')"
+  R remote copies_after_restore "$(copies hremote)"
+  bd remote v1 history verify hremote "${via[@]}"
+  q lvchange -ay -K vg0/$c2; q dd if=/dev/urandom of=/dev/vg0/$c2 bs=4k count=1 seek=100 oflag=direct status=none; q lvchange -an vg0/$c2
+  bd remote v2 history verify hremote "${via[@]}"
+  R remote record "$(cat $W/state/hremote.history.json)"   # on the client: what `check` reads
+  # refusals: the server's policy holds whatever the client asks
+  bd remote ro history prune hremote --config $CFG --rsh "$(rsh rs_ro)" --remote-cmd "$BD"
+  bd remote narrow history list hremote --config $CFG --rsh "$(rsh rs_narrow)" --remote-cmd "$BD"
+  bd remote nocopy history restore hremote rm_dst-nosuch $W/rm_r1.img "${via[@]}"
+  bd remote oddid history verify hremote 'x/../../etc' "${via[@]}"
+  bd remote outside history restore hremote "$c1" localhost:/dev/vg0/h_none "${via[@]}"
+  R remote copies_after_refusals "$(copies hremote)"
+  # prune applies the server's retention: the dry run shows it (keep_last 3, and the default pool_max_fill 90 keeps
+  # the rest as space allows), then keep_last 2 with pool_max_fill 1 leaves the live target and one copy
+  bd remote dry history prune hremote --dry-run "${via[@]}"
+  bd remote prune history prune hremote --config $CFG --rsh "$(rsh rs_two)" --remote-cmd "$BD"
+  R remote copies_after_prune "$(copies hremote)"
+}
+
 q pvcreate -y /dev/vda; q vgcreate vg0 /dev/vda
-for s in ${@:-thin cow pool}; do
+for s in ${@:-thin cow pool remote}; do
   t0=$(cut -d' ' -f1 /proc/uptime)
   $s
   R $s seconds "$(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.1f", b - a }')"
