@@ -9,12 +9,9 @@ BD="node bin/blkdelta"
 W=/tmp/bdh && mkdir -p $W/state
 CFG=$W/blkdelta.toml
 
-R() { printf 'R %s %s %s\n' "$1" "$2" "$(printf '%s' "$3" | tr '\n' '|')"; }
-q() { "$@" >/dev/null 2>>$W/setup.err || { echo "setup failed: $*: $(cat $W/setup.err)" >&2; exit 1; }; }
-lv() { q lvcreate -y -L "$2" -n "$1" vg0; }
+. test/vm/lib.sh   # R q lv sha bdk (blkdelta runs recorded under a key prefix)
 thinlv() { q lvcreate -y -V "$2" -T "vg0/$3" -n "$1"; }
 rnd() { q dd if=/dev/urandom of=/dev/vg0/$1 bs=1M count=$2 seek=${3:-0} oflag=direct status=none; }
-sha() { sha256sum < /dev/vg0/$1 | cut -d' ' -f1; }
 # sha of a kept copy, read through a read-only activation that is undone after (if it was inactive)
 copysha() {
   local was; was=$(lvs --noheadings -o lv_active vg0/$1 | tr -d ' ')
@@ -26,8 +23,6 @@ copysha() {
 copies() { lvs --noheadings -o lv_name,lv_tags --sort lv_time vg0 | awk -v t="blkdelta-job:$1" 'index($2, t) { print $1 }'; }
 ncopies() { copies $1 | grep -c . ; }
 poolfill() { lvs --noheadings -o data_percent vg0/$1 | tr -d ' '; }
-# runs blkdelta recording rc, stdout and stderr as "<key>rc" "<key>out" "<key>err" under scenario $1
-bd() { local s=$1 k=$2; shift 2; $BD "$@" > $W/$s.out 2> $W/$s.err; local rc=$?; R $s ${k}rc $rc; R $s ${k}out "$(cat $W/$s.out)"; R $s ${k}err "$(cat $W/$s.err)"; }
 
 cat > $CFG <<TOML
 state_dir = "$W/state"
@@ -66,16 +61,16 @@ TOML
 
 thin() {   # thin target: runs, copies, restore of each point, a rollback by merge, verify of a damaged copy
   lv h_src 8M; q lvcreate -y -L 128M -T vg0/tp; thinlv h_dst 8M tp; lv h_r1 8M; lv h_r2 8M
-  rnd h_src 8; R thin d1 "$(sha h_src)"; bd thin 1 run hthin --config $CFG
-  rnd h_src 2 3; R thin d2 "$(sha h_src)"; bd thin 2 run hthin --config $CFG
-  rnd h_src 2 5; R thin d3 "$(sha h_src)"; bd thin 3 run hthin --config $CFG
+  rnd h_src 8; R thin d1 "$(sha h_src)"; bdk thin 1 run hthin --config $CFG
+  rnd h_src 2 3; R thin d2 "$(sha h_src)"; bdk thin 2 run hthin --config $CFG
+  rnd h_src 2 5; R thin d3 "$(sha h_src)"; bdk thin 3 run hthin --config $CFG
   R thin copies3 "$(copies hthin)"
-  bd thin list history list hthin --json --config $CFG
+  bdk thin list history list hthin --json --config $CFG
   R thin record "$(cat $W/state/hthin.json)"
   local c; c=($(copies hthin))   # oldest first: the copy taken before run 2 (d1), before run 3 (d2)
   R thin c1 "${c[0]}"; R thin c2 "${c[1]}"
-  bd thin r1 history restore hthin "${c[0]}" /dev/vg0/h_r1 --config $CFG; R thin r1sha "$(sha h_r1)"
-  bd thin r2 history restore hthin "${c[1]}" /dev/vg0/h_r2 --config $CFG; R thin r2sha "$(sha h_r2)"
+  bdk thin r1 history restore hthin "${c[0]}" /dev/vg0/h_r1 --config $CFG; R thin r1sha "$(sha h_r1)"
+  bdk thin r2 history restore hthin "${c[1]}" /dev/vg0/h_r2 --config $CFG; R thin r2sha "$(sha h_r2)"
   R thin c1after "$(copysha ${c[0]})"; R thin c2after "$(copysha ${c[1]})"
   R thin active_after "$(lvs --noheadings -o lv_active vg0/${c[0]} | tr -d ' ')"
   R thin copies_after_restore "$(copies hthin)"
@@ -83,36 +78,36 @@ thin() {   # thin target: runs, copies, restore of each point, a rollback by mer
   q lvconvert -y --merge vg0/${c[0]}
   R thin rolled "$(sha h_dst)"
   R thin orphan_origin "$(lvs --noheadings -o origin vg0/${c[1]} | tr -d ' ')"
-  rnd h_src 2 1; R thin d4 "$(sha h_src)"; bd thin 4 run hthin --config $CFG
-  rnd h_src 2 6; R thin d5 "$(sha h_src)"; bd thin 5 run hthin --config $CFG
+  rnd h_src 2 1; R thin d4 "$(sha h_src)"; bdk thin 4 run hthin --config $CFG
+  rnd h_src 2 6; R thin d5 "$(sha h_src)"; bdk thin 5 run hthin --config $CFG
   R thin copies5 "$(copies hthin)"
   R thin live_same "$([ "$(sha h_src)" = "$(sha h_dst)" ] && echo yes || echo no)"
-  bd thin v1 history verify hthin --config $CFG
+  bdk thin v1 history verify hthin --config $CFG
   c=($(copies hthin)); R thin damaged "${c[1]}"
   q lvchange -ay -K vg0/${c[1]}; q dd if=/dev/urandom of=/dev/vg0/${c[1]} bs=4k count=1 seek=100 oflag=direct status=none; q lvchange -an vg0/${c[1]}
-  bd thin v2 history verify hthin --config $CFG
-  bd thin check check hthin --config $CFG
+  bdk thin v2 history verify hthin --config $CFG
+  bdk thin check check hthin --config $CFG
 }
 
 cow() {   # COW target (not thin): copies are COW snapshots; a listed point restores to its run's data
   lv c_src 8M; lv c_dst 8M; lv c_r 8M
-  rnd c_src 8; bd cow 1 run hcow --config $CFG
-  rnd c_src 2 2; R cow d2 "$(sha c_src)"; bd cow 2 run hcow --config $CFG
-  rnd c_src 2 4; bd cow 3 run hcow --config $CFG
+  rnd c_src 8; bdk cow 1 run hcow --config $CFG
+  rnd c_src 2 2; R cow d2 "$(sha c_src)"; bdk cow 2 run hcow --config $CFG
+  rnd c_src 2 4; bdk cow 3 run hcow --config $CFG
   R cow copies "$(copies hcow)"
-  bd cow list history list hcow --json --config $CFG
+  bdk cow list history list hcow --json --config $CFG
   local c; c=($(copies hcow)); R cow newest "${c[-1]}"
-  bd cow r history restore hcow "${c[-1]}" /dev/vg0/c_r --config $CFG; R cow rsha "$(sha c_r)"; R cow after "$(sha ${c[-1]})"
+  bdk cow r history restore hcow "${c[-1]}" /dev/vg0/c_r --config $CFG; R cow rsha "$(sha c_r)"; R cow after "$(sha ${c[-1]})"
 }
 
 pool() {   # pool_max_fill: extra copies kept as space allows, pruned while over; a full pool refused
   lv p_src 16M; q lvcreate -y -L 48M -T vg0/pp; thinlv p_dst 16M pp
-  rnd p_src 16; bd pool 1 run hpool --config $CFG; R pool fill1 "$(poolfill pp)"
-  rnd p_src 8; bd pool 2 run hpool --config $CFG; R pool fill2 "$(poolfill pp)"; R pool copies2 "$(copies hpool)"
-  rnd p_src 8 8; bd pool 3 run hpool --config $CFG; R pool fill3 "$(poolfill pp)"; R pool copies3 "$(copies hpool)"
-  bd pool dry history prune hpool --dry-run --config $CFG
+  rnd p_src 16; bdk pool 1 run hpool --config $CFG; R pool fill1 "$(poolfill pp)"
+  rnd p_src 8; bdk pool 2 run hpool --config $CFG; R pool fill2 "$(poolfill pp)"; R pool copies2 "$(copies hpool)"
+  rnd p_src 8 8; bdk pool 3 run hpool --config $CFG; R pool fill3 "$(poolfill pp)"; R pool copies3 "$(copies hpool)"
+  bdk pool dry history prune hpool --dry-run --config $CFG
   local before; before=$(sha p_dst); rnd p_src 1
-  bd pool full run hfull --config $CFG
+  bdk pool full run hfull --config $CFG
   R pool full_same "$([ "$before" = "$(sha p_dst)" ] && echo yes || echo no)"; R pool full_copies "$(ncopies hfull)"
 }
 
@@ -128,36 +123,36 @@ remote() {   # a remote target: its copies are made, listed, verified, restored 
   rsh() { printf '%s' "sh -c 'shift 2; exec sh -c \"\$1 --config $W/$1.toml\"' rsh"; }
   local via=(--config $CFG --rsh "$(rsh rs)" --remote-cmd "$BD")
   rnd rm_src 8; R remote d1 "$(sha rm_src)"
-  bd remote 1 sync --no-progress --rsh "$(rsh rs)" --remote-cmd "$BD" --target-snapshot --job hremote /dev/vg0/rm_src localhost:/dev/vg0/rm_dst
+  bdk remote 1 sync --no-progress --rsh "$(rsh rs)" --remote-cmd "$BD" --target-snapshot --job hremote /dev/vg0/rm_src localhost:/dev/vg0/rm_dst
   rnd rm_src 2 3; R remote d2 "$(sha rm_src)"
-  bd remote 2 sync --no-progress --rsh "$(rsh rs)" --remote-cmd "$BD" --target-snapshot --job hremote /dev/vg0/rm_src localhost:/dev/vg0/rm_dst
+  bdk remote 2 sync --no-progress --rsh "$(rsh rs)" --remote-cmd "$BD" --target-snapshot --job hremote /dev/vg0/rm_src localhost:/dev/vg0/rm_dst
   rnd rm_src 2 5; R remote d3 "$(sha rm_src)"
-  bd remote 3 sync --no-progress --rsh "$(rsh rs)" --remote-cmd "$BD" --target-snapshot --job hremote /dev/vg0/rm_src localhost:/dev/vg0/rm_dst
+  bdk remote 3 sync --no-progress --rsh "$(rsh rs)" --remote-cmd "$BD" --target-snapshot --job hremote /dev/vg0/rm_src localhost:/dev/vg0/rm_dst
   R remote copies3 "$(copies hremote)"
-  bd remote list history list hremote --json "${via[@]}"
-  bd remote listt history list hremote "${via[@]}"
+  bdk remote list history list hremote --json "${via[@]}"
+  bdk remote listt history list hremote "${via[@]}"
   local c; c=($(copies hremote))   # oldest first; the newest two were taken before run 2 (d1) and run 3 (d2)
   local c1=${c[-2]} c2=${c[-1]}; R remote c1 "$c1"; R remote c2 "$c2"
-  bd remote r1 history restore hremote "$c1" $W/rm_r1.img "${via[@]}"; R remote r1sha "$(sha256sum < $W/rm_r1.img | cut -d' ' -f1)"
-  bd remote r2 history restore hremote "$c2" localhost:/dev/vg0/rm_r2 "${via[@]}"; R remote r2sha "$(sha rm_r2)"
+  bdk remote r1 history restore hremote "$c1" $W/rm_r1.img "${via[@]}"; R remote r1sha "$(sha256sum < $W/rm_r1.img | cut -d' ' -f1)"
+  bdk remote r2 history restore hremote "$c2" localhost:/dev/vg0/rm_r2 "${via[@]}"; R remote r2sha "$(sha rm_r2)"
   R remote c1after "$(copysha $c1)"; R remote c2after "$(copysha $c2)"
   R remote active_after "$(lvs --noheadings -o lv_active vg0/$c1 | tr -d ' ')"
   R remote copies_after_restore "$(copies hremote)"
-  bd remote v1 history verify hremote "${via[@]}"
+  bdk remote v1 history verify hremote "${via[@]}"
   q lvchange -ay -K vg0/$c2; q dd if=/dev/urandom of=/dev/vg0/$c2 bs=4k count=1 seek=100 oflag=direct status=none; q lvchange -an vg0/$c2
-  bd remote v2 history verify hremote "${via[@]}"
+  bdk remote v2 history verify hremote "${via[@]}"
   R remote record "$(cat $W/state/hremote.history.json)"   # on the client: what `check` reads
   # refusals: the server's policy holds whatever the client asks
-  bd remote ro history prune hremote --config $CFG --rsh "$(rsh rs_ro)" --remote-cmd "$BD"
-  bd remote narrow history list hremote --config $CFG --rsh "$(rsh rs_narrow)" --remote-cmd "$BD"
-  bd remote nocopy history restore hremote rm_dst-nosuch $W/rm_r1.img "${via[@]}"
-  bd remote oddid history verify hremote 'x/../../etc' "${via[@]}"
-  bd remote outside history restore hremote "$c1" localhost:/dev/vg0/h_none "${via[@]}"
+  bdk remote ro history prune hremote --config $CFG --rsh "$(rsh rs_ro)" --remote-cmd "$BD"
+  bdk remote narrow history list hremote --config $CFG --rsh "$(rsh rs_narrow)" --remote-cmd "$BD"
+  bdk remote nocopy history restore hremote rm_dst-nosuch $W/rm_r1.img "${via[@]}"
+  bdk remote oddid history verify hremote 'x/../../etc' "${via[@]}"
+  bdk remote outside history restore hremote "$c1" localhost:/dev/vg0/h_none "${via[@]}"
   R remote copies_after_refusals "$(copies hremote)"
   # prune applies the server's retention: the dry run shows it (keep_last 3, and the default pool_max_fill 90 keeps
   # the rest as space allows), then keep_last 2 with pool_max_fill 1 leaves the live target and one copy
-  bd remote dry history prune hremote --dry-run "${via[@]}"
-  bd remote prune history prune hremote --config $CFG --rsh "$(rsh rs_two)" --remote-cmd "$BD"
+  bdk remote dry history prune hremote --dry-run "${via[@]}"
+  bdk remote prune history prune hremote --config $CFG --rsh "$(rsh rs_two)" --remote-cmd "$BD"
   R remote copies_after_prune "$(copies hremote)"
 }
 
