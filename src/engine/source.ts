@@ -2,7 +2,7 @@
 // target's hashes for the same chunk, and emit one record per run of differing blocks.
 //
 //   for each chunk [pos, pos+chunkSize) of [0, compareSize):
-//     read it (one positional read), hash each block with the run's seed
+//     read it (one positional read, O_DIRECT where it can: io/direct.ts), hash each block
 //     take the target's HASHES frame for this chunk (must name the same first block)
 //     runs of differing blocks (all-zero and data runs kept apart) → makeRecord → sink
 //   send DONE with the counts and the fingerprints of the target's content before and after
@@ -19,7 +19,8 @@ import { blockHasher, loadHasher } from '../hash.js';
 import { makeRecord, isAllZero } from '../patch/format.js';
 import { Msg } from '../proto/wire.js';
 import type { Conn, Done, Start } from '../proto/messages.js';
-import { readFull, type Device } from '../io/device.js';
+import type { Device } from '../io/device.js';
+import { DirectIo } from '../io/direct.js';
 import { FingerprintBuilder } from './fingerprint.js';
 
 /** Where the source's records go: the target peer, a patch file, or nowhere (dry-run). */
@@ -46,11 +47,11 @@ export async function runSource(dev: Device, conn: Conn, start: Start, sink: Rec
   // the content the target holds after the run (the source's hashes), and before it (the target's)
   const after = await FingerprintBuilder.create(BigInt(start.seed));
   const before = await FingerprintBuilder.create(BigInt(start.seed));
+  const io = DirectIo.open(dev);
 
-  for (let pos = 0; pos < compareSize; pos += chunkSize) {
-    opts.signal?.throwIfAborted();
-    const len = Math.min(chunkSize, compareSize - pos);
-    readFull(dev, buf, len, pos);
+  // One chunk: read, hash, compare with the target's hashes, send the differing runs.
+  const chunk = async (pos: number, len: number) => {
+    io.read(buf, len, pos);
     done.bytesRead += len;
     const n = bh.hash(len, local);
     const remote = await takeHashes(conn, pos / bs, n);
@@ -73,10 +74,19 @@ export async function runSource(dev: Device, conn: Conn, start: Start, sink: Rec
       }
     }
     await sink?.region?.(pos, len, remote);
-    opts.onChunk?.(pos + len, done.blocksDiffering * bs);
-    await turn();
+  };
+  try {
+    for (let pos = 0; pos < compareSize; pos += chunkSize) {
+      opts.signal?.throwIfAborted();
+      const len = Math.min(chunkSize, compareSize - pos);
+      await chunk(pos, len);
+      opts.onChunk?.(pos + len, done.blocksDiffering * bs);
+      await turn();
+    }
+  } finally {
+    io.close();
   }
-  return { ...done, fingerprint: after.hex(), baseFingerprint: before.hex() };
+  return { ...done, fingerprint: after.hex(), baseFingerprint: before.hex(), io: io.mode };
 }
 
 async function takeHashes(conn: Conn, firstBlock: number, n: number): Promise<Buffer> {

@@ -144,6 +144,8 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
         fingerprint: makeFingerprint(start.seed, start.blockSize, plan.compareSize, done.fingerprint),
         baseFingerprint: makeFingerprint(start.seed, start.blockSize, plan.compareSize, done.baseFingerprint),
       } : {}),
+      ...(done.io !== undefined ? { sourceIo: printable(done.io) } : {}),
+      ...(result.io !== undefined ? { targetIo: printable(result.io) } : {}),
       ...(localRole === 'source' && local.mountedRw?.length ? { sourceMountedRw: local.mountedRw } : {}),
     };
   } catch (caught) {
@@ -196,6 +198,9 @@ async function peerErrorOr(conn: Conn, err: unknown): Promise<unknown> {
     clearTimeout(timer);
   }
 }
+
+/** A peer's free-text field, made safe to print on one line. */
+const printable = (v: unknown) => String(v).replace(/[\x00-\x1f\x7f]/g, '?').slice(0, 200);
 
 /** A version 2 patch's trailer carries the content before and after (the DONE's digests). */
 function patchFingerprints(done: Done): { base: bigint; result: bigint } {

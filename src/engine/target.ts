@@ -1,5 +1,6 @@
 // Target side of a sync. Two loops run side by side:
-//   hashes:  for each chunk of [0, compareSize): read (past the end of a file: zeros), hash;
+//   hashes:  for each chunk of [0, compareSize): read (past the end of a file: zeros; O_DIRECT
+//            where it can: io/direct.ts), hash;
 //            the HASHES frames of BATCH_BYTES of chunks go out in one write (waits when the
 //            channel is full)
 //   records: take RECORD frames until DONE and hand each to the sink (the device or a patch)
@@ -17,7 +18,8 @@ import { BlkError, ExitCode } from '../errors.js';
 import { blockHasher } from '../hash.js';
 import { Msg, msgName, parseJson } from '../proto/wire.js';
 import { checkFields, type Conn, type Done, type Result, type Start } from '../proto/messages.js';
-import { readFull, type Device } from '../io/device.js';
+import type { Device } from '../io/device.js';
+import { DirectIo } from '../io/direct.js';
 
 /** Device bytes whose HASHES frames are sent in one write (at most 16 frames of 1 MiB chunks). */
 const BATCH_BYTES = 16 * 1024 * 1024;
@@ -31,10 +33,13 @@ export interface TargetSink {
   finish(done?: Done): Promise<Omit<Result, 'bytesRead'>>;
   /** Releases what the sink holds (temp files); runTarget calls it on every exit path. */
   dispose?(): void;
+  /** How it writes: "O_DIRECT" or "page cache (why)" (io/direct.ts). */
+  readonly io?: string;
 }
 
 export async function runTarget(dev: Device, conn: Conn, start: Start, sink: TargetSink | null, signal?: AbortSignal, onChunk?: (bytesDone: number, bytesDiffering: number) => void): Promise<{ done: Done; result: Result }> {
   let bytesRead = 0;
+  const io = DirectIo.open(dev);
   const hashes = async (stop: AbortSignal) => {
     const { blockSize: bs, chunkSize, compareSize } = start;
     const bh = await blockHasher(chunkSize, bs, BigInt(start.seed));
@@ -47,7 +52,7 @@ export async function runTarget(dev: Device, conn: Conn, start: Start, sink: Tar
       stop.throwIfAborted();
       const len = Math.min(chunkSize, compareSize - pos);
       const inDevice = Math.max(0, Math.min(len, dev.size - pos));
-      readFull(dev, buf, len, pos, true);
+      io.read(buf, len, pos, true);
       bytesRead += inDevice;
       frame.writeBigUInt64LE(BigInt(pos / bs), 0);
       const n = bh.hash(len, frame, 8);
@@ -74,10 +79,11 @@ export async function runTarget(dev: Device, conn: Conn, start: Start, sink: Tar
   try {
     const [, done] = await together(hashes, records);
     const w = sink ? await sink.finish(done) : { blocksWritten: 0, bytesWritten: 0, verified: false };
-    const result: Result = { ...w, bytesRead };
+    const result: Result = { ...w, bytesRead, io: `reads ${io.mode}${sink?.io ? `, writes ${sink.io}` : ''}` };
     await conn.writer.sendJson(Msg.RESULT, result);
     return { done, result };
   } finally {
+    io.close();
     sink?.dispose?.();
   }
 }
