@@ -5,7 +5,7 @@
 // Every problem is reported as "FILE:LINE:COL: key.path: what is wrong" (keypos.ts finds the
 // position); any problem throws BlkError CONFIG listing them all. Reads only; memory: the file.
 import { readFileSync } from 'node:fs';
-import { parse, TomlError } from 'smol-toml';
+import { createRequire } from 'node:module';
 import { BlkError, ExitCode, describe } from '../errors.js';
 import type { SizePolicy } from '../engine/types.js';
 import type { Retention } from '../server/policy.js';
@@ -104,9 +104,9 @@ export function readToml(text: string, file: string): { doc: Table; idx: KeyInde
   let doc: Table = {};
   if (problems.length === 0) {
     try {
-      doc = parse(text) as Table;
+      doc = toml().parse(text) as Table;
     } catch (err) {
-      if (!(err instanceof TomlError)) throw err;
+      if (!(err instanceof toml().TomlError)) throw err;
       const first = err.message.split('\n')[0]!.replace(/^Invalid TOML document: /, '');
       problems.push(`${file}:${err.line}:${err.column}: syntax error: ${first}`);
     }
@@ -120,6 +120,12 @@ export function throwProblems(problems: readonly string[], file: string): void {
   const head = problems.length === 1 ? '' : `${problems.length} problems in ${file}:\n`;
   throw new BlkError(ExitCode.CONFIG, head + problems.join('\n'));
 }
+
+// smol-toml (its CommonJS build) is loaded on the first parse: a server without --config never
+// needs it, and it starts for every sync.
+type Toml = typeof import('smol-toml');
+let tomlLib: Toml | undefined;
+const toml = (): Toml => (tomlLib ??= createRequire(import.meta.url)('smol-toml') as Toml);
 
 export type At = (path: readonly string[], msg: string) => void;
 
