@@ -154,7 +154,7 @@ export class DeviceWriter implements TargetSink {
   async record(frame: Buffer, at: number): Promise<void> {
     const rh = decodeRecordHeader(frame.subarray(0, RECORD_HEADER_LEN), at, this.geometry);
     const plain = decodePayload(rh, frame.subarray(RECORD_HEADER_LEN), at, this.h);
-    if (plain) this.direct.write(plain, rh.offset);
+    if (plain) await this.direct.writeAsync(plain, rh.offset);
     else this.zeros(rh.offset, rh.length);
     if (this.opts.verify) this.journal.add(rh.offset, rh.length, rh.checksum);
     this.blocksWritten += Math.ceil(rh.length / this.geometry.blockSize);

@@ -5,6 +5,7 @@
 //     read it (one positional read, O_DIRECT where it can: io/direct.ts), hash each block
 //     take the target's HASHES frame for this chunk (must name the same first block)
 //     runs of differing blocks (all-zero and data runs kept apart) → makeRecord → sink
+//       (lz4 tried while data compresses: compress-gate.ts)
 //   send DONE with the counts and the fingerprints of the target's content before and after
 //   (engine/fingerprint.ts)
 //
@@ -16,7 +17,8 @@ import { setImmediate as turn } from 'node:timers/promises';
 import { BlkError, ExitCode } from '../errors.js';
 import { gcAfter } from '../gc.js';
 import { blockHasher, loadHasher } from '../hash.js';
-import { makeRecord, isAllZero } from '../patch/format.js';
+import { Encoding, makeRecord, isAllZero } from '../patch/format.js';
+import { CompressGate } from './compress-gate.js';
 import { Msg } from '../proto/wire.js';
 import type { Conn, Done, Start } from '../proto/messages.js';
 import type { Device } from '../io/device.js';
@@ -48,6 +50,7 @@ export async function runSource(dev: Device, conn: Conn, start: Start, sink: Rec
   const after = await FingerprintBuilder.create(BigInt(start.seed));
   const before = await FingerprintBuilder.create(BigInt(start.seed));
   const io = DirectIo.open(dev);
+  const gate = new CompressGate(start.compress);
 
   // One chunk: read, hash, compare with the target's hashes, send the differing runs.
   const chunk = async (pos: number, len: number) => {
@@ -66,8 +69,12 @@ export async function runSource(dev: Device, conn: Conn, start: Start, sink: Rec
         if (zero) done.blocksZero += b - a;
         for (let i = a; i < b && done.firstDiffs.length < opts.maxDiffs; i++) done.firstDiffs.push(pos + i * bs);
         if (!sink) continue;
-        const rec = makeRecord(offset, plain, start.compress, h);
-        if (start.compress) gcAfter(plain.length); // lz4-napi's output, kept or not, is garbage soon
+        const compress = gate.tryOn(plain.length);
+        const rec = makeRecord(offset, plain, compress, h);
+        if (compress && rec.encoding !== Encoding.ZERO) {
+          gate.result(plain.length, rec.encoding === Encoding.LZ4);
+          gcAfter(plain.length); // lz4-napi's output, kept or not, is garbage soon
+        }
         await sink.record(offset, rec.header, rec.payload, remote.subarray(a * 8, b * 8));
         done.records++;
         done.dataBytes += plain.length;

@@ -100,6 +100,21 @@ export class DirectIo {
     if (done < data.length) writeFull(this.dev, data.subarray(done), pos + done);
   }
 
+  /**
+   * write(), with the O_DIRECT part on libuv's thread pool: the caller's other loop (the target
+   * hashing ahead) runs while the disk writes. One call at a time (one staging buffer).
+   */
+  async writeAsync(data: Uint8Array, pos: number): Promise<void> {
+    let done = 0;
+    if (this.fd !== undefined && aligned(pos) && aligned(data.length) && data.length > 0) {
+      const stage = this.stage(data.length);
+      stage.set(data);
+      const fd = this.fd;
+      done = await new Promise<number>((resolve) => fs.write(fd, stage, 0, data.length, pos, (err, n) => resolve(err ? this.failed(err) : n)));
+    }
+    if (done < data.length) writeFull(this.dev, data.subarray(done), pos + done);
+  }
+
   /** Zeros over [offset, offset+length), in steps of at most `step` bytes. */
   writeZeros(offset: number, length: number, step = 1024 * 1024): void {
     const zeros = this.stage(Math.min(step, length));
@@ -122,12 +137,16 @@ export class DirectIo {
     try {
       return io();
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EINVAL') {
-        this.close();
-        this.mode = `page cache (O_DIRECT refused: ${describe(err)})`;
-      }
-      return 0;
+      return this.failed(err);
     }
+  }
+
+  private failed(err: unknown): 0 {
+    if ((err as NodeJS.ErrnoException).code === 'EINVAL' && this.fd !== undefined) {
+      this.close();
+      this.mode = `page cache (O_DIRECT refused: ${describe(err)})`;
+    }
+    return 0;
   }
 
   // The staging buffer, grown (replaced) to hold n bytes.
