@@ -1,6 +1,6 @@
 // Tables D, E and F of `npm run bench` (issue 13), and the dd baseline of a full copy.
 // D: page cache. Each image's pages are dropped (posix_fadvise DONTNEED through
-//    `dd iflag=nocache count=0`: these files only, not the whole machine's cache), a sync runs
+//    `dd oflag=nocache conv=notrunc,fdatasync count=0`: these files only, not the whole machine's cache), a sync runs
 //    (local no change, local 1%, 1% over SSH), then `fincore` says how much of each is cached.
 //    Hot file: a memory cgroup (v1) limited to 3/4 of --size; in it `cat hot` twice (a hot file
 //    of half of --size), then the no-change sync, then the hot file's residency; three runs.
@@ -57,9 +57,9 @@ export interface DdCopy {
   cpuMs: number;
 }
 
-/** Drops path's pages from the page cache (DONTNEED over the whole file). */
+/** Writes path's dirty pages back (fdatasync), then drops its pages from the page cache (DONTNEED). */
 export function dropCache(path: string): void {
-  const r = spawnSync('dd', [`if=${path}`, 'iflag=nocache', 'count=0', 'status=none']);
+  const r = spawnSync('dd', [`of=${path}`, 'oflag=nocache', 'conv=notrunc,fdatasync', 'count=0', 'status=none']);
   if (r.status !== 0) throw new Error(`dd iflag=nocache on ${path} failed: ${r.stderr}`);
 }
 

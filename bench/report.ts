@@ -103,7 +103,7 @@ export function markdownD(d: TableD): string {
   const hot = d.hot.map((h, i) => [String(i + 1), s(h.run.wallMs), `${((100 * h.hotResident) / h.hotSize).toFixed(1)}%`, mib(h.sourceResident), mib(h.targetResident)]);
   return [
     '### D. Page cache: what a sync leaves cached (fincore), images dropped from the cache before each run',
-    'Files on the bench dir\'s file system; pages dropped per file (dd iflag=nocache count=0), not machine-wide. io = how source / target were read (and written).',
+    'Files on the bench dir\'s file system; pages dropped per file (dd oflag=nocache conv=notrunc,fdatasync count=0), not machine-wide. io = how source / target were read (and written).',
     '',
     table(['run', 'wall', 'source cached', 'target cached', 'io source / target'], rows),
     '',
