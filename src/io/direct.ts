@@ -89,6 +89,21 @@ export class DirectIo {
     if (got < len) readFull(this.dev, buf.subarray(got), len - got, pos + got, zeroFill);
   }
 
+  /**
+   * read(), with the O_DIRECT part on libuv's thread pool, so the caller hashes one chunk while
+   * the next is read (read ahead). Buffered mode reads synchronously (from the cache: fast).
+   * The caller must await it before close().
+   */
+  async readAsync(buf: Buffer, len: number, pos: number, zeroFill = false): Promise<void> {
+    let got = 0;
+    if (this.fd !== undefined && aligned(pos) && roundUp(len) <= buf.length && len > 0) {
+      const fd = this.fd;
+      got = await new Promise<number>((resolve) => fs.read(fd, buf, 0, roundUp(len), pos, (err, n) => resolve(err ? this.failed(err) : n)));
+      got = Math.min(got, len);
+    }
+    if (got < len) readFull(this.dev, buf.subarray(got), len - got, pos + got, zeroFill);
+  }
+
   /** writeFull (device.ts) of data at pos; O_DIRECT (through a staging copy) for aligned ranges. */
   write(data: Uint8Array, pos: number): void {
     let done = 0;
