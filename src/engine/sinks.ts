@@ -175,6 +175,7 @@ export class DeviceWriter implements TargetSink {
       throw new BlkError(ExitCode.IO, `fsync of ${this.dev.path} failed: ${describe(err)}`, { cause: err });
     }
     try {
+      this.direct.dropWritten(); // the small writes' pages: written back by the fsync, now dropped
       if (this.dev.kind === 'file') await this.punchHoles();
       if (this.opts.verify) await this.reread();
     } finally {
