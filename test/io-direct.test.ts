@@ -17,13 +17,23 @@ const dropCache = (p: string) => spawnSync('dd', [`of=${p}`, 'oflag=nocache', 'c
 const fsType = () => spawnSync('stat', ['-f', '-c', '%T', ws.dir], { encoding: 'utf8' }).stdout.trim();
 const uncached = () => 0;
 
+/** A random file of size bytes opened as a source with a DirectIo (residency 0), both closed after f. */
+function withReader(name: string, size: number, f: (io: DirectIo, p: string) => void): void {
+  const p = ws.fresh(name);
+  randomFile(p, size);
+  const dev = openSource(p);
+  const io = DirectIo.open(dev, { resident: uncached });
+  try {
+    f(io, p);
+  } finally {
+    io.close();
+    dev.close();
+  }
+}
+
 test('reads: O_DIRECT into aligned memory gives the bytes of a buffered read, also for an unaligned size', (t) => {
   for (const size of [3 * MiB, 3 * MiB + 1000, 1000]) {
-    const p = ws.fresh('r.img');
-    randomFile(p, size);
-    const dev = openSource(p);
-    const io = DirectIo.open(dev, { resident: uncached });
-    try {
+    withReader('r.img', size, (io, p) => {
       const buf = alignedBuffer(MiB);
       for (let pos = 0; pos < size; pos += MiB) {
         const len = Math.min(MiB, size - pos);
@@ -31,28 +41,18 @@ test('reads: O_DIRECT into aligned memory gives the bytes of a buffered read, al
         t.true(buf.subarray(0, len).equals(readAt(p, pos, len)), `size ${size} at ${pos}`);
       }
       t.is(io.mode, 'O_DIRECT');
-    } finally {
-      io.close();
-      dev.close();
-    }
+    });
   }
 });
 
 test('reads: an unaligned buffer is refused by the kernel (EINVAL): buffered from then on, said in the mode', (t) => {
-  const p = ws.fresh('u.img');
-  randomFile(p, MiB);
-  const dev = openSource(p);
-  const io = DirectIo.open(dev, { resident: uncached });
-  try {
+  withReader('u.img', MiB, (io, p) => {
     const buf = Buffer.from(alignedBuffer(MiB + 8192).buffer, 512 + 7, MiB); // 7 bytes past a sector
     io.read(buf, MiB, 0);
     t.true(buf.equals(readAt(p, 0, MiB)));
     t.regex(io.mode, /^page cache \(O_DIRECT refused: EINVAL/);
     t.false(io.direct);
-  } finally {
-    io.close();
-    dev.close();
-  }
+  });
 });
 
 test('reads: a device already in the page cache is read through it', (t) => {
