@@ -1,9 +1,12 @@
 // `npm run bench`: blkdelta's performance figures (issues 2 and 3), printed as Markdown on stdout
 // and written as JSON to bench/results/latest.json. Not a test: nothing here is timed against a
 // deadline; targets are checked and printed PASS/FAIL (exit status 1 when one fails).
-//   node dist/bench/bench.js [--size 4G] [--quick] [--dir /var/tmp] [--skip-ssh] [--skip-sparse]
-//   A: random image of --size (default 4 GiB): no change, 1% random 4 KiB blocks, 40 MiB contiguous
+//   node dist/bench/bench.js [--size 4G] [--quick] [--dir /var/tmp] [--skip-ssh] [--skip-sparse] [--skip-cache]
+//   A: random image of --size (default 4 GiB): no change, 1% random 4 KiB blocks, 40 MiB contiguous,
+//      a full copy (and its dd baseline)
 //   B: sparse 1, 4, 16, 64 GiB (peak RSS flatness)      C: the 1% case over SSH vs local
+//   D: page cache left by a sync (fincore), hot file under a memory cgroup; E: cold cache;
+//   F: start-up CPU (cache.ts). The page-cache tables need a disk-backed --dir (not tmpfs).
 //   --quick: 1 GiB image, sparse 1 and 4 GiB only (a smoke run of every table).
 // Disk: two images of --size plus a copy of the changed data, in a temp dir under --dir (default
 // the OS temp dir), removed at the end, also after a failure or Ctrl-C. Memory: see images.ts.
@@ -14,7 +17,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { GIB, prepareImages, tableA, tableB } from './cases.js';
 import { benchAbort, requireTool } from './measure.js';
-import { markdownA, markdownB, markdownC, markdownTargets, targets, type Results } from './report.js';
+import { markdownA, markdownB, markdownC, markdownD, markdownDd, markdownE, markdownF, markdownTargets, targets, type Results } from './report.js';
+import { ddCopy, tableD, tableE, tableF } from './cache.js';
 import { tableC } from './ssh-case.js';
 import { parseSize } from '../src/units.js';
 
@@ -25,18 +29,19 @@ interface Config {
   sparse: number[];
   dir: string;
   ssh: boolean;
+  cache: boolean;
 }
 
 function config(): Config {
   const { values } = parseArgs({
     options: {
       size: { type: 'string' }, quick: { type: 'boolean' }, dir: { type: 'string' },
-      'skip-ssh': { type: 'boolean' }, 'skip-sparse': { type: 'boolean' },
+      'skip-ssh': { type: 'boolean' }, 'skip-sparse': { type: 'boolean' }, 'skip-cache': { type: 'boolean' },
     },
   });
   const size = values.size !== undefined ? parseSize(values.size, '--size') : values.quick ? GIB : 4 * GIB;
   const sparse = values['skip-sparse'] ? [] : (values.quick ? [1, 4] : [1, 4, 16, 64]).map((g) => g * GIB);
-  return { size, sparse, dir: values.dir ?? tmpdir(), ssh: !values['skip-ssh'] };
+  return { size, sparse, dir: values.dir ?? tmpdir(), ssh: !values['skip-ssh'], cache: !values['skip-cache'] };
 }
 
 /** The 1, 5 and 15 minute load averages. */
@@ -53,10 +58,20 @@ async function run(cfg: Config, work: string): Promise<Results> {
   const img = await prepareImages(work, cfg.size);
   r.a = await tableA(img, work);
   section(markdownA(r.a));
+  r.dd = ddCopy(img, work);
+  section(markdownDd(r.dd, r.a));
   if (cfg.ssh) {
     r.c = await tableC(img, work);
     section(markdownC(r.c));
   }
+  if (cfg.cache) {
+    r.d = await tableD(img, work);
+    section(markdownD(r.d));
+    r.e = await tableE(img, work);
+    section(markdownE(r.e));
+  }
+  r.f = tableF(work);
+  section(markdownF(r.f));
   rmSync(img.a);
   rmSync(img.b);
   if (cfg.sparse.length) {

@@ -45,13 +45,15 @@ export function probedRemoteCmd(dir: string): string {
 
 /** Runs `blkdelta ARGS --json --no-progress`; throws with its stderr when it fails. */
 /** args may depend on the probe dir (an SSH run passes it on --remote-cmd); env drops SSH_AUTH_SOCK. */
-export async function runBlkdelta(args: string[] | ((probeDir: string) => string[]), workDir: string): Promise<SyncRun> {
+/** prefix: a command that execs the rest (same pid), e.g. one that joins a cgroup first. */
+export async function runBlkdelta(args: string[] | ((probeDir: string) => string[]), workDir: string, prefix: string[] = []): Promise<SyncRun> {
   const probeDir = mkdtempSync(join(workDir, 'probe-'));
   if (typeof args === 'function') args = args(probeDir);
   const env: NodeJS.ProcessEnv = { ...process.env, ...probeEnv(probeDir) };
   delete env.SSH_AUTH_SOCK;
   const t0 = process.hrtime.bigint();
-  const child = spawn(BIN, [...args, '--json', '--no-progress'], { stdio: ['ignore', 'pipe', 'pipe'], env, signal: benchAbort.signal });
+  const argv = [...prefix, BIN, ...args, '--json', '--no-progress'];
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env, signal: benchAbort.signal });
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));

@@ -4,6 +4,7 @@
 import type { SparseRow, TableA } from './cases.js';
 import type { ProcessFigures, SyncRun } from './measure.js';
 import type { TableC } from './ssh-case.js';
+import type { ColdRow, DdCopy, Startup, TableD } from './cache.js';
 
 const MIB = 1024 * 1024;
 export const RSS_LIMIT = 80 * MIB;
@@ -19,7 +20,15 @@ export interface Results {
   a?: TableA;
   b?: SparseRow[];
   c?: TableC;
+  dd?: DdCopy;
+  d?: TableD;
+  e?: ColdRow[];
+  f?: Startup;
 }
+
+/** Issue 13's limits. */
+export const CACHE_LIMIT = 64 * MIB;
+export const HOT_KEPT = 0.95;
 
 const s = (ms: number) => (ms / 1000).toFixed(2) + ' s';
 const mb = (n: number) => (n / 1e6).toFixed(2) + ' MB';
@@ -50,7 +59,7 @@ export function markdownA(a: TableA): string {
     `Warm cache: images written and fsynced (${s(a.prepMs)}), then read once with cat; nothing dropped. ` +
       'Baselines timed right after each sync on the same files, best of two; xxhsum hashes matching also checks the sync. CPU = user + sys. ' + RSS_NOTE,
     '',
-    table(['case', 'changed', ...RUN_HEAD, 'exchanged', 'xxhsum -H1 a ‖ b', 'cat a b', 'wall / xxhsum', 'wall / cat'], rows),
+    table(['case', 'changed', ...RUN_HEAD, 'exchanged', 'xxhsum -H1 a ‖ b', 'cat a ‖ cat b', 'wall / xxhsum', 'wall / cat'], rows),
   ].join('\n');
 }
 
@@ -79,6 +88,47 @@ export function markdownC(c: TableC): string {
   ].join('\n');
 }
 
+export function markdownDd(d: DdCopy, a: TableA): string {
+  const full = a.rows[3];
+  if (!full) return '';
+  const cpu = full.run.client.cpuMs + full.run.server.cpuMs;
+  return `Full copy baseline: \`dd bs=4M conv=fsync\` into an empty file: ${s(d.wallMs)} wall, ${s(d.cpuMs)} CPU; ` +
+    `blkdelta case (d): ${s(full.run.wallMs)} wall (${x(full.run.wallMs / d.wallMs)}), ${s(cpu)} CPU of both processes (${x(cpu / d.cpuMs)}).`;
+}
+
+const io = (r: SyncRun) => `${r.summary.sourceIo ?? '?'} / ${r.summary.targetIo ?? '?'}`;
+
+export function markdownD(d: TableD): string {
+  const rows = d.rows.map((r) => [r.name, s(r.run.wallMs), mib(r.sourceResident), mib(r.targetResident), io(r.run)]);
+  const hot = d.hot.map((h, i) => [String(i + 1), s(h.run.wallMs), `${((100 * h.hotResident) / h.hotSize).toFixed(1)}%`, mib(h.sourceResident), mib(h.targetResident)]);
+  return [
+    '### D. Page cache: what a sync leaves cached (fincore), images dropped from the cache before each run',
+    'Files on the bench dir\'s file system; pages dropped per file (dd oflag=nocache conv=notrunc,fdatasync count=0), not machine-wide. io = how source / target were read (and written).',
+    '',
+    table(['run', 'wall', 'source cached', 'target cached', 'io source / target'], rows),
+    '',
+    d.hotSkipped ? `Hot-file test skipped: ${d.hotSkipped}.` : `Hot file (${gib(d.hot[0]?.hotSize ?? 0)}) read twice in a memory cgroup (v1) limited to ${gib(d.hot[0]?.limit ?? 0)}, then a no-change sync in it:`,
+    ...(d.hot.length ? ['', table(['run', 'wall', 'hot file cached', 'source cached', 'target cached'], hot)] : []),
+  ].join('\n');
+}
+
+export function markdownE(rows: ColdRow[]): string {
+  return [
+    '### E. Cold cache: both images dropped from the page cache before each run',
+    '',
+    table(['case', 'wall', 'CPU client', 'CPU server', 'cat a ‖ cat b (cold)', 'wall / cat', 'io source / target'],
+      rows.map((r) => [r.name, s(r.run.wallMs), s(r.run.client.cpuMs), s(r.run.server.cpuMs), s(r.catMs), x(r.run.wallMs / r.catMs), io(r.run)])),
+  ].join('\n');
+}
+
+export function markdownF(f: Startup): string {
+  return [
+    '### F. Start-up CPU (user + sys, best of five)',
+    '',
+    table(['command', 'CPU'], [['node -e 0 (the floor)', s(f.nodeCpuMs)], ['blkdelta --version', s(f.versionCpuMs)], ['blkdelta server (stdin closed)', s(f.serverCpuMs)]]),
+  ].join('\n');
+}
+
 export function flatness(rows: SparseRow[]): { client: number; server: number } {
   const ratio = (v: number[]) => Math.max(...v) / Math.min(...v);
   return { client: ratio(rows.map((r) => r.run.client.peakRss)), server: ratio(rows.map((r) => r.run.server.peakRss)) };
@@ -90,6 +140,8 @@ function allRuns(r: Results): [string, SyncRun][] {
     ...(r.a?.rows.map((c) => [`A ${c.name}`, c.run] as [string, SyncRun]) ?? []),
     ...(r.b?.map((b) => [`B sparse ${gib(b.size)}`, b.run] as [string, SyncRun]) ?? []),
     ...(r.c ? [['C local', r.c.local], ['C ssh', r.c.ssh]] as [string, SyncRun][] : []),
+    ...(r.d?.rows.map((d) => [`D ${d.name}`, d.run] as [string, SyncRun]) ?? []),
+    ...(r.e?.map((e) => [`E ${e.name}`, e.run] as [string, SyncRun]) ?? []),
   ];
 }
 
@@ -100,6 +152,13 @@ export function targets(r: Results): Target[] {
   if (noChange) add(`no-change compare of ${gib(r.a!.size)} / parallel xxhsum wall`, noChange.run.wallMs / noChange.xxhsumMs, 2.5, x);
   const caseB = r.a?.rows[1];
   // 54 MB for 4 GiB (bdsync: 59.9 MB), scaled with the image size
+  const [caseA1, caseB1, , caseD] = r.a?.rows ?? [];
+  if (caseA1) add('A (a) no change / cat a ‖ cat b (warm)', caseA1.run.wallMs / caseA1.catMs, 1.5, x);
+  if (caseB1) add('A (b) 1% changed / cat a ‖ cat b (warm)', caseB1.run.wallMs / caseB1.catMs, 1.5, x);
+  if (caseD && r.dd) {
+    add('A (d) full copy wall / dd bs=4M conv=fsync wall', caseD.run.wallMs / r.dd.wallMs, 2, x);
+    add('A (d) full copy CPU (both processes) / dd CPU', (caseD.run.client.cpuMs + caseD.run.server.cpuMs) / r.dd.cpuMs, 2, x);
+  }
   if (caseB) add(`bytes exchanged, case (b) at 4 KiB, ${gib(r.a!.size)}`, exchanged(caseB.run), 54e6 * (r.a!.size / (4 * 1024 * MIB)), mb);
   for (const side of ['client', 'server'] as const) {
     const runs = allRuns(r);
@@ -113,9 +172,22 @@ export function targets(r: Results): Target[] {
     add('peak RSS flat over sparse sizes: server max/min', f.server, 1.1, x);
   }
   if (r.c) {
-    add('SSH wall / local wall, same change', r.c.ssh.wallMs / r.c.local.wallMs, 1.3, x);
+    add('SSH wall / local wall, same change', r.c.ssh.wallMs / r.c.local.wallMs, 1.2, x);
     add('peak RSS over SSH, client side', r.c.ssh.client.peakRss, RSS_LIMIT, mib);
     add('peak RSS over SSH, server side', r.c.ssh.server.peakRss, RSS_LIMIT, mib);
+  }
+  for (const row of r.d?.rows ?? []) {
+    add(`page cache after D ${row.name}: source`, row.sourceResident, CACHE_LIMIT, mib);
+    add(`page cache after D ${row.name}: target`, row.targetResident, CACHE_LIMIT, mib);
+  }
+  if (r.d?.hot.length) {
+    const worst = Math.min(...r.d.hot.map((h) => h.hotResident / h.hotSize));
+    add(`hot file kept cached, worst of ${r.d.hot.length} runs (fraction evicted)`, 1 - worst, 1 - HOT_KEPT, (n) => `${(100 * n).toFixed(1)}%`);
+  }
+  for (const row of r.e ?? []) add(`cold cache, ${row.name} / cold cat a ‖ cat b`, row.run.wallMs / row.catMs, 1.3, x);
+  if (r.f) {
+    add('start-up CPU, blkdelta --version', r.f.versionCpuMs, 150, s);
+    add('start-up CPU, blkdelta server', r.f.serverCpuMs, 150, s);
   }
   return t;
 }

@@ -43,11 +43,13 @@ export function randomSeed(): bigint {
 export interface BlockHasher {
   /** Read the chunk into this buffer (chunkSize bytes, never moved or reallocated), then hash(). */
   readonly chunk: Buffer;
+  /** chunks[0] is chunk; more when asked for (one is read ahead while another is hashed). Page-aligned. */
+  readonly chunks: readonly Buffer[];
   /**
-   * Hashes the blocks of chunk[0, len) with the seed and writes one hash per block (8 bytes,
-   * little-endian, the last block may be short) to out[outAt...]. Returns the block count.
+   * Hashes the blocks of chunks[which][0, len) with the seed and writes one hash per block (8
+   * bytes, little-endian, the last block may be short) to out[outAt...]. Returns the block count.
    */
-  hash(len: number, out: Buffer, outAt?: number): number;
+  hash(len: number, out: Buffer, outAt?: number, which?: number): number;
 }
 
 // The glue module, in WebAssembly text:
@@ -94,8 +96,8 @@ const GLUE = new Uint8Array([
 let xxhModule: Promise<WebAssembly.Module> | undefined;
 let glueModule: Promise<WebAssembly.Module> | undefined;
 
-/** A block hasher for chunks of up to chunkSize bytes (a multiple of blockSize). */
-export async function blockHasher(chunkSize: number, blockSize: number, seed: bigint): Promise<BlockHasher> {
+/** A block hasher for chunks of up to chunkSize bytes (a multiple of blockSize); `count` chunk buffers. */
+export async function blockHasher(chunkSize: number, blockSize: number, seed: bigint, count = 1): Promise<BlockHasher> {
   // xxhash-wasm inlines its module in its JS and ships the same bytes as a file (a test checks
   // that h64 of both agree); the package's exports map hides the file, so find it by path.
   xxhModule ??= WebAssembly.compile(readFileSync(new URL('../workerd/xxhash.wasm', import.meta.resolve('xxhash-wasm'))));
@@ -105,19 +107,22 @@ export async function blockHasher(chunkSize: number, blockSize: number, seed: bi
   const glue = await WebAssembly.instantiate(await glueModule, { x: { mem, xxh64 } });
   const blocks = glue.exports.blocks as (p: number, end: number, bs: number, seed: bigint, out: number) => void;
   const maxBlocks = Math.ceil(chunkSize / blockSize);
-  const need = chunkSize + maxBlocks * 8;
+  const hashesAt = chunkSize * count; // chunks first: each starts page-aligned (chunkSize is a multiple of 4 KiB)
+  const need = hashesAt + maxBlocks * 8;
   if (mem.buffer.byteLength < need) mem.grow(Math.ceil((need - mem.buffer.byteLength) / 65536));
   // Views made after the only grow(): they stay valid for the life of the hasher.
-  const chunk = Buffer.from(mem.buffer, 0, chunkSize);
-  const hashes = Buffer.from(mem.buffer, chunkSize, maxBlocks * 8);
+  const chunks = Array.from({ length: count }, (_, i) => Buffer.from(mem.buffer, i * chunkSize, chunkSize));
+  const hashes = Buffer.from(mem.buffer, hashesAt, maxBlocks * 8);
   const s = BigInt.asIntN(64, seed); // an i64 parameter takes a signed BigInt
   return {
-    chunk,
-    hash(len, out, outAt = 0) {
+    chunk: chunks[0]!,
+    chunks,
+    hash(len, out, outAt = 0, which = 0) {
       if (len <= 0) return 0;
       if (len > chunkSize) throw new RangeError(`hash(${len}): larger than the chunk (${chunkSize})`);
       const n = Math.ceil(len / blockSize);
-      blocks(0, len, blockSize, s, chunkSize);
+      const p = which * chunkSize;
+      blocks(p, p + len, blockSize, s, hashesAt);
       hashes.copy(out, outAt, 0, n * 8);
       return n;
     },

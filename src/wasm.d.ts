@@ -1,4 +1,4 @@
-// The few WebAssembly globals that src/hash.ts uses: @types/node 20 declares none, and lib.dom
+// The few WebAssembly globals that src/hash.ts and src/io/direct.ts use: @types/node 20 declares none, and lib.dom
 // is not for Node. Declared as narrowly as they are used.
 declare namespace WebAssembly {
   interface Module {}
@@ -9,6 +9,7 @@ declare namespace WebAssembly {
   interface Instance {
     readonly exports: Record<string, unknown>;
   }
+  const Memory: { new (descriptor: { initial: number; maximum?: number }): Memory };
   function compile(bytes: Uint8Array): Promise<Module>;
   function instantiate(module: Module, imports?: Record<string, Record<string, unknown>>): Promise<Instance>;
 }

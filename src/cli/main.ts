@@ -70,8 +70,21 @@ async function parse(args: string[]): Promise<number> {
     .version().alias('version', 'V')
     .exitProcess(false);
   for (const c of commands) parser = parser.command(withResult(c, (r) => { code = r; }));
+  skipHelpCache(parser);
   await parser.parseAsync();
   return code;
+}
+
+/**
+ * yargs renders the whole help text as a command's handler starts, caching it in case a later
+ * failure prints it: ~0.3 s of CPU (string-width, wrap-ansi) before a sync reads a byte (issue
+ * 13). blkdelta never prints that cache (its fail() throws), and --help renders the text when
+ * asked, so the caching is skipped. Internal API: if it moves, yargs just renders it as before.
+ */
+function skipHelpCache(parser: unknown): void {
+  type Internals = { getInternalMethods?: () => { getUsageInstance?: () => { cacheHelpMessage?: () => void } } };
+  const usage = (parser as Internals).getInternalMethods?.().getUsageInstance?.();
+  if (usage && typeof usage.cacheHelpMessage === 'function') usage.cacheHelpMessage = () => { /* rendered when --help asks */ };
 }
 
 /** The command with its handler's returned exit code (undefined: 0) handed to `done`. */

@@ -50,5 +50,6 @@ export function printSummary(s: SyncSummary, argv: { json?: boolean; quiet?: boo
   if (s.mode === 'patch') out(`  patch      ${s.records} records, ${formatBytes(s.bytesWritten)} of block data, ${s.patchBytes} bytes`);
   out(`  read       source ${formatBytes(s.bytesReadSource)}, target ${formatBytes(s.bytesReadTarget)}`);
   out(`  exchanged  sent ${formatBytes(s.bytesSent)}, received ${formatBytes(s.bytesReceived)}`);
+  if (s.sourceIo || s.targetIo) out(`  cache      source ${s.sourceIo ?? 'unknown'}; target ${s.targetIo ?? 'unknown'}`);
   if (s.firstDiffs.length && s.mode !== 'write') out(`  first differing offsets: ${s.firstDiffs.join(', ')}`);
 }

@@ -3,12 +3,18 @@
 // readTable() checks a table's keys against their specs (values.ts), with a did-you-mean for an
 // unknown key; throwProblems() throws BlkError CONFIG listing them all. Pure but for the parse;
 // memory: the file.
-import { parse, TomlError } from 'smol-toml';
+import { createRequire } from 'node:module';
 import { BlkError, ExitCode } from '../errors.js';
 import { indexKeys, keyName, type KeyIndex } from './keypos.js';
 import { checkValue, type KeySpec } from './values.js';
 
 export type Table = Record<string, unknown>;
+
+// smol-toml (its CommonJS build) is loaded on the first parse: a server without --config never
+// needs it, and it starts for every sync.
+type Toml = typeof import('smol-toml');
+let tomlLib: Toml | undefined;
+const toml = (): Toml => (tomlLib ??= createRequire(import.meta.url)('smol-toml') as Toml);
 export type At = (path: readonly string[], msg: string) => void;
 
 /**
@@ -29,9 +35,9 @@ export function readToml(text: string, file: string): { doc: Table; idx: KeyInde
   let doc: Table = {};
   if (problems.length === 0) {
     try {
-      doc = parse(text) as Table;
+      doc = toml().parse(text) as Table;
     } catch (err) {
-      if (!(err instanceof TomlError)) throw err;
+      if (!(err instanceof toml().TomlError)) throw err;
       const first = err.message.split('\n')[0]!.replace(/^Invalid TOML document: /, '');
       problems.push(`${file}:${err.line}:${err.column}: syntax error: ${first}`);
     }

@@ -17,7 +17,8 @@ import { RECORD_HEADER_LEN, decodePayload, decodeRecordHeader, isAllZero, type P
 import type { PatchWriter } from '../patch/writer.js';
 import { Msg } from '../proto/wire.js';
 import type { Conn } from '../proto/messages.js';
-import { readFull, writeFull, writeZeros, type Device } from '../io/device.js';
+import { readFull, type Device } from '../io/device.js';
+import { DirectIo, alignedBuffer } from '../io/direct.js';
 import type { RecordSink } from './source.js';
 import type { TargetSink } from './target.js';
 
@@ -139,13 +140,21 @@ export class DeviceWriter implements TargetSink {
   /** Zero ranges to punch as holes in a file target; at most MAX_HOLES, the rest stay written zeros. */
   private holes: [number, number][] = [];
   private static readonly MAX_HOLES = 64;
+  /** Writes (and the re-read check) bypass the page cache where the device allows it. */
+  private readonly direct: DirectIo;
 
-  constructor(private readonly dev: Device, private readonly geometry: PatchHeader, private readonly h: Hasher, private readonly opts: DeviceWriterOptions) {}
+  constructor(private readonly dev: Device, private readonly geometry: PatchHeader, private readonly h: Hasher, private readonly opts: DeviceWriterOptions) {
+    this.direct = DirectIo.open(dev, { write: true });
+  }
+
+  get io(): string {
+    return this.direct.mode;
+  }
 
   async record(frame: Buffer, at: number): Promise<void> {
     const rh = decodeRecordHeader(frame.subarray(0, RECORD_HEADER_LEN), at, this.geometry);
     const plain = decodePayload(rh, frame.subarray(RECORD_HEADER_LEN), at, this.h);
-    if (plain) writeFull(this.dev, plain, rh.offset);
+    if (plain) await this.direct.writeAsync(plain, rh.offset);
     else this.zeros(rh.offset, rh.length);
     if (this.opts.verify) this.journal.add(rh.offset, rh.length, rh.checksum);
     this.blocksWritten += Math.ceil(rh.length / this.geometry.blockSize);
@@ -153,7 +162,7 @@ export class DeviceWriter implements TargetSink {
   }
 
   private zeros(offset: number, length: number): void {
-    writeZeros(this.dev, offset, length);
+    this.direct.writeZeros(offset, length);
     const last = this.holes.at(-1);
     if (last && last[1] === offset) last[1] += length;
     else if (this.holes.length < DeviceWriter.MAX_HOLES) this.holes.push([offset, offset + length]);
@@ -166,6 +175,7 @@ export class DeviceWriter implements TargetSink {
       throw new BlkError(ExitCode.IO, `fsync of ${this.dev.path} failed: ${describe(err)}`, { cause: err });
     }
     try {
+      this.direct.dropWritten(); // the small writes' pages: written back by the fsync, now dropped
       if (this.dev.kind === 'file') await this.punchHoles();
       if (this.opts.verify) await this.reread();
     } finally {
@@ -177,6 +187,7 @@ export class DeviceWriter implements TargetSink {
   /** Removes the re-read journal's temp file, if it spilled one; runTarget calls it on every exit path. */
   dispose(): void {
     this.journal.dispose();
+    this.direct.close();
   }
 
   /**
@@ -193,14 +204,19 @@ export class DeviceWriter implements TargetSink {
     if (this.holes.length) fs.fsyncSync(this.dev.fd);
   }
 
-  /** Drops the written pages from the cache (posix_fadvise via dd nocache), re-reads and checks them. */
+  /**
+   * Re-reads the written ranges from the device and checks them: with O_DIRECT (which reads the
+   * disk, not the cache), else after dropping the file's pages (posix_fadvise via dd nocache).
+   */
   private async reread(): Promise<void> {
-    const { execa } = await import('execa');
-    await execa('dd', [`if=${this.dev.path}`, 'iflag=nocache', 'count=0', 'status=none'], { reject: false, timeout: 60_000 });
-    const buf = Buffer.allocUnsafe(this.geometry.maxRecordLen);
+    if (!this.direct.direct) {
+      const { execa } = await import('execa');
+      await execa('dd', [`if=${this.dev.path}`, 'iflag=nocache', 'count=0', 'status=none'], { reject: false, timeout: 60_000 });
+    }
+    const buf = alignedBuffer(this.geometry.maxRecordLen);
     for (const [offset, length, checksum] of this.journal.entries()) {
       const data = buf.subarray(0, length);
-      readFull(this.dev, data, length, offset);
+      this.direct.read(buf, length, offset);
       const ok = checksum === 0n ? isAllZero(data) : this.h.h64(data, BigInt(offset)) === checksum;
       if (!ok) throw new BlkError(ExitCode.VERIFY_FAILED, `verify failed: ${this.dev.path} bytes ${offset}..${offset + length} read back differ from what was written`);
     }

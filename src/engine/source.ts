@@ -2,13 +2,15 @@
 // target's hashes for the same chunk, and emit one record per run of differing blocks.
 //
 //   for each chunk [pos, pos+chunkSize) of [0, compareSize):
-//     read it (one positional read), hash each block with the run's seed
+//     read it (one positional read, O_DIRECT where it can: io/direct.ts; the next chunk is
+//     read ahead into a second buffer meanwhile), hash each block
 //     take the target's HASHES frame for this chunk (must name the same first block)
 //     runs of differing blocks (all-zero and data runs kept apart) → makeRecord → sink
+//       (lz4 tried while data compresses: compress-gate.ts)
 //   send DONE with the counts and the fingerprints of the target's content before and after
 //   (engine/fingerprint.ts)
 //
-// Memory: one chunk buffer, one chunk of hashes, and the record being built (≤ chunkSize, lz4
+// Memory: two chunk buffers, one chunk of hashes, and the record being built (≤ chunkSize, lz4
 // output included): a few MiB whatever the device size. The loop yields to the event loop each
 // chunk so lz4-napi's buffers are freed and the channel can drain.
 // Interrupted: nothing is left behind on this side.
@@ -16,10 +18,12 @@ import { setImmediate as turn } from 'node:timers/promises';
 import { BlkError, ExitCode } from '../errors.js';
 import { gcAfter } from '../gc.js';
 import { blockHasher, loadHasher } from '../hash.js';
-import { makeRecord, isAllZero } from '../patch/format.js';
+import { Encoding, makeRecord, isAllZero } from '../patch/format.js';
+import { CompressGate } from './compress-gate.js';
 import { Msg } from '../proto/wire.js';
 import type { Conn, Done, Start } from '../proto/messages.js';
-import { readFull, type Device } from '../io/device.js';
+import type { Device } from '../io/device.js';
+import { DirectIo } from '../io/direct.js';
 import { FingerprintBuilder } from './fingerprint.js';
 
 /** Where the source's records go: the target peer, a patch file, or nowhere (dry-run). */
@@ -39,20 +43,20 @@ export interface SourceOptions {
 export async function runSource(dev: Device, conn: Conn, start: Start, sink: RecordSink | null, opts: SourceOptions): Promise<Done> {
   const h = await loadHasher();
   const { blockSize: bs, chunkSize, compareSize } = start;
-  const bh = await blockHasher(chunkSize, bs, BigInt(start.seed));
-  const buf = bh.chunk;
+  const bh = await blockHasher(chunkSize, bs, BigInt(start.seed), 2);
   const local = Buffer.allocUnsafe((chunkSize / bs) * 8);
   const done: Done = { blocksCompared: 0, blocksDiffering: 0, blocksZero: 0, records: 0, dataBytes: 0, bytesRead: 0, firstDiffs: [] };
   // the content the target holds after the run (the source's hashes), and before it (the target's)
   const after = await FingerprintBuilder.create(BigInt(start.seed));
   const before = await FingerprintBuilder.create(BigInt(start.seed));
+  const io = DirectIo.open(dev);
+  const gate = new CompressGate(start.compress);
 
-  for (let pos = 0; pos < compareSize; pos += chunkSize) {
-    opts.signal?.throwIfAborted();
-    const len = Math.min(chunkSize, compareSize - pos);
-    readFull(dev, buf, len, pos);
+  // One chunk, read into chunks[which]: hash, compare with the target's hashes, send the differing runs.
+  const chunk = async (pos: number, len: number, which: number) => {
+    const buf = bh.chunks[which]!;
     done.bytesRead += len;
-    const n = bh.hash(len, local);
+    const n = bh.hash(len, local, 0, which);
     const remote = await takeHashes(conn, pos / bs, n);
     done.blocksCompared += n;
     after.update(local.subarray(0, n * 8));
@@ -65,18 +69,37 @@ export async function runSource(dev: Device, conn: Conn, start: Start, sink: Rec
         if (zero) done.blocksZero += b - a;
         for (let i = a; i < b && done.firstDiffs.length < opts.maxDiffs; i++) done.firstDiffs.push(pos + i * bs);
         if (!sink) continue;
-        const rec = makeRecord(offset, plain, start.compress, h);
-        if (start.compress) gcAfter(plain.length); // lz4-napi's output, kept or not, is garbage soon
+        const compress = gate.tryOn(plain.length);
+        const rec = makeRecord(offset, plain, compress, h);
+        if (compress && rec.encoding !== Encoding.ZERO) {
+          gate.result(plain.length, rec.encoding === Encoding.LZ4);
+          gcAfter(plain.length); // lz4-napi's output, kept or not, is garbage soon
+        }
         await sink.record(offset, rec.header, rec.payload, remote.subarray(a * 8, b * 8));
         done.records++;
         done.dataBytes += plain.length;
       }
     }
     await sink?.region?.(pos, len, remote);
-    opts.onChunk?.(pos + len, done.blocksDiffering * bs);
-    await turn();
+  };
+  const lenAt = (pos: number) => Math.min(chunkSize, compareSize - pos);
+  // read ahead: chunk k+1 is read into the other buffer while chunk k is hashed and compared
+  let ahead: Promise<void> | undefined = compareSize > 0 ? io.readAsync(bh.chunks[0]!, lenAt(0), 0) : undefined;
+  try {
+    for (let pos = 0, k = 0; pos < compareSize; pos += chunkSize, k++) {
+      opts.signal?.throwIfAborted();
+      await ahead;
+      const next = pos + chunkSize;
+      ahead = next < compareSize ? io.readAsync(bh.chunks[(k + 1) % 2]!, lenAt(next), next) : undefined;
+      await chunk(pos, lenAt(pos), k % 2);
+      opts.onChunk?.(pos + lenAt(pos), done.blocksDiffering * bs);
+      await turn();
+    }
+  } finally {
+    if (ahead) await ahead.catch(() => { /* the loop's own error is the one thrown */ }); // no read outlives the fd
+    io.close();
   }
-  return { ...done, fingerprint: after.hex(), baseFingerprint: before.hex() };
+  return { ...done, fingerprint: after.hex(), baseFingerprint: before.hex(), io: io.mode };
 }
 
 async function takeHashes(conn: Conn, firstBlock: number, n: number): Promise<Buffer> {

@@ -154,6 +154,8 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
         baseFingerprint: makeFingerprint(start.seed, start.blockSize, plan.compareSize, done.baseFingerprint),
       } : {}),
       ...mountedRwOf(localRole === 'source' ? local.mountedRw : welcome.mountedRw),
+      ...(done.io !== undefined ? { sourceIo: printable(String(done.io)).slice(0, 200) } : {}),
+      ...(result.io !== undefined ? { targetIo: printable(String(result.io)).slice(0, 200) } : {}),
     };
   } catch (caught) {
     patch?.abort();

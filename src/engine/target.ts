@@ -1,5 +1,6 @@
 // Target side of a sync. Two loops run side by side:
-//   hashes:  for each chunk of [0, compareSize): read (past the end of a file: zeros), hash;
+//   hashes:  for each chunk of [0, compareSize): read (past the end of a file: zeros; O_DIRECT
+//            where it can: io/direct.ts; the next chunk read ahead meanwhile), hash;
 //            the HASHES frames of BATCH_BYTES of chunks go out in one write (waits when the
 //            channel is full)
 //   records: take RECORD frames until DONE and hand each to the sink (the device or a patch)
@@ -9,7 +10,7 @@
 // (an AbortSignal checked every chunk and raced against its waits) and awaited before the error
 // is thrown, so no read of the device goes on after a failure.
 //
-// Memory: one chunk buffer, one HASHES frame, the writer's batch buffer (64 KiB), and one record
+// Memory: two chunk buffers, one HASHES frame, the writer's batch buffer (64 KiB), and one record
 // frame at a time. Interrupted: the target holds a mix of old
 // and new blocks (it is "dirty" until a later run completes).
 import { setImmediate as turn } from 'node:timers/promises';
@@ -17,7 +18,8 @@ import { BlkError, ExitCode } from '../errors.js';
 import { blockHasher } from '../hash.js';
 import { Msg, msgName, parseJson } from '../proto/wire.js';
 import { checkFields, type Conn, type Done, type Result, type Start } from '../proto/messages.js';
-import { readFull, type Device } from '../io/device.js';
+import type { Device } from '../io/device.js';
+import { DirectIo } from '../io/direct.js';
 
 /** Device bytes whose HASHES frames are sent in one write (at most 16 frames of 1 MiB chunks). */
 const BATCH_BYTES = 16 * 1024 * 1024;
@@ -31,26 +33,35 @@ export interface TargetSink {
   finish(done?: Done): Promise<Omit<Result, 'bytesRead'>>;
   /** Releases what the sink holds (temp files); runTarget calls it on every exit path. */
   dispose?(): void;
+  /** How it writes: "O_DIRECT" or "page cache (why)" (io/direct.ts). */
+  readonly io?: string;
 }
 
 export async function runTarget(dev: Device, conn: Conn, start: Start, sink: TargetSink | null, signal?: AbortSignal, onChunk?: (bytesDone: number, bytesDiffering: number) => void): Promise<{ done: Done; result: Result }> {
   let bytesRead = 0;
+  const io = DirectIo.open(dev);
+  let ahead: Promise<void> | undefined; // the read in flight: awaited before io closes
   const hashes = async (stop: AbortSignal) => {
     const { blockSize: bs, chunkSize, compareSize } = start;
-    const bh = await blockHasher(chunkSize, bs, BigInt(start.seed));
-    const buf = bh.chunk;
+    const bh = await blockHasher(chunkSize, bs, BigInt(start.seed), 2);
     // HASHES frames are queued in the writer's batch and go out together every BATCH_BYTES of the device
     const perBatch = Math.max(1, Math.floor(BATCH_BYTES / chunkSize));
     const frame = Buffer.allocUnsafe(8 + (chunkSize / bs) * 8); // copied into the batch by sendBatched
+    const lenAt = (pos: number) => Math.min(chunkSize, compareSize - pos);
+    // read ahead: chunk k+1 is read into the other buffer while chunk k is hashed and sent (its
+    // read completes before its hashes go out, so no record can have overwritten it)
+    ahead = compareSize > 0 ? io.readAsync(bh.chunks[0]!, lenAt(0), 0, true) : undefined;
     for (let pos = 0, k = 1; pos < compareSize; pos += chunkSize, k++) {
       signal?.throwIfAborted();
       stop.throwIfAborted();
-      const len = Math.min(chunkSize, compareSize - pos);
+      const len = lenAt(pos);
       const inDevice = Math.max(0, Math.min(len, dev.size - pos));
-      readFull(dev, buf, len, pos, true);
+      await ahead;
+      const next = pos + chunkSize;
+      ahead = next < compareSize ? io.readAsync(bh.chunks[k % 2]!, lenAt(next), next, true) : undefined;
       bytesRead += inDevice;
       frame.writeBigUInt64LE(BigInt(pos / bs), 0);
-      const n = bh.hash(len, frame, 8);
+      const n = bh.hash(len, frame, 8, (k - 1) % 2);
       sink?.hashes?.(pos, len, frame.subarray(8, 8 + n * 8));
       await untilStopped(conn.writer.sendBatched(Msg.HASHES, frame.subarray(0, 8 + n * 8)), stop);
       if (k % perBatch === 0 || pos + len >= compareSize) {
@@ -74,11 +85,13 @@ export async function runTarget(dev: Device, conn: Conn, start: Start, sink: Tar
   try {
     const [, done] = await together(hashes, records);
     const w = sink ? await sink.finish(done) : { blocksWritten: 0, bytesWritten: 0, verified: false };
-    const result: Result = { ...w, bytesRead };
+    const result: Result = { ...w, bytesRead, io: `reads ${io.mode}${sink?.io ? `, writes ${sink.io}` : ''}` };
     await conn.writer.sendJson(Msg.RESULT, result);
     return { done, result };
   } finally {
-    sink?.dispose?.();
+    sink?.dispose?.(); // first, synchronously: the process may be on its way out
+    if (ahead) await ahead.catch(() => { /* the loops' own error is the one thrown */ }); // no read outlives the fd
+    io.close();
   }
 }
 

@@ -132,6 +132,12 @@ export interface SyncSummary {
    */
   fingerprint?: Fingerprint;
   baseFingerprint?: Fingerprint;
+  /**
+   * How each end used the page cache (io/direct.ts): the source "O_DIRECT" or "page cache (why)";
+   * the target "reads ..., writes ...". Absent from an older peer.
+   */
+  sourceIo?: string;
+  targetIo?: string;
   /** A local source block device mounted read-write while it was read: the copy may be torn. */
   sourceMountedRw?: string[];
 }

@@ -30,6 +30,8 @@ export interface Device {
   fd: number;
   /** Source only: where it is mounted read-write (a copy read while it is written may be torn). */
   mountedRw?: string[];
+  /** Source only: where it is mounted at all (its file system's cached blocks may be newer than the disk). */
+  mounted?: string[];
   /** Identities of the underlying storage ("b:major:minor", "f:dev:ino"), for the same-device check;
    *  a whole disk lists its partitions too. */
   ids: string[];
@@ -215,7 +217,8 @@ export function openSource(p: string, opts: OpenOptions = {}): Device {
       const at = mountedAt(devno(st.rdev), LENIENT);
       if (at.length) log.warn(`source ${p} is mounted at ${at.join(', ')}: writes during the sync make a torn copy; use --snapshot`);
       const rw = mountedAt(devno(st.rdev), LENIENT, true);
-      if (rw.length) return { ...device(p, real, st, fd, LENIENT), mountedRw: rw };
+      if (rw.length) return { ...device(p, real, st, fd, LENIENT), mountedRw: rw, mounted: at };
+      if (at.length) return { ...device(p, real, st, fd, LENIENT), mounted: at };
     }
     return device(p, real, st, fd, LENIENT);
   } catch (err) {

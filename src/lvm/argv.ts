@@ -47,6 +47,12 @@ export function parseVgLv(spec: string): { vg: string; lv: string } {
 }
 
 /** Checks a job name (used in tags and LV names); throws USAGE naming the job. */
+/** The default job name of a target path (ssh://host/dev/vg/lv -> "vg-lv"). */
+export function jobNameOfPath(dst: string): string {
+  const path = dst.replace(/^ssh:\/\/[^/]*/, '').replace(/^[^/]*:(?=\/)/, '').replace(/^\/dev\/(mapper\/)?/, '');
+  return checkJobName(path.replace(/[^A-Za-z0-9+_.-]+/g, '-').slice(-64).replace(/^[^A-Za-z0-9]+/, '') || 'target');
+}
+
 export function checkJobName(job: string): string {
   if (!JOB_RE.test(job)) {
     throw new BlkError(ExitCode.USAGE,

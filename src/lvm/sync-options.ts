@@ -10,7 +10,7 @@
 import type { Argv } from 'yargs';
 import { BlkError, ExitCode } from '../errors.js';
 import { formatRemote, parseEndpoint, type RemoteEndpoint } from '../transport/address.js';
-import { checkJobName, defaultJobName, parseVgLv, sizeArgs } from './argv.js';
+import { checkJobName, defaultJobName, jobNameOfPath, parseVgLv, sizeArgs } from './argv.js';
 import { checkPercent, withSourceSnapshot, type SnapshotReport } from './snapshot.js';
 import type { CopyFingerprint } from './copy-tags.js';
 import { rotateTargetSnapshots, takeTargetSnapshot, type TargetSnapshotInfo } from './target-snapshot.js';
@@ -120,8 +120,7 @@ export function jobNameOf(a: SnapshotArgs, dst: string): string {
     const { vg, lv } = parseSnapshotSpec(a.snapshot);
     return defaultJobName(vg, lv);
   }
-  const path = dst.replace(/^ssh:\/\/[^/]*/, '').replace(/^[^/]*:(?=\/)/, '').replace(/^\/dev\/(mapper\/)?/, '');
-  return checkJobName(path.replace(/[^A-Za-z0-9+_.-]+/g, '-').slice(-64).replace(/^[^A-Za-z0-9]+/, '') || 'target');
+  return jobNameOfPath(dst);
 }
 
 /** What the target side needs for --target-snapshot (undefined without it). */

@@ -6,7 +6,7 @@
 // Every decoder is strict: each field is checked against the header before anything is allocated,
 // and a bad field throws FormatError naming the field and its byte offset in the stream.
 // Memory: a decoded lz4 payload is at most max_record_len (<= 16 MiB); nothing else is allocated.
-import { compressSync, uncompressSync } from 'lz4-napi';
+import { createRequire } from 'node:module';
 import { FormatError } from '../errors.js';
 import type { Hasher, StreamHasher } from '../hash.js';
 import { checkHeader, checkRecordHeader, checkTrailer, safeU64 } from './checks.js';
@@ -18,6 +18,13 @@ export const HEADER_LEN_V2 = 80, TRAILER_LEN_V2 = 64;
 export const MAX_RECORD_LEN = 16 * 1024 * 1024;
 export const MIN_BLOCK_SIZE = 512, MAX_BLOCK_SIZE = 64 * 1024 * 1024;
 export const Encoding = { RAW: 0, LZ4: 1, ZERO: 2 } as const;
+
+// lz4-napi (a native addon, ~0.05 s of CPU to load) is loaded on the first record that is
+// compressed or decompressed: most processes (a no-change sync's server) never need it.
+type Lz4 = typeof import('lz4-napi');
+let lz4: Lz4 | undefined;
+const lz4Sync = (): Lz4 => (lz4 ??= createRequire(import.meta.url)('lz4-napi') as Lz4);
+
 export const RECORD_TYPE = 0x01, TRAILER_TYPE = 0x02, BASE_TYPE = 0x03, REGION_TYPE = 0x04;
 /** lz4 payloads start with the plain length as u32 LE (lz4-napi's size prefix), then an LZ4 block. */
 export const LZ4_PREFIX_LEN = 4;
@@ -133,7 +140,7 @@ export function makeRecord(offset: number, plain: Buffer, compress: boolean, has
   }
   const checksum = hasher.h64(plain, BigInt(offset));
   if (compress) {
-    const packed = compressSync(plain);
+    const packed = lz4Sync().compressSync(plain);
     if (packed.length < length) {
       const header = encodeRecordHeader({ encoding: Encoding.LZ4, length, offset, storedLength: packed.length, checksum });
       return { header, payload: packed, encoding: Encoding.LZ4 };
@@ -164,7 +171,7 @@ function unpack(r: RecordHeader, payload: Buffer, pAt: number): Buffer {
   if (declared !== r.length) throw new FormatError('record.payload', pAt, `lz4 size prefix ${declared} differs from record length ${r.length}`);
   let plain: Buffer;
   try {
-    plain = uncompressSync(payload);
+    plain = lz4Sync().uncompressSync(payload);
   } catch (err) {
     throw new FormatError('record.payload', pAt, `lz4 data corrupt: ${(err as Error).message}`);
   }

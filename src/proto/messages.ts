@@ -154,6 +154,8 @@ export interface Done {
    */
   fingerprint?: string;
   baseFingerprint?: string;
+  /** How the source was read: "O_DIRECT" or "page cache (why)" (io/direct.ts). Optional: older sources send none. */
+  io?: string;
 }
 
 export interface Result {
@@ -162,6 +164,8 @@ export interface Result {
   bytesRead: number;
   verified: boolean;
   targetSnapshot?: TargetSnapshotResult;
+  /** How the target was read and written ("reads O_DIRECT, writes O_DIRECT"; io/direct.ts). Optional: older targets send none. */
+  io?: string;
 }
 
 /** Server → client before WELCOME (clients with the wait capability): the session waits for a slot. */

@@ -27,8 +27,7 @@ import { makeFingerprint } from '../engine/fingerprint.js';
 import { checkStart, geometryOf, runSourceSide } from '../engine/session.js';
 import { DeviceWriter, PeerSink } from '../engine/sinks.js';
 import { runTarget, type TargetSink } from '../engine/target.js';
-import { checkJobName } from '../lvm/argv.js';
-import { jobNameOf } from '../lvm/sync-options.js';
+import { checkJobName, jobNameOfPath } from '../lvm/argv.js';
 import { DEFAULT_STATE_DIR, DEFAULT_WAIT_TIMEOUT } from './config.js';
 import { checkAllowed, checkRequest, OPEN_POLICY, type Retention, type ServerConfig, type ServerPolicy } from './policy.js';
 import { answerHistory, historyPlan, withHistoryCopy, type HistoryPlan } from './history.js';
@@ -172,7 +171,7 @@ function snapshotPlan(hello: Hello, cfg: ServerConfig): SnapshotPlan | undefined
   }
   let job: string;
   try {
-    job = req.job !== undefined ? checkJobName(req.job) : jobNameOf({}, hello.path);
+    job = req.job !== undefined ? checkJobName(req.job) : jobNameOfPath(hello.path);
   } catch (err) {
     throw new BlkError(ExitCode.REMOTE, `malformed HELLO: policySnapshot.job: ${(err as Error).message}`);
   }
@@ -218,6 +217,7 @@ async function withTargetSnapshot(inner: TargetSink, device: string, plan: Snaps
   return {
     record: (frame, at) => inner.record(frame, at),
     dispose: () => inner.dispose?.(),
+    io: inner.io,
     async finish(done?: Done) {
       const r = await inner.finish(done);
       const fp = (d: string | undefined) => (d ? makeFingerprint(start.seed, start.blockSize, start.compareSize, d) : undefined);

@@ -1,0 +1,181 @@
+// Tables D, E and F of `npm run bench` (issue 13), and the dd baseline of a full copy.
+// D: page cache. Each image's pages are dropped (posix_fadvise DONTNEED through
+//    `dd oflag=nocache conv=notrunc,fdatasync count=0`: these files only, not the whole machine's cache), a sync runs
+//    (local no change, local 1%, 1% over SSH), then `fincore` says how much of each is cached.
+//    Hot file: a memory cgroup (v1) limited to 3/4 of --size; in it `cat hot` twice (a hot file
+//    of half of --size), then the no-change sync, then the hot file's residency; three runs.
+// E: cold cache: the same drop before each run; the sync against `cat a ‖ cat b`, also dropped.
+// F: start-up CPU of `blkdelta --version` and of `blkdelta server` (stdin closed), best of five.
+// Memory: see images.ts. Interrupted: the cgroup is removed in finally (its processes are ours
+// and gone); files stay in the work dir, which bench.ts removes.
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, rmdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { startSshd } from '../test/helpers/sshd.js';
+import { residentBytes } from '../src/io/direct.js';
+import { bestOf2, BLOCK, type Images } from './cases.js';
+import { changeRandomBlocks, makeRandomImage, makeSparse } from './images.js';
+import { BIN, probedRemoteCmd, runBlkdelta, timeParallel, type SyncRun } from './measure.js';
+
+export interface CacheRow {
+  name: string;
+  run: SyncRun;
+  sourceResident: number;
+  targetResident: number;
+}
+
+export interface HotRow {
+  run: SyncRun;
+  hotSize: number;
+  hotResident: number;
+  limit: number;
+  sourceResident: number;
+  targetResident: number;
+}
+
+export interface TableD {
+  rows: CacheRow[];
+  hot: HotRow[];
+  /** Why the hot-file test did not run (no cgroup v1 memory controller). */
+  hotSkipped?: string;
+}
+
+export interface ColdRow {
+  name: string;
+  run: SyncRun;
+  catMs: number;
+}
+
+export interface Startup {
+  versionCpuMs: number;
+  serverCpuMs: number;
+  nodeCpuMs: number;
+}
+
+export interface DdCopy {
+  wallMs: number;
+  cpuMs: number;
+}
+
+/** Writes path's dirty pages back (fdatasync), then drops its pages from the page cache (DONTNEED). */
+export function dropCache(path: string): void {
+  const r = spawnSync('dd', [`of=${path}`, 'oflag=nocache', 'conv=notrunc,fdatasync', 'count=0', 'status=none']);
+  if (r.status !== 0) throw new Error(`dd iflag=nocache on ${path} failed: ${r.stderr}`);
+}
+
+const resident = (path: string) => residentBytes(path) ?? NaN;
+
+async function cachedRun(name: string, img: Images, args: string[] | ((probe: string) => string[]), dir: string, prefix: string[] = []): Promise<CacheRow> {
+  dropCache(img.a);
+  dropCache(img.b);
+  const run = await runBlkdelta(args, dir, prefix);
+  return { name, run, sourceResident: resident(img.a), targetResident: resident(img.b) };
+}
+
+/** Table D without the hot file: local no change, local 1%, 1% over SSH. */
+export async function tableD(img: Images, dir: string): Promise<TableD> {
+  const rows: CacheRow[] = [];
+  rows.push(await cachedRun('local, no change', img, ['sync', img.a, img.b], dir));
+  changeRandomBlocks(img.b, img.size, BLOCK, 0.01, 3);
+  rows.push(await cachedRun('local, 1% changed', img, ['sync', img.a, img.b], dir));
+  const sshd = await startSshd();
+  try {
+    changeRandomBlocks(img.b, img.size, BLOCK, 0.01, 4);
+    const dst = `ssh://${sshd.user}@127.0.0.1:${sshd.port}${img.b}`;
+    rows.push(await cachedRun('ssh, 1% changed', img, (probe) => ['sync', img.a, dst, '--identity', sshd.userKey.privatePath,
+      '--known-hosts', sshd.knownHosts, '--remote-cmd', probedRemoteCmd(probe)], dir));
+  } finally {
+    await sshd.stop();
+  }
+  const hot = await hotFile(img, dir);
+  return { rows, ...hot };
+}
+
+/** The memory cgroup (v1) this process is in, or why there is none. */
+function memoryCgroup(): string | { skipped: string } {
+  const line = readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => /^\d+:memory:/.test(l));
+  const root = '/sys/fs/cgroup/memory';
+  if (!line || !existsSync(join(root, 'memory.limit_in_bytes'))) return { skipped: 'no cgroup v1 memory controller here' };
+  return join(root, line.split(':')[2]!);
+}
+
+/** The hot-file test: three no-change syncs in a memory-limited cgroup that holds a hot file. */
+async function hotFile(img: Images, dir: string): Promise<{ hot: HotRow[]; hotSkipped?: string }> {
+  const parent = memoryCgroup();
+  if (typeof parent !== 'string') return { hot: [], hotSkipped: parent.skipped };
+  const cg = join(parent, `blkdelta-bench-${process.pid}`);
+  const hotPath = join(dir, 'hot.img');
+  const hotSize = Math.floor(img.size / 2 / BLOCK) * BLOCK;
+  const limit = Math.floor((img.size * 3) / 4);
+  mkdirSync(cg);
+  try {
+    writeFileSync(join(cg, 'memory.limit_in_bytes'), String(limit));
+    const inCg = ['sh', '-c', `echo $$ > ${join(cg, 'cgroup.procs')} && exec "$@"`, 'sh'];
+    makeRandomImage(hotPath, hotSize, 'hot');
+    dropCache(hotPath);
+    const hot: HotRow[] = [];
+    for (let i = 0; i < 3; i++) {
+      for (let k = 0; k < 2; k++) await timeParallel([{ argv: [...inCg, 'cat', hotPath] }], false);
+      const row = await cachedRun('hot', img, ['sync', img.a, img.b], dir, inCg);
+      hot.push({ run: row.run, hotSize, hotResident: resident(hotPath), limit, sourceResident: row.sourceResident, targetResident: row.targetResident });
+    }
+    return { hot };
+  } finally {
+    rmSync(hotPath, { force: true });
+    rmdirSync(cg);
+  }
+}
+
+/** Table E: no change and 1% with both images dropped from the cache, against cold `cat a ‖ cat b`. */
+export async function tableE(img: Images, dir: string): Promise<ColdRow[]> {
+  const catCold = () => bestOf2(() => {
+    dropCache(img.a);
+    dropCache(img.b);
+    return timeParallel([{ argv: ['cat', img.a] }, { argv: ['cat', img.b] }], false);
+  });
+  const rows: ColdRow[] = [];
+  rows.push({ name: 'no change', run: (await cachedRun('', img, ['sync', img.a, img.b], dir)).run, catMs: await catCold() });
+  changeRandomBlocks(img.b, img.size, BLOCK, 0.01, 5);
+  rows.push({ name: '1% changed', run: (await cachedRun('', img, ['sync', img.a, img.b], dir)).run, catMs: await catCold() });
+  return rows;
+}
+
+/** user + sys CPU of argv (stdin /dev/null), best of five, through /usr/bin/time. */
+function cpuOf(argv: string[], dir: string): number {
+  const out = join(dir, 'time.out');
+  let best = Infinity;
+  for (let i = 0; i < 5; i++) {
+    const r = spawnSync('/usr/bin/time', ['-o', out, '-f', '%U %S', ...argv], { stdio: ['ignore', 'ignore', 'ignore'] });
+    if (r.status !== 0) throw new Error(`${argv.join(' ')} exited with ${r.status}`);
+    const [u, s] = readFileSync(out, 'utf8').trim().split(/\s+/).map(Number);
+    best = Math.min(best, (u! + s!) * 1000);
+  }
+  return best;
+}
+
+/** Table F: start-up CPU. */
+export function tableF(dir: string): Startup {
+  return { versionCpuMs: cpuOf([BIN, '--version'], dir), serverCpuMs: cpuOf([BIN, 'server'], dir), nodeCpuMs: cpuOf([process.execPath, '-e', '0'], dir) };
+}
+
+/** `dd if=a of=c bs=4M conv=fsync,notrunc` into an empty sparse file (as blkdelta's case (d)), best of two. */
+export function ddCopy(img: Images, dir: string): DdCopy {
+  const c = join(dir, 'dd-copy.img');
+  const out = join(dir, 'time.out');
+  let best: DdCopy = { wallMs: Infinity, cpuMs: Infinity };
+  try {
+    for (let i = 0; i < 2; i++) {
+      rmSync(c, { force: true });
+      makeSparse(c, img.size);
+      const t0 = process.hrtime.bigint();
+      const r = spawnSync('/usr/bin/time', ['-o', out, '-f', '%U %S', 'dd', `if=${img.a}`, `of=${c}`, 'bs=4M', 'conv=fsync,notrunc', 'status=none']);
+      const wallMs = Number(process.hrtime.bigint() - t0) / 1e6;
+      if (r.status !== 0) throw new Error(`dd copy failed: ${r.stderr}`);
+      const [u, s] = readFileSync(out, 'utf8').trim().split(/\s+/).map(Number);
+      if (wallMs < best.wallMs) best = { wallMs, cpuMs: (u! + s!) * 1000 };
+    }
+    return best;
+  } finally {
+    rmSync(c, { force: true });
+  }
+}

@@ -1,0 +1,205 @@
+// Reading and writing a device without filling the page cache (issue 13: a busy server's cache
+// is what keeps its NFS fast). Node has no posix_fadvise, so this goes through O_DIRECT: a
+// second descriptor on the same open file (/proc/self/fd/N, never a new lookup of the path),
+// reads and writes of page-aligned buffers (WebAssembly memory: its base is page-aligned) at
+// 4 KiB-aligned offsets and lengths.
+//   open:  a mounted source, and a device already (almost) wholly in the page cache is read through the cache: its
+//          pages are there anyway, and O_DIRECT would re-read them from the disk (6x slower warm
+//          here); otherwise O_DIRECT, when the file system takes it
+//   read:  O_DIRECT for the whole aligned request; what the kernel refuses (EINVAL: an
+//          unaligned device or buffer) switches this descriptor to buffered reads for the rest
+//          of the run, and the mode says why; a short direct read (the end of a file whose size
+//          is not aligned) finishes buffered
+//   write: the same, for aligned ranges copied into an aligned staging buffer; the unaligned
+//          tail of a device goes through the cache (one partial page). Small writes (under
+//          SMALL_WRITE: scattered changed blocks) go through the cache too, where the kernel
+//          merges and schedules them (one O_DIRECT write each waited ~1 ms on a busy disk);
+//          every DROP_EVERY bytes of them, and at the end, they are written back (fdatasync)
+//          and the file's clean pages dropped (posix_fadvise DONTNEED via dd nocache)
+// Memory: the caller's buffers, plus one staging buffer of the largest write for a writer.
+// Interrupted: nothing is left but what was written; the fds close with the Device's owner.
+import fs from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { BlkError, ExitCode, describe } from '../errors.js';
+import { readFull, writeFull, type Device } from './device.js';
+
+/** O_DIRECT offsets and lengths are multiples of this (the largest logical block size in use). */
+export const ALIGN = 4096;
+/** A device at least this fraction resident in the page cache is read through the cache. */
+export const RESIDENT_ENOUGH = 0.9;
+
+/** Writes below this size go through the page cache (dropped every DROP_EVERY bytes and at the end). */
+export const SMALL_WRITE = 64 * 1024;
+export const DROP_EVERY = 32 * 1024 * 1024;
+
+const roundUp = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
+const aligned = (n: number) => n % ALIGN === 0;
+
+/** A page-aligned, zero-filled buffer of at least size bytes (WebAssembly memory, not movable). */
+export function alignedBuffer(size: number): Buffer {
+  const mem = new WebAssembly.Memory({ initial: Math.max(1, Math.ceil(size / 65536)) });
+  return Buffer.from(mem.buffer, 0, size);
+}
+
+/** Bytes of path resident in the page cache (util-linux fincore), or undefined when unknown. */
+export function residentBytes(path: string): number | undefined {
+  const r = spawnSync('fincore', ['--bytes', '--noheadings', '--raw', '--output', 'RES', path], { encoding: 'utf8', timeout: 10_000 });
+  const n = r.status === 0 ? Number(r.stdout.trim()) : NaN;
+  return Number.isFinite(n) ? n : undefined;
+}
+
+/** Reads and writes of one device that bypass the page cache where they can; `mode` says how it went. */
+export class DirectIo {
+  private fd: number | undefined;
+  /** "O_DIRECT", or why the page cache is used ("already in the page cache", "O_DIRECT refused: ..."). */
+  mode: string;
+  private staging: Buffer | undefined;
+  /** Bytes of small writes in the cache since the last dropWritten(). */
+  private cachedBytes = 0;
+
+  private constructor(private readonly dev: Device, fd: number | undefined, mode: string) {
+    this.fd = fd;
+    this.mode = mode;
+  }
+
+  /**
+   * write: the fd is opened read-write (the device's own fd must be), and always O_DIRECT if it
+   * can. resident: how much of the device is in the page cache (default fincore; tests).
+   */
+  static open(dev: Device, opts: { write?: boolean; resident?: (path: string) => number | undefined } = {}): DirectIo {
+    // A mounted file system's cached blocks can be newer than the disk under it (measured: ext4
+    // mounted read-only on a loop device); its readers must see the cache.
+    if (dev.mounted?.length) return new DirectIo(dev, undefined, `page cache (mounted at ${dev.mounted.join(', ')})`);
+    const res = opts.write ? undefined : (opts.resident ?? residentBytes)(dev.path);
+    if (res !== undefined && dev.size > 0 && res >= dev.size * RESIDENT_ENOUGH) {
+      return new DirectIo(dev, undefined, 'page cache (the device was already cached)');
+    }
+    const flags = (opts.write ? fs.constants.O_RDWR : fs.constants.O_RDONLY) | fs.constants.O_DIRECT;
+    try {
+      return new DirectIo(dev, fs.openSync(`/proc/self/fd/${dev.fd}`, flags), 'O_DIRECT');
+    } catch (err) {
+      return new DirectIo(dev, undefined, `page cache (O_DIRECT refused: ${describe(err)})`);
+    }
+  }
+
+  get direct(): boolean {
+    return this.fd !== undefined;
+  }
+
+  /**
+   * readFull (device.ts) of [pos, pos+len) into buf; O_DIRECT when buf is page-aligned memory
+   * (alignedBuffer, a BlockHasher's chunk) with room for len rounded up to 4 KiB.
+   */
+  read(buf: Buffer, len: number, pos: number, zeroFill = false): void {
+    let got = 0;
+    if (this.fd !== undefined && aligned(pos) && roundUp(len) <= buf.length && len > 0) {
+      got = this.attempt(() => fs.readSync(this.fd!, buf, 0, roundUp(len), pos));
+      got = Math.min(got, len);
+    }
+    if (got < len) readFull(this.dev, buf.subarray(got), len - got, pos + got, zeroFill);
+  }
+
+  /**
+   * read(), with the O_DIRECT part on libuv's thread pool, so the caller hashes one chunk while
+   * the next is read (read ahead). Buffered mode reads synchronously (from the cache: fast).
+   * The caller must await it before close().
+   */
+  async readAsync(buf: Buffer, len: number, pos: number, zeroFill = false): Promise<void> {
+    let got = 0;
+    if (this.fd !== undefined && aligned(pos) && roundUp(len) <= buf.length && len > 0) {
+      const fd = this.fd;
+      got = await new Promise<number>((resolve) => fs.read(fd, buf, 0, roundUp(len), pos, (err, n) => resolve(err ? this.failed(err) : n)));
+      got = Math.min(got, len);
+    }
+    if (got < len) readFull(this.dev, buf.subarray(got), len - got, pos + got, zeroFill);
+  }
+
+  /** writeFull (device.ts) of data at pos; O_DIRECT (through a staging copy) for aligned ranges. */
+  write(data: Uint8Array, pos: number): void {
+    let done = 0;
+    if (this.fd !== undefined && aligned(pos) && aligned(data.length) && data.length > 0) {
+      const stage = this.stage(data.length);
+      stage.set(data);
+      done = this.attempt(() => fs.writeSync(this.fd!, stage, 0, data.length, pos));
+    }
+    if (done < data.length) writeFull(this.dev, data.subarray(done), pos + done);
+  }
+
+  /**
+   * write(), with the O_DIRECT part on libuv's thread pool: the caller's other loop (the target
+   * hashing ahead) runs while the disk writes. One call at a time (one staging buffer).
+   */
+  async writeAsync(data: Uint8Array, pos: number): Promise<void> {
+    let done = 0;
+    if (this.fd !== undefined && data.length < SMALL_WRITE) return this.writeCached(data, pos);
+    if (this.fd !== undefined && aligned(pos) && aligned(data.length) && data.length > 0) {
+      const stage = this.stage(data.length);
+      stage.set(data);
+      const fd = this.fd;
+      done = await new Promise<number>((resolve) => fs.write(fd, stage, 0, data.length, pos, (err, n) => resolve(err ? this.failed(err) : n)));
+    }
+    if (done < data.length) writeFull(this.dev, data.subarray(done), pos + done);
+  }
+
+  /** A small write through the cache; every DROP_EVERY bytes of them are written back and dropped. */
+  private writeCached(data: Uint8Array, pos: number): void {
+    writeFull(this.dev, data, pos);
+    this.cachedBytes += data.length;
+    if (this.cachedBytes >= DROP_EVERY) this.dropWritten();
+  }
+
+  /**
+   * Writes back and drops the pages small writes left in the cache (fdatasync, then DONTNEED
+   * over the file through dd, which Node lacks); the owner calls it after its final fsync.
+   */
+  dropWritten(): void {
+    if (this.cachedBytes === 0) return;
+    this.cachedBytes = 0;
+    try {
+      fs.fdatasyncSync(this.dev.fd);
+    } catch (err) {
+      throw new BlkError(ExitCode.IO, `fdatasync of ${this.dev.path} failed: ${describe(err)}`, { cause: err });
+    }
+    spawnSync('dd', [`of=/proc/${process.pid}/fd/${this.dev.fd}`, 'oflag=nocache', 'conv=notrunc', 'count=0', 'status=none'], { stdio: 'ignore', timeout: 60_000 });
+  }
+
+  /** Zeros over [offset, offset+length), in steps of at most `step` bytes. */
+  writeZeros(offset: number, length: number, step = 1024 * 1024): void {
+    const zeros = this.stage(Math.min(step, length));
+    for (let done = 0; done < length; done += zeros.length) {
+      const n = Math.min(zeros.length, length - done);
+      zeros.fill(0, 0, n);
+      this.write(zeros.subarray(0, n), offset + done);
+    }
+  }
+
+  close(): void {
+    if (this.fd !== undefined) fs.closeSync(this.fd);
+    this.fd = undefined;
+  }
+
+  // Runs one direct read or write. On a failure the caller redoes the request through the cache
+  // (where a real I/O error is reported as usual); EINVAL (the kernel's "not aligned enough
+  // here") also turns O_DIRECT off for the rest of the run.
+  private attempt(io: () => number): number {
+    try {
+      return io();
+    } catch (err) {
+      return this.failed(err);
+    }
+  }
+
+  private failed(err: unknown): 0 {
+    if ((err as NodeJS.ErrnoException).code === 'EINVAL' && this.fd !== undefined) {
+      this.close();
+      this.mode = `page cache (O_DIRECT refused: ${describe(err)})`;
+    }
+    return 0;
+  }
+
+  // The staging buffer, grown (replaced) to hold n bytes.
+  private stage(n: number): Buffer {
+    if (!this.staging || this.staging.length < n) this.staging = alignedBuffer(roundUp(n));
+    return this.staging;
+  }
+}

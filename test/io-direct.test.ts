@@ -1,0 +1,106 @@
+// io/direct.ts on real files: O_DIRECT reads and writes give the same bytes as buffered ones,
+// the fallbacks (unaligned buffer, unaligned size, a cached device) say so, and a local sync of
+// files dropped from the page cache leaves (almost) nothing of them cached (fincore).
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import { openSource, openTarget } from '../src/io/device.js';
+import { DirectIo, alignedBuffer, residentBytes } from '../src/io/direct.js';
+import { Workspace, randomFile, readAt, sha256, syncFiles, touchBlocks } from './helpers/engine-fixture.js';
+
+const ws = new Workspace('blkdelta-direct-');
+test.after.always(() => ws.cleanup());
+const MiB = 1 << 20;
+
+/** Writes p's dirty pages back (fdatasync), then drops its pages from the page cache. */
+const dropCache = (p: string) => spawnSync('dd', [`of=${p}`, 'oflag=nocache', 'conv=notrunc,fdatasync', 'count=0', 'status=none']);
+/** The workspace's file system type (tmpfs keeps every page of a file in memory, whatever we do). */
+const fsType = () => spawnSync('stat', ['-f', '-c', '%T', ws.dir], { encoding: 'utf8' }).stdout.trim();
+const uncached = () => 0;
+
+/** A random file of size bytes opened as a source with a DirectIo (residency 0), both closed after f. */
+function withReader(name: string, size: number, f: (io: DirectIo, p: string) => void): void {
+  const p = ws.fresh(name);
+  randomFile(p, size);
+  const dev = openSource(p);
+  const io = DirectIo.open(dev, { resident: uncached });
+  try {
+    f(io, p);
+  } finally {
+    io.close();
+    dev.close();
+  }
+}
+
+test('reads: O_DIRECT into aligned memory gives the bytes of a buffered read, also for an unaligned size', (t) => {
+  for (const size of [3 * MiB, 3 * MiB + 1000, 1000]) {
+    withReader('r.img', size, (io, p) => {
+      const buf = alignedBuffer(MiB);
+      for (let pos = 0; pos < size; pos += MiB) {
+        const len = Math.min(MiB, size - pos);
+        io.read(buf, len, pos);
+        t.true(buf.subarray(0, len).equals(readAt(p, pos, len)), `size ${size} at ${pos}`);
+      }
+      t.is(io.mode, 'O_DIRECT');
+    });
+  }
+});
+
+test('reads: an unaligned buffer is refused by the kernel (EINVAL): buffered from then on, said in the mode', (t) => {
+  withReader('u.img', MiB, (io, p) => {
+    const buf = Buffer.from(alignedBuffer(MiB + 8192).buffer, 512 + 7, MiB); // 7 bytes past a sector
+    io.read(buf, MiB, 0);
+    t.true(buf.equals(readAt(p, 0, MiB)));
+    t.regex(io.mode, /^page cache \(O_DIRECT refused: EINVAL/);
+    t.false(io.direct);
+  });
+});
+
+test('reads: a device already in the page cache is read through it', (t) => {
+  const p = ws.fresh('c.img');
+  randomFile(p, MiB);
+  const dev = openSource(p);
+  const io = DirectIo.open(dev, { resident: () => MiB });
+  t.is(io.mode, 'page cache (the device was already cached)');
+  io.close();
+  dev.close();
+});
+
+test('writes: aligned ranges with O_DIRECT, an unaligned tail through the cache; the bytes are right', async (t) => {
+  const p = ws.fresh('w.img');
+  const size = 2 * MiB + 1000;
+  randomFile(p, size);
+  const dev = openTarget(p, { write: true });
+  const io = DirectIo.open(dev, { write: true });
+  try {
+    const data = Buffer.alloc(size, 0xab);
+    await io.writeAsync(data.subarray(0, MiB), 0);
+    io.write(data.subarray(MiB, 2 * MiB), MiB);
+    io.write(data.subarray(2 * MiB), 2 * MiB);
+    io.writeZeros(4096, 8192);
+    t.is(io.mode, 'O_DIRECT');
+  } finally {
+    io.close();
+    dev.close();
+  }
+  const back = readAt(p, 0, size);
+  t.true(back.subarray(0, 4096).every((b) => b === 0xab));
+  t.true(back.subarray(4096, 12288).every((b) => b === 0));
+  t.true(back.subarray(12288).every((b) => b === 0xab));
+});
+
+test('a local sync of files dropped from the page cache leaves almost none of them cached', async (t) => {
+  if (fsType() === 'tmpfs') return t.pass('the work dir is on tmpfs: every page of a file is memory there');
+  if (residentBytes('/proc/self/exe') === undefined) return t.pass('fincore is missing: apt-get install util-linux');
+  const { src, dst } = ws.pair(16 * MiB);
+  touchBlocks(dst, 4096, [3, 100, 2000, 4000]);
+  dropCache(src);
+  dropCache(dst);
+  const s = await syncFiles(src, dst);
+  t.is(s.blocksWritten, 4);
+  t.is(s.sourceIo, 'O_DIRECT');
+  t.is(s.targetIo, 'reads O_DIRECT, writes O_DIRECT');
+  // the allowance: a few pages the file system may read around a write (extent tree, journal)
+  t.true(residentBytes(src)! <= 256 * 1024, `source: ${residentBytes(src)} bytes cached`);
+  t.true(residentBytes(dst)! <= 256 * 1024, `target: ${residentBytes(dst)} bytes cached`);
+  t.is(sha256(dst), sha256(src));
+});
