@@ -1,7 +1,7 @@
 // Source side of a sync: read the source chunk by chunk, hash its blocks, compare with the
 // target's hashes for the same chunk, and emit one record per run of differing blocks.
 //
-//   for each chunk [pos, pos+chunkSize) of [0, compareSize):
+//   for each chunk [pos, pos+chunkSize) of [0, compareSize) (or of START.ranges: ranges.ts pieces):
 //     read it (one positional read), hash each block with the run's seed
 //     take the target's HASHES frame for this chunk (must name the same first block)
 //     runs of differing blocks (all-zero and data runs kept apart) → makeRecord → sink
@@ -21,6 +21,7 @@ import { Msg } from '../proto/wire.js';
 import type { Conn, Done, Start } from '../proto/messages.js';
 import { readFull, type Device } from '../io/device.js';
 import { FingerprintBuilder } from './fingerprint.js';
+import { pieces } from '../ranges.js';
 
 /** Where the source's records go: the target peer, a patch file, or nowhere (dry-run). */
 export interface RecordSink {
@@ -38,7 +39,7 @@ export interface SourceOptions {
 
 export async function runSource(dev: Device, conn: Conn, start: Start, sink: RecordSink | null, opts: SourceOptions): Promise<Done> {
   const h = await loadHasher();
-  const { blockSize: bs, chunkSize, compareSize } = start;
+  const { blockSize: bs, chunkSize } = start;
   const bh = await blockHasher(chunkSize, bs, BigInt(start.seed));
   const buf = bh.chunk;
   const local = Buffer.allocUnsafe((chunkSize / bs) * 8);
@@ -47,9 +48,9 @@ export async function runSource(dev: Device, conn: Conn, start: Start, sink: Rec
   const after = await FingerprintBuilder.create(BigInt(start.seed));
   const before = await FingerprintBuilder.create(BigInt(start.seed));
 
-  for (let pos = 0; pos < compareSize; pos += chunkSize) {
+  let bytesDone = 0;
+  for (const [pos, len] of pieces(start)) { // START.ranges: only those blocks
     opts.signal?.throwIfAborted();
-    const len = Math.min(chunkSize, compareSize - pos);
     readFull(dev, buf, len, pos);
     done.bytesRead += len;
     const n = bh.hash(len, local);
@@ -73,9 +74,10 @@ export async function runSource(dev: Device, conn: Conn, start: Start, sink: Rec
       }
     }
     await sink?.region?.(pos, len, remote);
-    opts.onChunk?.(pos + len, done.blocksDiffering * bs);
+    opts.onChunk?.(bytesDone += len, done.blocksDiffering * bs);
     await turn();
   }
+  if (start.ranges) return done; // fingerprints cover the whole device
   return { ...done, fingerprint: after.hex(), baseFingerprint: before.hex() };
 }
 

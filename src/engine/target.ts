@@ -1,5 +1,5 @@
 // Target side of a sync. Two loops run side by side:
-//   hashes:  for each chunk of [0, compareSize): read (past the end of a file: zeros), hash;
+//   hashes:  for each chunk of [0, compareSize) (or of START.ranges): read (past the end of a file: zeros), hash;
 //            the HASHES frames of BATCH_BYTES of chunks go out in one write (waits when the
 //            channel is full)
 //   records: take RECORD frames until DONE and hand each to the sink (the device or a patch)
@@ -18,6 +18,7 @@ import { blockHasher } from '../hash.js';
 import { Msg, msgName, parseJson } from '../proto/wire.js';
 import { checkFields, type Conn, type Done, type Result, type Start } from '../proto/messages.js';
 import { readFull, type Device } from '../io/device.js';
+import { pieces } from '../ranges.js';
 
 /** Device bytes whose HASHES frames are sent in one write (at most 16 frames of 1 MiB chunks). */
 const BATCH_BYTES = 16 * 1024 * 1024;
@@ -36,16 +37,19 @@ export interface TargetSink {
 export async function runTarget(dev: Device, conn: Conn, start: Start, sink: TargetSink | null, signal?: AbortSignal, onChunk?: (bytesDone: number, bytesDiffering: number) => void): Promise<{ done: Done; result: Result }> {
   let bytesRead = 0;
   const hashes = async (stop: AbortSignal) => {
-    const { blockSize: bs, chunkSize, compareSize } = start;
+    const { blockSize: bs, chunkSize } = start;
     const bh = await blockHasher(chunkSize, bs, BigInt(start.seed));
     const buf = bh.chunk;
     // HASHES frames are queued in the writer's batch and go out together every BATCH_BYTES of the device
     const perBatch = Math.max(1, Math.floor(BATCH_BYTES / chunkSize));
     const frame = Buffer.allocUnsafe(8 + (chunkSize / bs) * 8); // copied into the batch by sendBatched
-    for (let pos = 0, k = 1; pos < compareSize; pos += chunkSize, k++) {
+    let k = 0;
+    let bytesDone = 0;
+    for (const [pos, len] of pieces(start)) { // START.ranges: only those blocks
       signal?.throwIfAborted();
       stop.throwIfAborted();
-      const len = Math.min(chunkSize, compareSize - pos);
+      k++;
+      bytesDone += len;
       const inDevice = Math.max(0, Math.min(len, dev.size - pos));
       readFull(dev, buf, len, pos, true);
       bytesRead += inDevice;
@@ -53,12 +57,14 @@ export async function runTarget(dev: Device, conn: Conn, start: Start, sink: Tar
       const n = bh.hash(len, frame, 8);
       sink?.hashes?.(pos, len, frame.subarray(8, 8 + n * 8));
       await untilStopped(conn.writer.sendBatched(Msg.HASHES, frame.subarray(0, 8 + n * 8)), stop);
-      if (k % perBatch === 0 || pos + len >= compareSize) {
-        await untilStopped(conn.writer.flush(), stop);
-        onChunk?.(pos + len, 0);
-        await turn();
-      }
+      if (k % perBatch === 0) await flushed(bytesDone, stop);
     }
+    if (k % perBatch !== 0) await flushed(bytesDone, stop);
+  };
+  const flushed = async (bytesDone: number, stop: AbortSignal) => {
+    await untilStopped(conn.writer.flush(), stop);
+    onChunk?.(bytesDone, 0);
+    await turn();
   };
   const records = async (stop: AbortSignal): Promise<Done> => {
     for (;;) {

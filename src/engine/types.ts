@@ -2,6 +2,7 @@
 import type { Transport } from '../transport/transport.js';
 import type { Fingerprint } from './fingerprint.js';
 import type { SnapshotReport } from '../lvm/snapshot.js';
+import type { BlockRange } from '../ranges.js';
 
 /** strict: sizes must match; grow: extend a smaller file target; min: compare the common prefix. */
 export type SizePolicy = 'strict' | 'grow' | 'min';
@@ -50,6 +51,12 @@ export interface SyncOptions {
    * made, watched and removed under the server's policy (server/snapshots.ts).
    */
   sourceSnapshot?: { job: string };
+  /**
+   * Compare and write only these blocks ([first, count] in blockSize; merged and clipped here):
+   * an incremental run (lvm/incremental.ts). Not with mode 'patch'. The summary then has no
+   * fingerprints. The peer must speak the ranges capability.
+   */
+  ranges?: readonly BlockRange[];
   /** Start the local half of the protocol as this transport's peer (tests; default: spawn). */
   localTransport?: Transport;
   signal?: AbortSignal;

@@ -5,6 +5,7 @@
 import type { Channel } from '../transport/transport.js';
 import type { TargetSnapshotRequest, TargetSnapshotResult } from '../engine/types.js';
 import type { SnapshotReport } from '../lvm/snapshot.js';
+import type { BlockRange } from '../ranges.js';
 import { BlkError, ExitCode, peerExitCode, printable } from '../errors.js';
 import { FrameReader, FrameWriter, Msg, msgName, parseJson, type Frame, type MsgType } from './wire.js';
 
@@ -14,9 +15,10 @@ export const PROTOCOL_VERSION = 1;
  * Capabilities this build speaks; a peer may list more, never fewer for what is asked of it.
  * policy-snapshot: HELLO.policySnapshot (the server's [server.target_snapshot] decides size and
  * retention; HELLO.targetSnapshot of older clients is refused). wait: the server may send WAIT
- * frames before WELCOME while the session waits for a max_concurrent slot.
+ * frames before WELCOME while the session waits for a max_concurrent slot. ranges: START.ranges
+ * (both sides hash only those blocks: an incremental run).
  */
-export const CAPS = ['lz4', 'zero', 'grow', 'verify', 'source-snapshot', 'policy-snapshot', 'wait'] as const;
+export const CAPS = ['lz4', 'zero', 'grow', 'verify', 'source-snapshot', 'policy-snapshot', 'wait', 'ranges'] as const;
 
 export type Role = 'source' | 'target';
 
@@ -64,6 +66,12 @@ export interface Start {
   recordsToPeer: boolean;
   compress: boolean;
   verify: boolean;
+  /**
+   * Only these blocks ([first, count], sorted, disjoint, inside compareSize) are read, hashed and
+   * compared by both sides, in this order; absent: all of [0, compareSize). Needs the ranges
+   * capability. A DONE of a ranged run carries no fingerprints (they cover the whole device).
+   */
+  ranges?: BlockRange[];
 }
 
 export interface Done {
