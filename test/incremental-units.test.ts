@@ -19,6 +19,7 @@ test('thin_delta XML (real, 64 KiB pool chunks): different, left_only (a discard
   t.deepEqual([d.left, d.right], [2, 3]);
   // the capture wrote 4 KiB blocks 100, 200-202, 500, 900, discarded 4-5 MiB, wrote 20-22 MiB
   t.deepEqual(d.changed, [[6, 1], [12, 1], [31, 1], [56, 1], [64, 16], [320, 32]]);
+  t.is(d.leftOnlyBlocks, 4 + 16, 'the base pins the old versions of the rewritten blocks and the discarded ones');
 });
 
 test('thin_delta XML of a snapshot against itself: nothing changed', (t) => {

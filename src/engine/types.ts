@@ -3,6 +3,7 @@ import type { Transport } from '../transport/transport.js';
 import type { Fingerprint } from './fingerprint.js';
 import type { SnapshotReport } from '../lvm/snapshot.js';
 import type { BlockRange } from '../ranges.js';
+import type { IncrementalReport } from '../lvm/base-record.js';
 
 /** strict: sizes must match; grow: extend a smaller file target; min: compare the common prefix. */
 export type SizePolicy = 'strict' | 'grow' | 'min';
@@ -131,6 +132,8 @@ export interface SyncSummary {
    */
   fingerprint?: Fingerprint;
   baseFingerprint?: Fingerprint;
+  /** --incremental / incremental = true: which kind of run it was, why a full compare, the base. */
+  incremental?: IncrementalReport;
   /** A local source block device mounted read-write while it was read: the copy may be torn. */
   sourceMountedRw?: string[];
 }

@@ -19,6 +19,8 @@ export interface ThinDelta {
   left: number;
   right: number;
   changed: BlockRange[];
+  /** Pool blocks only the left (the base) maps: different + left_only, what the base pins. */
+  leftOnlyBlocks: number;
 }
 
 const CHANGED = new Set(['different', 'left_only', 'right_only']);
@@ -32,13 +34,16 @@ export function parseThinDelta(xml: string): ThinDelta {
   const sectors = intAttr(sb[1]!, 'data_block_size', bad);
   if (sectors <= 0) throw bad(`data_block_size ${sectors}`);
   const changed: BlockRange[] = [];
+  let leftOnlyBlocks = 0;
   const body = xml.slice(diff.index + diff[0].length, xml.lastIndexOf('</diff>'));
   const re = /<(\w+)\b([^>]*)\/>|(\S)/g;
   for (let m = re.exec(body); m; m = re.exec(body)) {
     if (m[3] !== undefined || !(m[1] === 'same' || CHANGED.has(m[1]!))) throw bad(`unknown content "${m[0].slice(0, 40)}" (verbose output is not supported)`);
-    if (CHANGED.has(m[1]!)) changed.push([intAttr(m[2]!, 'begin', bad), intAttr(m[2]!, 'length', bad)]);
+    if (!CHANGED.has(m[1]!)) continue;
+    changed.push([intAttr(m[2]!, 'begin', bad), intAttr(m[2]!, 'length', bad)]);
+    if (m[1] !== 'right_only') leftOnlyBlocks += changed[changed.length - 1]![1];
   }
-  return { poolBlockBytes: sectors * 512, left: intAttr(diff[1]!, 'left', bad), right: intAttr(diff[1]!, 'right', bad), changed };
+  return { poolBlockBytes: sectors * 512, left: intAttr(diff[1]!, 'left', bad), right: intAttr(diff[1]!, 'right', bad), changed, leftOnlyBlocks };
 }
 
 function intAttr(attrs: string, name: string, bad: (why: string) => Error): number {
