@@ -4,7 +4,9 @@
 //   node dist/bench/bench.js [--size 4G] [--quick] [--dir /var/tmp] [--skip-ssh] [--skip-sparse]
 //   A: random image of --size (default 4 GiB): no change, 1% random 4 KiB blocks, 40 MiB contiguous
 //   B: sparse 1, 4, 16, 64 GiB (peak RSS flatness)      C: the 1% case over SSH vs local
+//   D: incremental vs full compare on a 1 GiB thin LV in the VM lane (incremental-case.ts)
 //   --quick: 1 GiB image, sparse 1 and 4 GiB only (a smoke run of every table).
+//   --skip-vm: no D (it needs the VM lane's tools, and takes ~20 min under TCG); --only-vm: only D.
 // Disk: two images of --size plus a copy of the changed data, in a temp dir under --dir (default
 // the OS temp dir), removed at the end, also after a failure or Ctrl-C. Memory: see images.ts.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -16,6 +18,7 @@ import { GIB, prepareImages, tableA, tableB } from './cases.js';
 import { benchAbort, requireTool } from './measure.js';
 import { markdownA, markdownB, markdownC, markdownTargets, targets, type Results } from './report.js';
 import { tableC } from './ssh-case.js';
+import { markdownD, tableD, targetsD } from './incremental-case.js';
 import { parseSize } from '../src/units.js';
 
 const RESULTS = fileURLToPath(new URL('../../bench/results/latest.json', import.meta.url));
@@ -25,18 +28,19 @@ interface Config {
   sparse: number[];
   dir: string;
   ssh: boolean;
+  vm: 'skip' | 'also' | 'only';
 }
 
 function config(): Config {
   const { values } = parseArgs({
     options: {
       size: { type: 'string' }, quick: { type: 'boolean' }, dir: { type: 'string' },
-      'skip-ssh': { type: 'boolean' }, 'skip-sparse': { type: 'boolean' },
+      'skip-ssh': { type: 'boolean' }, 'skip-sparse': { type: 'boolean' }, 'skip-vm': { type: 'boolean' }, 'only-vm': { type: 'boolean' },
     },
   });
   const size = values.size !== undefined ? parseSize(values.size, '--size') : values.quick ? GIB : 4 * GIB;
   const sparse = values['skip-sparse'] ? [] : (values.quick ? [1, 4] : [1, 4, 16, 64]).map((g) => g * GIB);
-  return { size, sparse, dir: values.dir ?? tmpdir(), ssh: !values['skip-ssh'] };
+  return { size, sparse, dir: values.dir ?? tmpdir(), ssh: !values['skip-ssh'], vm: values['only-vm'] ? 'only' : values['skip-vm'] ? 'skip' : 'also' };
 }
 
 /** The 1, 5 and 15 minute load averages. */
@@ -50,6 +54,7 @@ function section(md: string): void {
 
 async function run(cfg: Config, work: string): Promise<Results> {
   const r: Results = {};
+  if (cfg.vm === 'only') return vmSection(r);
   const img = await prepareImages(work, cfg.size);
   r.a = await tableA(img, work);
   section(markdownA(r.a));
@@ -63,6 +68,12 @@ async function run(cfg: Config, work: string): Promise<Results> {
     r.b = await tableB(cfg.sparse, work);
     section(markdownB(r.b));
   }
+  return cfg.vm === 'also' ? vmSection(r) : r;
+}
+
+async function vmSection(r: Results): Promise<Results> {
+  r.d = await tableD();
+  section(markdownD(r.d));
   return r;
 }
 
@@ -77,7 +88,7 @@ async function main(): Promise<number> {
   section(`## blkdelta bench, ${new Date().toISOString()}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, load average ${loadStart}`);
   try {
     const results = await run(cfg, work);
-    const t = targets(results);
+    const t = [...targets(results), ...(results.d ? targetsD(results.d) : [])];
     section(markdownTargets(t));
     const loadEnd = loadavg();
     section(`Bench wall time: ${((Date.now() - t0) / 1000).toFixed(0)} s; load average at the end ${loadEnd} (other work on the machine skews walls).`);

@@ -4,6 +4,7 @@
 import type { SparseRow, TableA } from './cases.js';
 import type { ProcessFigures, SyncRun } from './measure.js';
 import type { TableC } from './ssh-case.js';
+import type { TableD } from './incremental-case.js';
 
 const MIB = 1024 * 1024;
 export const RSS_LIMIT = 80 * MIB;
@@ -19,6 +20,7 @@ export interface Results {
   a?: TableA;
   b?: SparseRow[];
   c?: TableC;
+  d?: TableD;
 }
 
 const s = (ms: number) => (ms / 1000).toFixed(2) + ' s';

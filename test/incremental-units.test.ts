@@ -186,3 +186,85 @@ test('engine with ranges: more than a chunk per range, ranges past the compared 
   const err = await t.throwsAsync(sync(src, dst, { mode: 'patch', patchOut: ws.fresh('p.patch'), ranges: [[0, 1]] }));
   t.is((err as BlkError).code, ExitCode.USAGE);
 });
+
+// ---- options, config keys, the base record, lvs thin ids ----
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { incrementalOf, type SnapshotArgs } from '../src/lvm/sync-options.js';
+import { parseConfig } from '../src/jobs/config.js';
+import { readBaseRecord, recordProblem, writeBaseRecord, type BaseRecord } from '../src/lvm/base-record.js';
+import { parseThinIds } from '../src/lvm/incremental.js';
+
+type A = SnapshotArgs & { src?: string; dst?: string };
+const refused = test.macro({
+  exec(t: ExecutionContext, a: A, mode: string, mention: string) {
+    const err = t.throws(() => incrementalOf(a, mode, 4096, '/dev/bk/x'), { instanceOf: BlkError });
+    t.is(err?.code, ExitCode.USAGE);
+    t.true(err!.message.includes(mention), err!.message);
+  },
+  title: (_t, a: A, mode: string, mention: string) => `sync ${JSON.stringify(a)} (${mode}) refused: ${mention}`,
+});
+test(refused, { incremental: true, src: 'a', dst: 'b' }, 'write', '--incremental needs --snapshot VG/LV');
+test(refused, { incremental: true, snapshot: 'root@src:vg0/data', src: '/dev/bk/x' }, 'write', '--incremental cannot pull');
+test(refused, { incremental: true, snapshot: 'vg0/data', src: '/dev/bk/x' }, 'dry-run', 'only when writing the target');
+test(refused, { incremental: true, snapshot: 'vg0/data', src: '/dev/bk/x', 'snapshot-size': '1G' }, 'write', 'needs a thin snapshot');
+test(refused, { incremental: true, snapshot: 'vg0/data', src: '/dev/bk/x', 'sample-blocks': -1 }, 'write', '--sample-blocks must be');
+test(refused, { incremental: true, snapshot: 'vg0/data', src: '/dev/bk/x', 'full-compare-every': '7x' }, 'write', '--full-compare-every');
+test(refused, { snapshot: 'vg0/data', src: '/dev/bk/x', 'sample-blocks': 5 }, 'write', '--sample-blocks needs --incremental');
+
+test('sync --incremental options make the spec; without --incremental none', (t) => {
+  t.is(incrementalOf({ snapshot: 'vg0/data', src: '/dev/bk/x' }, 'write', 4096, '/dev/bk/x'), undefined);
+  t.like(incrementalOf({ incremental: true, snapshot: 'vg0/data', src: '/dev/bk/x', 'full-compare-every': '7d', 'sample-blocks': 0, 'state-dir': '/s' }, 'write', 65536, '/dev/bk/x'),
+    { vg: 'vg0', lv: 'data', job: 'vg0-data', stateDir: '/s', target: '/dev/bk/x', blockSize: 65536, sampleBlocks: 0, fullCompareEveryS: 7 * 86400 });
+});
+
+const JOB = '[jobs.thin]\nsource = "/dev/vg0/thin"\ntarget = "/dev/bk/thin"\n';
+test('config: incremental keys read; refusals name the key', (t) => {
+  const cfg = parseConfig(`${JOB}snapshot = true\nincremental = true\nsample_blocks = 64\nfull_compare_every = "7d"\n`, 'b.toml');
+  t.deepEqual(cfg.jobs[0]!.incremental, { sampleBlocks: 64, fullCompareEveryS: 7 * 86400 });
+  const bad = (text: string, want: RegExp) => {
+    const err = t.throws(() => parseConfig(text, 'b.toml'), { instanceOf: BlkError });
+    t.regex(err!.message, want);
+  };
+  bad(`${JOB}incremental = true\n`, /jobs\.thin\.incremental: needs snapshot = "VG\/LV"/);
+  bad(`${JOB}snapshot = true\nsnapshot_size = "1G"\nincremental = true\n`, /jobs\.thin\.snapshot_size: incremental runs need a thin snapshot/);
+  bad(`${JOB}snapshot = true\nsample_blocks = 3\n`, /jobs\.thin\.sample_blocks: needs incremental = true/);
+  bad(`[jobs.p]\nsource = "root@h:/dev/vg0/thin"\ntarget = "/dev/bk/thin"\nsnapshot = true\nincremental = true\n`, /jobs\.p\.incremental: cannot pull/);
+  bad(`${JOB}snapshot = true\nincremental = true\nsample_block = 3\n`, /did you mean sample_blocks\?/);
+});
+
+test('base record: written atomically and read back; missing and malformed records say why', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'blkdelta-base-'));
+  try {
+    t.regex(readBaseRecord(dir, 'j').why ?? '', /no base recorded in .*j\.base\.json \(the first incremental run of job j\)/);
+    const r: BaseRecord = { version: 1, job: 'j', target: '/dev/bk/x', base: { name: 'b', uuid: 'u', thinId: 7 }, blockSize: 4096, madeAt: 'now', pending: [[1, 2]] };
+    writeBaseRecord(dir, r);
+    t.deepEqual(readBaseRecord(dir, 'j').record, r);
+    writeFileSync(join(dir, 'j.base.json'), '{"version":1,');
+    t.regex(readBaseRecord(dir, 'j').why ?? '', /unusable: not JSON/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+const rec = test.macro({
+  exec(t: ExecutionContext, r: unknown, want: RegExp) {
+    t.regex(String(recordProblem(JSON.stringify(r))), want);
+  },
+  title: (_t, _r: unknown, want: RegExp) => `base record refused: ${want.source}`,
+});
+const OK = { version: 1, job: 'j', target: 't', base: null, blockSize: 4096, madeAt: 'x' };
+test(rec, { ...OK, version: 2 }, /version 2 is not 1/);
+test(rec, { ...OK, target: undefined }, /job, target or madeAt missing/);
+test(rec, { ...OK, blockSize: 0 }, /blockSize missing/);
+test(rec, { ...OK, base: { name: 'b' } }, /base is not/);
+test(rec, { ...OK, pending: [[3, 1], [1, 1]] }, /pending is not/);
+test(rec, { ...OK, pending: 'half' }, /pending is not "full"/);
+
+test('lvs thin ids (real output): thin LVs only, with uuid, thin_id and size', (t) => {
+  const ids = parseThinIds(readFileSync(new URL('../../fixtures/lvm/lvs-thin-ids.json', import.meta.url), 'utf8'));
+  t.deepEqual([...ids.keys()].sort(), ['base', 'new', 'src']);
+  t.like(ids.get('base'), { uuid: 'SJ89tf-Enx3-ZJi0-xH1l-qI6Y-F6gQ-ODPDfO', thinId: 2 });
+  t.is(ids.get('new')!.thinId, 3);
+});

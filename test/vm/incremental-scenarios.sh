@@ -41,8 +41,9 @@ kill_at() {
   local s=$1 cond=$2
   $BD $INC --bwlimit 2M --snapshot vg0/b_src /dev/vg0/b_dst > $W/$s.out 2> $W/$s.err &
   local pid=$! n=0
-  until eval "$cond" || [ $n -ge 3000 ]; do sleep 0.05; n=$((n + 1)); done
-  kill -KILL $pid; wait $pid; R $s rc $?; R $s waited "$n"
+  until eval "$cond"; do kill -0 $pid 2>/dev/null && [ $n -lt 1200 ] || break; sleep 0.05; n=$((n + 1)); done
+  eval "$cond" && R $s hit yes || R $s hit no
+  kill -KILL $pid; wait $pid; R $s rc $?
   R $s bases_after_kill "$(bases)"
   bd ${s}_rerun $INC --snapshot vg0/b_src /dev/vg0/b_dst
   R $s same "$(same b_src b_dst)"; R $s bases "$(bases)"; R $s sources "$(tagged blkdelta-source)"
