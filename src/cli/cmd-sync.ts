@@ -1,4 +1,5 @@
 // `blkdelta sync SRC DST`: make DST equal to SRC, writing only the blocks that differ.
+import path from 'node:path';
 import { BlkError, ExitCode, exitStatusText } from '../errors.js';
 import { runSync } from '../engine/sync.js';
 import type { SyncMode, SyncOptions, SyncSummary } from '../engine/types.js';
@@ -82,7 +83,7 @@ export const syncCommand: Command<Args> = {
 
 /** The target as the base record names it: user@host:path for a remote one. */
 function targetName(o: SyncOptions): string {
-  return o.remote?.side === 'target' ? `${o.remote.transport.label}:${o.target}` : o.target;
+  return o.remote?.side === 'target' ? `${o.remote.transport.label}:${o.target}` : path.resolve(o.target);
 }
 
 /**

@@ -139,7 +139,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
     const patchBytes = patch ? (await patch.finish(patchFingerprints(done))).bytes : undefined;
     summary = {
       mode: opts.mode, source: opts.source, target: opts.target, blockSize: opts.blockSize,
-      sourceSize: srcSize, targetSize, comparedBytes: plan.compareSize,
+      sourceSize: srcSize, targetSize, comparedBytes: start.ranges ? Math.min(rangeBlocks(start.ranges) * start.blockSize, plan.compareSize) : plan.compareSize,
       blocksCompared: done.blocksCompared, blocksDiffering: done.blocksDiffering, blocksWritten: result.blocksWritten,
       blocksZero: done.blocksZero, bytesReadSource: done.bytesRead, bytesReadTarget: result.bytesRead,
       bytesSent: conn.writer.bytes, bytesReceived: conn.reader.bytes, bytesWritten: patch ? done.dataBytes : result.bytesWritten,

@@ -95,7 +95,7 @@ export interface SyncSummary {
   blockSize: number;
   sourceSize: number;
   targetSize: number;
-  /** Bytes compared (the common prefix, or both sizes when equal). */
+  /** Bytes compared (the common prefix, or both sizes when equal; a ranged run: its ranges). */
   comparedBytes: number;
   blocksCompared: number;
   blocksDiffering: number;
