@@ -82,3 +82,25 @@ test('a pool over pool_max_fill because of the base: the base is dropped, full c
   t.is(f('same'), 'yes');
   t.is(f('bases'), '1');
 });
+
+test('a job with incremental = true: record, status, check and metrics say which kind of run it was and why', async (t) => {
+  const first = await facts(t, 'job_first');
+  t.is(first('rc'), '0', first('err'));
+  t.regex(first('err'), /full compare: no base recorded/);
+  const incr = await facts(t, 'job_incr');
+  t.is(incr('rc'), '0', incr('err'));
+  const f = await facts(t, 'job');
+  t.is(f('same'), 'yes');
+  t.is(f('bases'), '1');
+  const status = await facts(t, 'job_status');
+  const runs = JSON.parse(status('out').replace(/\|/g, '\n')).jobs?.[0]?.runs ?? JSON.parse(status('out').replace(/\|/g, '\n')).runs;
+  t.like(runs[0], { outcome: 'success', incremental: { kind: 'incremental', sampleDiffering: 0 } });
+  t.like(runs[1], { outcome: 'success', incremental: { kind: 'full' } });
+  t.true(runs[0].bytes.readSource <= 2 * 1024 * 1024, `read ${runs[0].bytes.readSource}`);
+  const check = await facts(t, 'job_check');
+  t.is(check('rc'), '0', check('out'));
+  t.regex(check('out'), /last run was incremental \(base j_src-blkdelta-base-thinjob-\d{8}T\d{6}Z/);
+  t.regex(f('text_status'), /\[incremental, read [\d.]+ [KM]iB \+ [\d.]+ [KM]iB, base pinned /);
+  t.regex(f('metrics'), /blkdelta_last_run_incremental\{blkdelta_job="thinjob"\} 1/);
+  t.regex(f('metrics'), /blkdelta_last_run_read_source_bytes\{blkdelta_job="thinjob"\} \d+/);
+});

@@ -41,9 +41,13 @@ kill_at() {
   local s=$1 cond=$2
   $BD $INC --bwlimit 2M --snapshot vg0/b_src /dev/vg0/b_dst > $W/$s.out 2> $W/$s.err &
   local pid=$! n=0
-  until eval "$cond"; do kill -0 $pid 2>/dev/null && [ $n -lt 1200 ] || break; sleep 0.05; n=$((n + 1)); done
-  eval "$cond" && R $s hit yes || R $s hit no
-  kill -KILL $pid; wait $pid; R $s rc $?
+  local hit=no
+  while :; do
+    if eval "$cond"; then hit=yes; break; fi
+    kill -0 $pid 2>/dev/null && [ $n -lt 1200 ] || break
+    sleep 0.05; n=$((n + 1))
+  done
+  kill -KILL $pid; wait $pid; R $s rc $?; R $s hit $hit
   R $s bases_after_kill "$(bases)"
   bd ${s}_rerun $INC --snapshot vg0/b_src /dev/vg0/b_dst
   R $s same "$(same b_src b_dst)"; R $s bases "$(bases)"; R $s sources "$(tagged blkdelta-source)"
@@ -57,7 +61,7 @@ kill9() {   # kill -9 before the metadata query, during the copy, before the rot
   q dd if=/dev/urandom of=/dev/vg0/b_src bs=1M seek=40 count=24 oflag=direct conv=notrunc status=none
   kill_at k_copy 'grep -q "\"pending\":\[\[" $ST/vg0-b_src.base.json 2>/dev/null && sleep 3'
   q dd if=/dev/urandom of=/dev/vg0/b_src bs=1M seek=70 count=4 oflag=direct conv=notrunc status=none
-  kill_at k_rotate '[ "$(bases)" -ge 2 ]'
+  kill_at k_rotate '[ "$(bases)" -ge 2 ]'   # the new base exists, the old one is not removed yet
 }
 
 behind() {   # a tenth of the target rewritten behind blkdelta's back: the sample notices, full compare repairs it
@@ -94,9 +98,32 @@ poolguard() {   # the base pins enough to put the pool over pool_max_fill: dropp
   R poolguard removed "$(field incremental.removedBases poolguard)"
 }
 
+job() {   # a job with incremental = true: the record, status and check show the kind of run and why
+  q lvcreate -y -V 32M -T vg0/pool -n j_src; fill j_src 32; lv j_dst 32M
+  cat > $W/blkdelta.toml <<TOML
+state_dir = "$W/jstate"
+metrics_file = "$W/jstate/blkdelta.prom"
+[jobs.thinjob]
+source = "/dev/vg0/j_src"
+target = "/dev/vg0/j_dst"
+snapshot = true
+incremental = true
+full_compare_every = "7d"
+TOML
+  bd job_first run --config $W/blkdelta.toml thinjob
+  scatter_small j_src
+  bd job_incr run --config $W/blkdelta.toml thinjob
+  R job same "$(same j_src j_dst)"; R job bases "$(lvs --noheadings -o lv_tags vg0 | grep blkdelta-base | grep -c 'blkdelta-job:thinjob')"
+  bd job_status status --config $W/blkdelta.toml --json thinjob
+  bd job_check check --config $W/blkdelta.toml thinjob
+  R job text_status "$($BD status --config $W/blkdelta.toml thinjob 2>&1)"
+  R job metrics "$(grep -h '^blkdelta_[a-z_]*\(incremental\|read_\)' $W/jstate/blkdelta.prom)"
+}
+scatter_small() { for i in $(seq 0 7); do q dd if=/dev/urandom of=/dev/vg0/$1 bs=4k seek=$((i * 1000)) count=1 oflag=direct conv=notrunc status=none; done; }
+
 q pvcreate -y /dev/vda; q vgcreate vg0 /dev/vda
 q lvcreate -y --type thin-pool -L 640M -n pool vg0
-for s in ${@:-basic kill9 behind removed nonthin poolguard}; do
+for s in ${@:-basic kill9 behind removed nonthin poolguard job}; do
   t0=$(cut -d' ' -f1 /proc/uptime)
   $s
   R $s seconds "$(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.1f", b - a }')"
