@@ -75,7 +75,7 @@ export async function withIncremental<T extends PassResult>(spec: IncrementalSpe
   }
 }
 
-interface Pre { record: BaseRecord | null; why?: string; base: LvRow | null; ids: Map<string, ThinIds> }
+interface Pre { record: BaseRecord | null; why?: string; base: LvRow | null }
 
 /** Removes the job's bases the record does not name, and the named one when the pool is over the guard. */
 async function tidyBases(spec: IncrementalSpec, inc: IncrementalReport): Promise<Pre> {
@@ -98,7 +98,7 @@ async function tidyBases(spec: IncrementalSpec, inc: IncrementalReport): Promise
     writeBaseRecord(spec.stateDir, { ...record!, base: null, dropped: `base ${base.name} was dropped: ${full}` });
     base = null;
   }
-  return { record: base || !record ? record : readBaseRecord(spec.stateDir, spec.job).record, why, base, ids: await thinIds(spec) };
+  return { record: base || !record ? record : readBaseRecord(spec.stateDir, spec.job).record, why, base };
 }
 
 interface Ctx<T> {
@@ -114,7 +114,7 @@ interface Ctx<T> {
 async function passes<T extends PassResult>(spec: IncrementalSpec, c: Ctx<T>): Promise<T> {
   const ids = await thinIds(spec);
   const size = ids.get(c.snap.name)?.size ?? 0;
-  let reason = fullReason(spec, c.snap, c.pre);
+  let reason = fullReason(spec, c.snap, c.pre, ids);
   let ranges: BlockRange[] | undefined;
   let delta: ThinDelta | undefined;
   let sampleBytes = { src: 0, tgt: 0 };
@@ -143,7 +143,7 @@ async function passes<T extends PassResult>(spec: IncrementalSpec, c: Ctx<T>): P
 }
 
 /** Why this run must compare in full, or undefined (the checks before the metadata query). */
-function fullReason(spec: IncrementalSpec, snap: Readonly<SnapshotReport>, pre: Pre): string | undefined {
+function fullReason(spec: IncrementalSpec, snap: Readonly<SnapshotReport>, pre: Pre, ids: Map<string, ThinIds>): string | undefined {
   const r = pre.record;
   if (snap.kind !== 'thin') return `source ${spec.vg}/${spec.lv} is not a thin LV (an incremental run needs thin_delta between thin snapshots)`;
   if (!r) return pre.why;
@@ -151,7 +151,7 @@ function fullReason(spec: IncrementalSpec, snap: Readonly<SnapshotReport>, pre: 
   if (r.pending === 'full') return 'the previous full compare did not finish: the target may differ anywhere';
   if (!r.base) return r.dropped ?? 'no base recorded (the last run kept none)';
   if (!pre.base) return `base ${spec.vg}/${r.base.name} named by the target's record is missing (removed by hand?)`;
-  const id = pre.ids.get(r.base.name);
+  const id = ids.get(r.base.name);
   if (!id || id.uuid !== r.base.uuid || id.thinId !== r.base.thinId) return `base ${spec.vg}/${r.base.name} is not the LV the record names (uuid or thin id differ)`;
   if (pre.base.origin === '' && pre.base.pool === '') return `base ${spec.vg}/${r.base.name} is not a thin snapshot`;
   if (fullCompareDue(r.lastFullAt ? Date.parse(r.lastFullAt) : undefined, spec.fullCompareEveryS, Date.now())) {
