@@ -2,12 +2,15 @@
 // and written as JSON to bench/results/latest.json. Not a test: nothing here is timed against a
 // deadline; targets are checked and printed PASS/FAIL (exit status 1 when one fails).
 //   node dist/bench/bench.js [--size 4G] [--quick] [--dir /var/tmp] [--skip-ssh] [--skip-sparse] [--skip-cache]
+//                            [--skip-vm | --only-vm]
 //   A: random image of --size (default 4 GiB): no change, 1% random 4 KiB blocks, 40 MiB contiguous,
 //      a full copy (and its dd baseline)
 //   B: sparse 1, 4, 16, 64 GiB (peak RSS flatness)      C: the 1% case over SSH vs local
 //   D: page cache left by a sync (fincore), hot file under a memory cgroup; E: cold cache;
 //   F: start-up CPU (cache.ts). The page-cache tables need a disk-backed --dir (not tmpfs).
+//   G: incremental vs full compare on a 1 GiB thin LV in the VM lane (incremental-case.ts)
 //   --quick: 1 GiB image, sparse 1 and 4 GiB only (a smoke run of every table).
+//   --skip-vm: no G (it needs the VM lane's tools, and takes ~20 min under TCG); --only-vm: only G.
 // Disk: two images of --size plus a copy of the changed data, in a temp dir under --dir (default
 // the OS temp dir), removed at the end, also after a failure or Ctrl-C. Memory: see images.ts.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -20,6 +23,7 @@ import { benchAbort, requireTool } from './measure.js';
 import { markdownA, markdownB, markdownC, markdownD, markdownDd, markdownE, markdownF, markdownTargets, targets, type Results } from './report.js';
 import { ddCopy, tableD, tableE, tableF } from './cache.js';
 import { tableC } from './ssh-case.js';
+import { markdownG, tableG, targetsG } from './incremental-case.js';
 import { parseSize } from '../src/units.js';
 
 const RESULTS = fileURLToPath(new URL('../../bench/results/latest.json', import.meta.url));
@@ -30,6 +34,7 @@ interface Config {
   dir: string;
   ssh: boolean;
   cache: boolean;
+  vm: 'skip' | 'also' | 'only';
 }
 
 function config(): Config {
@@ -37,11 +42,12 @@ function config(): Config {
     options: {
       size: { type: 'string' }, quick: { type: 'boolean' }, dir: { type: 'string' },
       'skip-ssh': { type: 'boolean' }, 'skip-sparse': { type: 'boolean' }, 'skip-cache': { type: 'boolean' },
+      'skip-vm': { type: 'boolean' }, 'only-vm': { type: 'boolean' },
     },
   });
   const size = values.size !== undefined ? parseSize(values.size, '--size') : values.quick ? GIB : 4 * GIB;
   const sparse = values['skip-sparse'] ? [] : (values.quick ? [1, 4] : [1, 4, 16, 64]).map((g) => g * GIB);
-  return { size, sparse, dir: values.dir ?? tmpdir(), ssh: !values['skip-ssh'], cache: !values['skip-cache'] };
+  return { size, sparse, dir: values.dir ?? tmpdir(), ssh: !values['skip-ssh'], cache: !values['skip-cache'], vm: values['only-vm'] ? 'only' : values['skip-vm'] ? 'skip' : 'also' };
 }
 
 /** The 1, 5 and 15 minute load averages. */
@@ -55,6 +61,7 @@ function section(md: string): void {
 
 async function run(cfg: Config, work: string): Promise<Results> {
   const r: Results = {};
+  if (cfg.vm === 'only') return vmSection(r);
   const img = await prepareImages(work, cfg.size);
   r.a = await tableA(img, work);
   section(markdownA(r.a));
@@ -78,6 +85,12 @@ async function run(cfg: Config, work: string): Promise<Results> {
     r.b = await tableB(cfg.sparse, work);
     section(markdownB(r.b));
   }
+  return cfg.vm === 'also' ? vmSection(r) : r;
+}
+
+async function vmSection(r: Results): Promise<Results> {
+  r.g = await tableG();
+  section(markdownG(r.g));
   return r;
 }
 
@@ -92,7 +105,7 @@ async function main(): Promise<number> {
   section(`## blkdelta bench, ${new Date().toISOString()}, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, load average ${loadStart}`);
   try {
     const results = await run(cfg, work);
-    const t = targets(results);
+    const t = [...targets(results), ...(results.g ? targetsG(results.g) : [])];
     section(markdownTargets(t));
     const loadEnd = loadavg();
     section(`Bench wall time: ${((Date.now() - t0) / 1000).toFixed(0)} s; load average at the end ${loadEnd} (other work on the machine skews walls).`);

@@ -5,6 +5,7 @@ import type { SparseRow, TableA } from './cases.js';
 import type { ProcessFigures, SyncRun } from './measure.js';
 import type { TableC } from './ssh-case.js';
 import type { ColdRow, DdCopy, Startup, TableD } from './cache.js';
+import type { TableG } from './incremental-case.js';
 
 const MIB = 1024 * 1024;
 export const RSS_LIMIT = 80 * MIB;
@@ -24,6 +25,7 @@ export interface Results {
   d?: TableD;
   e?: ColdRow[];
   f?: Startup;
+  g?: TableG;
 }
 
 /** Issue 13's limits. */

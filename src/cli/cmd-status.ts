@@ -84,7 +84,16 @@ function rowOf(r: RunRecord, lastSuccess: string): string[] {
   return [r.job, outcome, r.start.replace(/\.\d+Z$/, 'Z'), formatAge(durationOf(r, alive)), b ? formatBytes(b.compared) : '',
     b ? formatBytes(b.changed) : '', b ? formatBytes(b.sent) : '', r.targetState, lastSuccess.replace(/\.\d+Z$/, 'Z'),
     alive ? progressText(r) : '',
-    [r.error, ...(r.warnings ?? [])].filter(Boolean).join('; ') + (r.snapshot && !r.snapshot.removed ? ` [snapshot ${r.snapshot.name} left]` : '')];
+    [r.error, ...(r.warnings ?? [])].filter(Boolean).join('; ') + (r.snapshot && !r.snapshot.removed ? ` [snapshot ${r.snapshot.name} left]` : '') + incrementalNote(r)];
+}
+
+/** " [incremental, read 4.2 MiB + 4.2 MiB, base pinned 1 MiB]" or " [full compare: why]". */
+function incrementalNote(r: RunRecord): string {
+  const inc = r.incremental;
+  if (!inc) return '';
+  const pinned = inc.pinnedBytes !== undefined ? `, base pinned ${formatBytes(inc.pinnedBytes)}` : '';
+  const read = r.bytes?.readSource !== undefined ? `, read ${formatBytes(r.bytes.readSource)} + ${formatBytes(r.bytes.readTarget ?? 0)}` : '';
+  return inc.kind === 'full' ? ` [full compare: ${inc.reason}${read}]` : ` [incremental${read}${pinned}]`;
 }
 
 /** Seconds: finished runs their own; a live one up to now; a killed one up to its last sign of life. */

@@ -1,13 +1,17 @@
 // `blkdelta sync SRC DST`: make DST equal to SRC, writing only the blocks that differ.
+import path from 'node:path';
 import { BlkError, ExitCode, exitStatusText } from '../errors.js';
 import { runSync } from '../engine/sync.js';
-import type { SyncMode, SyncOptions } from '../engine/types.js';
+import type { SyncMode, SyncOptions, SyncSummary } from '../engine/types.js';
 import { cli, type Command } from './context.js';
 import { log } from '../log.js';
 import { resolveEnds } from './endpoints.js';
 import { progressReporter } from './progress.js';
 import { blockSizeOf, commonOptions, printSummary, type CommonArgs } from './sync-options.js';
-import { remoteSnapshotOf, remoteSnapshotRequest, runWithSnapshots, snapshotEnds, snapshotOptions, targetSnapshotOf, withTargetSnapshot, type SnapshotArgs } from '../lvm/sync-options.js';
+import { incrementalOf, remoteSnapshotOf, remoteSnapshotRequest, runWithSnapshots, snapshotEnds, snapshotOptions, targetSnapshotOf, withTargetSnapshot, type SnapshotArgs } from '../lvm/sync-options.js';
+import { withIncremental, type IncrementalSpec } from '../lvm/incremental.js';
+import type { SnapshotReport } from '../lvm/snapshot.js';
+import type { TargetSnapshotReport } from '../lvm/sync-options.js';
 
 interface Args extends CommonArgs, SnapshotArgs {
   'dry-run'?: boolean;
@@ -60,8 +64,11 @@ export const syncCommand: Command<Args> = {
       // a remote target's server takes and rotates its snapshot; a local one is wrapped here
       const remoteTarget = opts.remote?.side === 'target';
       if (remoteTarget && targetSnap) opts.targetSnapshot = remoteSnapshotRequest(argv, targetSnap.job);
-      const { value: { value: summary, target }, snapshot: local } = await runWithSnapshots(argv, cli.abort.signal, (source, signal) =>
-        withTargetSnapshot(remoteTarget ? undefined : targetSnap, opts.target, (seed) => runSync({ ...opts, source: source ?? opts.source, signal, seed }), opts.blockSize));
+      const inc = incrementalOf(argv, mode, opts.blockSize, targetName(opts));
+      const { value: { value: summary, target }, snapshot: local } = inc
+        ? await incrementalSync(inc, opts, remoteTarget ? undefined : targetSnap)
+        : await runWithSnapshots(argv, cli.abort.signal, (source, signal) =>
+          withTargetSnapshot(remoteTarget ? undefined : targetSnap, opts.target, (seed) => runSync({ ...opts, source: source ?? opts.source, signal, seed }), opts.blockSize));
       const snapshot = local ?? summary.sourceSnapshot;
       progress.end();
       printSummary((snapshot || target ? { ...summary, snapshot, targetSnapshot: target } : summary) as typeof summary, argv,
@@ -73,3 +80,25 @@ export const syncCommand: Command<Args> = {
     }
   },
 };
+
+/** The target as the base record names it: user@host:path for a remote one. */
+function targetName(o: SyncOptions): string {
+  return o.remote?.side === 'target' ? `${o.remote.transport.label}:${o.target}` : path.resolve(o.target);
+}
+
+/**
+ * --incremental: the passes of lvm/incremental.ts (a dry-run sample, then the write), the target
+ * snapshot (if asked) taken before the write pass only.
+ */
+async function incrementalSync(inc: IncrementalSpec, opts: SyncOptions, targetSnap: Parameters<typeof withTargetSnapshot>[0]):
+  Promise<{ value: { value: SyncSummary; target?: TargetSnapshotReport }; snapshot: SnapshotReport }> {
+  let target: TargetSnapshotReport | undefined;
+  const { value, report, snapshot } = await withIncremental(inc, cli.abort.signal, async (source, pass, signal) => {
+    const run = (seed?: string) => runSync({ ...opts, source, signal, seed, mode: pass.mode, ranges: pass.ranges, verify: pass.mode === 'write' && opts.verify });
+    if (pass.mode !== 'write') return run();
+    const r = await withTargetSnapshot(targetSnap, opts.target, run, opts.blockSize);
+    target = r.target;
+    return r.value;
+  });
+  return { value: { value: { ...value, incremental: report }, target }, snapshot };
+}

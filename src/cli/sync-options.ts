@@ -48,8 +48,17 @@ export function printSummary(s: SyncSummary, argv: { json?: boolean; quiet?: boo
   out(`  differing  ${s.blocksDiffering} blocks (${formatBytes(Math.min(s.blocksDiffering * bs, s.comparedBytes))}), ${s.blocksZero} of them all-zero`);
   if (s.mode === 'write') out(`  written    ${s.blocksWritten} blocks (${formatBytes(s.bytesWritten)})${s.verified ? ', re-read and verified' : ''}${s.grown ? `, target grown to ${s.sourceSize} bytes` : ''}`);
   if (s.mode === 'patch') out(`  patch      ${s.records} records, ${formatBytes(s.bytesWritten)} of block data, ${s.patchBytes} bytes`);
+  if (s.incremental) out(`  run        ${incrementalLine(s.incremental)}`);
   out(`  read       source ${formatBytes(s.bytesReadSource)}, target ${formatBytes(s.bytesReadTarget)}`);
   out(`  exchanged  sent ${formatBytes(s.bytesSent)}, received ${formatBytes(s.bytesReceived)}`);
   if (s.sourceIo || s.targetIo) out(`  cache      source ${s.sourceIo ?? 'unknown'}; target ${s.targetIo ?? 'unknown'}`);
   if (s.firstDiffs.length && s.mode !== 'write') out(`  first differing offsets: ${s.firstDiffs.join(', ')}`);
+}
+
+/** "incremental: 1.2 MiB changed since base X, 128 sampled blocks equal" or "full compare: why". */
+function incrementalLine(r: NonNullable<SyncSummary['incremental']>): string {
+  const base = r.newBase ? `; base now ${r.newBase}` : '';
+  if (r.kind === 'full') return `full compare: ${r.reason ?? 'no reason recorded'}${base}`;
+  const sampled = r.sampleBlocks ? `, ${r.sampleBlocks} sampled blocks outside them equal` : '';
+  return `incremental: ${formatBytes(r.changedBytes ?? 0)} changed since base ${r.base}${sampled}${base}`;
 }

@@ -1,8 +1,8 @@
 // Source side of a sync: read the source chunk by chunk, hash its blocks, compare with the
 // target's hashes for the same chunk, and emit one record per run of differing blocks.
 //
-//   for each chunk [pos, pos+chunkSize) of [0, compareSize):
-//     read it (one positional read, O_DIRECT where it can: io/direct.ts; the next chunk is
+//   for each chunk [pos, pos+chunkSize) of [0, compareSize) (or of START.ranges: ranges.ts pieces):
+//     read it (one positional read, O_DIRECT where it can: io/direct.ts; the next piece is
 //     read ahead into a second buffer meanwhile), hash each block
 //     take the target's HASHES frame for this chunk (must name the same first block)
 //     runs of differing blocks (all-zero and data runs kept apart) → makeRecord → sink
@@ -25,6 +25,7 @@ import type { Conn, Done, Start } from '../proto/messages.js';
 import type { Device } from '../io/device.js';
 import { DirectIo } from '../io/direct.js';
 import { FingerprintBuilder } from './fingerprint.js';
+import { pieces } from '../ranges.js';
 
 /** Where the source's records go: the target peer, a patch file, or nowhere (dry-run). */
 export interface RecordSink {
@@ -42,7 +43,7 @@ export interface SourceOptions {
 
 export async function runSource(dev: Device, conn: Conn, start: Start, sink: RecordSink | null, opts: SourceOptions): Promise<Done> {
   const h = await loadHasher();
-  const { blockSize: bs, chunkSize, compareSize } = start;
+  const { blockSize: bs, chunkSize } = start;
   const bh = await blockHasher(chunkSize, bs, BigInt(start.seed), 2);
   const local = Buffer.allocUnsafe((chunkSize / bs) * 8);
   const done: Done = { blocksCompared: 0, blocksDiffering: 0, blocksZero: 0, records: 0, dataBytes: 0, bytesRead: 0, firstDiffs: [] };
@@ -82,23 +83,29 @@ export async function runSource(dev: Device, conn: Conn, start: Start, sink: Rec
     }
     await sink?.region?.(pos, len, remote);
   };
-  const lenAt = (pos: number) => Math.min(chunkSize, compareSize - pos);
-  // read ahead: chunk k+1 is read into the other buffer while chunk k is hashed and compared
-  let ahead: Promise<void> | undefined = compareSize > 0 ? io.readAsync(bh.chunks[0]!, lenAt(0), 0) : undefined;
+  // read ahead: piece k+1 is read into the other buffer while piece k is hashed and compared
+  const all = pieces(start); // START.ranges: only those blocks
+  const readInto = (p: IteratorResult<[number, number]>, which: number) => (p.done ? undefined : io.readAsync(bh.chunks[which]!, p.value[1], p.value[0]));
+  let cur = all.next();
+  let ahead = readInto(cur, 0);
+  let bytesDone = 0;
   try {
-    for (let pos = 0, k = 0; pos < compareSize; pos += chunkSize, k++) {
+    for (let k = 0; !cur.done; k++) {
       opts.signal?.throwIfAborted();
       await ahead;
-      const next = pos + chunkSize;
-      ahead = next < compareSize ? io.readAsync(bh.chunks[(k + 1) % 2]!, lenAt(next), next) : undefined;
-      await chunk(pos, lenAt(pos), k % 2);
-      opts.onChunk?.(pos + lenAt(pos), done.blocksDiffering * bs);
+      const [pos, len] = cur.value;
+      const next = all.next();
+      ahead = readInto(next, (k + 1) % 2);
+      await chunk(pos, len, k % 2);
+      opts.onChunk?.(bytesDone += len, done.blocksDiffering * bs);
       await turn();
+      cur = next;
     }
   } finally {
     if (ahead) await ahead.catch(() => { /* the loop's own error is the one thrown */ }); // no read outlives the fd
     io.close();
   }
+  if (start.ranges) return { ...done, io: io.mode }; // fingerprints cover the whole device
   return { ...done, fingerprint: after.hex(), baseFingerprint: before.hex(), io: io.mode };
 }
 

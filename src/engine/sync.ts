@@ -25,6 +25,7 @@ import { makeFingerprint } from './fingerprint.js';
 import { reportFromWelcome, settlePull, snapshotReleased } from './pull-snapshot.js';
 import type { SnapshotReport } from '../lvm/snapshot.js';
 import type { SyncOptions, SyncSummary } from './types.js';
+import { mergeRanges, rangeBlocks, type BlockRange } from '../ranges.js';
 
 export async function runSync(options: SyncOptions): Promise<SyncSummary> {
   // paths on this host are made absolute (the local server may not take relative ones)
@@ -35,6 +36,7 @@ export async function runSync(options: SyncOptions): Promise<SyncSummary> {
   if (opts.targetSnapshot && opts.remote?.side !== 'target') throw new BlkError(ExitCode.INTERNAL, 'targetSnapshot is for a remote target; wrap a local one in withTargetSnapshot');
   if (opts.sourceSnapshot && opts.remote?.side !== 'source') throw new BlkError(ExitCode.INTERNAL, 'sourceSnapshot is for a remote source; wrap a local one in withSourceSnapshot');
   if (opts.mode === 'patch' && !opts.patchOut) throw new BlkError(ExitCode.USAGE, 'patch mode needs a patch file (--patch-out)');
+  if (opts.ranges && opts.mode === 'patch') throw new BlkError(ExitCode.USAGE, 'a patch file covers the whole device: it cannot be made from block ranges (an incremental run)');
   const t0 = Date.now();
   const localRole: Role = opts.remote?.side === 'source' ? 'target' : 'source';
   const write = opts.mode === 'write';
@@ -110,6 +112,9 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
   checkFields('WELCOME', welcome, { kind: 'string', size: 'number' });
   if (opts.sourceSnapshot) pull.snapshot = reportFromWelcome(welcome.sourceSnapshot, conn.peerLabel);
   const historyCopy = opts.historyCopy ? historyCopyOf(welcome, conn.peerLabel) : undefined;
+  if (opts.ranges && !welcome.caps?.includes('ranges')) {
+    throw new BlkError(ExitCode.REMOTE, `${conn.peerLabel}: the server is an older blkdelta without the ranges capability: it cannot compare only the changed blocks of an incremental run; upgrade blkdelta on the server (nothing was written)`);
+  }
   if (hello.policySnapshot && !welcome.caps?.includes('policy-snapshot')) {
     throw new BlkError(ExitCode.REMOTE, `${conn.peerLabel}: the server is an older blkdelta without the policy-snapshot capability: it would take no target snapshot; upgrade blkdelta on the server (nothing was written)`);
   }
@@ -121,6 +126,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
     blockSize: opts.blockSize, seed: opts.seed ?? labelSeed(hello, welcome, opts.blockSize) ?? randomSeed().toString(), ...plan, chunkSize: chunkSizeFor(opts.blockSize),
     recordsToPeer: localRole === 'source' ? write : write || opts.mode === 'patch',
     compress: opts.compress ?? true, verify: !!opts.verify,
+    ...(opts.ranges ? { ranges: clipRanges(opts.ranges, plan.compareSize, opts.blockSize) } : {}),
   };
   await conn.writer.sendJson(Msg.START, start);
   await conn.expect(Msg.READY);
@@ -131,7 +137,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
   const patch = opts.mode === 'patch' ? await PatchWriter.create(opts.patchOut!, patchHeader, h, { overwrite: opts.patchOverwrite }) : undefined;
   let summary: SyncSummary;
   const progress = (bytesDone: number, bytesDiffering: number) =>
-    opts.onProgress?.({ bytesDone, bytesTotal: plan.compareSize, bytesDiffering, elapsedMs: Date.now() - t0, bytesExchanged: conn.writer.bytes + conn.reader.bytes });
+    opts.onProgress?.({ bytesDone, bytesTotal: start.ranges ? rangeBlocks(start.ranges) * start.blockSize : plan.compareSize, bytesDiffering, elapsedMs: Date.now() - t0, bytesExchanged: conn.writer.bytes + conn.reader.bytes });
   const growing = localRole === 'target' && write && plan.resultSize > local.size;
   try {
     if (growing) grow(local, plan.resultSize);
@@ -141,7 +147,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
     const patchBytes = patch ? (await patch.finish(patchFingerprints(done))).bytes : undefined;
     summary = {
       mode: opts.mode, source: opts.source, target: opts.target, blockSize: opts.blockSize,
-      sourceSize: srcSize, targetSize, comparedBytes: plan.compareSize,
+      sourceSize: srcSize, targetSize, comparedBytes: start.ranges ? Math.min(rangeBlocks(start.ranges) * start.blockSize, plan.compareSize) : plan.compareSize,
       blocksCompared: done.blocksCompared, blocksDiffering: done.blocksDiffering, blocksWritten: result.blocksWritten,
       blocksZero: done.blocksZero, bytesReadSource: done.bytesRead, bytesReadTarget: result.bytesRead,
       bytesSent: conn.writer.bytes, bytesReceived: conn.reader.bytes, bytesWritten: patch ? done.dataBytes : result.bytesWritten,
@@ -221,6 +227,12 @@ function patchFingerprints(done: Done): { base: bigint; result: bigint } {
     throw new BlkError(ExitCode.REMOTE, 'the source end sent no fingerprints (an older blkdelta): cannot write a version 2 patch; upgrade it');
   }
   return { base: BigInt('0x' + done.baseFingerprint), result: BigInt('0x' + done.fingerprint) };
+}
+
+/** Ranges cut to the compared blocks (a size policy min may compare less than the source). */
+function clipRanges(ranges: readonly BlockRange[], compareSize: number, bs: number): BlockRange[] {
+  const total = Math.ceil(compareSize / bs);
+  return mergeRanges(ranges.map(([a, n]): BlockRange => [a, Math.max(0, Math.min(a + n, total) - a)]));
 }
 
 function sourceFingerprint(h: Awaited<ReturnType<typeof loadHasher>>, label: string): Buffer<ArrayBuffer> {

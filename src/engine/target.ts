@@ -1,6 +1,6 @@
 // Target side of a sync. Two loops run side by side:
-//   hashes:  for each chunk of [0, compareSize): read (past the end of a file: zeros; O_DIRECT
-//            where it can: io/direct.ts; the next chunk read ahead meanwhile), hash;
+//   hashes:  for each chunk of [0, compareSize) (or of START.ranges): read (past the end of a file:
+//            zeros; O_DIRECT where it can: io/direct.ts; the next piece read ahead meanwhile), hash;
 //            the HASHES frames of BATCH_BYTES of chunks go out in one write (waits when the
 //            channel is full)
 //   records: take RECORD frames until DONE and hand each to the sink (the device or a patch)
@@ -20,6 +20,7 @@ import { Msg, msgName, parseJson } from '../proto/wire.js';
 import { checkFields, type Conn, type Done, type Result, type Start } from '../proto/messages.js';
 import type { Device } from '../io/device.js';
 import { DirectIo } from '../io/direct.js';
+import { pieces } from '../ranges.js';
 
 /** Device bytes whose HASHES frames are sent in one write (at most 16 frames of 1 MiB chunks). */
 const BATCH_BYTES = 16 * 1024 * 1024;
@@ -42,34 +43,42 @@ export async function runTarget(dev: Device, conn: Conn, start: Start, sink: Tar
   const io = DirectIo.open(dev);
   let ahead: Promise<void> | undefined; // the read in flight: awaited before io closes
   const hashes = async (stop: AbortSignal) => {
-    const { blockSize: bs, chunkSize, compareSize } = start;
+    const { blockSize: bs, chunkSize } = start;
     const bh = await blockHasher(chunkSize, bs, BigInt(start.seed), 2);
     // HASHES frames are queued in the writer's batch and go out together every BATCH_BYTES of the device
     const perBatch = Math.max(1, Math.floor(BATCH_BYTES / chunkSize));
     const frame = Buffer.allocUnsafe(8 + (chunkSize / bs) * 8); // copied into the batch by sendBatched
-    const lenAt = (pos: number) => Math.min(chunkSize, compareSize - pos);
-    // read ahead: chunk k+1 is read into the other buffer while chunk k is hashed and sent (its
+    // read ahead: piece k+1 is read into the other buffer while piece k is hashed and sent (its
     // read completes before its hashes go out, so no record can have overwritten it)
-    ahead = compareSize > 0 ? io.readAsync(bh.chunks[0]!, lenAt(0), 0, true) : undefined;
-    for (let pos = 0, k = 1; pos < compareSize; pos += chunkSize, k++) {
+    const all = pieces(start); // START.ranges: only those blocks
+    const readInto = (p: IteratorResult<[number, number]>, which: number) => (p.done ? undefined : io.readAsync(bh.chunks[which]!, p.value[1], p.value[0], true));
+    let cur = all.next();
+    ahead = readInto(cur, 0);
+    let k = 0;
+    let bytesDone = 0;
+    while (!cur.done) {
       signal?.throwIfAborted();
       stop.throwIfAborted();
-      const len = lenAt(pos);
+      const [pos, len] = cur.value;
+      k++;
+      bytesDone += len;
       const inDevice = Math.max(0, Math.min(len, dev.size - pos));
       await ahead;
-      const next = pos + chunkSize;
-      ahead = next < compareSize ? io.readAsync(bh.chunks[k % 2]!, lenAt(next), next, true) : undefined;
+      cur = all.next();
+      ahead = readInto(cur, k % 2);
       bytesRead += inDevice;
       frame.writeBigUInt64LE(BigInt(pos / bs), 0);
       const n = bh.hash(len, frame, 8, (k - 1) % 2);
       sink?.hashes?.(pos, len, frame.subarray(8, 8 + n * 8));
       await untilStopped(conn.writer.sendBatched(Msg.HASHES, frame.subarray(0, 8 + n * 8)), stop);
-      if (k % perBatch === 0 || pos + len >= compareSize) {
-        await untilStopped(conn.writer.flush(), stop);
-        onChunk?.(pos + len, 0);
-        await turn();
-      }
+      if (k % perBatch === 0) await flushed(bytesDone, stop);
     }
+    if (k % perBatch !== 0) await flushed(bytesDone, stop);
+  };
+  const flushed = async (bytesDone: number, stop: AbortSignal) => {
+    await untilStopped(conn.writer.flush(), stop);
+    onChunk?.(bytesDone, 0);
+    await turn();
   };
   const records = async (stop: AbortSignal): Promise<Done> => {
     for (;;) {

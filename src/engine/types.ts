@@ -3,6 +3,8 @@ import type { Transport } from '../transport/transport.js';
 import type { Fingerprint } from './fingerprint.js';
 import type { SnapshotReport } from '../lvm/snapshot.js';
 import type { HistoryCopyInfo } from '../proto/messages.js';
+import type { BlockRange } from '../ranges.js';
+import type { IncrementalReport } from '../lvm/base-record.js';
 
 /** strict: sizes must match; grow: extend a smaller file target; min: compare the common prefix. */
 export type SizePolicy = 'strict' | 'grow' | 'min';
@@ -56,6 +58,12 @@ export interface SyncOptions {
    * made for `job` (history restore through the server; server/history.ts).
    */
   historyCopy?: { job: string; id: string };
+  /**
+   * Compare and write only these blocks ([first, count] in blockSize; merged and clipped here):
+   * an incremental run (lvm/incremental.ts). Not with mode 'patch'. The summary then has no
+   * fingerprints. The peer must speak the ranges capability.
+   */
+  ranges?: readonly BlockRange[];
   /** Start the local half of the protocol as this transport's peer (tests; default: spawn). */
   localTransport?: Transport;
   signal?: AbortSignal;
@@ -93,7 +101,7 @@ export interface SyncSummary {
   blockSize: number;
   sourceSize: number;
   targetSize: number;
-  /** Bytes compared (the common prefix, or both sizes when equal). */
+  /** Bytes compared (the common prefix, or both sizes when equal; a ranged run: its ranges). */
   comparedBytes: number;
   blocksCompared: number;
   blocksDiffering: number;
@@ -138,6 +146,8 @@ export interface SyncSummary {
    */
   sourceIo?: string;
   targetIo?: string;
+  /** --incremental / incremental = true: which kind of run it was, why a full compare, the base. */
+  incremental?: IncrementalReport;
   /** A local source block device mounted read-write while it was read: the copy may be torn. */
   sourceMountedRw?: string[];
 }

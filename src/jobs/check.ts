@@ -109,7 +109,17 @@ function lastResult(r: RunRecord, currentAlive: boolean): Finding[] {
   if (r.snapshot && !r.snapshot.removed) {
     out.push({ status: Status.CRITICAL, text: `snapshot ${r.snapshot.name} was not removed${r.snapshot.error ? ': ' + r.snapshot.error : ''}` });
   }
+  out.push(...incrementalFindings(r));
   return out;
+}
+
+/** incremental = true: a full compare says why; a sample that differed (target changed behind blkdelta's back) warns. */
+function incrementalFindings(r: RunRecord): Finding[] {
+  const inc = r.incremental;
+  if (!inc || r.outcome === 'running') return [];
+  if (inc.sampleDiffering) return [{ status: Status.WARNING, text: `last run found the target changed outside blkdelta (${inc.reason}); the full compare ${r.outcome === 'success' ? 'repaired it' : 'did not finish'}` }];
+  if (inc.kind === 'full') return [{ status: Status.OK, text: `last run was a full compare: ${inc.reason}` }];
+  return [{ status: Status.OK, text: `last run was incremental (base ${inc.base}${inc.pinnedBytes !== undefined ? `, which pinned ${inc.pinnedBytes} bytes of the pool` : ''})` }];
 }
 
 function freshness(s: RunRecord | undefined, th: Thresholds, now: Date, inProgress: boolean): Finding[] {

@@ -50,6 +50,8 @@ export interface JobConfig extends Thresholds {
   ssh: SshSettings;
   /** pre_run, post_run, on_failure (argv) and hook_timeout in seconds (hooks.ts). */
   hooks: Hooks;
+  /** incremental = true: keep a base snapshot of the thin source and read only what changed (lvm/incremental.ts). */
+  incremental?: { sampleBlocks?: number; fullCompareEveryS?: number };
 }
 
 export interface Config {
@@ -151,7 +153,20 @@ function readJob(name: string, t: unknown, defaults: Table, at: At): JobConfig |
     ssh: { port: ssh.port as number, identity: ssh.identity as string, knownHosts: ssh.known_hosts as string,
       remoteCmd: ssh.remote_cmd as string, connectTimeout: ssh.connect_timeout as number },
     hooks: hooksOf(v),
+    incremental: incrementalOf(v, own, snapshot, path, at),
   };
+}
+
+/** incremental = true needs a local snapshot of a thin LV (a thin snapshot: no snapshot_size). */
+function incrementalOf(v: Table, own: Table, snapshot: JobConfig['snapshot'], path: string[], at: At): JobConfig['incremental'] {
+  if (v.incremental !== true) {
+    for (const k of ['sample_blocks', 'full_compare_every']) if (own[k] !== undefined) at([...path, k], 'needs incremental = true');
+    return undefined;
+  }
+  if (!snapshot) return void at([...path, 'incremental'], 'needs snapshot = "VG/LV" (or true) of a thin LV on this host: the base is a snapshot of it');
+  if (snapshot.remote) return void at([...path, 'incremental'], "cannot pull: the base would have to live on the source host, whose server does not keep one; run the job on the source host and push");
+  if (snapshot.size !== undefined) return void at([...path, 'snapshot_size'], 'incremental runs need a thin snapshot: remove snapshot_size');
+  return { sampleBlocks: v.sample_blocks as number | undefined, fullCompareEveryS: v.full_compare_every as number | undefined };
 }
 
 function endpoint(v: unknown, path: string[], at: At): Endpoint | undefined {

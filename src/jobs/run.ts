@@ -21,6 +21,7 @@ import { lockJob, type Lock } from '../locks/lock.js';
 import { writeMetrics } from './metrics.js';
 import { selfId } from '../locks/proc.js';
 import { acquireSlot, type Slot } from '../locks/slots.js';
+import { incrementalReportOf } from '../lvm/incremental.js';
 import { putRecord, putRefused, removeStaleTemps, type HookRecord, type Outcome, type Phase, type RunRecord } from './state.js';
 import { RunTracker } from './tracker.js';
 import { preRunError, runHook, type HookName } from './hooks.js';
@@ -37,6 +38,8 @@ export interface RunJobOptions {
   onProgress?: (p: Progress, phase: Phase) => void;
   /** Least milliseconds between two progress rewrites of the running record (default 5000). */
   progressEveryMs?: number;
+  /** Where an incremental job's base record lives (runJob passes the config's state_dir). */
+  stateDir?: string;
 }
 
 /** The final record, and the error when the run did not succeed. Throws only when no record could be written. */
@@ -92,7 +95,7 @@ async function runLocked(cfg: Config, job: JobConfig, base: RunRecord, o: RunJob
   try {
     tracker.update({ start: new Date().toISOString() });
     log.info(`job ${job.name}: started (${job.sourceText} -> ${job.targetText}, slot ${slot.index})`);
-    const { record, error } = await syncWithHooks(job, tracker, o);
+    const { record, error } = await syncWithHooks(job, tracker, { ...o, stateDir: cfg.stateDir });
     return { record: await afterHooks(job, record, tracker), error };
   } finally {
     slot.release();
@@ -118,7 +121,7 @@ async function syncWithHooks(job: JobConfig, tracker: RunTracker, o: RunJobOptio
     const result = await syncJob(job, o.signal, {
       writing: () => { phase.writing = true; }, written: () => { phase.written = true; },
       compare: () => tracker.phase('compare'), cleanup: () => tracker.phase('cleanup'),
-    }, onProgress);
+    }, onProgress, o.stateDir);
     const done = withSummary(finish(tracker.record, 'success', undefined, 'consistent'), result);
     return { record: withHooks(torn(done, result.summary.sourceMountedRw), hooks) };
   } catch (err) {
@@ -169,6 +172,8 @@ function failure(rec: RunRecord, err: unknown, signal: AbortSignal, phase: { wri
   const outcome: Outcome = code === ExitCode.INTERRUPTED || signal.aborted ? 'interrupted' : code === ExitCode.BUSY ? 'refused' : 'failed';
   const dirty = phase.writing && !phase.written && !UNTOUCHED.has(code);
   const record = finish(rec, outcome, err, dirty ? 'dirty' : 'consistent');
+  const inc = incrementalReportOf(err);
+  if (inc) record.incremental = inc;
   const snap = snapshotOfError(err);
   if (snap?.name) record.snapshot = { name: `${snap.vg}/${snap.name}`, removed: snap.removed, error: snap.removeError };
   return record;
@@ -188,7 +193,7 @@ function withSummary(rec: RunRecord, r: JobSyncResult): RunRecord {
   const changed = Math.min(s.blocksDiffering * s.blockSize, s.comparedBytes);
   const out: RunRecord = {
     ...rec,
-    bytes: { compared: s.comparedBytes, changed, sent: s.bytesSent, written: s.bytesWritten },
+    bytes: { compared: s.comparedBytes, changed, sent: s.bytesSent, written: s.bytesWritten, readSource: s.bytesReadSource, readTarget: s.bytesReadTarget },
     throughputBps: s.durationMs > 0 ? Math.round(s.comparedBytes / (s.durationMs / 1000)) : undefined,
     verified: s.verified,
     fingerprint: s.fingerprint,
@@ -197,6 +202,7 @@ function withSummary(rec: RunRecord, r: JobSyncResult): RunRecord {
   const snap = r.snapshot;
   if (snap?.name) out.snapshot = { name: `${snap.vg}/${snap.name}`, removed: snap.removed, error: snap.removeError };
   if (r.targetSnapshot) out.targetSnapshot = r.targetSnapshot;
+  if (s.incremental) out.incremental = s.incremental;
   return out;
 }
 

@@ -30,6 +30,10 @@ export const SHARED_KEYS: Record<string, KeySpec> = {
   post_run: { kind: 'argv' },
   on_failure: { kind: 'argv' },
   hook_timeout: { kind: 'duration', min: 1, max: 24 * 3600 },
+  // incremental runs on a thin LV source (src/lvm/incremental.ts)
+  incremental: { kind: 'bool' },
+  sample_blocks: { kind: 'int', min: 0, max: 1_000_000 },
+  full_compare_every: { kind: 'duration' },
 };
 
 export const JOB_KEYS: Record<string, KeySpec> = {

@@ -11,6 +11,7 @@ import { describe } from '../errors.js';
 import type { Fingerprint } from '../engine/fingerprint.js';
 import type { HistorySummary } from '../lvm/target-snapshot.js';
 import type { ProcId } from '../locks/proc.js';
+import type { IncrementalReport } from '../lvm/base-record.js';
 import type { Thresholds } from './config.js';
 
 /**
@@ -55,7 +56,10 @@ export interface RunRecord {
   target: string;
   exitCode?: number;
   error?: string;
-  bytes?: { compared: number; changed: number; sent: number; written: number };
+  /** readSource/readTarget: bytes each side read (an incremental run reads only what changed). */
+  bytes?: { compared: number; changed: number; sent: number; written: number; readSource?: number; readTarget?: number };
+  /** incremental = true: which kind of run, why a full compare, the base (lvm/base-record.ts). */
+  incremental?: IncrementalReport;
   throughputBps?: number;
   /** The snapshot the source was read from; removed false means it is still there. */
   snapshot?: { name: string; removed: boolean; error?: string };

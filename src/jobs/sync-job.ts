@@ -4,6 +4,8 @@
 // one end is remote, and throttled when bwlimit is set.
 //   [source snapshot] -> [target snapshot] -> transport (local server / ssh, bwlimit)
 //   -> runSync(write, verify?) -> [label and prune target copies: retention, pool_max_fill]
+// incremental = true: withIncremental replaces the source snapshot step (it makes the snapshot,
+// picks the ranges, runs a sample pass, then the steps above on the ranges, then rotates the base).
 // What an interruption leaves: see runSync (a target being written is left incomplete) and
 // withSourceSnapshot (the snapshot is removed; after SIGKILL the next run removes it).
 import { runSync } from '../engine/sync.js';
@@ -17,6 +19,8 @@ import { SshTransport } from '../transport/ssh.js';
 import type { Transport } from '../transport/transport.js';
 import type { RemoteEndpoint } from '../transport/address.js';
 import type { JobConfig } from './config.js';
+import { withIncremental } from '../lvm/incremental.js';
+import type { BlockRange } from '../ranges.js';
 
 export interface JobSyncResult {
   summary: SyncSummary;
@@ -32,7 +36,8 @@ export interface JobSyncResult {
  */
 export interface Phases { writing(): void; written(): void; compare?(): void; cleanup?(): void }
 
-export async function syncJob(job: JobConfig, signal: AbortSignal, phases: Phases, onProgress?: (p: Progress) => void): Promise<JobSyncResult> {
+export async function syncJob(job: JobConfig, signal: AbortSignal, phases: Phases, onProgress?: (p: Progress) => void, stateDir = '/var/lib/blkdelta'): Promise<JobSyncResult> {
+  if (job.incremental && job.snapshot && !job.snapshot.remote) return incrementalJob(job, stateDir, signal, phases, onProgress);
   if (!job.snapshot || job.snapshot.remote) return syncTarget(job, job.source.path, signal, phases, onProgress); // remote: its server snapshots
   const [vg, lv] = job.snapshot.lv.split('/') as [string, string];
   const spec = { vg, lv, job: job.name, size: job.snapshot.size, maxFillPct: job.snapshot.maxFill, poolMaxFillPct: job.snapshot.poolMaxFill };
@@ -43,14 +48,34 @@ export async function syncJob(job: JobConfig, signal: AbortSignal, phases: Phase
   return { ...value, snapshot: report };
 }
 
+/**
+ * incremental = true: the passes of lvm/incremental.ts (a dry-run sample outside the changed
+ * ranges, then the write of the ranges or of everything); the base record lives in the state dir.
+ */
+async function incrementalJob(job: JobConfig, stateDir: string, signal: AbortSignal, phases: Phases, onProgress?: (p: Progress) => void): Promise<JobSyncResult> {
+  const [vg, lv] = job.snapshot!.lv.split('/') as [string, string];
+  const spec = {
+    vg, lv, job: job.name, stateDir, target: job.targetText, blockSize: job.blockSize, poolMaxFillPct: job.snapshot!.poolMaxFill,
+    sampleBlocks: job.incremental!.sampleBlocks, fullCompareEveryS: job.incremental!.fullCompareEveryS,
+  };
+  let written: JobSyncResult | undefined;
+  const { value, report, snapshot } = await withIncremental(spec, signal, async (device, pass, sig) => {
+    phases.compare?.();
+    if (pass.mode !== 'write') return runSync({ ...syncOptions(job, device, sig), mode: 'dry-run', verify: false, ranges: pass.ranges });
+    written = await syncTarget(job, device, sig, phases, onProgress, pass.ranges);
+    return written.summary;
+  });
+  return { ...written!, summary: { ...value, incremental: report }, snapshot };
+}
+
 /** target_snapshot: snapshot the target LV, sync, then rotate (only after a success). */
-async function syncTarget(job: JobConfig, source: string, signal: AbortSignal, phases: Phases, onProgress?: (p: Progress) => void): Promise<JobSyncResult> {
-  if (job.target.kind === 'remote') return syncRemoteTarget(job, source, signal, phases, onProgress);
+async function syncTarget(job: JobConfig, source: string, signal: AbortSignal, phases: Phases, onProgress?: (p: Progress) => void, ranges?: BlockRange[]): Promise<JobSyncResult> {
+  if (job.target.kind === 'remote') return syncRemoteTarget(job, source, signal, phases, onProgress, ranges);
   const ts = job.targetSnapshot;
   const taken = ts ? await takeTargetSnapshot(job.target.path, { job: job.name, size: ts.size, poolMaxFill: ts.poolMaxFill }) : undefined;
   signal.throwIfAborted();
   phases.writing();
-  const summary = await runSync({ ...syncOptions(job, source, signal), seed: seedOf(taken, job.blockSize), onProgress });
+  const summary = await runSync({ ...syncOptions(job, source, signal), seed: seedOf(taken, job.blockSize), onProgress, ranges });
   phases.written();
   phases.cleanup?.();
   const snapshot = summary.sourceSnapshot; // a pull's, made by the server
@@ -69,10 +94,10 @@ function seedOf(taken: TargetSnapshotInfo | undefined, blockSize: number): strin
  * A remote target: the job only asks (SyncOptions.targetSnapshot); its server takes and rotates
  * the snapshot as its own [server.target_snapshot] says.
  */
-async function syncRemoteTarget(job: JobConfig, source: string, signal: AbortSignal, phases: Phases, onProgress?: (p: Progress) => void): Promise<JobSyncResult> {
+async function syncRemoteTarget(job: JobConfig, source: string, signal: AbortSignal, phases: Phases, onProgress?: (p: Progress) => void, ranges?: BlockRange[]): Promise<JobSyncResult> {
   const ts = job.targetSnapshot;
   phases.writing();
-  const summary = await runSync({ ...syncOptions(job, source, signal), onProgress, ...(ts ? { targetSnapshot: { job: job.name } } : {}) });
+  const summary = await runSync({ ...syncOptions(job, source, signal), onProgress, ranges, ...(ts ? { targetSnapshot: { job: job.name } } : {}) });
   phases.written();
   phases.cleanup?.();
   const t = summary.targetSnapshot;

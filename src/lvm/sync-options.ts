@@ -12,6 +12,9 @@ import { BlkError, ExitCode } from '../errors.js';
 import { formatRemote, parseEndpoint, type RemoteEndpoint } from '../transport/address.js';
 import { checkJobName, defaultJobName, jobNameOfPath, parseVgLv, sizeArgs } from './argv.js';
 import { checkPercent, withSourceSnapshot, type SnapshotReport } from './snapshot.js';
+import { DEFAULT_SAMPLE_BLOCKS } from './thin-delta.js';
+import type { IncrementalSpec } from './incremental.js';
+import { parseDuration } from '../units.js';
 import type { CopyFingerprint } from './copy-tags.js';
 import { rotateTargetSnapshots, takeTargetSnapshot, type TargetSnapshotInfo } from './target-snapshot.js';
 
@@ -24,6 +27,10 @@ export interface SnapshotArgs {
   'target-snapshot'?: boolean;
   'target-snapshot-size'?: string;
   keep?: number;
+  incremental?: boolean;
+  'sample-blocks'?: number;
+  'full-compare-every'?: string;
+  'state-dir'?: string;
 }
 
 /** Adds the LVM options to a yargs builder. */
@@ -37,7 +44,12 @@ export function snapshotOptions<T>(y: Argv<T>) {
     .option('target-snapshot', { type: 'boolean', group: 'LVM:', describe: 'snapshot the target LV before the first write (keeps the last good copy)' })
     .option('target-snapshot-size', { type: 'string', group: 'LVM:', describe: 'COW size of the target snapshot when the target is not thin (default 20%ORIGIN)' })
     .option('keep', { type: 'number', group: 'LVM:', describe: 'target snapshots to keep after a successful run (default 1; a local target only: a remote server keeps by its own policy)' })
+    .option('incremental', { type: 'boolean', group: 'LVM:', describe: 'with --snapshot of a thin LV: keep a base snapshot and read only the blocks changed since it (falls back to a full compare, saying why)' })
+    .option('sample-blocks', { type: 'number', group: 'LVM:', describe: `--incremental: blocks compared at random outside the changed ranges (default ${DEFAULT_SAMPLE_BLOCKS}; any differing one forces a full compare)` })
+    .option('full-compare-every', { type: 'string', group: 'LVM:', describe: '--incremental: force a full compare when the last one is older than this (e.g. 7d)' })
+    .option('state-dir', { type: 'string', group: 'LVM:', describe: '--incremental: where the base record is kept (default /var/lib/blkdelta)' })
     .example('blkdelta sync --snapshot vg0/data /dev/backup/data', 'sync from a snapshot of vg0/data, then remove it')
+    .example('blkdelta sync --snapshot vg0/thin --incremental /dev/backup/thin', 'read only what changed since the last run (thin LV)')
     .example('blkdelta sync --snapshot root@store1:vg0/data /dev/backup/data', "pull from a snapshot the server on store1 makes under its policy")
     .example('blkdelta sync --snapshot vg0/data --snapshot-size 2G --snapshot-max-fill 80 backup@store:/dev/bk/data --target-snapshot', 'COW snapshot, early abort; the server keeps target copies by its policy');
 }
@@ -191,3 +203,33 @@ export async function withTargetSnapshot<T extends RunFingerprints>(spec: { job:
 
 /** What a run's summary says about the content it left (engine SyncSummary has these fields). */
 export interface RunFingerprints { fingerprint?: CopyFingerprint; baseFingerprint?: CopyFingerprint }
+
+/**
+ * The incremental spec of `sync --incremental` (undefined without it); throws USAGE when the
+ * options cannot make one: it needs a local --snapshot (the base lives next to the source LV) and
+ * a written target.
+ */
+export function incrementalOf(a: SnapshotArgs & { src?: string; dst?: string }, mode: string, blockSize: number, target: string): IncrementalSpec | undefined {
+  for (const o of ['sample-blocks', 'full-compare-every', 'state-dir'] as const) {
+    if (a[o] !== undefined && !a.incremental) throw new BlkError(ExitCode.USAGE, `--${o} needs --incremental`);
+  }
+  if (!a.incremental) return undefined;
+  if (!a.snapshot) throw new BlkError(ExitCode.USAGE, '--incremental needs --snapshot VG/LV of a thin LV on this host');
+  const spec = parseSnapshotSpec(a.snapshot);
+  if (spec.remote) throw new BlkError(ExitCode.USAGE, `--incremental cannot pull (--snapshot ${a.snapshot}): the base would have to live on the source host, whose server does not keep one; run blkdelta on the source host and push instead`);
+  if (mode !== 'write') throw new BlkError(ExitCode.USAGE, '--incremental applies only when writing the target (not with --dry-run or --patch-out)');
+  if (a['snapshot-size'] !== undefined) throw new BlkError(ExitCode.USAGE, '--incremental needs a thin snapshot: --snapshot-size makes a COW one');
+  const k = a['sample-blocks'];
+  if (k !== undefined && (!Number.isInteger(k) || k < 0 || k > 1_000_000)) throw new BlkError(ExitCode.USAGE, `--sample-blocks must be a whole number from 0 to 1000000, got ${k}`);
+  let every: number | undefined;
+  try {
+    every = a['full-compare-every'] !== undefined ? parseDuration(a['full-compare-every']) : undefined;
+  } catch (err) {
+    throw new BlkError(ExitCode.USAGE, `--full-compare-every: ${(err as Error).message}`);
+  }
+  const ends = snapshotEnds(a);
+  return {
+    vg: spec.vg, lv: spec.lv, job: jobNameOf(a, ends.dst), stateDir: a['state-dir'] ?? '/var/lib/blkdelta', target, blockSize,
+    sampleBlocks: k, fullCompareEveryS: every, poolMaxFillPct: a['pool-max-fill'],
+  };
+}

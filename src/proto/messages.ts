@@ -9,7 +9,8 @@ import type { TargetSnapshotRequest, TargetSnapshotResult } from '../engine/type
 import type { SnapshotReport } from '../lvm/snapshot.js';
 import type { CopyFingerprint } from '../lvm/copy-tags.js';
 import type { PruneResult } from '../lvm/copies.js';
-import type { Retention } from '../server/policy.js';
+import type { Retention } from '../lvm/retention.js';
+import type { BlockRange } from '../ranges.js';
 import { BlkError, ExitCode, peerExitCode, printable } from '../errors.js';
 import { FrameReader, FrameWriter, Msg, msgName, parseJson, type Frame, type MsgType } from './wire.js';
 
@@ -20,9 +21,10 @@ export const PROTOCOL_VERSION = 1;
  * policy-snapshot: HELLO.policySnapshot (the server's [server.target_snapshot] decides size and
  * retention; HELLO.targetSnapshot of older clients is refused). wait: the server may send WAIT
  * frames before WELCOME while the session waits for a max_concurrent slot. history: HELLO.history
- * (a job's kept copies on the server: list, verify, prune, restore, read).
+ * (a job's kept copies on the server: list, verify, prune, restore, read). ranges: START.ranges
+ * (both sides hash only those blocks: an incremental run).
  */
-export const CAPS = ['lz4', 'zero', 'grow', 'verify', 'source-snapshot', 'policy-snapshot', 'wait', 'history'] as const;
+export const CAPS = ['lz4', 'zero', 'grow', 'verify', 'source-snapshot', 'policy-snapshot', 'wait', 'history', 'ranges'] as const;
 
 export type Role = 'source' | 'target';
 
@@ -137,6 +139,12 @@ export interface Start {
   recordsToPeer: boolean;
   compress: boolean;
   verify: boolean;
+  /**
+   * Only these blocks ([first, count], sorted, disjoint, inside compareSize) are read, hashed and
+   * compared by both sides, in this order; absent: all of [0, compareSize). Needs the ranges
+   * capability. A DONE of a ranged run carries no fingerprints (they cover the whole device).
+   */
+  ranges?: BlockRange[];
 }
 
 export interface Done {

@@ -1,0 +1,90 @@
+// Block ranges: the parts of a device an incremental sync reads (docs/lvm.md, "Incremental runs").
+// A BlockRange is [first block, block count] in the sync's block size. Pure helpers: merge, check,
+// split into the engine's read pieces, and pick random sample blocks outside a set of ranges.
+//
+//   pieces(ranges): for each range, [pos, len) steps of at most chunkSize bytes, clipped to the
+//                   compared size; without ranges, [0, compareSize) in chunkSize steps (a full run)
+//   sampleOutside(total, ranges, k, rand): k distinct blocks drawn uniformly from the blocks no
+//                   range covers (all of them when fewer), as single-block ranges, sorted
+//
+// Memory: proportional to the number of ranges (the changed extents of one run), never to the
+// device size. Nothing here touches a device.
+
+/** [first block, number of blocks], in the sync's block size. */
+export type BlockRange = [first: number, count: number];
+
+/** Sorted, with overlapping and adjacent ranges joined, empty ones dropped. */
+export function mergeRanges(ranges: readonly BlockRange[]): BlockRange[] {
+  const sorted = ranges.filter(([, n]) => n > 0).sort((a, b) => a[0] - b[0]);
+  const out: BlockRange[] = [];
+  for (const [a, n] of sorted) {
+    const last = out[out.length - 1];
+    if (last && a <= last[0] + last[1]) last[1] = Math.max(last[1], a + n - last[0]);
+    else out.push([a, n]);
+  }
+  return out;
+}
+
+/** Blocks covered by merged ranges. */
+export const rangeBlocks = (ranges: readonly BlockRange[]): number => ranges.reduce((s, [, n]) => s + n, 0);
+
+/**
+ * Why ranges are unusable for a device of totalBlocks blocks (not whole numbers, not sorted and
+ * disjoint, past the end), or null. The peer's START is checked with it before anything is read.
+ */
+export function rangesProblem(ranges: unknown, totalBlocks: number): string | null {
+  if (!Array.isArray(ranges)) return 'is not an array';
+  let end = 0;
+  for (const [i, r] of ranges.entries()) {
+    if (!Array.isArray(r) || r.length !== 2 || !r.every((x) => Number.isSafeInteger(x) && x >= 0)) return `entry ${i} is not [first, count] of whole numbers`;
+    const [a, n] = r as BlockRange;
+    if (n === 0) return `entry ${i} is empty`;
+    if (a < end) return `entry ${i} starts at block ${a}, before the end of the previous one (${end}): not sorted and disjoint`;
+    end = a + n;
+    if (end > totalBlocks) return `entry ${i} ends at block ${end}, past the compared ${totalBlocks} blocks`;
+  }
+  return null;
+}
+
+/** The [pos, len) byte pieces a run reads, in order (see the header). */
+export function* pieces(p: { blockSize: number; chunkSize: number; compareSize: number; ranges?: readonly BlockRange[] }): Generator<[number, number]> {
+  const spans: Iterable<BlockRange> = p.ranges ?? [[0, Math.ceil(p.compareSize / p.blockSize)]];
+  for (const [a, n] of spans) {
+    const end = Math.min((a + n) * p.blockSize, p.compareSize);
+    for (let pos = a * p.blockSize; pos < end; pos += p.chunkSize) yield [pos, Math.min(p.chunkSize, end - pos)];
+  }
+}
+
+/** The gaps between merged ranges in [0, total): the blocks no range covers. */
+export function complement(ranges: readonly BlockRange[], total: number): BlockRange[] {
+  const out: BlockRange[] = [];
+  let at = 0;
+  for (const [a, n] of ranges) {
+    if (a > at) out.push([at, Math.min(a, total) - at]);
+    at = Math.max(at, a + n);
+  }
+  if (at < total) out.push([at, total - at]);
+  return out.filter(([, n]) => n > 0);
+}
+
+/**
+ * k distinct blocks drawn uniformly from those no range covers, as sorted single-block ranges.
+ * rand() returns [0, 1) (Math.random, or a seeded generator in tests). Memory: k numbers.
+ */
+export function sampleOutside(total: number, ranges: readonly BlockRange[], k: number, rand: () => number = Math.random): BlockRange[] {
+  const gaps = complement(mergeRanges(ranges), total);
+  const free = rangeBlocks(gaps);
+  const picked = new Set<number>();
+  if (free <= k) for (let i = 0; i < free; i++) picked.add(i);
+  while (picked.size < Math.min(k, free)) picked.add(Math.floor(rand() * free));
+  return [...picked].sort((a, b) => a - b).map((i) => [nthBlock(gaps, i), 1] as BlockRange);
+}
+
+/** The i-th block (from 0) of the blocks gaps cover. */
+function nthBlock(gaps: readonly BlockRange[], i: number): number {
+  for (const [a, n] of gaps) {
+    if (i < n) return a + i;
+    i -= n;
+  }
+  throw new RangeError(`block index ${i} past the gaps`);
+}
