@@ -23,7 +23,7 @@ import { CompressGate } from './compress-gate.js';
 import { Msg } from '../proto/wire.js';
 import type { Conn, Done, Start } from '../proto/messages.js';
 import type { Device } from '../io/device.js';
-import { DirectIo } from '../io/direct.js';
+import { DirectIo, handled } from '../io/direct.js';
 import { FingerprintBuilder } from './fingerprint.js';
 import { pieces } from '../ranges.js';
 
@@ -85,7 +85,7 @@ export async function runSource(dev: Device, conn: Conn, start: Start, sink: Rec
   };
   // read ahead: piece k+1 is read into the other buffer while piece k is hashed and compared
   const all = pieces(start); // START.ranges: only those blocks
-  const readInto = (p: IteratorResult<[number, number]>, which: number) => (p.done ? undefined : io.readAsync(bh.chunks[which]!, p.value[1], p.value[0]));
+  const readInto = (p: IteratorResult<[number, number]>, which: number) => (p.done ? undefined : handled(io.readAsync(bh.chunks[which]!, p.value[1], p.value[0])));
   let cur = all.next();
   let ahead = readInto(cur, 0);
   let bytesDone = 0;

@@ -19,7 +19,7 @@ import { blockHasher } from '../hash.js';
 import { Msg, msgName, parseJson } from '../proto/wire.js';
 import { checkFields, type Conn, type Done, type Result, type Start } from '../proto/messages.js';
 import type { Device } from '../io/device.js';
-import { DirectIo } from '../io/direct.js';
+import { DirectIo, handled } from '../io/direct.js';
 import { pieces } from '../ranges.js';
 
 /** Device bytes whose HASHES frames are sent in one write (at most 16 frames of 1 MiB chunks). */
@@ -51,7 +51,7 @@ export async function runTarget(dev: Device, conn: Conn, start: Start, sink: Tar
     // read ahead: piece k+1 is read into the other buffer while piece k is hashed and sent (its
     // read completes before its hashes go out, so no record can have overwritten it)
     const all = pieces(start); // START.ranges: only those blocks
-    const readInto = (p: IteratorResult<[number, number]>, which: number) => (p.done ? undefined : io.readAsync(bh.chunks[which]!, p.value[1], p.value[0], true));
+    const readInto = (p: IteratorResult<[number, number]>, which: number) => (p.done ? undefined : handled(io.readAsync(bh.chunks[which]!, p.value[1], p.value[0], true)));
     let cur = all.next();
     ahead = readInto(cur, 0);
     let k = 0;

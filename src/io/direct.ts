@@ -203,3 +203,13 @@ export class DirectIo {
     return this.staging;
   }
 }
+
+/**
+ * A read-ahead promise, awaited later (after other awaits): marked handled now, so that a read
+ * error (EIO from an overflowing snapshot) is not an unhandled rejection that kills the process
+ * before the loop awaits it and throws it, cleanup included.
+ */
+export function handled<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => { /* thrown where it is awaited */ });
+  return p;
+}
