@@ -153,6 +153,7 @@ test('runs killed at random points leave a record that says so, never a half-wri
       t.true(last.outcome === 'running' || (last.outcome === 'success' && last.end !== undefined), `${last.outcome} after ${kills.join(' ')}`);
       t.is(last.process.pid, p.child.pid);
     } else {
+      // a SIGTERM after the run recorded its success leaves that success, and exit 0 (above)
       t.is(r.code, ExitCode.INTERRUPTED, r.stderr);
       t.is(last.outcome, 'interrupted');
       t.is(last.exitCode, ExitCode.INTERRUPTED);

@@ -197,7 +197,8 @@ test('max_concurrent 1 with a wait: three pushes all succeed one after the other
   for (const [pid, v] of t1) if (t0.has(pid)) ticks += v - t0.get(pid)!;
   const cpu = ticks / 100;
   t.log(`CPU of 2 waiting clients + the sshd tree (their servers, flock children, A's idle server) over ${wall.toFixed(1)} s: ${cpu.toFixed(2)} s`);
-  t.true(cpu < 0.3, `waiting used ${cpu} s of CPU in ${wall} s`);
+  // a rate, not a total: on a loaded machine the 10 s window stretched to 73 s once
+  t.true(cpu / wall < 0.03, `waiting used ${cpu} s of CPU in ${wall} s (limit 3% of one core)`);
 
   process.kill(a.child.pid!, 'SIGCONT');
   stopped = false;

@@ -2,7 +2,7 @@
 // Progress goes to stderr (a bar on a TTY, a line every 5 s otherwise; --no-progress to turn it
 // off). --all runs every job in file order, goes on after a failed job, stops when interrupted,
 // prints a summary table (stdout) and exits with the highest exit code of its jobs (130 when
-// interrupted). --json prints {version, jobs: [record...]} instead of the table. After a good run
+// interrupted before its last job ended). --json prints {version, jobs: [record...]} instead of the table. After a good run
 // a job's kept copies are verified when history_verify_every says it is due.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -56,7 +56,10 @@ export const runCommand: Command<Args> = {
     }
     if (argv.json) outJson({ jobs: results.map((r) => r.record) });
     else if (argv.all) printSummary(results.map((r) => r.record));
-    const failure = failureOf(results, argv.all) ?? (cli.abort.signal.aborted ? cli.abort.signal.reason : undefined);
+    // a signal that came after the last job had ended (its record says how it ended) interrupted
+    // nothing; one that skipped jobs did
+    const skipped = results.length < jobs.length && cli.abort.signal.aborted;
+    const failure = failureOf(results, argv.all) ?? (skipped ? cli.abort.signal.reason : undefined);
     if (failure === undefined) return ExitCode.OK;
     if (!argv.json) throw failure;
     log.error(describe(failure)); // stdout holds the records already: one JSON document, the failure in them
