@@ -97,7 +97,7 @@ exec 9>"$CACHE.lock"; flock 9; (setup); flock -u 9
 [ "$1" = --setup ] && exit 0
 
 RUN=$(mktemp -d "$(dirname "$CACHE")/run.XXXXXX")
-trap '[ -n "${asker:-}" ] && kill $asker 2>/dev/null; [ -n "${VM_KEEP:-}" ] && log "kept $RUN" || rm -rf "$RUN"' EXIT
+trap '[ -n "${asker:-}" ] && { kill $asker 2>/dev/null || true; }; [ -n "${VM_KEEP:-}" ] && log "kept $RUN" || rm -rf "$RUN"' EXIT
 mkdir "$RUN/io"
 if [ "$1" = - ]; then cat > "$RUN/io/script"; else cp "$1" "$RUN/io/script"; fi
 shift
