@@ -7,6 +7,8 @@ import { complement, mergeRanges, pieces, rangesProblem, sampleOutside, type Blo
 import { fullCompareDue, missProbability, parseThinDelta, poolDevices, toBlockRanges, DEFAULT_SAMPLE_BLOCKS } from '../src/lvm/thin-delta.js';
 import { parseDuration } from '../src/units.js';
 import { BlkError, ExitCode } from '../src/errors.js';
+import { MAX_RANGES, tooScattered } from '../src/lvm/incremental.js';
+import { MAX_FRAME } from '../src/proto/wire.js';
 import { Workspace, readAt, sha256, syncFiles as sync, touchBlocks } from './helpers/engine-fixture.js';
 
 const xml = (name: string) => readFileSync(new URL(`../../fixtures/lvm/${name}.xml`, import.meta.url), 'utf8');
@@ -267,4 +269,11 @@ test('lvs thin ids (real output): thin LVs only, with uuid, thin_id and size', (
   t.deepEqual([...ids.keys()].sort(), ['base', 'new', 'src']);
   t.like(ids.get('base'), { uuid: 'SJ89tf-Enx3-ZJi0-xH1l-qI6Y-F6gQ-ODPDfO', thinId: 2 });
   t.is(ids.get('new')!.thinId, 3);
+});
+
+test('too scattered for one run: more than MAX_RANGES ranges is a full compare with its reason; the limit fits one frame', (t) => {
+  const at = (n: number): BlockRange[] => Array.from({ length: n }, (_, i) => [i * 2, 1] as BlockRange);
+  t.is(tooScattered(at(MAX_RANGES)), undefined);
+  t.regex(tooScattered(at(MAX_RANGES + 1)) ?? '', /scattered over 200001 ranges, more than the 200000 a run carries/);
+  t.true(JSON.stringify(at(MAX_RANGES).map(([a, n]) => [a + 2 ** 40, n])).length < MAX_FRAME / 2, 'with block numbers of a 4 PiB device');
 });

@@ -110,6 +110,17 @@ interface Ctx<T> {
   pre: Pre;
 }
 
+/**
+ * The most ranges one run carries: START.ranges is one JSON frame (MAX_FRAME, 16 MiB) and the
+ * base record keeps them as pending; 200000 ranges are at most about 6 MB of JSON.
+ */
+export const MAX_RANGES = 200_000;
+
+/** A full compare's reason when the changes are too scattered to send as ranges. */
+export function tooScattered(ranges: readonly BlockRange[]): string | undefined {
+  return ranges.length > MAX_RANGES ? `the changes are scattered over ${ranges.length} ranges, more than the ${MAX_RANGES} a run carries` : undefined;
+}
+
 /** Decides the kind of run, runs the sample and the sync, then rotates the base. */
 async function passes<T extends PassResult>(spec: IncrementalSpec, c: Ctx<T>): Promise<T> {
   const ids = await thinIds(spec);
@@ -127,7 +138,10 @@ async function passes<T extends PassResult>(spec: IncrementalSpec, c: Ctx<T>): P
   }
   if (!reason) {
     ranges = changedRanges(spec, delta!, c.pre.record!, c.snap, size);
-    const sampled = await sample(spec, c, ranges, size);
+    reason = tooScattered(ranges);
+  }
+  if (!reason) {
+    const sampled = await sample(spec, c, ranges!, size);
     sampleBytes = sampled.bytes;
     reason = sampled.reason;
   }
