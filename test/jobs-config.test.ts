@@ -30,6 +30,20 @@ test('unknown key', configError, `${GOOD}blok_size = "64K"\n`,
   ['blkdelta.toml:7:1: jobs.tools.blok_size: unknown key (did you mean block_size?)']);
 test('unknown global key', configError, `statedir = "/x"\n${GOOD}`,
   ['blkdelta.toml:1:1: statedir: unknown key (did you mean state_dir?)']);
+test('a table name misspelt', configError, `[job.tools]\nsource = "/a"\ntarget = "/b"\n`,
+  ['blkdelta.toml:1:1: job: unknown key (did you mean jobs?)', 'blkdelta.toml:1:1: jobs: no jobs defined (add a [jobs.NAME] table with source and target)']);
+test('a top-level key in [defaults]', configError, `${GOOD}[defaults]\nstate_dir = "/x"\n`,
+  ['blkdelta.toml:8:1: defaults.state_dir: not allowed here: a top-level key, put it above the first [table]']);
+test('a top-level key in a job', configError, `${GOOD}max_concurrent = 3\n`,
+  ['blkdelta.toml:7:1: jobs.tools.max_concurrent: not allowed here: a top-level key, put it above the first [table]']);
+test("a job's own key in [defaults]", configError, `${GOOD}[defaults]\nsource = "/a"\n`,
+  ["blkdelta.toml:8:1: defaults.source: not allowed here: a job's own key, put it in a [jobs.NAME] table"]);
+test('a job key at the top level', configError, `verify = true\n${GOOD}`,
+  ['blkdelta.toml:1:1: verify: not allowed here: a job key, put it in [defaults] or a [jobs.NAME] table']);
+test('an ssh key in a job', configError, `${GOOD}port = 2222\n`,
+  ['blkdelta.toml:7:1: jobs.tools.port: not allowed here: an ssh key, put it in [defaults.ssh] or [jobs.NAME.ssh]']);
+test('a job key in an ssh table', configError, `${GOOD}[jobs.tools.ssh]\nbwlimit = "4M"\n`,
+  ['blkdelta.toml:8:1: jobs.tools.ssh.bwlimit: not allowed here: a job key, put it in [defaults] or a [jobs.NAME] table']);
 test('wrong type', configError, GOOD.replace('max_concurrent = 2', 'max_concurrent = "2"'),
   ['blkdelta.toml:2:1: max_concurrent: expected an integer, got string "2"']);
 test('wrong type in a job, indented', configError, `${GOOD}  verify = "yes"\n`,

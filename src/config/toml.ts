@@ -52,18 +52,30 @@ export function throwProblems(problems: readonly string[], file: string): void {
   throw new BlkError(ExitCode.CONFIG, head + problems.join('\n'));
 }
 
+/** Where readTable looks besides the table's own keys. */
+export interface TableOpts {
+  /** Sub-tables of this table (read by the caller). */
+  tables?: readonly string[];
+  /** Tables of the file that may not appear here: "table not allowed here". */
+  tablesElsewhere?: ReadonlySet<string>;
+  /** Keys valid at another level of the file, with where they belong ("a top-level key ..."). */
+  keysElsewhere?: Readonly<Record<string, string>>;
+}
+
 /**
- * Checks the plain keys of one table; nested tables must be listed in `tables`. A key that names a
- * table of the file's (`tablesElsewhere`) gets "table not allowed here", any other unknown key a
- * did-you-mean.
+ * Checks the plain keys of one table. An unknown key gets what helps most: the table it belongs
+ * in when it is valid elsewhere, else "table not allowed here", else a did-you-mean over the
+ * table's keys and sub-tables.
  */
-export function readTable(t: Table, path: string[], specs: Record<string, KeySpec>, at: At, tables: string[] = [], tablesElsewhere: ReadonlySet<string> = new Set()): Table {
+export function readTable(t: Table, path: string[], specs: Record<string, KeySpec>, at: At, opts: TableOpts = {}): Table {
+  const { tables = [], tablesElsewhere = new Set(), keysElsewhere = {} } = opts;
   const out: Table = {};
   for (const [k, v] of Object.entries(t)) {
     if (tables.includes(k)) continue;
     const spec = specs[k];
     if (!spec) {
-      at([...path, k], tablesElsewhere.has(k) ? 'table not allowed here' : `unknown key${suggest(k, specs)}`);
+      const where = Object.hasOwn(keysElsewhere, k) ? `not allowed here: ${keysElsewhere[k]}` : undefined;
+      at([...path, k], where ?? (tablesElsewhere.has(k) ? 'table not allowed here' : `unknown key${suggest(k, [...Object.keys(specs), ...tables])}`));
       continue;
     }
     try {
@@ -79,8 +91,8 @@ export function isTable(v: unknown): v is Table {
   return typeof v === 'object' && v !== null && !Array.isArray(v) && (v as object).constructor?.name !== 'TomlDate';
 }
 
-function suggest(k: string, specs: Record<string, KeySpec>): string {
-  const close = Object.keys(specs).find((s) => editDistance(s, k) <= 2);
+function suggest(k: string, names: readonly string[]): string {
+  const close = names.find((s) => editDistance(s, k) <= 2);
   return close ? ` (did you mean ${close}?)` : '';
 }
 

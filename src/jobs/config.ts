@@ -13,7 +13,7 @@ import type { KeyIndex } from '../config/keypos.js';
 import { isTable, readTable, readToml, throwProblems, type At, type Table } from '../config/toml.js';
 import { describeValue, type KeySpec } from '../config/values.js';
 import { DEFAULT_HOOK_TIMEOUT, type Hooks } from './hooks.js';
-import { GLOBAL_KEYS, JOB_KEYS, SHARED_KEYS, SSH_KEYS, TABLES } from './schema.js';
+import { GLOBAL_KEYS, JOB_KEYS, SHARED_KEYS, SSH_KEYS, TABLES, keysElsewhere } from './schema.js';
 
 export const DEFAULT_CONFIG = '/etc/blkdelta/blkdelta.toml';
 
@@ -89,8 +89,8 @@ export function parseConfig(text: string, file: string): Config {
 }
 
 function buildConfig(doc: Table, file: string, at: At, idx: KeyIndex): Config {
-  const g = readTable(doc, [], GLOBAL_KEYS, at, ['defaults', 'jobs'], TABLES);
-  const defaults = isTable(doc.defaults) ? readShared(doc.defaults, ['defaults'], SHARED_KEYS, at) : {};
+  const g = readTable(doc, [], GLOBAL_KEYS, at, { tables: ['defaults', 'jobs'], tablesElsewhere: TABLES, keysElsewhere: keysElsewhere('top') });
+  const defaults = isTable(doc.defaults) ? readShared(doc.defaults, ['defaults'], SHARED_KEYS, at, 'defaults') : {};
   if (doc.defaults !== undefined && !isTable(doc.defaults)) at(['defaults'], `expected a table, got ${describeValue(doc.defaults)}`);
   const jobs: JobConfig[] = [];
   if (!isTable(doc.jobs) || Object.keys(doc.jobs).length === 0) {
@@ -114,10 +114,10 @@ function buildConfig(doc: Table, file: string, at: At, idx: KeyIndex): Config {
 }
 
 /** A [defaults] or job table: its shared keys plus its ssh sub-table. */
-function readShared(t: Table, path: string[], specs: Record<string, KeySpec>, at: At): Table {
-  const out = readTable(t, path, specs, at, ['ssh'], TABLES);
+function readShared(t: Table, path: string[], specs: Record<string, KeySpec>, at: At, level: 'defaults' | 'job'): Table {
+  const out = readTable(t, path, specs, at, { tables: ['ssh'], tablesElsewhere: TABLES, keysElsewhere: keysElsewhere(level) });
   if (t.ssh !== undefined) {
-    if (isTable(t.ssh)) out.ssh = readTable(t.ssh, [...path, 'ssh'], SSH_KEYS, at, [], TABLES);
+    if (isTable(t.ssh)) out.ssh = readTable(t.ssh, [...path, 'ssh'], SSH_KEYS, at, { tablesElsewhere: TABLES, keysElsewhere: keysElsewhere('ssh') });
     else at([...path, 'ssh'], `expected a table, got ${describeValue(t.ssh)}`);
   }
   return out;
@@ -127,7 +127,7 @@ function readJob(name: string, t: unknown, defaults: Table, at: At): JobConfig |
   const path = ['jobs', name];
   if (!isTable(t)) return void at(path, `expected a table [jobs.${name}], got ${describeValue(t)}`);
   if (!JOB_NAME.test(name)) return void at(path, 'job names use letters, digits, "_", "-" and "." (at most 64, not starting with "." or "-", not ending in ".refused")');
-  const own = readShared(t, path, JOB_KEYS, at);
+  const own = readShared(t, path, JOB_KEYS, at, 'job');
   const v = { ...defaults, ...own, ssh: { ...(defaults.ssh as Table), ...(own.ssh as Table) } } as Table;
   for (const k of ['source', 'target']) if (t[k] === undefined) at([...path], `missing required key "${k}"`);
   const source = endpoint(v.source, [...path, 'source'], at);

@@ -61,3 +61,21 @@ export const GLOBAL_KEYS: Record<string, KeySpec> = {
 
 /** Tables that hold keys rather than values. */
 export const TABLES = new Set(['defaults', 'jobs', 'ssh']);
+
+type Level = 'top' | 'defaults' | 'job' | 'ssh';
+
+/** For each key valid at another level than `level`: where it belongs (config check's hint). */
+export function keysElsewhere(level: Level): Record<string, string> {
+  const where: [Level[], Record<string, KeySpec>, string][] = [
+    [['top'], GLOBAL_KEYS, 'a top-level key, put it above the first [table]'],
+    [['job'], { source: JOB_KEYS.source!, target: JOB_KEYS.target!, snapshot: JOB_KEYS.snapshot! }, "a job's own key, put it in a [jobs.NAME] table"],
+    [['defaults', 'job'], SHARED_KEYS, 'a job key, put it in [defaults] or a [jobs.NAME] table'],
+    [['ssh'], SSH_KEYS, 'an ssh key, put it in [defaults.ssh] or [jobs.NAME.ssh]'],
+  ];
+  const out: Record<string, string> = {};
+  for (const [levels, keys, hint] of where) {
+    if (levels.includes(level)) continue;
+    for (const k of Object.keys(keys)) out[k] ??= hint;
+  }
+  return out;
+}

@@ -67,10 +67,10 @@ export function parseServerConfig(text: string, file: string): ServerConfig {
 }
 
 function buildServerConfig(doc: Table, at: At): ServerConfig | undefined {
-  readTable(doc, [], { server: { kind: 'string' } }, at, ['server'], JOBS_FILE_TABLES); // any other top-level key is unknown
+  readTable(doc, [], { server: { kind: 'string' } }, at, { tables: ['server'], tablesElsewhere: JOBS_FILE_TABLES }); // any other top-level key is unknown
   if (!isTable(doc.server)) return void at(['server'], doc.server === undefined ? 'no [server] table' : `expected a table, got ${describeValue(doc.server)}`);
   const t = doc.server;
-  const v = readTable(t, ['server'], SERVER_KEYS, at, ['allow', 'source_snapshot', 'target_snapshot']);
+  const v = readTable(t, ['server'], SERVER_KEYS, at, { tables: ['allow', 'source_snapshot', 'target_snapshot'] });
   const allow = allowOf(t, at);
   if (v.wait_timeout !== undefined && (v.wait_timeout as number) > MAX_WAIT_TIMEOUT) at(['server', 'wait_timeout'], `${v.wait_timeout as number} seconds is above the maximum of 7 days`);
   const cfg: ServerConfig = {
