@@ -141,6 +141,13 @@ test('first run in progress: running 1, its start, counters, no last-run figures
   ['blkdelta_running{blkdelta_job="tools"} 1', 'blkdelta_run_start_timestamp_seconds{blkdelta_job="tools"} 1795741200',
     'blkdelta_runs_total{blkdelta_job="tools"} 1', 'blkdelta_failures_total{blkdelta_job="tools"} 0'],
   [/blkdelta_last_run_success\{/, /blkdelta_last_success_timestamp_seconds\{/]);
+test('a run in progress: its last sign of life and bytes done of total', metric,
+  [{ job: 'tools', running: true, current: { ...running, updated: '2026-11-27T01:05:00.000Z', progress: { phase: 'compare', bytesDone: 4096, bytesTotal: 8192, rateBps: 1, etaS: 1 } } }],
+  ['blkdelta_run_updated_timestamp_seconds{blkdelta_job="tools"} 1795741500', 'blkdelta_run_done_bytes{blkdelta_job="tools"} 4096',
+    'blkdelta_run_total_bytes{blkdelta_job="tools"} 8192']);
+test('a run no longer alive (killed): no progress figures', metric,
+  [{ job: 'tools', running: false, current: { ...running, updated: '2026-11-27T01:05:00.000Z', progress: { phase: 'compare', bytesDone: 4096, bytesTotal: 8192, rateBps: 1, etaS: 1 } } }],
+  ['blkdelta_running{blkdelta_job="tools"} 0'], [/blkdelta_run_updated_timestamp_seconds\{/, /blkdelta_run_done_bytes\{/, /blkdelta_run_total_bytes\{/]);
 test('finished torn copy: warning 1, success 0', metric,
   [{ job: 'tools', running: false, last: { ...base, outcome: 'warning', exitCode: 0, end: '2026-11-27T01:10:00.000Z' }, counters: { runs: 3, failures: 1 } }],
   ['blkdelta_last_run_success{blkdelta_job="tools"} 0', 'blkdelta_last_run_warning{blkdelta_job="tools"} 1', 'blkdelta_running{blkdelta_job="tools"} 0',

@@ -1,8 +1,9 @@
 // Prometheus textfile-collector output: the same figures as the result records, for every job
 // with a record in the state dir, rewritten atomically (node_exporter never reads half a file).
-// A run writes it when it starts (blkdelta_running 1, its start time) and when it ends; a run
-// killed with SIGKILL leaves blkdelta_running 1 with the start time of the run that never ended
-// (alert on its age, docs/monitoring.md). The label is `blkdelta_job`: `job` is Prometheus's own
+// A run writes it when it starts (blkdelta_running 1, its start time), every minute while it
+// runs (its progress and last sign of life) and when it ends; a run killed with SIGKILL leaves
+// blkdelta_running 1 with a last sign of life that stops moving (alert on its age,
+// docs/monitoring.md) until the next writer, which sees the process gone. The label is `blkdelta_job`: `job` is Prometheus's own
 // target label. Counters (_total) come from the records' counters, kept across runs.
 // Several runs writing together each write the whole file from the records on disk; the last
 // rename wins and holds every job's latest record at that moment. Memory: the records.
@@ -36,6 +37,9 @@ const METRICS: Metric[] = [
   { name: 'blkdelta_last_success_timestamp_seconds', help: 'End of the last successful run', type: 'gauge', value: (_r, c) => ts(c.lastSuccess?.end) },
   { name: 'blkdelta_running', help: '1 while a run of the job is in progress', type: 'gauge', value: (_r, c) => (c.running ? 1 : 0), always: true },
   { name: 'blkdelta_run_start_timestamp_seconds', help: 'Start of the run in progress (queued time)', type: 'gauge', value: (_r, c) => (c.running ? ts(c.current?.queued ?? c.current?.start) : undefined), always: true },
+  { name: 'blkdelta_run_updated_timestamp_seconds', help: 'Last sign of life of the run in progress (rewritten every minute while it runs; with blkdelta_running 1 and minutes old, the process is gone or stuck)', type: 'gauge', value: (_r, c) => (c.running ? ts(c.current?.updated ?? c.current?.start) : undefined), always: true },
+  { name: 'blkdelta_run_done_bytes', help: 'Bytes compared so far by the run in progress', type: 'gauge', value: (_r, c) => (c.running ? c.current?.progress?.bytesDone : undefined), always: true },
+  { name: 'blkdelta_run_total_bytes', help: 'Bytes the run in progress compares in all', type: 'gauge', value: (_r, c) => (c.running && c.current?.progress?.bytesTotal ? c.current.progress.bytesTotal : undefined), always: true },
   { name: 'blkdelta_runs_total', help: 'Runs begun (lock taken) since the state dir was created', type: 'counter', value: (_r, c) => c.counters?.runs, always: true },
   { name: 'blkdelta_failures_total', help: 'Runs failed, interrupted, refused or killed since the state dir was created', type: 'counter', value: (_r, c) => c.counters?.failures, always: true },
 ];

@@ -45,6 +45,9 @@ export interface RunJobOptions {
 /** The final record, and the error when the run did not succeed. Throws only when no record could be written. */
 export interface RunJobResult { record: RunRecord; error?: unknown }
 
+/** How often a running job rewrites the metrics file (its progress and last sign of life). */
+const METRICS_EVERY_MS = 60_000;
+
 /** Codes that mean the target was not touched even though the sync step had begun. */
 const UNTOUCHED = new Set<number>([ExitCode.SOURCE, ExitCode.TARGET_REFUSED, ExitCode.SIZE_MISMATCH, ExitCode.HOST_KEY,
   ExitCode.AUTH, ExitCode.PERMISSION, ExitCode.SNAPSHOT, ExitCode.USAGE, ExitCode.CONFIG]);
@@ -81,7 +84,13 @@ export async function runJob(cfg: Config, job: JobConfig, o: RunJobOptions): Pro
 }
 
 async function runLocked(cfg: Config, job: JobConfig, base: RunRecord, o: RunJobOptions): Promise<RunJobResult> {
-  const tracker = new RunTracker((r) => putRecord(cfg.stateDir, r, job.history), base, o.progressEveryMs);
+  let metricsAt = Date.now();
+  const tracker = new RunTracker((r) => {
+    putRecord(cfg.stateDir, r, job.history);
+    if (Date.now() - metricsAt < METRICS_EVERY_MS) return;
+    metricsAt = Date.now();
+    writeMetricsSafely(cfg, o);
+  }, base, o.progressEveryMs);
   let slot: Slot;
   try {
     slot = await acquireSlot({
