@@ -13,7 +13,7 @@ import { BlkError, ExitCode, exitCodeOf, printable } from '../errors.js';
 import { loadHasher, randomSeed } from '../hash.js';
 import { PatchWriter } from '../patch/writer.js';
 import { log } from '../log.js';
-import { Conn, checkFields, checkMagic, historyCopyOf, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Done, type Hello, type Role, type Start, type Wait, type Welcome } from '../proto/messages.js';
+import { Conn, checkWelcome, historyCopyOf, welcomeLabelSeed, welcomeMountedRw, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Done, type Hello, type Role, type Start, type Wait, type Welcome } from '../proto/messages.js';
 import { Msg, parseJson } from '../proto/wire.js';
 import { formatAge } from '../units.js';
 import { LocalTransport } from '../transport/local.js';
@@ -72,8 +72,8 @@ export async function runSync(options: SyncOptions): Promise<SyncSummary> {
 
 /** The source's read-write mounts (local, or as the server reported them: at most 16, printable). */
 function mountedRwOf(at: unknown): { sourceMountedRw?: string[] } {
-  if (!Array.isArray(at) || at.length === 0) return {};
-  return { sourceMountedRw: at.slice(0, 16).map((m) => printable(String(m)).slice(0, 4096)) };
+  const m = welcomeMountedRw(at);
+  return m ? { sourceMountedRw: m } : {};
 }
 
 /** Two local paths naming the same storage (same file, same device, a loop device over the file). */
@@ -108,8 +108,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
     throw await conn.closedAfterExit('before the handshake'); // e.g. its command was not found: say what it printed
   });
   const welcome = await welcomeAfterWaits(conn, opts);
-  checkMagic(conn.peerLabel, welcome);
-  checkFields('WELCOME', welcome, { kind: 'string', size: 'number' });
+  checkWelcome(conn.peerLabel, welcome);
   if (opts.sourceSnapshot) pull.snapshot = reportFromWelcome(welcome.sourceSnapshot, conn.peerLabel);
   const historyCopy = opts.historyCopy ? historyCopyOf(welcome, conn.peerLabel) : undefined;
   if (opts.ranges && !welcome.caps?.includes('ranges')) {
@@ -123,7 +122,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
   const targetSize = tgt.size; // before grow changes a local target's size
   const plan = planSizes(srcSize, targetSize, tgt.kind, opts.sizePolicy);
   const start: Start = {
-    blockSize: opts.blockSize, seed: opts.seed ?? labelSeed(hello, welcome, opts.blockSize) ?? randomSeed().toString(), ...plan, chunkSize: chunkSizeFor(opts.blockSize),
+    blockSize: opts.blockSize, seed: opts.seed ?? welcomeLabelSeed(!!hello.policySnapshot, welcome.labelSeed, opts.blockSize) ?? randomSeed().toString(), ...plan, chunkSize: chunkSizeFor(opts.blockSize),
     recordsToPeer: localRole === 'source' ? write : write || opts.mode === 'patch',
     compress: opts.compress ?? true, verify: !!opts.verify,
     ...(opts.ranges ? { ranges: clipRanges(opts.ranges, plan.compareSize, opts.blockSize) } : {}),
@@ -212,13 +211,6 @@ async function peerErrorOr(conn: Conn, err: unknown): Promise<unknown> {
   } finally {
     clearTimeout(timer);
   }
-}
-
-/** The server's label seed (WELCOME.labelSeed) for a target it snapshots, when it fits this run's block size. */
-function labelSeed(hello: Hello, welcome: Welcome, blockSize: number): string | undefined {
-  const l = welcome.labelSeed;
-  if (!hello.policySnapshot || typeof l !== 'object' || l === null || l.blockSize !== blockSize) return undefined;
-  return typeof l.seed === 'string' && /^\d{1,20}$/.test(l.seed) && BigInt(l.seed) < 2n ** 64n ? l.seed : undefined;
 }
 
 /** A version 2 patch's trailer carries the content before and after (the DONE's digests). */

@@ -266,6 +266,38 @@ export function checkMagic(what: string, m: { magic?: unknown; version?: unknown
   }
 }
 
+/**
+ * A WELCOME from the server, checked before any of it is used: magic and version, kind "file" or
+ * "block", size a whole number of bytes >= 0, caps a list of at most 64 short strings (REMOTE,
+ * naming the field). The optional fields are read by welcomeMountedRw, welcomeLabelSeed,
+ * historyCopyOf and reportFromWelcome, each of which trusts nothing either.
+ */
+export function checkWelcome(peer: string, w: unknown): asserts w is Welcome {
+  checkFields('WELCOME', w, { kind: 'string', size: 'number' });
+  checkMagic(peer, w as Welcome);
+  const { kind, size, caps } = w as Welcome;
+  const bad = (why: string) => new BlkError(ExitCode.REMOTE, `${peer}: malformed WELCOME: ${why}`);
+  if (kind !== 'file' && kind !== 'block') throw bad(`field kind must be "file" or "block", got ${printable(JSON.stringify(kind))}`);
+  if (size < 0) throw bad(`field size must be a whole number of bytes >= 0, got ${size}`);
+  if (!Array.isArray(caps) || caps.length > 64 || !caps.every((c) => typeof c === 'string' && c.length <= 64)) {
+    throw bad('field caps must be a list of at most 64 strings of at most 64 characters');
+  }
+}
+
+/** WELCOME.mountedRw as shown to the operator: at most 16 mount points, printable, 4096 characters each. */
+export function welcomeMountedRw(at: unknown): string[] | undefined {
+  if (!Array.isArray(at) || at.length === 0) return undefined;
+  return at.slice(0, 16).map((m) => printable(String(m)).slice(0, 4096));
+}
+
+/** WELCOME.labelSeed when the client asked for a policy snapshot and it fits the run's block size: a decimal u64, else undefined. */
+export function welcomeLabelSeed(asked: boolean, l: unknown, blockSize: number): string | undefined {
+  if (!asked || typeof l !== 'object' || l === null) return undefined;
+  const { seed, blockSize: bs } = l as { seed?: unknown; blockSize?: unknown };
+  if (bs !== blockSize) return undefined;
+  return typeof seed === 'string' && /^\d{1,20}$/.test(seed) && BigInt(seed) < 2n ** 64n ? seed : undefined;
+}
+
 /** The error for a server without the history capability (it answered a history HELLO with WELCOME). */
 export function noHistory(peer: string): BlkError {
   return new BlkError(ExitCode.REMOTE, `the server at ${peer} does not support history (an older blkdelta); upgrade blkdelta there (nothing was read or changed)`);
