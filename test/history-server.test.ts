@@ -16,6 +16,7 @@ import { PROTOCOL_MAGIC, PROTOCOL_VERSION } from '../src/proto/messages.js';
 import { FrameReader, Msg, encodeFrameHeader, type Frame, type MsgType } from '../src/proto/wire.js';
 import type { ServerConfig } from '../src/server/policy.js';
 import { serve } from '../src/server/session.js';
+import { lockJob } from '../src/locks/lock.js';
 import { Workspace, randomFile, sha256 } from './helpers/engine-fixture.js';
 import { runBlkdelta } from './helpers/jobs.js';
 import { BLKDELTA_BIN, startSshd } from './helpers/sshd.js';
@@ -32,10 +33,10 @@ const hello = (path: string, history: unknown, extra: Record<string, unknown> = 
   ({ magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, caps: ['lz4', 'history'], role: 'target', path, write: false, history, ...extra });
 
 const TS = { size: '4M', poolMaxFill: 80, retention: { keepLast: 3 } };
-const POLICY: ServerConfig = { allow: [`${ws.dir}/*`], readOnly: false, targetSnapshot: TS };
+const POLICY: ServerConfig = { allow: [`${ws.dir}/*`], readOnly: false, targetSnapshot: TS, stateDir: `${ws.dir}/state` };
 const READ_ONLY: ServerConfig = { ...POLICY, readOnly: true };
 const NARROW: ServerConfig = { ...POLICY, allow: ['/dev/backup/*'] };
-const NO_HISTORY: ServerConfig = { allow: [`${ws.dir}/*`], readOnly: false };
+const NO_HISTORY: ServerConfig = { allow: [`${ws.dir}/*`], readOnly: false, stateDir: `${ws.dir}/state` };
 
 async function framesOf(out: PassThrough): Promise<Frame[]> {
   const reader = new FrameReader(out);
@@ -111,10 +112,42 @@ test('restore on a read-only server', refused, (d: string) => ({ op: 'restore', 
 test('restore to a relative dest', refused, { op: 'restore', job: 'db', id: 'c1', dest: 'x.img' }, POLICY, P, /device path "x\.img" is not absolute/);
 test('restore to a dest with ..', refused, (d: string) => ({ op: 'restore', job: 'db', id: 'c1', dest: `${d}/../x` }), POLICY, P, /'\.\.' component/);
 // allowed by the policy: the request reaches lvs, and a file is no LV
-test('list of a file target', refused, list, POLICY, S, /need an LVM logical volume as target: \S+dst\.img is not a block device/);
-test('verify of a file target', refused, { op: 'verify', job: 'db' }, READ_ONLY, S, /need an LVM logical volume/);
-test('prune --dry-run on a read-only server', refused, { op: 'prune', job: 'db', dryRun: true }, READ_ONLY, S, /need an LVM logical volume/);
-test('read of a file target', refused, { op: 'read', job: 'db', id: 'c1' }, READ_ONLY, S, /need an LVM logical volume/, { role: 'source' });
+test('list of a file target', refused, { op: 'list', job: 'db1' }, POLICY, S, /need an LVM logical volume as target: \S+dst\.img is not a block device/);
+test('verify of a file target', refused, { op: 'verify', job: 'db2' }, READ_ONLY, S, /need an LVM logical volume/);
+test('prune --dry-run on a read-only server', refused, { op: 'prune', job: 'db3', dryRun: true }, READ_ONLY, S, /need an LVM logical volume/);
+test('read of a file target', refused, { op: 'read', job: 'db4', id: 'c1' }, READ_ONLY, S, /need an LVM logical volume/, { role: 'source' });
+
+// the job's lock on the server: what reads or rotates copies runs alone (LOCKED), listing does not
+// (serial: each row holds the lock of job 'held' itself; other rows use other job names)
+const L = ExitCode.LOCKED;
+const held = /refused by the server: job held is busy here, history \w+ must wait: locked by process \d+, running since .*; a push with a target snapshot, history verify, restore and prune of one job run one at a time on the server/;
+const withLock = test.macro({
+  async exec(t, history: unknown, code: number, words: RegExp, extra: Record<string, unknown> = {}) {
+    const lock = lockJob(`${ws.dir}/state`, 'server-job-held', new Date());
+    try {
+      const dst = ws.fresh('dst.img');
+      randomFile(dst, 64 * KiB);
+      const before = sha256(dst);
+      const h = typeof history === 'function' ? (history as (d: string) => unknown)(dst) : history;
+      const r = await session(hello(dst, h, extra), POLICY);
+      t.is(r.code, code, r.error?.message);
+      t.regex(r.error?.message ?? '', words);
+      t.is(sha256(dst), before, 'the target is unchanged');
+    } finally {
+      lock.release();
+    }
+  },
+  title: (name) => `job lock held on the server: ${name}`,
+});
+test.serial('verify is refused', withLock, { op: 'verify', job: 'held' }, L, held);
+test.serial('prune is refused', withLock, { op: 'prune', job: 'held' }, L, held);
+test.serial('restore is refused', withLock, (d: string) => ({ op: 'restore', job: 'held', id: 'c1', dest: `${d}.r` }), L, held);
+test.serial('read (a restore to the client) is refused', withLock, { op: 'read', job: 'held', id: 'c1' }, L, held, { role: 'source' });
+test.serial('a push with a policy snapshot is refused', withLock, undefined, L,
+  /refused by the server: job held is busy here, this push with a target snapshot must wait: locked by process \d+/, { write: true, policySnapshot: { job: 'held' } });
+test.serial('list goes ahead', withLock, { op: 'list', job: 'held' }, S, /need an LVM logical volume/);
+test.serial('prune --dry-run goes ahead', withLock, { op: 'prune', job: 'held', dryRun: true }, S, /need an LVM logical volume/);
+test.serial('another job goes ahead', withLock, { op: 'verify', job: 'web' }, S, /need an LVM logical volume/);
 
 // ---- the client's check of a HISTORY reply ----
 
@@ -212,7 +245,7 @@ test('over a real sshd: list and verify reach the server (a file is no LV: 13); 
     chmodSync(wrapper, 0o755);
     return wrapper;
   };
-  const open = server('open', `[server]\nallow = ["${ws.dir}/*"]\nread_only = true\n[server.target_snapshot]\nkeep_last = 3\n`);
+  const open = server('open', `[server]\nallow = ["${ws.dir}/*"]\nread_only = true\nstate_dir = "${ws.dir}/state"\n[server.target_snapshot]\nkeep_last = 3\n`);
   const narrow = server('narrow', '[server]\nallow = ["/dev/backup/*"]\n');
   const ssh = (cmd: string) => `ssh = { port = ${sshd.port}, identity = "${sshd.userKey.privatePath}", known_hosts = "${sshd.knownHosts}", remote_cmd = "${cmd}" }`;
   const cfg = jobConfig(`${sshd.user}@127.0.0.1:${dst}`, ssh(open));

@@ -181,7 +181,7 @@ test('policySnapshot when not writing', refused, { policySnapshot: {}, write: fa
 test('a server with a policy applies it: a file target cannot be snapshotted (13), nothing written', async (t) => {
   const c = setup(t);
   const cfg = join(c.state, '..', 'server.toml');
-  writeFileSync(cfg, `[server]\nallow = ["${c.allow}"]\n${POLICY}`);
+  writeFileSync(cfg, `[server]\nallow = ["${c.allow}"]\nstate_dir = "${c.state}"\n${POLICY}`);
   const s = startServer(['--config', cfg]);
   await s.writer.sendJson(Msg.HELLO, hello(c.target, { policySnapshot: { job: 'nightly' } }));
   const e = await next(s); // refused before WELCOME: the server reads the target LV's label for it

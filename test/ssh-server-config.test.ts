@@ -27,7 +27,7 @@ const CONFIGS: Record<string, string> = {
   rw: `allow = ["${allowed}/*/*"]\n`,
   ro: `allow = ["${allowed}/*/*"]\nread_only = true\n`,
   empty: 'allow = []\n',
-  policy: `allow = ["${allowed}/*/*"]\n[server.target_snapshot]\nkeep_last = 3\nsize = "10%ORIGIN"\n`,
+  policy: `allow = ["${allowed}/*/*"]\nstate_dir = "${stateOf('policy')}"\n[server.target_snapshot]\nkeep_last = 3\nsize = "10%ORIGIN"\n`,
   busy: `allow = ["${allowed}/*/*"]\nmax_concurrent = 1\nwait_timeout = 0\nstate_dir = "${stateOf('busy')}"\n`,
   queue: `allow = ["${allowed}/*/*"]\nmax_concurrent = 1\nwait_timeout = "10m"\nstate_dir = "${stateOf('queue')}"\n`,
 };

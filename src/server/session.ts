@@ -32,6 +32,7 @@ import { DEFAULT_STATE_DIR, DEFAULT_WAIT_TIMEOUT } from './config.js';
 import { checkAllowed, checkRequest, OPEN_POLICY, type Retention, type ServerConfig, type ServerPolicy } from './policy.js';
 import { answerHistory, historyPlan, withHistoryCopy, type HistoryPlan } from './history.js';
 import { acquireSlot, type Slot } from '../locks/slots.js';
+import { lockJob, type Lock } from '../locks/lock.js';
 import { snapshotOutcome, snapshotRequest, withServerSnapshot, type OnSnapshot, type SnapshotRequest } from './snapshots.js';
 import { checkGrowth, parseHello } from './validate.js';
 
@@ -49,6 +50,7 @@ export async function serve(input: Readable, output: Writable, opts: ServerOptio
   const conn = new Conn({ input, output, stderrTail: () => '', close: async () => null }, 'client');
   const cfg: ServerConfig = opts.config ?? OPEN_POLICY;
   let slot: Slot | undefined;
+  let jobLock: Lock | undefined;
   try {
     const first = await conn.reader.next();
     if (!first) return ExitCode.OK;
@@ -59,6 +61,7 @@ export async function serve(input: Readable, output: Writable, opts: ServerOptio
     const pull = pullRequest(hello, cfg);
     let pending: Promise<Frame | null> | undefined;
     if (cfg.maxConcurrent) ({ slot, pending } = await takeSlot(cfg, conn, hello, opts.signal));
+    jobLock = lockServerJob(cfg, history ? (history.op === 'list' || (history.op === 'prune' && history.dryRun) ? undefined : history.job) : plan?.job, hello);
     if (history) {
       await historySession(conn, hello, history, opts.signal, pending);
     } else if (!pull) {
@@ -77,6 +80,7 @@ export async function serve(input: Readable, output: Writable, opts: ServerOptio
     return snap && !snap.removed ? ExitCode.SNAPSHOT : code; // the client reads a left snapshot from this
   } finally {
     if (slot) log.info(`slot ${slot.index} released`); // before the release: a log shows sessions in order
+    jobLock?.release();
     slot?.release();
     output.end();
     input.destroy(); // stop reading: a client still sending gets EPIPE, and this process can exit
@@ -203,6 +207,27 @@ async function takeSlot(cfg: ServerConfig, conn: Conn, hello: Hello, signal?: Ab
     return { slot, pending };
   } finally {
     signal?.removeEventListener('abort', onSignal);
+  }
+}
+
+/**
+ * The job's lock on this server (<state_dir>/locks/server-job-JOB.lock) for what rotates or reads
+ * its kept copies: a push that snapshots the target, history verify, restore and prune. A second
+ * one is refused at once (exit 16) instead of pruning a copy another session is reading, or
+ * rotating copies under a restore. Listing and a dry-run prune take no lock.
+ */
+function lockServerJob(cfg: ServerConfig, job: string | undefined, hello: Hello): Lock | undefined {
+  if (job === undefined) return undefined;
+  const dir = cfg.stateDir ?? DEFAULT_STATE_DIR;
+  try {
+    return lockJob(dir, `server-job-${job}`, new Date());
+  } catch (err) {
+    if (exitCodeOf(err) === ExitCode.LOCKED) {
+      const what = hello.history ? `history ${hello.history.op}` : 'this push with a target snapshot';
+      throw new BlkError(ExitCode.LOCKED, `refused by the server: job ${job} is busy here, ${what} must wait: ${(err as Error).message.replace(/^job \S+ is already running: /, '')}; ` +
+        'a push with a target snapshot, history verify, restore and prune of one job run one at a time on the server');
+    }
+    throw new BlkError(ExitCode.IO, `the server cannot take job ${job}'s lock in ${dir}/locks: ${describe(err)} (set state_dir in the server's config)`, { cause: err });
   }
 }
 
