@@ -34,6 +34,7 @@ import { answerHistory, historyPlan, withHistoryCopy, type HistoryPlan } from '.
 import { acquireSlot, type Slot } from '../locks/slots.js';
 import { snapshotOutcome, snapshotRequest, withServerSnapshot, type OnSnapshot, type SnapshotRequest } from './snapshots.js';
 import { checkGrowth, parseHello } from './validate.js';
+import { incrementalAsk, incrementalPull } from './incremental.js';
 
 export interface ServerOptions {
   /** The server's policy (`--config` and flags); absent: any path, no limit, no target snapshots. */
@@ -57,10 +58,13 @@ export async function serve(input: Readable, output: Writable, opts: ServerOptio
     const history = hello.history ? historyPlan(hello, cfg) : undefined;
     const plan = snapshotPlan(hello, cfg);
     const pull = pullRequest(hello, cfg);
+    const inc = hello.incremental !== undefined ? incrementalAsk(hello) : undefined; // after pullRequest: its refusal (no policy) comes first
     let pending: Promise<Frame | null> | undefined;
     if (cfg.maxConcurrent) ({ slot, pending } = await takeSlot(cfg, conn, hello, opts.signal));
     if (history) {
       await historySession(conn, hello, history, opts.signal, pending);
+    } else if (pull && inc) {
+      await incrementalPull(conn, pull, inc, cfg, opts.signal, input, pending);
     } else if (!pull) {
       await session(conn, hello, open(hello, cfg), { plan, pending });
     } else {
