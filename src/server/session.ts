@@ -11,6 +11,8 @@
 //   (a history request: one HISTORY frame instead, or a read session on a kept copy)
 //   → run the role → wait for stdin EOF (a source snapshot: remove it after RESULT, then end the
 //     output; the client waits for that)
+//   (HELLO.incremental with a source snapshot: server/incremental.ts runs the whole session: the
+//     job's base kept here, several passes, the ROTATE frames)
 // The device path only ever travels inside the protocol, never through a shell. A client may ask
 // for a target snapshot (HELLO.policySnapshot, naming the job), never set its size or retention.
 // A session that fails after growing its target truncates it back to its size before the session.
