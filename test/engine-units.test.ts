@@ -206,7 +206,7 @@ const badHeader = test.macro({
   title: (name) => `decodeFrameHeader refuses ${name}`,
 });
 test('type 0', badHeader, [0, 0, 0, 0, 0, 0, 0, 0], 'frame.type', 100, /unknown message type 0/);
-test('type 12', badHeader, [12, 0, 0, 0, 0, 0, 0, 0], 'frame.type', 100, /unknown message type 12/);
+test('type 14', badHeader, [14, 0, 0, 0, 0, 0, 0, 0], 'frame.type', 100, /unknown message type 14/);
 test('type 255 (e.g. an SSH banner or shell noise)', badHeader, [255, 0, 0, 0, 0, 0, 0, 0], 'frame.type', 100, /is the other end blkdelta/);
 test('reserved byte 1 set', badHeader, [1, 1, 0, 0, 0, 0, 0, 0], 'frame.reserved', 101, /must be zero/);
 test('reserved u16 low bit set', badHeader, [1, 0, 1, 0, 0, 0, 0, 0], 'frame.reserved', 101, /must be zero/);

@@ -120,7 +120,7 @@ test('read of a file target', refused, { op: 'read', job: 'db4', id: 'c1' }, REA
 // the job's lock on the server: what reads or rotates copies runs alone (LOCKED), listing does not
 // (serial: each row holds the lock of job 'held' itself; other rows use other job names)
 const L = ExitCode.LOCKED;
-const held = /refused by the server: job held is busy here, history \w+ must wait: locked by process \d+, running since .*; a push with a target snapshot, history verify, restore and prune of one job run one at a time on the server/;
+const held = /refused by the server: job held is busy here, history \w+ must wait: locked by process \d+, running since .*; pushes with a target snapshot, pulls from a source snapshot and history verify, restore and prune of one job run one at a time on the server/;
 const withLock = test.macro({
   async exec(t, history: unknown, code: number, words: RegExp, extra: Record<string, unknown> = {}) {
     const lock = lockJob(`${ws.dir}/state`, 'server-job-held', new Date());

@@ -208,7 +208,7 @@ const refused = test.macro({
   title: (_t, a: A, mode: string, mention: string) => `sync ${JSON.stringify(a)} (${mode}) refused: ${mention}`,
 });
 test(refused, { incremental: true, src: 'a', dst: 'b' }, 'write', '--incremental needs --snapshot VG/LV');
-test(refused, { incremental: true, snapshot: 'root@src:vg0/data', src: '/dev/bk/x' }, 'write', '--incremental cannot pull');
+test(refused, { incremental: true, snapshot: 'root@src:vg0/data', src: '/dev/bk/x', 'pool-max-fill': 50 }, 'write', 'snapshots under its own policy');
 test(refused, { incremental: true, snapshot: 'vg0/data', src: '/dev/bk/x' }, 'dry-run', 'only when writing the target');
 test(refused, { incremental: true, snapshot: 'vg0/data', src: '/dev/bk/x', 'snapshot-size': '1G' }, 'write', 'needs a thin snapshot');
 test(refused, { incremental: true, snapshot: 'vg0/data', src: '/dev/bk/x', 'sample-blocks': -1 }, 'write', '--sample-blocks must be');
@@ -219,12 +219,18 @@ test('sync --incremental options make the spec; without --incremental none', (t)
   t.is(incrementalOf({ snapshot: 'vg0/data', src: '/dev/bk/x' }, 'write', 4096, '/dev/bk/x'), undefined);
   t.like(incrementalOf({ incremental: true, snapshot: 'vg0/data', src: '/dev/bk/x', 'full-compare-every': '7d', 'sample-blocks': 0, 'state-dir': '/s' }, 'write', 65536, '/dev/bk/x'),
     { vg: 'vg0', lv: 'data', job: 'vg0-data', stateDir: '/s', target: '/dev/bk/x', blockSize: 65536, sampleBlocks: 0, fullCompareEveryS: 7 * 86400 });
+  // a pull: the server keeps the base, this host the record
+  t.like(incrementalOf({ incremental: true, snapshot: 'root@src:vg0/data', src: '/dev/bk/x' }, 'write', 4096, '/dev/bk/x'),
+    { vg: 'vg0', lv: 'data', job: 'vg0-data', target: '/dev/bk/x', blockSize: 4096 });
 });
 
 const JOB = '[jobs.thin]\nsource = "/dev/vg0/thin"\ntarget = "/dev/bk/thin"\n';
 test('config: incremental keys read; refusals name the key', (t) => {
   const cfg = parseConfig(`${JOB}snapshot = true\nincremental = true\nsample_blocks = 64\nfull_compare_every = "7d"\n`, 'b.toml');
   t.deepEqual(cfg.jobs[0]!.incremental, { sampleBlocks: 64, fullCompareEveryS: 7 * 86400 });
+  const pull = parseConfig(`[jobs.p]\nsource = "root@h:/dev/vg0/thin"\ntarget = "/dev/bk/thin"\nsnapshot = true\nincremental = true\n`, 'b.toml');
+  t.truthy(pull.jobs[0]!.incremental, 'a pull: the server keeps the base');
+  t.like(pull.jobs[0], { snapshot: { lv: 'vg0/thin', remote: true } });
   const bad = (text: string, want: RegExp) => {
     const err = t.throws(() => parseConfig(text, 'b.toml'), { instanceOf: BlkError });
     t.regex(err!.message, want);
@@ -232,7 +238,6 @@ test('config: incremental keys read; refusals name the key', (t) => {
   bad(`${JOB}incremental = true\n`, /jobs\.thin\.incremental: needs snapshot = "VG\/LV"/);
   bad(`${JOB}snapshot = true\nsnapshot_size = "1G"\nincremental = true\n`, /jobs\.thin\.snapshot_size: incremental runs need a thin snapshot/);
   bad(`${JOB}snapshot = true\nsample_blocks = 3\n`, /jobs\.thin\.sample_blocks: needs incremental = true/);
-  bad(`[jobs.p]\nsource = "root@h:/dev/vg0/thin"\ntarget = "/dev/bk/thin"\nsnapshot = true\nincremental = true\n`, /jobs\.p\.incremental: cannot pull/);
   bad(`${JOB}snapshot = true\nincremental = true\nsample_block = 3\n`, /did you mean sample_blocks\?/);
 });
 

@@ -118,5 +118,9 @@ function waitTimeoutArg(v: string): number {
 
 export function serverMain(args: readonly string[]): Promise<number> {
   const cfg = serverConfigOf(parseServerArgs(args));
+  // A client killed mid-session makes our next write fail with EPIPE: without a listener that
+  // 'error' event would crash the process before the session's cleanup (a source snapshot's
+  // removal) ran. The pending write rejects anyway, so the session ends through its finally.
+  process.stdout.on('error', () => { /* the client is gone: see above */ });
   return serve(process.stdin, process.stdout, { config: cfg, signal: cli.abort.signal });
 }

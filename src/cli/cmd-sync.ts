@@ -9,7 +9,8 @@ import { resolveEnds } from './endpoints.js';
 import { progressReporter } from './progress.js';
 import { blockSizeOf, commonOptions, printSummary, type CommonArgs } from './sync-options.js';
 import { incrementalOf, remoteSnapshotOf, remoteSnapshotRequest, runWithSnapshots, snapshotEnds, snapshotOptions, targetSnapshotOf, withTargetSnapshot, type SnapshotArgs } from '../lvm/sync-options.js';
-import { withIncremental, type IncrementalSpec } from '../lvm/incremental.js';
+import { runIncremental, withIncremental, type IncrementalSpec } from '../lvm/incremental.js';
+import { pullSourceEnd, type PassWrap } from '../engine/pull-incremental.js';
 import type { SnapshotReport } from '../lvm/snapshot.js';
 import type { TargetSnapshotReport } from '../lvm/sync-options.js';
 
@@ -66,7 +67,7 @@ export const syncCommand: Command<Args> = {
       if (remoteTarget && targetSnap) opts.targetSnapshot = remoteSnapshotRequest(argv, targetSnap.job);
       const inc = incrementalOf(argv, mode, opts.blockSize, targetName(opts));
       const { value: { value: summary, target }, snapshot: local } = inc
-        ? await incrementalSync(inc, opts, remoteTarget ? undefined : targetSnap)
+        ? await incrementalSync(inc, opts, remoteTarget ? undefined : targetSnap, opts.remote?.side === 'source')
         : await runWithSnapshots(argv, cli.abort.signal, (source, signal) =>
           withTargetSnapshot(remoteTarget ? undefined : targetSnap, opts.target, (seed) => runSync({ ...opts, source: source ?? opts.source, signal, seed }), opts.blockSize));
       const snapshot = local ?? summary.sourceSnapshot;
@@ -90,15 +91,18 @@ function targetName(o: SyncOptions): string {
  * --incremental: the passes of lvm/incremental.ts (a dry-run sample, then the write), the target
  * snapshot (if asked) taken before the write pass only.
  */
-async function incrementalSync(inc: IncrementalSpec, opts: SyncOptions, targetSnap: Parameters<typeof withTargetSnapshot>[0]):
+async function incrementalSync(inc: IncrementalSpec, opts: SyncOptions, targetSnap: Parameters<typeof withTargetSnapshot>[0], pull: boolean):
   Promise<{ value: { value: SyncSummary; target?: TargetSnapshotReport }; snapshot: SnapshotReport }> {
   let target: TargetSnapshotReport | undefined;
-  const { value, report, snapshot } = await withIncremental(inc, cli.abort.signal, async (source, pass, signal) => {
-    const run = (seed?: string) => runSync({ ...opts, source, signal, seed, mode: pass.mode, ranges: pass.ranges, verify: pass.mode === 'write' && opts.verify });
+  const wrap: PassWrap = async (pass, run) => {
     if (pass.mode !== 'write') return run();
     const r = await withTargetSnapshot(targetSnap, opts.target, run, opts.blockSize);
     target = r.target;
     return r.value;
-  });
+  };
+  const { value, report, snapshot } = pull
+    ? await runIncremental(inc, pullSourceEnd(opts, wrap)) // the server keeps the base; one session
+    : await withIncremental(inc, cli.abort.signal, (source, pass, signal) =>
+      wrap(pass, (seed) => runSync({ ...opts, source, signal, seed, mode: pass.mode, ranges: pass.ranges, verify: pass.mode === 'write' && opts.verify })));
   return { value: { value: { ...value, incremental: report }, target }, snapshot };
 }

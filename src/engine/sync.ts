@@ -13,7 +13,7 @@ import { BlkError, ExitCode, exitCodeOf, printable } from '../errors.js';
 import { loadHasher, randomSeed } from '../hash.js';
 import { PatchWriter } from '../patch/writer.js';
 import { log } from '../log.js';
-import { Conn, checkWelcome, historyCopyOf, welcomeLabelSeed, welcomeMountedRw, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Done, type Hello, type Role, type Start, type Wait, type Welcome } from '../proto/messages.js';
+import { Conn, checkWelcome, historyCopyOf, welcomeLabelSeed, welcomeMountedRw, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Done, type Hello, type HistoryCopyInfo, type Role, type Start, type Wait, type Welcome } from '../proto/messages.js';
 import { Msg, parseJson } from '../proto/wire.js';
 import { formatAge } from '../units.js';
 import { LocalTransport } from '../transport/local.js';
@@ -94,30 +94,52 @@ function refuseSameDevice(source: Device, targetPath: string): void {
 interface PullState { snapshot?: SnapshotReport }
 
 async function session(opts: SyncOptions, local: Device, localRole: Role, conn: Conn, t0: number, pull: PullState): Promise<SyncSummary> {
-  const h = await loadHasher();
+  const hello = helloOf(opts, localRole);
+  const welcome = await handshake(conn, opts, hello);
+  if (opts.sourceSnapshot) pull.snapshot = reportFromWelcome(welcome.sourceSnapshot, conn.peerLabel);
+  const historyCopy = opts.historyCopy ? historyCopyOf(welcome, conn.peerLabel) : undefined;
+  const summary = await runPass(opts, local, localRole, conn, { hello, welcome, historyCopy }, t0);
+  if (opts.sourceSnapshot) await snapshotReleased(conn); // the copy is complete; the server removes its snapshot
+  return summary;
+}
+
+/** The HELLO of a run (the peer's role is the other one). */
+export function helloOf(opts: SyncOptions, localRole: Role): Hello {
   const write = opts.mode === 'write';
   const peerRole: Role = localRole === 'source' ? 'target' : 'source';
-  const hello: Hello = {
+  return {
     magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, caps: [...CAPS], role: peerRole,
     path: peerRole === 'source' ? opts.source : opts.target, write: peerRole === 'target' && write,
     ...(peerRole === 'target' && write && opts.targetSnapshot ? { policySnapshot: opts.targetSnapshot } : {}),
     ...(opts.sourceSnapshot ? { sourceSnapshot: opts.sourceSnapshot } : {}),
     ...(opts.historyCopy ? { history: { op: 'read', ...opts.historyCopy } } : {}),
   };
+}
+
+/** HELLO → WELCOME (after any WAIT), checked: its magic, fields and the capabilities this run needs. */
+export async function handshake(conn: Conn, opts: SyncOptions, hello: Hello): Promise<Welcome> {
   await conn.writer.sendJson(Msg.HELLO, hello).catch(async () => {
     throw await conn.closedAfterExit('before the handshake'); // e.g. its command was not found: say what it printed
   });
   const welcome = await welcomeAfterWaits(conn, opts);
   checkWelcome(conn.peerLabel, welcome);
-  if (opts.sourceSnapshot) pull.snapshot = reportFromWelcome(welcome.sourceSnapshot, conn.peerLabel);
-  const historyCopy = opts.historyCopy ? historyCopyOf(welcome, conn.peerLabel) : undefined;
-  if (opts.ranges && !welcome.caps?.includes('ranges')) {
-    throw new BlkError(ExitCode.REMOTE, `${conn.peerLabel}: the server is an older blkdelta without the ranges capability: it cannot compare only the changed blocks of an incremental run; upgrade blkdelta on the server (nothing was written)`);
-  }
   if (hello.policySnapshot && !welcome.caps?.includes('policy-snapshot')) {
     throw new BlkError(ExitCode.REMOTE, `${conn.peerLabel}: the server is an older blkdelta without the policy-snapshot capability: it would take no target snapshot; upgrade blkdelta on the server (nothing was written)`);
   }
+  return welcome;
+}
 
+/** What the handshake settled, for the passes of its session. */
+export interface Handshake { hello: Hello; welcome: Welcome; historyCopy?: HistoryCopyInfo }
+
+/** One pass of a session: START → READY, the local role to the end, DONE/RESULT into a summary. */
+export async function runPass(opts: SyncOptions, local: Device, localRole: Role, conn: Conn, hs: Handshake, t0: number): Promise<SyncSummary> {
+  const { hello, welcome, historyCopy } = hs;
+  const h = await loadHasher();
+  const write = opts.mode === 'write';
+  if (opts.ranges && !welcome.caps?.includes('ranges')) {
+    throw new BlkError(ExitCode.REMOTE, `${conn.peerLabel}: the server is an older blkdelta without the ranges capability: it cannot compare only the changed blocks of an incremental run; upgrade blkdelta on the server (nothing was written)`);
+  }
   const [srcSize, tgt] = localRole === 'source' ? [local.size, welcome] : [welcome.size, local];
   const targetSize = tgt.size; // before grow changes a local target's size
   const plan = planSizes(srcSize, targetSize, tgt.kind, opts.sizePolicy);
@@ -173,9 +195,9 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
     if (undo && err instanceof Error) err.message += `; ${undo}`;
     throw err;
   }
-  if (opts.sourceSnapshot) await snapshotReleased(conn); // the copy is complete; the server removes its snapshot
   return summary;
 }
+
 
 /**
  * WELCOME, after any WAIT frames (the server is at its max_concurrent): each is reported once

@@ -157,14 +157,13 @@ function readJob(name: string, t: unknown, defaults: Table, at: At): JobConfig |
   };
 }
 
-/** incremental = true needs a local snapshot of a thin LV (a thin snapshot: no snapshot_size). */
+/** incremental = true needs a snapshot of a thin LV (a thin snapshot: no snapshot_size); a pull's base is kept by its server. */
 function incrementalOf(v: Table, own: Table, snapshot: JobConfig['snapshot'], path: string[], at: At): JobConfig['incremental'] {
   if (v.incremental !== true) {
     for (const k of ['sample_blocks', 'full_compare_every']) if (own[k] !== undefined) at([...path, k], 'needs incremental = true');
     return undefined;
   }
-  if (!snapshot) return void at([...path, 'incremental'], 'needs snapshot = "VG/LV" (or true) of a thin LV on this host: the base is a snapshot of it');
-  if (snapshot.remote) return void at([...path, 'incremental'], "cannot pull: the base would have to live on the source host, whose server does not keep one; run the job on the source host and push");
+  if (!snapshot) return void at([...path, 'incremental'], 'needs snapshot = "VG/LV" (or true) of a thin LV: the base is a snapshot of it (kept by the server of a remote source)');
   if (snapshot.size !== undefined) return void at([...path, 'snapshot_size'], 'incremental runs need a thin snapshot: remove snapshot_size');
   return { sampleBlocks: v.sample_blocks as number | undefined, fullCompareEveryS: v.full_compare_every as number | undefined };
 }

@@ -5,7 +5,8 @@
 //   [source snapshot] -> [target snapshot] -> transport (local server / ssh, bwlimit)
 //   -> runSync(write, verify?) -> [label and prune target copies: retention, pool_max_fill]
 // incremental = true: withIncremental replaces the source snapshot step (it makes the snapshot,
-// picks the ranges, runs a sample pass, then the steps above on the ranges, then rotates the base).
+// picks the ranges, runs a sample pass, then the steps above on the ranges, then rotates the base);
+// for a remote source, the server does that LVM part (pullSourceEnd: one session, the record here).
 // What an interruption leaves: see runSync (a target being written is left incomplete) and
 // withSourceSnapshot (the snapshot is removed; after SIGKILL the next run removes it).
 import { runSync } from '../engine/sync.js';
@@ -19,7 +20,8 @@ import { SshTransport } from '../transport/ssh.js';
 import type { Transport } from '../transport/transport.js';
 import type { RemoteEndpoint } from '../transport/address.js';
 import type { JobConfig } from './config.js';
-import { withIncremental } from '../lvm/incremental.js';
+import { runIncremental, withIncremental } from '../lvm/incremental.js';
+import { pullSourceEnd } from '../engine/pull-incremental.js';
 import type { BlockRange } from '../ranges.js';
 
 export interface JobSyncResult {
@@ -37,7 +39,7 @@ export interface JobSyncResult {
 export interface Phases { writing(): void; written(): void; compare?(): void; cleanup?(): void }
 
 export async function syncJob(job: JobConfig, signal: AbortSignal, phases: Phases, onProgress?: (p: Progress) => void, stateDir = '/var/lib/blkdelta'): Promise<JobSyncResult> {
-  if (job.incremental && job.snapshot && !job.snapshot.remote) return incrementalJob(job, stateDir, signal, phases, onProgress);
+  if (job.incremental && job.snapshot) return incrementalJob(job, stateDir, signal, phases, onProgress);
   if (!job.snapshot || job.snapshot.remote) return syncTarget(job, job.source.path, signal, phases, onProgress); // remote: its server snapshots
   const [vg, lv] = job.snapshot.lv.split('/') as [string, string];
   const spec = { vg, lv, job: job.name, size: job.snapshot.size, maxFillPct: job.snapshot.maxFill, poolMaxFillPct: job.snapshot.poolMaxFill };
@@ -59,6 +61,15 @@ async function incrementalJob(job: JobConfig, stateDir: string, signal: AbortSig
     sampleBlocks: job.incremental!.sampleBlocks, fullCompareEveryS: job.incremental!.fullCompareEveryS,
   };
   let written: JobSyncResult | undefined;
+  if (job.snapshot!.remote) { // a pull: the server keeps the base, one session carries every pass
+    const { value, report, snapshot } = await runIncremental(spec, pullSourceEnd({ ...syncOptions(job, job.source.path, signal), onProgress }, async (pass, run) => {
+      phases.compare?.();
+      if (pass.mode !== 'write') return run();
+      written = await withLocalTargetSnapshot(job, signal, phases, run);
+      return written.summary;
+    }));
+    return { ...written!, summary: { ...value, incremental: report }, snapshot };
+  }
   const { value, report, snapshot } = await withIncremental(spec, signal, async (device, pass, sig) => {
     phases.compare?.();
     if (pass.mode !== 'write') return runSync({ ...syncOptions(job, device, sig), mode: 'dry-run', verify: false, ranges: pass.ranges });
@@ -71,11 +82,16 @@ async function incrementalJob(job: JobConfig, stateDir: string, signal: AbortSig
 /** target_snapshot: snapshot the target LV, sync, then rotate (only after a success). */
 async function syncTarget(job: JobConfig, source: string, signal: AbortSignal, phases: Phases, onProgress?: (p: Progress) => void, ranges?: BlockRange[]): Promise<JobSyncResult> {
   if (job.target.kind === 'remote') return syncRemoteTarget(job, source, signal, phases, onProgress, ranges);
+  return withLocalTargetSnapshot(job, signal, phases, (seed) => runSync({ ...syncOptions(job, source, signal), seed, onProgress, ranges }));
+}
+
+/** A local target: its target_snapshot taken before run(seed) writes it, rotated after a success. */
+async function withLocalTargetSnapshot(job: JobConfig, signal: AbortSignal, phases: Phases, run: (seed?: string) => Promise<SyncSummary>): Promise<JobSyncResult> {
   const ts = job.targetSnapshot;
   const taken = ts ? await takeTargetSnapshot(job.target.path, { job: job.name, size: ts.size, poolMaxFill: ts.poolMaxFill }) : undefined;
   signal.throwIfAborted();
   phases.writing();
-  const summary = await runSync({ ...syncOptions(job, source, signal), seed: seedOf(taken, job.blockSize), onProgress, ranges });
+  const summary = await run(seedOf(taken, job.blockSize));
   phases.written();
   phases.cleanup?.();
   const snapshot = summary.sourceSnapshot; // a pull's, made by the server

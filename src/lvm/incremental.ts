@@ -1,39 +1,33 @@
 // Incremental runs on a thin LV: read only what changed since the base the target was made equal
-// to, and fall back to a full compare, saying why, whenever that cannot be trusted.
+// to, and fall back to a full compare, saying why, whenever that cannot be trusted. This file is
+// the target's side (the base record, the decisions, the passes); the LVM work next to the source
+// is lvm/base-lvm.ts, done on this host (withIncremental) or by the server of a pull
+// (server/incremental.ts, through engine/pull-incremental.ts): a SourceEnd.
 //
-//   before the snapshot: remove base LVs of the job the record does not name (an interrupted
-//     rotation); over pool_max_fill, drop the base too (the pool gets its space back; full compare)
-//   withSourceSnapshot (stale removal, pool guard, poller, removal on every exit path) → S:
+//   before the snapshot (source end): remove base LVs of the job the record does not name (an
+//     interrupted rotation); over pool_max_fill, drop the base too (full compare, recorded)
+//   the source end's snapshot S, then:
 //     full compare when: S is not thin, no/unusable record, record for another target, pending
-//       "full", base LV missing or another LV (uuid), full_compare_every due, metadata tools fail
-//     else ranges = thin_delta(base, S) (on a reserved metadata snapshot, released in a finally)
-//       ∪ pending ranges of an interrupted run; compare a random sample outside them (dry-run):
-//       any differing block → full compare
+//       "full", base LV missing or another LV (uuid), full_compare_every due, metadata tools fail,
+//       the source end cannot read changes (a server without the incremental capability)
+//     else ranges = thin_delta(base, S) (source end) ∪ pending ranges of an interrupted run;
+//       compare a random sample outside them (dry-run): any differing block → full compare
 //     record pending = ranges | "full"; sync (write) those ranges or everything
-//     rotate: thin snapshot B' of S (tags blkdelta, blkdelta-base, job), record base = B' with
-//       pending cleared (atomic), remove the old base
+//     rotate: the source end makes B' of S; record base = B' with pending cleared (atomic); then
+//       the source end removes the old base
 //
 // Interrupted anywhere: the record still names the old base and carries what the run may have
 // written (pending), so the next run is correct; a base made but not yet recorded, or recorded but
-// its predecessor not yet removed, is removed by the next run: exactly one base remains. A metadata
-// snapshot left reserved by a killed run is released by the next one (marker file with its PID).
+// its predecessor not yet removed, is removed by the next run: exactly one base remains.
 // Memory: the changed ranges of one run and a few lvs rows.
-import { existsSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { BlkError, ExitCode } from '../errors.js';
 import { log } from '../log.js';
 import { mergeRanges, rangeBlocks, sampleOutside, type BlockRange } from '../ranges.js';
-import { TAG_OWNER, jobTag, lvsArgv, snapshotName, thinSnapshotArgv } from './argv.js';
 import { readBaseRecord, writeBaseRecord, type BaseRecord, type IncrementalReport } from './base-record.js';
-import { LvmError, listLvs, removeOwned, runLvm } from './lvm.js';
-import { DEFAULT_POOL_MAX_FILL, poolOf, poolProblem } from './pool.js';
-import type { LvRow } from './report.js';
-import { withSourceSnapshot, type SnapshotReport } from './snapshot.js';
-import {
-  DEFAULT_SAMPLE_BLOCKS, fullCompareDue, parseThinDelta, poolDevices, releaseArgv, reserveArgv, thinDeltaArgv, toBlockRanges, type ThinDelta,
-} from './thin-delta.js';
+import { tooScattered, withBaseSnapshot, type BaseAsk, type Rotation, type SourceDelta } from './base-lvm.js';
+import type { SnapshotReport } from './snapshot.js';
+import { DEFAULT_SAMPLE_BLOCKS, fullCompareDue, toBlockRanges } from './thin-delta.js';
 
-export const TAG_BASE = 'blkdelta-base';
+export { MAX_RANGES, TAG_BASE, parseThinIds, tooScattered } from './base-lvm.js';
 
 export interface IncrementalSpec {
   vg: string;
@@ -56,131 +50,107 @@ export interface IncrementalSpec {
 export interface PassResult { blocksDiffering: number; bytesReadSource: number; bytesReadTarget: number; sourceSize: number }
 export interface Pass { ranges?: BlockRange[]; mode: 'write' | 'dry-run' }
 
+/**
+ * Where the source and its bases are: body runs inside the source end's snapshot S, with what it
+ * found (delta), a way to run a pass on S, and the rotation. Its value comes back with S's report.
+ */
+export interface SourceEnd<T> {
+  within<R>(ask: BaseAsk, body: (delta: SourceDelta, run: (pass: Pass) => Promise<T>, rotation: Rotation) => Promise<R>): Promise<{ value: R; snapshot: SnapshotReport }>;
+}
+
 const reports = new WeakMap<object, IncrementalReport>();
 /** The incremental report a failed run's error carries. */
 export const incrementalReportOf = (err: unknown): IncrementalReport | undefined => (typeof err === 'object' && err ? reports.get(err) : undefined);
 
-/** Runs the passes of one incremental sync inside a source snapshot (see the header). */
+/** Runs the passes of one incremental sync of a thin LV on this host (see the header). */
 export async function withIncremental<T extends PassResult>(spec: IncrementalSpec, signal: AbortSignal,
   run: (device: string, pass: Pass, signal: AbortSignal) => Promise<T>): Promise<{ value: T; report: IncrementalReport; snapshot: SnapshotReport }> {
+  const lvm = { vg: spec.vg, lv: spec.lv, job: spec.job, poolMaxFillPct: spec.poolMaxFillPct, timeoutMs: spec.timeoutMs, markerDir: spec.stateDir };
+  const local: SourceEnd<T> = {
+    within: (ask, body) => withBaseSnapshot(lvm, ask, signal, {}, (device, sig, _snap, delta, rotation) => body(delta, (pass) => run(device, pass, sig), rotation))
+      .then(({ value, report }) => ({ value, snapshot: report })),
+  };
+  return runIncremental(spec, local);
+}
+
+/** The passes of one incremental sync against a source end (this host's LVM, or a server's). */
+export async function runIncremental<T extends PassResult>(spec: IncrementalSpec, end: SourceEnd<T>): Promise<{ value: T; report: IncrementalReport; snapshot: SnapshotReport }> {
   const inc: IncrementalReport = { kind: 'full', removedBases: [] };
   try {
-    const pre = await tidyBases(spec, inc);
-    const snapSpec = { vg: spec.vg, lv: spec.lv, job: spec.job, poolMaxFillPct: spec.poolMaxFillPct, timeoutMs: spec.timeoutMs };
-    const { value, report } = await withSourceSnapshot(snapSpec, signal, (device, sig, snap) => passes(spec, { device, snap, signal: sig, run, inc, pre }));
-    return { value, report: inc, snapshot: report };
+    const read = readBaseRecord(spec.stateDir, spec.job);
+    const pre: Pre = { record: read.record, why: read.why };
+    const ask: BaseAsk = {
+      named: read.record?.base ?? null, delta: !recordReason(spec, pre), blockSize: spec.blockSize,
+      onDropped: (dropped) => {
+        pre.record = { ...pre.record!, base: null, dropped };
+        writeBaseRecord(spec.stateDir, pre.record);
+      },
+    };
+    const { value, snapshot } = await end.within(ask, (delta, run, rotation) => {
+      inc.removedBases = delta.removedBases;
+      return passes(spec, { run, rotation, inc, pre, delta });
+    });
+    return { value, report: inc, snapshot };
   } catch (err) {
     if (typeof err === 'object' && err) reports.set(err, inc);
     throw err;
   }
 }
 
-interface Pre { record: BaseRecord | null; why?: string; base: LvRow | null }
-
-/** Removes the job's bases the record does not name, and the named one when the pool is over the guard. */
-async function tidyBases(spec: IncrementalSpec, inc: IncrementalReport): Promise<Pre> {
-  const { record, why } = readBaseRecord(spec.stateDir, spec.job);
-  const rows = await listLvs([spec.vg], spec.timeoutMs);
-  const bases = rows.filter((r) => r.tags.includes(TAG_OWNER) && r.tags.includes(TAG_BASE) && r.tags.includes(jobTag(spec.job)));
-  let base = bases.find((b) => b.name === record?.base?.name) ?? null;
-  for (const b of bases.filter((x) => x !== base)) {
-    await removeOwned(b, spec);
-    inc.removedBases.push(b.name);
-    log.warn(`removed base ${b.vg}/${b.name} of job ${spec.job}: the target's record does not name it (left by an interrupted run)`);
-  }
-  const origin = rows.find((r) => r.name === spec.lv);
-  const pool = base && origin ? poolOf(rows, origin) : null;
-  const full = pool ? poolProblem(pool, spec.poolMaxFillPct ?? DEFAULT_POOL_MAX_FILL) : null;
-  if (base && full) {
-    await removeOwned(base, spec);
-    inc.removedBases.push(base.name);
-    log.warn(`removed base ${base.vg}/${base.name} of job ${spec.job}: ${full}`);
-    writeBaseRecord(spec.stateDir, { ...record!, base: null, dropped: `base ${base.name} was dropped: ${full}` });
-    base = null;
-  }
-  return { record: base || !record ? record : readBaseRecord(spec.stateDir, spec.job).record, why, base };
-}
+interface Pre { record: BaseRecord | null; why?: string }
 
 interface Ctx<T> {
-  device: string;
-  snap: Readonly<SnapshotReport>;
-  signal: AbortSignal;
-  run: (device: string, pass: Pass, signal: AbortSignal) => Promise<T>;
+  run: (pass: Pass) => Promise<T>;
+  rotation: Rotation;
   inc: IncrementalReport;
   pre: Pre;
-}
-
-/**
- * The most ranges one run carries: START.ranges is one JSON frame (MAX_FRAME, 16 MiB) and the
- * base record keeps them as pending; 200000 ranges are at most about 6 MB of JSON.
- */
-export const MAX_RANGES = 200_000;
-
-/** A full compare's reason when the changes are too scattered to send as ranges. */
-export function tooScattered(ranges: readonly BlockRange[]): string | undefined {
-  return ranges.length > MAX_RANGES ? `the changes are scattered over ${ranges.length} ranges, more than the ${MAX_RANGES} a run carries` : undefined;
+  delta: SourceDelta;
 }
 
 /** Decides the kind of run, runs the sample and the sync, then rotates the base. */
 async function passes<T extends PassResult>(spec: IncrementalSpec, c: Ctx<T>): Promise<T> {
-  const ids = await thinIds(spec);
-  const size = ids.get(c.snap.name)?.size ?? 0;
-  let reason = fullReason(spec, c.snap, c.pre, ids);
+  const d = c.delta;
+  let reason = !d.thin ? d.reason : recordReason(spec, c.pre) ?? d.reason;
   let ranges: BlockRange[] | undefined;
-  let delta: ThinDelta | undefined;
   let sampleBytes = { src: 0, tgt: 0 };
+  if (!reason && !d.ranges) reason = 'the source end read no changed ranges'; // a server that answered without them
   if (!reason) {
-    try {
-      delta = await metadataDelta(spec, c.pre.base!.pool, c.pre.record!.base!.thinId, ids.get(c.snap.name)!.thinId);
-    } catch (err) {
-      reason = `cannot read the changed blocks from the pool's metadata: ${(err as Error).message}`;
-    }
-  }
-  if (!reason) {
-    ranges = changedRanges(spec, delta!, c.pre.record!, c.snap, size);
+    ranges = changedRanges(spec, d.ranges!, c.pre.record!, d.size);
     reason = tooScattered(ranges);
   }
   if (!reason) {
-    const sampled = await sample(spec, c, ranges!, size);
+    const sampled = await sample(spec, c, ranges!, d.size);
     sampleBytes = sampled.bytes;
     reason = sampled.reason;
   }
   const record = pendingRecord(spec, c.pre.record, reason ? 'full' : ranges!);
   writeBaseRecord(spec.stateDir, record);
-  Object.assign(c.inc, reason ? { kind: 'full', reason } : { kind: 'incremental', base: c.pre.base!.name, changedBytes: rangeBlocks(ranges!) * spec.blockSize });
+  Object.assign(c.inc, reason ? { kind: 'full', reason } : { kind: 'incremental', base: c.pre.record!.base!.name, changedBytes: rangeBlocks(ranges!) * spec.blockSize });
   if (reason) log.info(`full compare: ${reason}`);
-  const value = await c.run(c.device, reason ? { mode: 'write' } : { mode: 'write', ranges }, c.signal);
+  const value = await c.run(reason ? { mode: 'write' } : { mode: 'write', ranges });
   value.bytesReadSource += sampleBytes.src;
   value.bytesReadTarget += sampleBytes.tgt;
-  await rotate(spec, c, record, !!reason, delta);
+  await rotate(spec, c, record, !!reason);
   return value;
 }
 
-/** Why this run must compare in full, or undefined (the checks before the metadata query). */
-function fullReason(spec: IncrementalSpec, snap: Readonly<SnapshotReport>, pre: Pre, ids: Map<string, ThinIds>): string | undefined {
+/** Why the record alone makes this run a full compare, or undefined (the checks on this side). */
+function recordReason(spec: IncrementalSpec, pre: Pre): string | undefined {
   const r = pre.record;
-  if (snap.kind !== 'thin') return `source ${spec.vg}/${spec.lv} is not a thin LV (an incremental run needs thin_delta between thin snapshots)`;
   if (!r) return pre.why;
   if (r.target !== spec.target) return `the base record names target ${r.target}, not ${spec.target}`;
   if (r.pending === 'full') return 'the previous full compare did not finish: the target may differ anywhere';
   if (!r.base) return r.dropped ?? 'no base recorded (the last run kept none)';
-  if (!pre.base) return `base ${spec.vg}/${r.base.name} named by the target's record is missing (removed by hand?)`;
-  const id = ids.get(r.base.name);
-  if (!id || id.uuid !== r.base.uuid || id.thinId !== r.base.thinId) return `base ${spec.vg}/${r.base.name} is not the LV the record names (uuid or thin id differ)`;
-  if (pre.base.origin === '' && pre.base.pool === '') return `base ${spec.vg}/${r.base.name} is not a thin snapshot`;
   if (fullCompareDue(r.lastFullAt ? Date.parse(r.lastFullAt) : undefined, spec.fullCompareEveryS, Date.now())) {
     return `full_compare_every ${spec.fullCompareEveryS} s has passed since the last full compare (${r.lastFullAt ?? 'never'})`;
   }
   return undefined;
 }
 
-
-/** thin_delta's extents in the sync's blocks, plus what an interrupted run may have written. */
-function changedRanges(spec: IncrementalSpec, d: ThinDelta, r: BaseRecord, snap: Readonly<SnapshotReport>, size: number): BlockRange[] {
-  const device = Math.max(size, 1);
-  const changed = toBlockRanges(d.changed, d.poolBlockBytes, spec.blockSize, device);
-  const pending = Array.isArray(r.pending) ? toBlockRanges(r.pending, r.blockSize, spec.blockSize, device) : [];
-  if (pending.length) log.info(`adding ${rangeBlocks(pending)} blocks an interrupted run may have written (${snap.name})`);
+/** The source end's changed ranges plus what an interrupted run may have written. */
+function changedRanges(spec: IncrementalSpec, changed: BlockRange[], r: BaseRecord, size: number): BlockRange[] {
+  const pending = Array.isArray(r.pending) ? toBlockRanges(r.pending, r.blockSize, spec.blockSize, Math.max(size, 1)) : [];
+  if (pending.length) log.info(`adding ${rangeBlocks(pending)} blocks an interrupted run may have written`);
   return mergeRanges([...changed, ...pending]);
 }
 
@@ -190,7 +160,7 @@ async function sample<T extends PassResult>(spec: IncrementalSpec, c: Ctx<T>, ra
   const total = Math.ceil(size / spec.blockSize);
   const picks = k > 0 ? sampleOutside(total, ranges, k) : [];
   if (!picks.length) return { bytes: { src: 0, tgt: 0 } };
-  const s = await c.run(c.device, { mode: 'dry-run', ranges: picks }, c.signal);
+  const s = await c.run({ mode: 'dry-run', ranges: picks });
   Object.assign(c.inc, { sampleBlocks: picks.length, sampleDiffering: s.blocksDiffering });
   const bytes = { src: s.bytesReadSource, tgt: s.bytesReadTarget };
   if (!s.blocksDiffering) return { bytes };
@@ -206,93 +176,17 @@ function pendingRecord(spec: IncrementalSpec, r: BaseRecord | null, pending: 'fu
   };
 }
 
-/** After a good sync: B' = snapshot of S, recorded; then the old base goes. */
-async function rotate<T>(spec: IncrementalSpec, c: Ctx<T>, record: BaseRecord, full: boolean, delta?: ThinDelta): Promise<void> {
+/** After a good sync: B' = snapshot of S (source end), recorded; then the old base goes. */
+async function rotate<T>(spec: IncrementalSpec, c: Ctx<T>, record: BaseRecord, full: boolean): Promise<void> {
   const now = new Date();
   const done: BaseRecord = { ...record, pending: undefined, dropped: undefined, madeAt: now.toISOString(), lastFullAt: full ? now.toISOString() : record.lastFullAt };
-  if (c.snap.kind !== 'thin') {
+  if (!c.delta.thin) {
     writeBaseRecord(spec.stateDir, { ...done, base: null });
     return;
   }
-  const name = snapshotName(spec.vg, spec.lv, `base-${spec.job}`, now, 'source');
-  try {
-    await runLvm(thinSnapshotArgv({ vg: spec.vg, lv: c.snap.name, name, tags: [TAG_OWNER, TAG_BASE, jobTag(spec.job)], active: false }), spec.timeoutMs);
-  } catch (err) {
-    throw new BlkError(ExitCode.SNAPSHOT, `the target is a good copy, but the new base could not be created (the next run adds this run's blocks to its own): ${(err as Error).message}`, { cause: err });
-  }
-  const id = (await thinIds(spec)).get(name);
-  if (!id) throw new BlkError(ExitCode.SNAPSHOT, `base ${spec.vg}/${name} was created but lvs does not show it`);
-  const pinned = delta ? delta.leftOnlyBlocks * delta.poolBlockBytes : undefined;
-  writeBaseRecord(spec.stateDir, { ...done, base: { name, uuid: id.uuid, thinId: id.thinId }, ...(pinned !== undefined ? { pinnedBytes: pinned } : {}) });
-  Object.assign(c.inc, { newBase: name, ...(pinned !== undefined ? { pinnedBytes: pinned } : {}) });
-  if (c.pre.base) {
-    await removeOwned(c.pre.base, spec);
-    c.inc.removedBases.push(c.pre.base.name);
-  }
-  log.info(`base of job ${spec.job} is now ${spec.vg}/${name}`);
-}
-
-interface ThinIds { uuid: string; thinId: number; size: number }
-
-/** lv_uuid and thin_id of the VG's LVs (a separate lvs: the shared columns stay as they are). */
-async function thinIds(spec: IncrementalSpec): Promise<Map<string, ThinIds>> {
-  const { stdout } = await runLvm(lvsArgv([spec.vg], ['lv_name', 'lv_uuid', 'thin_id', 'lv_size']), spec.timeoutMs);
-  return parseThinIds(stdout);
-}
-
-/** Pure: lvs JSON (--units b --nosuffix) with lv_name, lv_uuid, thin_id, lv_size → name → ids (thin LVs only). */
-export function parseThinIds(stdout: string): Map<string, ThinIds> {
-  const out = new Map<string, ThinIds>();
-  const doc = JSON.parse(stdout) as { report?: { lv?: Record<string, string>[] }[] };
-  for (const r of doc.report ?? []) {
-    for (const o of r.lv ?? []) if (/^\d+$/.test(o.thin_id ?? '')) out.set(o.lv_name!, { uuid: o.lv_uuid ?? '', thinId: Number(o.thin_id), size: Number(o.lv_size ?? 0) });
-  }
-  return out;
-}
-
-/** thin_delta between two thin ids on a reserved metadata snapshot, released on every exit path. */
-async function metadataDelta(spec: IncrementalSpec, pool: string, left: number, right: number): Promise<ThinDelta> {
-  const { tmeta, tpool } = poolDevices(spec.vg, pool);
-  const marker = join(spec.stateDir, `metasnap-${spec.vg}-${pool}.pid`);
-  await reserve(spec, tpool, marker);
-  try {
-    const { stdout } = await runLvm(thinDeltaArgv(tmeta, left, right), Math.max(spec.timeoutMs ?? 0, 600_000));
-    return parseThinDelta(stdout);
-  } finally {
-    await runLvm(releaseArgv(tpool), spec.timeoutMs).then(() => unlinkQuiet(marker), (err: Error) =>
-      log.error(`cannot release the metadata snapshot of ${tpool}: ${err.message}; release it by hand: dmsetup message ${tpool} 0 release_metadata_snap`));
-  }
-}
-
-/**
- * reserve_metadata_snap; when one is already held and the marker names a process that is gone (a
- * killed run), it is released first. Held by a live process (another job, another tool): thrown.
- */
-async function reserve(spec: IncrementalSpec, tpool: string, marker: string): Promise<void> {
-  const holder = existsSync(marker) ? Number(readFileSync(marker, 'utf8').trim()) : NaN;
-  if (Number.isInteger(holder) && holder !== process.pid && alive(holder)) {
-    throw new BlkError(ExitCode.SNAPSHOT, `the metadata snapshot of ${tpool} is in use by process ${holder} (another run on this pool)`);
-  }
-  writeFileSync(marker, `${process.pid}\n`);
-  try {
-    await runLvm(reserveArgv(tpool), spec.timeoutMs);
-  } catch (err) {
-    if (!(err instanceof LvmError) || !Number.isInteger(holder)) throw err;
-    log.warn(`releasing the metadata snapshot of ${tpool} left reserved by an interrupted run (process ${holder})`);
-    await runLvm(releaseArgv(tpool), spec.timeoutMs);
-    await runLvm(reserveArgv(tpool), spec.timeoutMs);
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-function unlinkQuiet(path: string): void {
-  try { unlinkSync(path); } catch { /* gone already */ }
+  const made = await c.rotation.makeBase();
+  const pinned = made.pinnedBytes;
+  writeBaseRecord(spec.stateDir, { ...done, base: made.base, ...(pinned !== undefined ? { pinnedBytes: pinned } : {}) });
+  Object.assign(c.inc, { newBase: made.base.name, ...(pinned !== undefined ? { pinnedBytes: pinned } : {}) });
+  await c.rotation.dropOld();
 }

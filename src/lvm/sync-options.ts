@@ -206,17 +206,16 @@ export interface RunFingerprints { fingerprint?: CopyFingerprint; baseFingerprin
 
 /**
  * The incremental spec of `sync --incremental` (undefined without it); throws USAGE when the
- * options cannot make one: it needs a local --snapshot (the base lives next to the source LV) and
- * a written target.
+ * options cannot make one: it needs --snapshot (the base lives next to the source LV: on this host,
+ * or kept by the server of a pull) and a written target.
  */
 export function incrementalOf(a: SnapshotArgs & { src?: string; dst?: string }, mode: string, blockSize: number, target: string): IncrementalSpec | undefined {
   for (const o of ['sample-blocks', 'full-compare-every', 'state-dir'] as const) {
     if (a[o] !== undefined && !a.incremental) throw new BlkError(ExitCode.USAGE, `--${o} needs --incremental`);
   }
   if (!a.incremental) return undefined;
-  if (!a.snapshot) throw new BlkError(ExitCode.USAGE, '--incremental needs --snapshot VG/LV of a thin LV on this host');
-  const spec = parseSnapshotSpec(a.snapshot);
-  if (spec.remote) throw new BlkError(ExitCode.USAGE, `--incremental cannot pull (--snapshot ${a.snapshot}): the base would have to live on the source host, whose server does not keep one; run blkdelta on the source host and push instead`);
+  if (!a.snapshot) throw new BlkError(ExitCode.USAGE, '--incremental needs --snapshot VG/LV of a thin LV (on this host, or [user@]host:VG/LV to pull: that host\'s server keeps the base)');
+  const spec = parseSnapshotSpec(a.snapshot); // a pull: the server keeps the base, this host the record
   if (mode !== 'write') throw new BlkError(ExitCode.USAGE, '--incremental applies only when writing the target (not with --dry-run or --patch-out)');
   if (a['snapshot-size'] !== undefined) throw new BlkError(ExitCode.USAGE, '--incremental needs a thin snapshot: --snapshot-size makes a COW one');
   const k = a['sample-blocks'];

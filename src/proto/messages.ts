@@ -11,6 +11,7 @@ import type { CopyFingerprint } from '../lvm/copy-tags.js';
 import type { PruneResult } from '../lvm/copies.js';
 import type { Retention } from '../lvm/retention.js';
 import type { BlockRange } from '../ranges.js';
+import type { BaseRef } from '../lvm/base-record.js';
 import { BlkError, ExitCode, peerExitCode, printable } from '../errors.js';
 import { FrameReader, FrameWriter, Msg, msgName, parseJson, type Frame, type MsgType } from './wire.js';
 
@@ -22,9 +23,11 @@ export const PROTOCOL_VERSION = 1;
  * retention; HELLO.targetSnapshot of older clients is refused). wait: the server may send WAIT
  * frames before WELCOME while the session waits for a max_concurrent slot. history: HELLO.history
  * (a job's kept copies on the server: list, verify, prune, restore, read). ranges: START.ranges
- * (both sides hash only those blocks: an incremental run).
+ * (both sides hash only those blocks: an incremental run). incremental: HELLO.incremental (a pull
+ * whose server keeps the job's base next to the source: WELCOME.incremental, several STARTs in
+ * one session, ROTATE/BASE frames; server/incremental.ts).
  */
-export const CAPS = ['lz4', 'zero', 'grow', 'verify', 'source-snapshot', 'policy-snapshot', 'wait', 'history', 'ranges'] as const;
+export const CAPS = ['lz4', 'zero', 'grow', 'verify', 'source-snapshot', 'policy-snapshot', 'wait', 'history', 'ranges', 'incremental'] as const;
 
 export type Role = 'source' | 'target';
 
@@ -45,7 +48,21 @@ export interface Hello {
   sourceSnapshot?: { job: string };
   /** A request about the kept copies of the target LV `path` names (needs the history capability). */
   history?: HistoryRequest;
+  /** With sourceSnapshot: an incremental pull; the server keeps the job's base (needs the incremental capability). */
+  incremental?: IncrementalAsk;
 }
+
+/** HELLO.incremental: the base the target's record names (null: none), whether to read the changes since it. */
+export interface IncrementalAsk { base: BaseRef | null; delta: boolean; blockSize: number }
+
+/** WELCOME.incremental: what the server found (lvm/base-lvm.ts SourceDelta without the size: WELCOME.size). */
+export interface IncrementalInfo { thin: boolean; reason?: string; ranges?: BlockRange[]; removedBases: string[]; dropped?: string }
+
+/** Client → server after the write pass of an incremental pull: make the new base, then (recorded) drop the old one. */
+export interface Rotate { step: 'make' | 'drop' }
+
+/** Server → client, the answer to ROTATE make: the new base and what the old one pinned. */
+export interface NewBase { base: BaseRef; pinnedBytes?: number }
 
 export const HISTORY_OPS = ['list', 'verify', 'prune', 'restore', 'read'] as const;
 
@@ -123,6 +140,8 @@ export interface Welcome {
    * is relabelled with an unknown data time). Absent when the target carries no label.
    */
   labelSeed?: { seed: string; blockSize: number };
+  /** HELLO.incremental: the server's findings (the session then takes several STARTs and ROTATE frames). */
+  incremental?: IncrementalInfo;
 }
 
 export interface Start {

@@ -11,7 +11,7 @@ import { BlkError, ExitCode, FormatError } from '../errors.js';
 import { gcAfter } from '../gc.js';
 
 export const Msg = {
-  HELLO: 1, WELCOME: 2, ERROR: 3, START: 4, READY: 5, HASHES: 6, RECORD: 7, DONE: 8, RESULT: 9, WAIT: 10, HISTORY: 11,
+  HELLO: 1, WELCOME: 2, ERROR: 3, START: 4, READY: 5, HASHES: 6, RECORD: 7, DONE: 8, RESULT: 9, WAIT: 10, HISTORY: 11, ROTATE: 12, BASE: 13,
 } as const;
 export type MsgType = (typeof Msg)[keyof typeof Msg];
 const NAMES = Object.fromEntries(Object.entries(Msg).map(([k, v]) => [v, k])) as Record<number, string>;

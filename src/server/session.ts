@@ -11,6 +11,8 @@
 //   (a history request: one HISTORY frame instead, or a read session on a kept copy)
 //   → run the role → wait for stdin EOF (a source snapshot: remove it after RESULT, then end the
 //     output; the client waits for that)
+//   (HELLO.incremental with a source snapshot: server/incremental.ts runs the whole session: the
+//     job's base kept here, several passes, the ROTATE frames)
 // The device path only ever travels inside the protocol, never through a shell. A client may ask
 // for a target snapshot (HELLO.policySnapshot, naming the job), never set its size or retention.
 // A session that fails after growing its target truncates it back to its size before the session.
@@ -35,6 +37,7 @@ import { acquireSlot, type Slot } from '../locks/slots.js';
 import { lockJob, type Lock } from '../locks/lock.js';
 import { snapshotOutcome, snapshotRequest, withServerSnapshot, type OnSnapshot, type SnapshotRequest } from './snapshots.js';
 import { checkGrowth, parseHello } from './validate.js';
+import { incrementalAsk, incrementalPull } from './incremental.js';
 
 export interface ServerOptions {
   /** The server's policy (`--config` and flags); absent: any path, no limit, no target snapshots. */
@@ -59,11 +62,14 @@ export async function serve(input: Readable, output: Writable, opts: ServerOptio
     const history = hello.history ? historyPlan(hello, cfg) : undefined;
     const plan = snapshotPlan(hello, cfg);
     const pull = pullRequest(hello, cfg);
+    const inc = hello.incremental !== undefined ? incrementalAsk(hello) : undefined; // after pullRequest: its refusal (no policy) comes first
     let pending: Promise<Frame | null> | undefined;
     if (cfg.maxConcurrent) ({ slot, pending } = await takeSlot(cfg, conn, hello, opts.signal));
-    jobLock = lockServerJob(cfg, history ? (history.op === 'list' || (history.op === 'prune' && history.dryRun) ? undefined : history.job) : plan?.job, hello);
+    jobLock = lockServerJob(cfg, lockedJob(history, plan, pull), hello);
     if (history) {
       await historySession(conn, hello, history, opts.signal, pending);
+    } else if (pull && inc) {
+      await incrementalPull(conn, pull, inc, cfg, opts.signal, input, pending);
     } else if (!pull) {
       await session(conn, hello, open(hello, cfg), { plan, pending });
     } else {
@@ -210,11 +216,18 @@ async function takeSlot(cfg: ServerConfig, conn: Conn, hello: Hello, signal?: Ab
   }
 }
 
+/** The job whose LVs this session makes, rotates, removes or reads (listing and a dry-run prune: none). */
+function lockedJob(history: HistoryPlan | undefined, plan: SnapshotPlan | undefined, pull: SnapshotRequest | undefined): string | undefined {
+  if (history) return history.op === 'list' || (history.op === 'prune' && history.dryRun) ? undefined : history.job;
+  return plan?.job ?? pull?.job;
+}
+
 /**
- * The job's lock on this server (<state_dir>/locks/server-job-JOB.lock) for what rotates or reads
- * its kept copies: a push that snapshots the target, history verify, restore and prune. A second
- * one is refused at once (exit 16) instead of pruning a copy another session is reading, or
- * rotating copies under a restore. Listing and a dry-run prune take no lock.
+ * The job's lock on this server (<state_dir>/locks/server-job-JOB.lock) for what makes, rotates,
+ * removes or reads its LVs: a push that snapshots the target, a pull from a source snapshot (plain
+ * or incremental: its stale snapshots and bases are removed by job), history verify, restore and
+ * prune. A second one is refused at once (exit 16) instead of removing the snapshot another
+ * session reads, pruning a copy being verified, or rotating copies under a restore.
  */
 function lockServerJob(cfg: ServerConfig, job: string | undefined, hello: Hello): Lock | undefined {
   if (job === undefined) return undefined;
@@ -223,9 +236,9 @@ function lockServerJob(cfg: ServerConfig, job: string | undefined, hello: Hello)
     return lockJob(dir, `server-job-${job}`, new Date());
   } catch (err) {
     if (exitCodeOf(err) === ExitCode.LOCKED) {
-      const what = hello.history ? `history ${hello.history.op}` : 'this push with a target snapshot';
+      const what = hello.history ? `history ${hello.history.op}` : hello.sourceSnapshot ? 'this pull from a source snapshot' : 'this push with a target snapshot';
       throw new BlkError(ExitCode.LOCKED, `refused by the server: job ${job} is busy here, ${what} must wait: ${(err as Error).message.replace(/^job \S+ is already running: /, '')}; ` +
-        'a push with a target snapshot, history verify, restore and prune of one job run one at a time on the server');
+        'pushes with a target snapshot, pulls from a source snapshot and history verify, restore and prune of one job run one at a time on the server');
     }
     throw new BlkError(ExitCode.IO, `the server cannot take job ${job}'s lock in ${dir}/locks: ${describe(err)} (set state_dir in the server's config)`, { cause: err });
   }

@@ -121,9 +121,71 @@ TOML
 }
 scatter_small() { for i in $(seq 0 7); do q dd if=/dev/urandom of=/dev/vg0/$1 bs=4k seek=$((i * 1000)) count=1 oflag=direct conv=notrunc status=none; done; }
 
+# --rsh for a VM without sshd (as pool-scenarios.sh): runs the server command here, its PID
+# recorded; RSH_EXTRA (e.g. --config FILE) is appended to it
+cat > $W/rsh.sh <<'EOF'
+#!/bin/sh
+for a; do cmd=$a; done
+echo $$ > /tmp/bd/server.pid
+exec sh -c "exec $cmd ${RSH_EXTRA:-}"
+EOF
+chmod +x $W/rsh.sh
+pbases() { lvs --noheadings -o lv_tags vg0 | grep blkdelta-base | grep -c 'blkdelta-job:vg0-pl_src'; }
+psources() { lvs --noheadings -o lv_name,lv_tags vg0 | grep -v blkdelta-base | grep -c 'blkdelta-job:vg0-pl_src'; }
+pscatter() { for i in $(seq 0 63); do q dd if=/dev/urandom of=/dev/vg0/pl_src bs=4k seek=$((i * 512 + i * 7 % 500)) count=1 oflag=direct conv=notrunc status=none; done; }
+server_gone() { for _ in $(seq 300); do kill -0 "$(cat $W/server.pid 2>/dev/null)" 2>/dev/null || return 0; sleep 0.2; done; }
+pinc() { local s=$1; shift; $BD $INC --rsh $W/rsh.sh --remote-cmd "node $PWD/bin/blkdelta" "$@" --snapshot localhost:vg0/pl_src /dev/vg0/pl_dst > $W/$s.out 2> $W/$s.err; local rc=$?; R $s rc $rc; R $s out "$(cat $W/$s.out)"; R $s err "$(cat $W/$s.err)"; server_gone; }
+
+pulled() {   # a pull through `blkdelta server` on the source host: the server keeps the base, the client the record
+  q lvcreate -y --type thin-pool -L 320M -n plpool vg0
+  q lvcreate -y -V 128M -T vg0/plpool -n pl_src; fill pl_src 128; lv pl_dst 128M; zero pl_dst 1
+  pinc pl_first
+  R pl_first same "$(same pl_src pl_dst)"; R pl_first bases "$(pbases)"; R pl_first record "$(cat $ST/vg0-pl_src.base.json)"
+  R pl_first kind "$(field incremental.kind pl_first)"; R pl_first reason "$(field incremental.reason pl_first)"
+  pscatter
+  pinc pl_incr
+  R pl_incr same "$(same pl_src pl_dst)"; R pl_incr bases "$(pbases)"; R pl_incr sources "$(psources)"
+  for k in incremental.kind incremental.reason incremental.base incremental.newBase incremental.removedBases incremental.sampleBlocks incremental.sampleDiffering bytesReadSource bytesReadTarget blocksDiffering; do
+    R pl_incr $k "$(field $k pl_incr)"
+  done
+  R pl_incr record "$(cat $ST/vg0-pl_src.base.json)"
+  # kill -9 of the client during the copy (the record has pending ranges), then a rerun
+  q dd if=/dev/urandom of=/dev/vg0/pl_src bs=1M seek=10 count=24 oflag=direct conv=notrunc status=none
+  $BD $INC --bwlimit 2M --rsh $W/rsh.sh --remote-cmd "node $PWD/bin/blkdelta" --snapshot localhost:vg0/pl_src /dev/vg0/pl_dst > $W/pl_kill.out 2> $W/pl_kill.err &
+  local pid=$! n=0 hit=no
+  while kill -0 $pid 2>/dev/null && [ $n -lt 1200 ]; do
+    if grep -q '"pending":\[\[' $ST/vg0-pl_src.base.json 2>/dev/null; then sleep 3; hit=yes; break; fi
+    sleep 0.05; n=$((n + 1))
+  done
+  kill -KILL $pid; wait $pid; R pl_kill rc $?; R pl_kill hit $hit
+  server_gone; R pl_kill bases_after "$(pbases)"; R pl_kill sources_after "$(psources)"
+  pinc pl_rerun
+  R pl_rerun same "$(same pl_src pl_dst)"; R pl_rerun bases "$(pbases)"; R pl_rerun sources "$(psources)"
+  R pl_rerun kind "$(field incremental.kind pl_rerun)"; R pl_rerun reason "$(field incremental.reason pl_rerun)"
+  # kill -9 of the server once it made the new base (ROTATE make), before the client recorded it
+  q dd if=/dev/urandom of=/dev/vg0/pl_src bs=1M seek=50 count=4 oflag=direct conv=notrunc status=none
+  $BD $INC --bwlimit 1M --rsh $W/rsh.sh --remote-cmd "node $PWD/bin/blkdelta" --snapshot localhost:vg0/pl_src /dev/vg0/pl_dst > $W/pl_skill.out 2> $W/pl_skill.err &
+  pid=$! n=0 hit=no
+  while kill -0 $pid 2>/dev/null && [ $n -lt 2400 ]; do
+    if [ "$(pbases)" -ge 2 ]; then kill -KILL "$(cat $W/server.pid)"; hit=yes; break; fi
+    sleep 0.05; n=$((n + 1))
+  done
+  wait $pid; R pl_skill rc $?; R pl_skill hit $hit; R pl_skill err "$(cat $W/pl_skill.err)"
+  R pl_skill bases_after "$(pbases)"
+  pinc pl_srerun
+  R pl_srerun same "$(same pl_src pl_dst)"; R pl_srerun bases "$(pbases)"; R pl_srerun sources "$(psources)"
+  R pl_srerun kind "$(field incremental.kind pl_srerun)"; R pl_srerun removed "$(field incremental.removedBases pl_srerun)"
+  R pl_srerun metasnap "$(dmsetup status vg0-plpool-tpool | awk '{ print $7 }')"
+  # a server whose policy has no [server.source_snapshot]: refused (12) before anything is created
+  printf '[server]\nallow = ["/dev/vg0/*"]\n' > $W/nosnap.toml
+  local before; before=$(lvs --noheadings -o lv_name vg0 | wc -l)
+  export RSH_EXTRA="--config $W/nosnap.toml"; pinc pl_refused; unset RSH_EXTRA
+  R pl_refused lvs "$before $(lvs --noheadings -o lv_name vg0 | wc -l)"; R pl_refused bases "$(pbases)"
+}
+
 q pvcreate -y /dev/vda; q vgcreate vg0 /dev/vda
 q lvcreate -y --type thin-pool -L 640M -n pool vg0
-for s in ${@:-basic kill9 behind removed nonthin poolguard job}; do
+for s in ${@:-basic kill9 behind removed nonthin poolguard job pulled}; do
   t0=$(cut -d' ' -f1 /proc/uptime)
   $s
   R $s seconds "$(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.1f", b - a }')"
