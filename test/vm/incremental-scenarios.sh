@@ -8,7 +8,7 @@ BD="node bin/blkdelta"
 W=/tmp/bd && mkdir -p $W
 ST=$W/state
 
-. test/vm/lib.sh   # R q lv fill zero sha same tagged wait_written bd
+. test/vm/lib.sh   # R q lv fill zero sha same tagged wait_written bd make_rsh
 bases() { tagged blkdelta-base; }
 INC="sync --no-progress --json --incremental --state-dir $ST"
 # 64 scattered 4 KiB writes (a fixed spread over the LV: one in each 4 MiB)
@@ -121,15 +121,7 @@ TOML
 }
 scatter_small() { for i in $(seq 0 7); do q dd if=/dev/urandom of=/dev/vg0/$1 bs=4k seek=$((i * 1000)) count=1 oflag=direct conv=notrunc status=none; done; }
 
-# --rsh for a VM without sshd (as pool-scenarios.sh): runs the server command here, its PID
-# recorded; RSH_EXTRA (e.g. --config FILE) is appended to it
-cat > $W/rsh.sh <<'EOF'
-#!/bin/sh
-for a; do cmd=$a; done
-echo $$ > /tmp/bd/server.pid
-exec sh -c "exec $cmd ${RSH_EXTRA:-}"
-EOF
-chmod +x $W/rsh.sh
+make_rsh $W/rsh.sh   # --rsh for a VM without sshd (lib.sh)
 pbases() { lvs --noheadings -o lv_tags vg0 | grep blkdelta-base | grep -c 'blkdelta-job:vg0-pl_src'; }
 psources() { lvs --noheadings -o lv_name,lv_tags vg0 | grep -v blkdelta-base | grep -c 'blkdelta-job:vg0-pl_src'; }
 pscatter() { for i in $(seq 0 63); do q dd if=/dev/urandom of=/dev/vg0/pl_src bs=4k seek=$((i * 512 + i * 7 % 500)) count=1 oflag=direct conv=notrunc status=none; done; }

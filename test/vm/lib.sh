@@ -15,3 +15,15 @@ wait_written() { for _ in $(seq 600); do cmp -s -n 1048576 /dev/vg0/$1 /dev/zero
 bd() { local s=$1; shift; $BD "$@" > $W/$s.out 2> $W/$s.err; local rc=$?; R $s rc $rc; R $s out "$(cat $W/$s.out)"; R $s err "$(cat $W/$s.err)"; }
 # the same with a key prefix: "<key>rc" "<key>out" "<key>err" under scenario $1 (several runs per scenario)
 bdk() { local s=$1 k=$2; shift 2; $BD "$@" > $W/$s.out 2> $W/$s.err; local rc=$?; R $s ${k}rc $rc; R $s ${k}out "$(cat $W/$s.out)"; R $s ${k}err "$(cat $W/$s.err)"; }
+# writes $1: an --rsh for a VM without sshd. It runs its last argument (the server command) here,
+# after dropping the host (and -p PORT) before it, with RSH_EXTRA (e.g. --config FILE) appended;
+# its PID goes to /tmp/bd/server.pid
+make_rsh() {
+  cat > "$1" <<'EOF'
+#!/bin/sh
+for a; do cmd=$a; done
+echo $$ > /tmp/bd/server.pid
+exec sh -c "exec $cmd ${RSH_EXTRA:-}"
+EOF
+  chmod +x "$1"
+}

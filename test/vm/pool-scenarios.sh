@@ -9,19 +9,11 @@ export LVM_SUPPRESS_FD_WARNINGS=1
 BD="node bin/blkdelta"
 W=/tmp/bd && mkdir -p $W
 
-. test/vm/lib.sh   # R q lv fill zero sha same tagged wait_written bd
+. test/vm/lib.sh   # R q lv fill zero sha same tagged wait_written bd make_rsh
 lvcount() { lvs --noheadings -o lv_name vg0 2>/dev/null | wc -l; }
 poolfill() { lvs --noheadings -o data_percent vg0/$1 | tr -d ' '; }
 
-cat > $W/rsh.sh <<'EOF'
-#!/bin/sh
-# --rsh for a VM without sshd: runs the last argument (the server command) here; -p PORT and
-# the host before it are dropped
-for a; do cmd=$a; done
-echo $$ > /tmp/bd/server.pid
-exec sh -c "exec $cmd"
-EOF
-chmod +x $W/rsh.sh
+make_rsh $W/rsh.sh   # --rsh for a VM without sshd (lib.sh)
 PULL="--rsh $W/rsh.sh --remote-cmd"
 BDR="node $PWD/bin/blkdelta"
 
