@@ -87,15 +87,14 @@ function targetName(o: SyncOptions): string {
 }
 
 /**
- * --incremental: the passes of lvm/incremental.ts (a dry-run sample, then the write), the target
- * snapshot (if asked) taken before the write pass only.
+ * --incremental: the write pass(es) of lvm/incremental.ts (the ranges with the sample first; a
+ * full compare when the sample differs), the target snapshot (if asked) around each.
  */
 async function incrementalSync(inc: IncrementalSpec, opts: SyncOptions, targetSnap: Parameters<typeof withTargetSnapshot>[0]):
   Promise<{ value: { value: SyncSummary; target?: TargetSnapshotReport }; snapshot: SnapshotReport }> {
   let target: TargetSnapshotReport | undefined;
   const { value, report, snapshot } = await withIncremental(inc, cli.abort.signal, async (source, pass, signal) => {
-    const run = (seed?: string) => runSync({ ...opts, source, signal, seed, mode: pass.mode, ranges: pass.ranges, verify: pass.mode === 'write' && opts.verify });
-    if (pass.mode !== 'write') return run();
+    const run = (seed?: string) => runSync({ ...opts, source, signal, seed, mode: pass.mode, ranges: pass.ranges, sample: pass.sample });
     const r = await withTargetSnapshot(targetSnap, opts.target, run, opts.blockSize);
     target = r.target;
     return r.value;

@@ -19,8 +19,7 @@ import { SshTransport } from '../transport/ssh.js';
 import type { Transport } from '../transport/transport.js';
 import type { RemoteEndpoint } from '../transport/address.js';
 import type { JobConfig } from './config.js';
-import { withIncremental } from '../lvm/incremental.js';
-import type { BlockRange } from '../ranges.js';
+import { withIncremental, type Pass } from '../lvm/incremental.js';
 
 export interface JobSyncResult {
   summary: SyncSummary;
@@ -49,8 +48,9 @@ export async function syncJob(job: JobConfig, signal: AbortSignal, phases: Phase
 }
 
 /**
- * incremental = true: the passes of lvm/incremental.ts (a dry-run sample outside the changed
- * ranges, then the write of the ranges or of everything); the base record lives in the state dir.
+ * incremental = true: the write pass of lvm/incremental.ts (the changed ranges with a sample
+ * outside them compared first, or everything; everything again when the sample differs); the
+ * base record lives in the state dir.
  */
 async function incrementalJob(job: JobConfig, stateDir: string, signal: AbortSignal, phases: Phases, onProgress?: (p: Progress) => void): Promise<JobSyncResult> {
   const [vg, lv] = job.snapshot!.lv.split('/') as [string, string];
@@ -61,21 +61,23 @@ async function incrementalJob(job: JobConfig, stateDir: string, signal: AbortSig
   let written: JobSyncResult | undefined;
   const { value, report, snapshot } = await withIncremental(spec, signal, async (device, pass, sig) => {
     phases.compare?.();
-    if (pass.mode !== 'write') return runSync({ ...syncOptions(job, device, sig), mode: 'dry-run', verify: false, ranges: pass.ranges });
-    written = await syncTarget(job, device, sig, phases, onProgress, pass.ranges);
+    written = await syncTarget(job, device, sig, phases, onProgress, pass);
     return written.summary;
   });
   return { ...written!, summary: { ...value, incremental: report }, snapshot };
 }
 
+/** An incremental pass's blocks (absent: everything). */
+type Ranged = Pick<Pass, 'ranges' | 'sample'>;
+
 /** target_snapshot: snapshot the target LV, sync, then rotate (only after a success). */
-async function syncTarget(job: JobConfig, source: string, signal: AbortSignal, phases: Phases, onProgress?: (p: Progress) => void, ranges?: BlockRange[]): Promise<JobSyncResult> {
-  if (job.target.kind === 'remote') return syncRemoteTarget(job, source, signal, phases, onProgress, ranges);
+async function syncTarget(job: JobConfig, source: string, signal: AbortSignal, phases: Phases, onProgress?: (p: Progress) => void, pass?: Ranged): Promise<JobSyncResult> {
+  if (job.target.kind === 'remote') return syncRemoteTarget(job, source, signal, phases, onProgress, pass);
   const ts = job.targetSnapshot;
   const taken = ts ? await takeTargetSnapshot(job.target.path, { job: job.name, size: ts.size, poolMaxFill: ts.poolMaxFill }) : undefined;
   signal.throwIfAborted();
   phases.writing();
-  const summary = await runSync({ ...syncOptions(job, source, signal), seed: seedOf(taken, job.blockSize), onProgress, ranges });
+  const summary = await runSync({ ...syncOptions(job, source, signal), seed: seedOf(taken, job.blockSize), onProgress, ranges: pass?.ranges, sample: pass?.sample });
   phases.written();
   phases.cleanup?.();
   const snapshot = summary.sourceSnapshot; // a pull's, made by the server
@@ -94,10 +96,10 @@ function seedOf(taken: TargetSnapshotInfo | undefined, blockSize: number): strin
  * A remote target: the job only asks (SyncOptions.targetSnapshot); its server takes and rotates
  * the snapshot as its own [server.target_snapshot] says.
  */
-async function syncRemoteTarget(job: JobConfig, source: string, signal: AbortSignal, phases: Phases, onProgress?: (p: Progress) => void, ranges?: BlockRange[]): Promise<JobSyncResult> {
+async function syncRemoteTarget(job: JobConfig, source: string, signal: AbortSignal, phases: Phases, onProgress?: (p: Progress) => void, pass?: Ranged): Promise<JobSyncResult> {
   const ts = job.targetSnapshot;
   phases.writing();
-  const summary = await runSync({ ...syncOptions(job, source, signal), onProgress, ranges, ...(ts ? { targetSnapshot: { job: job.name } } : {}) });
+  const summary = await runSync({ ...syncOptions(job, source, signal), onProgress, ranges: pass?.ranges, sample: pass?.sample, ...(ts ? { targetSnapshot: { job: job.name } } : {}) });
   phases.written();
   phases.cleanup?.();
   const t = summary.targetSnapshot;

@@ -7,9 +7,10 @@
 //     full compare when: S is not thin, no/unusable record, record for another target, pending
 //       "full", base LV missing or another LV (uuid), full_compare_every due, metadata tools fail
 //     else ranges = thin_delta(base, S) (on a reserved metadata snapshot, released in a finally)
-//       ∪ pending ranges of an interrupted run; compare a random sample outside them (dry-run):
-//       any differing block → full compare
-//     record pending = ranges | "full"; sync (write) those ranges or everything
+//       ∪ pending ranges of an interrupted run, and a random sample of blocks outside them
+//     record pending = ranges | "full"; sync (write) those ranges or everything, in ONE session:
+//       the sample is compared first (START.sample); any differing block there ends the session
+//       before anything is written (SampleDiffers) → record pending = "full", sync everything
 //     rotate: thin snapshot B' of S (tags blkdelta, blkdelta-base, job), record base = B' with
 //       pending cleared (atomic), remove the old base
 //
@@ -21,9 +22,10 @@
 import { existsSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BlkError, ExitCode } from '../errors.js';
+import { SampleDiffers } from '../engine/source.js';
 import { log } from '../log.js';
 import { mergeRanges, rangeBlocks, sampleOutside, type BlockRange } from '../ranges.js';
-import { TAG_OWNER, jobTag, lvsArgv, snapshotName, thinSnapshotArgv } from './argv.js';
+import { TAG_BASE, TAG_OWNER, jobTag, lvsArgv, snapshotName, thinSnapshotArgv } from './argv.js';
 import { readBaseRecord, writeBaseRecord, type BaseRecord, type IncrementalReport } from './base-record.js';
 import { LvmError, listLvs, removeOwned, runLvm } from './lvm.js';
 import { DEFAULT_POOL_MAX_FILL, poolOf, poolProblem } from './pool.js';
@@ -33,7 +35,7 @@ import {
   DEFAULT_SAMPLE_BLOCKS, fullCompareDue, parseThinDelta, poolDevices, releaseArgv, reserveArgv, thinDeltaArgv, toBlockRanges, type ThinDelta,
 } from './thin-delta.js';
 
-export const TAG_BASE = 'blkdelta-base';
+export { TAG_BASE };
 
 export interface IncrementalSpec {
   vg: string;
@@ -53,8 +55,12 @@ export interface IncrementalSpec {
 }
 
 /** What one pass of the sync reports (the engine's SyncSummary has these). */
-export interface PassResult { blocksDiffering: number; bytesReadSource: number; bytesReadTarget: number; sourceSize: number }
-export interface Pass { ranges?: BlockRange[]; mode: 'write' | 'dry-run' }
+export interface PassResult { blocksDiffering: number; bytesReadSource: number; bytesReadTarget: number; sourceSize: number; sampleDiffering?: number }
+/**
+ * One write pass: ranges absent → everything. sample: blocks compared first (SyncOptions.sample);
+ * the pass must throw the engine's SampleDiffers when one differs, before writing.
+ */
+export interface Pass { ranges?: BlockRange[]; sample?: BlockRange[]; mode: 'write' }
 
 const reports = new WeakMap<object, IncrementalReport>();
 /** The incremental report a failed run's error carries. */
@@ -128,7 +134,6 @@ async function passes<T extends PassResult>(spec: IncrementalSpec, c: Ctx<T>): P
   let reason = fullReason(spec, c.snap, c.pre, ids);
   let ranges: BlockRange[] | undefined;
   let delta: ThinDelta | undefined;
-  let sampleBytes = { src: 0, tgt: 0 };
   if (!reason) {
     try {
       delta = await metadataDelta(spec, c.pre.base!.pool, c.pre.record!.base!.thinId, ids.get(c.snap.name)!.thinId);
@@ -140,20 +145,49 @@ async function passes<T extends PassResult>(spec: IncrementalSpec, c: Ctx<T>): P
     ranges = changedRanges(spec, delta!, c.pre.record!, c.snap, size);
     reason = tooScattered(ranges);
   }
-  if (!reason) {
-    const sampled = await sample(spec, c, ranges!, size);
-    sampleBytes = sampled.bytes;
-    reason = sampled.reason;
+  if (reason) {
+    const record = startFull(spec, c, reason);
+    const value = await c.run(c.device, { mode: 'write' }, c.signal);
+    await rotate(spec, c, record, true, delta);
+    return value;
   }
-  const record = pendingRecord(spec, c.pre.record, reason ? 'full' : ranges!);
+  const sample = samplePicks(spec, ranges!, size);
+  const record = pendingRecord(spec, c.pre.record, ranges!);
   writeBaseRecord(spec.stateDir, record);
-  Object.assign(c.inc, reason ? { kind: 'full', reason } : { kind: 'incremental', base: c.pre.base!.name, changedBytes: rangeBlocks(ranges!) * spec.blockSize });
-  if (reason) log.info(`full compare: ${reason}`);
-  const value = await c.run(c.device, reason ? { mode: 'write' } : { mode: 'write', ranges }, c.signal);
-  value.bytesReadSource += sampleBytes.src;
-  value.bytesReadTarget += sampleBytes.tgt;
-  await rotate(spec, c, record, !!reason, delta);
-  return value;
+  Object.assign(c.inc, { kind: 'incremental', base: c.pre.base!.name, changedBytes: rangeBlocks(ranges!) * spec.blockSize });
+  const ran = await incrementalPass(spec, c, ranges!, sample);
+  await rotate(spec, c, ran.full ?? record, !!ran.full, delta);
+  return ran.value;
+}
+
+/** A full compare from here: the reason reported and logged, the record's pending "full" (returned). */
+function startFull<T>(spec: IncrementalSpec, c: Ctx<T>, reason: string): BaseRecord {
+  const record = pendingRecord(spec, c.pre.record, 'full');
+  writeBaseRecord(spec.stateDir, record);
+  Object.assign(c.inc, { kind: 'full', reason, base: undefined, changedBytes: undefined });
+  log.info(`full compare: ${reason}`);
+  return record;
+}
+
+/**
+ * The ranges with the sample compared first, in one session; a differing sample (nothing was
+ * written) turns the run into a full compare, the sample's reads counted in the run's.
+ */
+async function incrementalPass<T extends PassResult>(spec: IncrementalSpec, c: Ctx<T>, ranges: BlockRange[], sample: BlockRange[]): Promise<{ value: T; full?: BaseRecord }> {
+  try {
+    const value = await c.run(c.device, sample.length ? { mode: 'write', ranges, sample } : { mode: 'write', ranges }, c.signal);
+    if (sample.length && value.sampleDiffering === undefined) throw new BlkError(ExitCode.INTERNAL, 'the sync pass did not compare the sample');
+    if (sample.length) Object.assign(c.inc, { sampleBlocks: rangeBlocks(sample), sampleDiffering: value.sampleDiffering });
+    return { value };
+  } catch (err) {
+    if (!(err instanceof SampleDiffers)) throw err;
+    const full = startFull(spec, c, err.message);
+    Object.assign(c.inc, { sampleBlocks: err.sampled, sampleDiffering: err.differing });
+    const value = await c.run(c.device, { mode: 'write' }, c.signal);
+    value.bytesReadSource += err.bytesRead;
+    value.bytesReadTarget += err.bytesRead; // the target read the same sample blocks
+    return { value, full };
+  }
 }
 
 /** Why this run must compare in full, or undefined (the checks before the metadata query). */
@@ -184,17 +218,10 @@ function changedRanges(spec: IncrementalSpec, d: ThinDelta, r: BaseRecord, snap:
   return mergeRanges([...changed, ...pending]);
 }
 
-/** Compares random blocks outside the ranges (no write); a differing one means the target was changed. */
-async function sample<T extends PassResult>(spec: IncrementalSpec, c: Ctx<T>, ranges: BlockRange[], size: number): Promise<{ reason?: string; bytes: { src: number; tgt: number } }> {
+/** The sample: random blocks outside the ranges (none when sampleBlocks is 0). */
+function samplePicks(spec: IncrementalSpec, ranges: BlockRange[], size: number): BlockRange[] {
   const k = spec.sampleBlocks ?? DEFAULT_SAMPLE_BLOCKS;
-  const total = Math.ceil(size / spec.blockSize);
-  const picks = k > 0 ? sampleOutside(total, ranges, k) : [];
-  if (!picks.length) return { bytes: { src: 0, tgt: 0 } };
-  const s = await c.run(c.device, { mode: 'dry-run', ranges: picks }, c.signal);
-  Object.assign(c.inc, { sampleBlocks: picks.length, sampleDiffering: s.blocksDiffering });
-  const bytes = { src: s.bytesReadSource, tgt: s.bytesReadTarget };
-  if (!s.blocksDiffering) return { bytes };
-  return { bytes, reason: `${s.blocksDiffering} of ${picks.length} sampled blocks outside the changed ranges differ: the target was changed behind blkdelta's back` };
+  return k > 0 ? mergeRanges(sampleOutside(Math.ceil(size / spec.blockSize), ranges, k)) : [];
 }
 
 /** The record as it must be while the target is written: what this run may write is pending. */

@@ -22,9 +22,10 @@ export const PROTOCOL_VERSION = 1;
  * retention; HELLO.targetSnapshot of older clients is refused). wait: the server may send WAIT
  * frames before WELCOME while the session waits for a max_concurrent slot. history: HELLO.history
  * (a job's kept copies on the server: list, verify, prune, restore, read). ranges: START.ranges
- * (both sides hash only those blocks: an incremental run).
+ * (both sides hash only those blocks: an incremental run). sample: START.sample (a random sample
+ * compared first; a difference there ends the session before anything is written).
  */
-export const CAPS = ['lz4', 'zero', 'grow', 'verify', 'source-snapshot', 'policy-snapshot', 'wait', 'history', 'ranges'] as const;
+export const CAPS = ['lz4', 'zero', 'grow', 'verify', 'source-snapshot', 'policy-snapshot', 'wait', 'history', 'ranges', 'sample'] as const;
 
 export type Role = 'source' | 'target';
 
@@ -145,6 +146,13 @@ export interface Start {
    * capability. A DONE of a ranged run carries no fingerprints (they cover the whole device).
    */
   ranges?: BlockRange[];
+  /**
+   * With ranges: blocks outside them (sorted, disjoint, sharing no block with ranges) that both
+   * sides read and compare FIRST. The source sends no record for them; when any differs it stops
+   * the session before any record (the target is not written) with a SampleDiffers error, so its
+   * caller can compare in full instead. Needs the sample capability.
+   */
+  sample?: BlockRange[];
 }
 
 export interface Done {
@@ -164,6 +172,8 @@ export interface Done {
   baseFingerprint?: string;
   /** How the source was read: "O_DIRECT" or "page cache (why)" (io/direct.ts). Optional: older sources send none. */
   io?: string;
+  /** START.sample given: how many of its blocks differed (always 0: a differing sample ends the session). */
+  sampleDiffering?: number;
 }
 
 export interface Result {
