@@ -104,3 +104,26 @@ test('a job with incremental = true: record, status, check and metrics say which
   t.regex(f('metrics'), /blkdelta_last_run_incremental\{blkdelta_job="thinjob"\} 1/);
   t.regex(f('metrics'), /blkdelta_last_run_read_source_bytes\{blkdelta_job="thinjob"\} \d+/);
 });
+
+test('a push with --target-snapshot and --incremental: the server snapshots the target first; a target changed behind blkdelta\'s back is repaired by a full compare, the pending copy reused', async (t) => {
+  const first = await facts(t, 'ts_first');
+  t.is(first('rc'), '0', first('err'));
+  t.is(first('same'), 'yes');
+  t.is(first('kind'), 'full');
+  const f = await facts(t, 'ts_incr');
+  t.is(f('rc'), '0', f('err'));
+  t.is(f('same'), 'yes');
+  t.is(f('kind'), 'incremental');
+  t.true(Number(f('read')) <= 2 * MiB, `target read ${f('read')} of a 64 MiB LV`);
+  t.is(f('copies'), '2', 'one copy per run (keep_last = 3)');
+  t.is(f('pending'), '0');
+  t.is(f('copy_is_before'), 'yes', "the newest copy holds the target's content before the run");
+  const b = await facts(t, 'ts_behind');
+  t.is(b('rc'), '0', b('err'));
+  t.is(b('same'), 'yes');
+  t.is(b('kind'), 'full');
+  t.regex(b('reason'), /^\d+ of 128 sampled blocks outside the changed ranges differ: the target was changed behind blkdelta's back$/);
+  t.is(b('copies'), '3', 'the aborted session\'s snapshot was reused by the full compare, not doubled');
+  t.is(b('pending'), '0');
+  t.is(b('bases'), '1');
+});

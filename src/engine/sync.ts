@@ -177,6 +177,7 @@ async function session(opts: SyncOptions, local: Device, localRole: Role, conn: 
     patch?.abort();
     const undo = growing ? shrinkTo(local, targetSize) : undefined; // a failed run never leaves the target grown
     // Aborted: runSync throws the abort reason, so the note below must go on that error.
+    if (caught instanceof SampleDiffers) await conn.sendError(caught.code, `nothing was written: ${caught.message}`).catch(() => { /* it may be gone */ });
     const err: unknown = opts.signal?.aborted ? opts.signal.reason : localRole === 'source' ? await peerErrorOr(conn, caught) : caught;
     if (write && !(err instanceof SampleDiffers) && exitCodeOf(err) !== ExitCode.TARGET_REFUSED && exitCodeOf(err) !== ExitCode.PERMISSION && err instanceof Error) {
       err.message += `; target ${opts.target} may be incomplete: run the sync again to complete it`;
