@@ -1,6 +1,6 @@
 # Guest side of the bench's VM section (bench/incremental-case.ts): run as root inside the VM by
-# test/vm/run-vm.sh (blank /dev/vda, cwd the checkout, dist/ built). For each size in SIZES (MiB,
-# default "1024 4096"): a thin LV of random data, two plain LV targets made equal to it, a base set
+# test/vm/run-vm.sh (blank /dev/vda, cwd the checkout, dist/ built). For each size in MiB given as
+# an argument (default 1024 4096): a thin LV of random data, two plain LV targets made equal to it, a base set
 # by a first incremental run on target A; then 1% of the source rewritten in scattered 64 KiB
 # pieces, and the same change synced twice: incremental into A, full compare into B; then all of
 # it removed. Facts: "R <case>_<mib> <key> <value>" and "R size <mib>" per size.
@@ -37,4 +37,4 @@ one() {   # one size in MiB
   q lvremove -y vg0
 }
 q pvcreate -y /dev/vda; q vgcreate vg0 /dev/vda
-for m in ${SIZES:-1024 4096}; do one $m; done
+for m in ${@:-1024 4096}; do one $m; done

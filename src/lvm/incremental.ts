@@ -2,7 +2,8 @@
 // to, and fall back to a full compare, saying why, whenever that cannot be trusted.
 //
 //   before the snapshot: remove base LVs of the job the record does not name (an interrupted
-//     rotation); over pool_max_fill, drop the base too (the pool gets its space back; full compare)
+//     rotation); over pool_max_fill, drop the base too (the pool gets its space back; full compare);
+//     when nothing was removed, the snapshot step reuses this lvs listing
 //   withSourceSnapshot (stale removal, pool guard, poller, removal on every exit path) → S:
 //     full compare when: S is not thin, no/unusable record, record for another target, pending
 //       "full", base LV missing or another LV (uuid), full_compare_every due, metadata tools fail
@@ -72,7 +73,7 @@ export async function withIncremental<T extends PassResult>(spec: IncrementalSpe
   const inc: IncrementalReport = { kind: 'full', removedBases: [] };
   try {
     const pre = await tidyBases(spec, inc);
-    const snapSpec = { vg: spec.vg, lv: spec.lv, job: spec.job, poolMaxFillPct: spec.poolMaxFillPct, timeoutMs: spec.timeoutMs };
+    const snapSpec = { vg: spec.vg, lv: spec.lv, job: spec.job, poolMaxFillPct: spec.poolMaxFillPct, timeoutMs: spec.timeoutMs, rows: pre.rows };
     const { value, report } = await withSourceSnapshot(snapSpec, signal, (device, sig, snap) => passes(spec, { device, snap, signal: sig, run, inc, pre }));
     return { value, report: inc, snapshot: report };
   } catch (err) {
@@ -81,7 +82,8 @@ export async function withIncremental<T extends PassResult>(spec: IncrementalSpe
   }
 }
 
-interface Pre { record: BaseRecord | null; why?: string; base: LvRow | null }
+/** The record, the base LV it names (if still there), and the VG's listing when tidying removed nothing. */
+interface Pre { record: BaseRecord | null; why?: string; base: LvRow | null; rows?: LvRow[] }
 
 /** Removes the job's bases the record does not name, and the named one when the pool is over the guard. */
 async function tidyBases(spec: IncrementalSpec, inc: IncrementalReport): Promise<Pre> {
@@ -104,7 +106,8 @@ async function tidyBases(spec: IncrementalSpec, inc: IncrementalReport): Promise
     writeBaseRecord(spec.stateDir, { ...record!, base: null, dropped: `base ${base.name} was dropped: ${full}` });
     base = null;
   }
-  return { record: base || !record ? record : readBaseRecord(spec.stateDir, spec.job).record, why, base };
+  const unchanged = inc.removedBases.length === 0 ? { rows } : {};
+  return { record: base || !record ? record : readBaseRecord(spec.stateDir, spec.job).record, why, base, ...unchanged };
 }
 
 interface Ctx<T> {

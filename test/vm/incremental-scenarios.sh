@@ -129,7 +129,7 @@ tsnap() {   # a push with --target-snapshot and --incremental: the server snapsh
   q lvcreate -y -V 64M -T vg0/tpool -n ts_dst; zero ts_dst 1
   printf '[server]\nallow = ["/dev/vg0/ts_dst"]\n[server.target_snapshot]\nkeep_last = 3\n' > $W/ts.toml
   local push=(sync --no-progress --json --incremental --state-dir $W/tstate --job tsjob --target-snapshot --snapshot vg0/ts_src
-    --rsh "sh -c 'shift 2; exec sh -c \"\$1 --config $W/ts.toml\"' rsh" --remote-cmd "$BD" /dev/vg0/ts_src localhost:/dev/vg0/ts_dst)
+    --rsh "sh -c 'shift 2; exec sh -c \"\$1 --config $W/ts.toml\"' rsh" --remote-cmd "$BD" localhost:/dev/vg0/ts_dst)
   bd ts_first "${push[@]}"
   R ts_first same "$(same ts_src ts_dst)"; R ts_first kind "$(field incremental.kind ts_first)"
   local before; before=$(sha ts_dst)
@@ -137,8 +137,10 @@ tsnap() {   # a push with --target-snapshot and --incremental: the server snapsh
   bd ts_incr "${push[@]}"
   R ts_incr same "$(same ts_src ts_dst)"; R ts_incr kind "$(field incremental.kind ts_incr)"; R ts_incr read "$(field bytesReadTarget ts_incr)"
   R ts_incr copies "$(tagged blkdelta-target)"; R ts_incr pending "$(tagged blkdelta-pending)"
-  local c newest; newest=$(lvs --noheadings -O -lv_time -o lv_name,lv_tags vg0 | awk '/blkdelta-target/ { print $1; exit }')
-  q lvchange -ay -K vg0/$newest; R ts_incr copy_is_before "$([ "$(sha $newest)" = "$before" ] && echo yes || echo no)"; q lvchange -an vg0/$newest
+  local newest; newest=$(lvs --noheadings -O -lv_time -o lv_name,lv_tags vg0 | awk '/blkdelta-target/ { print $1; exit }')
+  if [ -n "$newest" ]; then
+    q lvchange -ay -K vg0/$newest; R ts_incr copy_is_before "$([ "$(sha $newest)" = "$before" ] && echo yes || echo no)"; q lvchange -an vg0/$newest
+  fi
   scatter_small ts_src
   q dd if=/dev/urandom of=/dev/vg0/ts_dst bs=1M seek=20 count=7 oflag=direct conv=notrunc status=none
   bd ts_behind "${push[@]}"
