@@ -121,8 +121,7 @@ TOML
 }
 tsnap() {   # a push with --target-snapshot and --incremental: the server snapshots the target before
             # writing, the source is incremental; a target rewritten behind blkdelta's back: the
-            # sample ends the first session before any write, the full compare repairs it and the
-            # server's pending snapshot (the last good copy) is reused, not doubled
+            # sample ends the first session before any write, the full compare repairs it
             # (the VM has no sshd: --rsh runs `blkdelta server --config FILE` here)
   q lvcreate -y --type thin-pool -L 160M -n ipool vg0; q lvcreate -y --type thin-pool -L 200M -n tpool vg0
   q lvcreate -y -V 64M -T vg0/ipool -n ts_src; fill ts_src 64
