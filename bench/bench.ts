@@ -10,7 +10,7 @@
 //   F: start-up CPU (cache.ts). The page-cache tables need a disk-backed --dir (not tmpfs).
 //   G: incremental vs full compare on a 1 GiB thin LV in the VM lane (incremental-case.ts)
 //   --quick: 1 GiB image, sparse 1 and 4 GiB only (a smoke run of every table).
-//   --skip-vm: no G (it needs the VM lane's tools, and takes ~20 min under TCG); --only-vm: only G.
+//   --skip-vm: no G (it needs the VM lane's tools, and takes ~45 min under TCG: 1 GiB and 4 GiB); --only-vm: only G.
 // Disk: two images of --size plus a copy of the changed data, in a temp dir under --dir (default
 // the OS temp dir), removed at the end, also after a failure or Ctrl-C. Memory: see images.ts.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';

@@ -1,8 +1,9 @@
 # Guest side of the bench's VM section (bench/incremental-case.ts): run as root inside the VM by
-# test/vm/run-vm.sh (blank /dev/vda, cwd the checkout, dist/ built). A 1 GiB thin LV of random
-# data, two plain LV targets made equal to it, a base set by a first incremental run on target A;
-# then 1% of the source rewritten in scattered 64 KiB pieces, and the same change synced twice:
-# incremental into A, full compare into B. Facts: "R <case> <key> <value>".
+# test/vm/run-vm.sh (blank /dev/vda, cwd the checkout, dist/ built). For each size in MiB given as
+# an argument (default 1024 4096): a thin LV of random data, two plain LV targets made equal to it, a base set
+# by a first incremental run on target A; then 1% of the source rewritten in scattered 64 KiB
+# pieces, and the same change synced twice: incremental into A, full compare into B; then all of
+# it removed. Facts: "R <case>_<mib> <key> <value>" and "R size <mib>" per size.
 set -u
 export LVM_SUPPRESS_FD_WARNINGS=1
 W=/tmp/bench && mkdir -p $W
@@ -17,16 +18,23 @@ measure() {   # case, then the blkdelta arguments: wall seconds and peak RSS (Ki
   R $c read_source "$(field bytesReadSource $c)"; R $c read_target "$(field bytesReadTarget $c)"
   R $c kind "$(field incremental.kind $c)"; R $c differing "$(field blocksDiffering $c)"
 }
+one() {   # one size in MiB
+  local m=$1 t
+  q lvcreate -y --type thin-pool -L $((m + m / 8 + 64))M -n pool vg0
+  q lvcreate -y -V ${m}M -T vg0/pool -n src
+  q dd if=/dev/urandom of=/dev/vg0/src bs=4M count=$((m / 4)) oflag=direct status=none
+  for t in a b; do q lvcreate -y -L ${m}M -n dst_$t vg0; q dd if=/dev/vg0/src of=/dev/vg0/dst_$t bs=4M iflag=direct oflag=direct status=none; done
+  local inc="--incremental --state-dir $W/state-$m --job bench$m"
+  measure setup_$m $inc --snapshot vg0/src /dev/vg0/dst_a
+  # 1% in 64 KiB pieces: one every ~6.2 MiB at a varying offset (164 pieces per GiB)
+  local pieces=$((m * 16 / 100)) i
+  for i in $(seq 0 $((pieces - 1))); do q dd if=/dev/urandom of=/dev/vg0/src bs=64k seek=$((i * 99 + (i * 37) % 50)) count=1 oflag=direct conv=notrunc status=none; done
+  R change_$m bytes $((pieces * 65536))
+  measure incremental_$m $inc --snapshot vg0/src /dev/vg0/dst_a
+  measure full_$m --snapshot vg0/src --job benchfull$m /dev/vg0/dst_b
+  for t in a b; do cmp -s /dev/vg0/src /dev/vg0/dst_$t && R check_$m same_$t yes || R check_$m same_$t no; done
+  R size "$m" ""
+  q lvremove -y vg0
+}
 q pvcreate -y /dev/vda; q vgcreate vg0 /dev/vda
-q lvcreate -y --type thin-pool -L 1600M -n pool vg0
-q lvcreate -y -V 1G -T vg0/pool -n src
-q dd if=/dev/urandom of=/dev/vg0/src bs=4M count=256 oflag=direct status=none
-for t in a b; do q lvcreate -y -L 1G -n dst_$t vg0; q dd if=/dev/vg0/src of=/dev/vg0/dst_$t bs=4M iflag=direct oflag=direct status=none; done
-INC="--incremental --state-dir $W/state --job bench"
-measure setup $INC --snapshot vg0/src /dev/vg0/dst_a
-# 1% of 1 GiB in 64 KiB pieces: 164 pieces, one every ~6.2 MiB at a varying offset
-for i in $(seq 0 163); do q dd if=/dev/urandom of=/dev/vg0/src bs=64k seek=$((i * 99 + (i * 37) % 50)) count=1 oflag=direct conv=notrunc status=none; done
-R change bytes $((164 * 65536))
-measure incremental $INC --snapshot vg0/src /dev/vg0/dst_a
-measure full --snapshot vg0/src --job benchfull /dev/vg0/dst_b
-for t in a b; do cmp -s /dev/vg0/src /dev/vg0/dst_$t && R check same_$t yes || R check same_$t no; done
+for m in ${@:-1024 4096}; do one $m; done

@@ -3,7 +3,8 @@
 // split into the engine's read pieces, and pick random sample blocks outside a set of ranges.
 //
 //   pieces(ranges): for each range, [pos, len) steps of at most chunkSize bytes, clipped to the
-//                   compared size; without ranges, [0, compareSize) in chunkSize steps (a full run)
+//                   compared size; without ranges, [0, compareSize) in chunkSize steps (a full run);
+//                   the sample's ranges (if any) come first, their pieces flagged
 //   sampleOutside(total, ranges, k, rand): k distinct blocks drawn uniformly from the blocks no
 //                   range covers (all of them when fewer), as single-block ranges, sorted
 //
@@ -46,12 +47,29 @@ export function rangesProblem(ranges: unknown, totalBlocks: number): string | nu
   return null;
 }
 
-/** The [pos, len) byte pieces a run reads, in order (see the header). */
-export function* pieces(p: { blockSize: number; chunkSize: number; compareSize: number; ranges?: readonly BlockRange[] }): Generator<[number, number]> {
-  const spans: Iterable<BlockRange> = p.ranges ?? [[0, Math.ceil(p.compareSize / p.blockSize)]];
+/**
+ * Why a sample (START.sample) is unusable next to ranges, or null: it must be valid ranges itself
+ * and share no block with them (ranges and sample are each sorted and disjoint).
+ */
+export function sampleProblem(sample: unknown, ranges: readonly BlockRange[] | undefined, totalBlocks: number): string | null {
+  if (ranges === undefined) return 'needs ranges (a sample belongs to an incremental run)';
+  const bad = rangesProblem(sample, totalBlocks);
+  if (bad) return bad;
+  const s = sample as BlockRange[];
+  if (rangeBlocks(mergeRanges([...s, ...ranges])) !== rangeBlocks(s) + rangeBlocks(ranges)) return 'shares blocks with the ranges';
+  return null;
+}
+
+/** The [pos, len, inSample] byte pieces a run reads, in order (see the header). */
+export function* pieces(p: { blockSize: number; chunkSize: number; compareSize: number; ranges?: readonly BlockRange[]; sample?: readonly BlockRange[] }): Generator<[number, number, boolean]> {
+  if (p.ranges && p.sample) yield* spanPieces(p, p.sample, true);
+  yield* spanPieces(p, p.ranges ?? [[0, Math.ceil(p.compareSize / p.blockSize)]], false);
+}
+
+function* spanPieces(p: { blockSize: number; chunkSize: number; compareSize: number }, spans: Iterable<BlockRange>, inSample: boolean): Generator<[number, number, boolean]> {
   for (const [a, n] of spans) {
     const end = Math.min((a + n) * p.blockSize, p.compareSize);
-    for (let pos = a * p.blockSize; pos < end; pos += p.chunkSize) yield [pos, Math.min(p.chunkSize, end - pos)];
+    for (let pos = a * p.blockSize; pos < end; pos += p.chunkSize) yield [pos, Math.min(p.chunkSize, end - pos), inSample];
   }
 }
 

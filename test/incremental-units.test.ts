@@ -3,7 +3,8 @@
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { readFileSync } from 'node:fs';
-import { complement, mergeRanges, pieces, rangesProblem, sampleOutside, type BlockRange } from '../src/ranges.js';
+import { complement, mergeRanges, pieces, rangesProblem, sampleOutside, sampleProblem, type BlockRange } from '../src/ranges.js';
+import { SampleDiffers } from '../src/engine/source.js';
 import { fullCompareDue, missProbability, parseThinDelta, poolDevices, toBlockRanges, DEFAULT_SAMPLE_BLOCKS } from '../src/lvm/thin-delta.js';
 import { parseDuration } from '../src/units.js';
 import { BlkError, ExitCode } from '../src/errors.js';
@@ -87,11 +88,30 @@ test(problem, [[4, 2]], 5, /past the compared 5 blocks/);
 
 test('pieces: ranges split at the chunk size and clipped to the compared bytes; none: the whole device', (t) => {
   const p = { blockSize: 4096, chunkSize: 1 * MiB, compareSize: 3 * MiB - 4096 };
-  t.deepEqual([...pieces(p)], [[0, MiB], [MiB, MiB], [2 * MiB, MiB - 4096]]);
+  t.deepEqual([...pieces(p)], [[0, MiB, false], [MiB, MiB, false], [2 * MiB, MiB - 4096, false]]);
   t.deepEqual([...pieces({ ...p, ranges: [[1, 1], [200, 300], [767, 10]] })],
-    [[4096, 4096], [200 * 4096, MiB], [200 * 4096 + MiB, 300 * 4096 - MiB], [767 * 4096, 0]].filter(([, n]) => n! > 0));
+    [[4096, 4096, false], [200 * 4096, MiB, false], [200 * 4096 + MiB, 300 * 4096 - MiB, false]]);
   t.deepEqual([...pieces({ ...p, ranges: [] })], []);
+  t.deepEqual([...pieces({ ...p, ranges: [[1, 1]], sample: [[5, 1], [700, 2]] })], [[5 * 4096, 4096, true], [700 * 4096, 2 * 4096, true], [4096, 4096, false]], 'the sample first');
+  t.deepEqual([...pieces({ ...p, sample: [[5, 1]] })].length, 3, 'a sample without ranges is ignored (a full run)');
 });
+
+const sampleCase = test.macro((t, sample: unknown, ranges: BlockRange[] | undefined, words: RegExp | null) => {
+  const why = sampleProblem(sample, ranges, 100);
+  if (words) t.regex(why ?? '', words);
+  else t.is(why, null);
+});
+for (const [sample, ranges, words] of [
+  [[[5, 1], [50, 2]], [[0, 5], [6, 10]], null],
+  [[], [[0, 1]], null],
+  [[[5, 1]], undefined, /needs ranges/],
+  [[[5, 1]], [[4, 2]], /shares blocks with the ranges/],
+  [[[5, 1], [3, 1]], [[0, 1]], /not sorted/],
+  [[[99, 2]], [[0, 1]], /past the compared 100 blocks/],
+  ['x', [[0, 1]], /not an array/],
+] as const) {
+  test(`sampleProblem ${JSON.stringify(sample)} next to ${JSON.stringify(ranges)}`, sampleCase, sample, ranges as BlockRange[] | undefined, words);
+}
 
 test('complement: the gaps between ranges', (t) => {
   t.deepEqual(complement([[2, 3], [7, 1]], 10), [[0, 2], [5, 2], [8, 2]]);
@@ -187,6 +207,25 @@ test('engine with ranges: more than a chunk per range, ranges past the compared 
   t.is(sha256(dst), sha256(src));
   const err = await t.throwsAsync(sync(src, dst, { mode: 'patch', patchOut: ws.fresh('p.patch'), ranges: [[0, 1]] }));
   t.is((err as BlkError).code, ExitCode.USAGE);
+});
+
+test('engine with a sample: compared first, equal → the ranges are written and sampleDiffering is 0', async (t) => {
+  const { src, dst } = ws.pair(4 * MiB);
+  touchBlocks(src, 4096, [10, 300]);
+  const s = await sync(src, dst, { ranges: [[10, 1], [300, 1]], sample: [[5, 1], [600, 3]] });
+  t.like(s, { blocksCompared: 6, blocksDiffering: 2, blocksWritten: 2, sampleDiffering: 0, bytesReadSource: 6 * 4096, bytesReadTarget: 6 * 4096, comparedBytes: 6 * 4096 });
+  t.is(sha256(dst), sha256(src));
+});
+
+test('engine with a sample: a differing sample block ends the session before anything is written (SampleDiffers)', async (t) => {
+  const { src, dst } = ws.pair(4 * MiB);
+  touchBlocks(src, 4096, [10, 601]);
+  const before = sha256(dst);
+  const err = await t.throwsAsync(sync(src, dst, { ranges: [[10, 1]], sample: [[5, 1], [600, 3]] }));
+  t.true(err instanceof SampleDiffers, String(err));
+  t.like(err as SampleDiffers, { differing: 1, sampled: 4, bytesRead: 4 * 4096 });
+  t.regex(err!.message, /^1 of 4 sampled blocks outside the changed ranges differ/);
+  t.is(sha256(dst), before, 'block 10 (a changed range) was not written either');
 });
 
 // ---- options, config keys, the base record, lvs thin ids ----

@@ -164,3 +164,26 @@ test('a pull from a server whose policy has no [server.source_snapshot]: exit 12
   t.is(after, before);
   t.is(f('bases'), '1');
 });
+
+test('a push with --target-snapshot and --incremental: the server snapshots the target first; a target changed behind blkdelta\'s back is repaired by a full compare', async (t) => {
+  const first = await facts(t, 'ts_first');
+  t.is(first('rc'), '0', first('err'));
+  t.is(first('same'), 'yes');
+  t.is(first('kind'), 'full');
+  const f = await facts(t, 'ts_incr');
+  t.is(f('rc'), '0', f('err'));
+  t.is(f('same'), 'yes');
+  t.is(f('kind'), 'incremental');
+  t.true(Number(f('read')) <= 2 * MiB, `target read ${f('read')} of a 64 MiB LV`);
+  t.is(f('copies'), '2', 'one copy per run (keep_last = 3)');
+  t.is(f('pending'), '0');
+  t.is(f('copy_is_before'), 'yes', "the newest copy holds the target's content before the run");
+  const b = await facts(t, 'ts_behind');
+  t.is(b('rc'), '0', b('err'));
+  t.is(b('same'), 'yes');
+  t.is(b('kind'), 'full');
+  t.regex(b('reason'), /^\d+ of 128 sampled blocks outside the changed ranges differ: the target was changed behind blkdelta's back$/);
+  t.is(b('copies'), '3', 'one more copy, within the server\'s keep_last = 3');
+  t.is(b('pending'), '0');
+  t.is(b('bases'), '1');
+});

@@ -179,6 +179,9 @@ for (const k of ['recordsToPeer', 'compress', 'verify']) test(`${k} "yes"`, badS
 for (const [v, words] of [['x', /field ranges is not an array/], [[[0, 0]], /entry 0 is empty/], [[[5, 1], [1, 1]], /not sorted and disjoint/], [[[250, 10]], /ends at block 260, past the compared 256 blocks/], [[[0, 1.5]], /entry 0 is not \[first, count\]/]] as const) {
   test(`ranges ${JSON.stringify(v)}`, badStart, S({ ranges: v }), REMOTE, words);
 }
+for (const [v, ranges, words] of [[[[1, 1]], undefined, /field sample needs ranges/], [[[1, 2]], [[2, 1]], /field sample shares blocks with the ranges/], [[[9, 1], [3, 1]], [[0, 1]], /field sample entry 1 starts at block 3/]] as const) {
+  test(`sample ${JSON.stringify(v)} with ranges ${JSON.stringify(ranges)}`, badStart, S({ sample: v, ...(ranges ? { ranges } : {}) }), REMOTE, words);
+}
 test('compareSize beyond a source', badStart, S({ compareSize: 2 * MiB, resultSize: 2 * MiB }), REMOTE, /compareSize 2097152 exceeds the source's 1048576 bytes/, 'source', false);
 test('growth not covered by compareSize', badStart, S({ resultSize: 2 * MiB }), REMOTE, /field compareSize 1048576 must equal resultSize 2097152 when the target grows/);
 test('growth to 10 TiB (beyond its file system)', badStart, S({ compareSize: 10 * 2 ** 40, resultSize: 10 * 2 ** 40 }), ExitCode.SIZE_MISMATCH, /cannot grow to resultSize 10995116277760: that is more than its whole file system/);

@@ -88,8 +88,9 @@ function targetName(o: SyncOptions): string {
 }
 
 /**
- * --incremental: the passes of lvm/incremental.ts (a dry-run sample, then the write), the target
- * snapshot (if asked) taken before the write pass only.
+ * --incremental: the passes of lvm/incremental.ts (a local source: the ranges with the sample
+ * first; a pull: a dry-run sample, then the ranges, in one session; a full compare when the
+ * sample differs), the target snapshot (if asked) around each write pass.
  */
 async function incrementalSync(inc: IncrementalSpec, opts: SyncOptions, targetSnap: Parameters<typeof withTargetSnapshot>[0], pull: boolean):
   Promise<{ value: { value: SyncSummary; target?: TargetSnapshotReport }; snapshot: SnapshotReport }> {
@@ -103,6 +104,6 @@ async function incrementalSync(inc: IncrementalSpec, opts: SyncOptions, targetSn
   const { value, report, snapshot } = pull
     ? await runIncremental(inc, pullSourceEnd(opts, wrap)) // the server keeps the base; one session
     : await withIncremental(inc, cli.abort.signal, (source, pass, signal) =>
-      wrap(pass, (seed) => runSync({ ...opts, source, signal, seed, mode: pass.mode, ranges: pass.ranges, verify: pass.mode === 'write' && opts.verify })));
+      wrap(pass, (seed) => runSync({ ...opts, source, signal, seed, mode: pass.mode, ranges: pass.ranges, sample: pass.sample, verify: pass.mode === 'write' && opts.verify })));
   return { value: { value: { ...value, incremental: report }, target }, snapshot };
 }

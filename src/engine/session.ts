@@ -7,7 +7,7 @@ import { checkFields, type Conn, type Done, type Result, type Start } from '../p
 import type { Device } from '../io/device.js';
 import { runSource, type RecordSink, type SourceOptions } from './source.js';
 import type { SizePolicy } from './types.js';
-import { rangesProblem } from '../ranges.js';
+import { rangesProblem, sampleProblem } from '../ranges.js';
 
 export const MIN_BLOCK = 512;
 export const MAX_BLOCK = MAX_RECORD_LEN;
@@ -68,6 +68,8 @@ export function checkStart(start: Start, dev: Device, role: 'source' | 'target')
   if (role === 'target' && resultSize < dev.size) throw bad('resultSize', `${resultSize} is below the target's ${dev.size} bytes (a target is never shrunk)`);
   const ranged = start.ranges === undefined ? null : rangesProblem(start.ranges, Math.ceil(compareSize / bs));
   if (ranged) throw bad('ranges', ranged);
+  const sampled = start.sample === undefined ? null : sampleProblem(start.sample, start.ranges, Math.ceil(compareSize / bs));
+  if (sampled) throw bad('sample', sampled);
 }
 
 /** Source role to the end: compare and send, then DONE, then the target's RESULT. */

@@ -1,6 +1,8 @@
 // Source side of a sync: read the source chunk by chunk, hash its blocks, compare with the
 // target's hashes for the same chunk, and emit one record per run of differing blocks.
 //
+//   START.sample first (an incremental run): compare its pieces, send no record; any block
+//     differing → SampleDiffers thrown before the first record (the target is not written)
 //   for each chunk [pos, pos+chunkSize) of [0, compareSize) (or of START.ranges: ranges.ts pieces):
 //     read it (one positional read, O_DIRECT where it can: io/direct.ts; the next piece is
 //     read ahead into a second buffer meanwhile), hash each block
@@ -25,7 +27,7 @@ import type { Conn, Done, Start } from '../proto/messages.js';
 import type { Device } from '../io/device.js';
 import { DirectIo, handled } from '../io/direct.js';
 import { FingerprintBuilder } from './fingerprint.js';
-import { pieces } from '../ranges.js';
+import { pieces, rangeBlocks } from '../ranges.js';
 
 /** Where the source's records go: the target peer, a patch file, or nowhere (dry-run). */
 export interface RecordSink {
@@ -41,6 +43,17 @@ export interface SourceOptions {
   onChunk?: (bytesDone: number, bytesDiffering: number) => void;
 }
 
+/**
+ * START.sample had differing blocks: the target was changed outside the ranges. Thrown by the
+ * source before any record of the session was sent; its caller compares in full instead.
+ */
+export class SampleDiffers extends BlkError {
+  constructor(readonly differing: number, readonly sampled: number, readonly bytesRead: number) {
+    super(ExitCode.DIFFERENT, `${differing} of ${sampled} sampled blocks outside the changed ranges differ: the target was changed behind blkdelta's back`);
+    this.name = 'SampleDiffers';
+  }
+}
+
 export async function runSource(dev: Device, conn: Conn, start: Start, sink: RecordSink | null, opts: SourceOptions): Promise<Done> {
   const h = await loadHasher();
   const { blockSize: bs, chunkSize } = start;
@@ -54,7 +67,8 @@ export async function runSource(dev: Device, conn: Conn, start: Start, sink: Rec
   const gate = new CompressGate(start.compress);
 
   // One chunk, read into chunks[which]: hash, compare with the target's hashes, send the differing runs.
-  const chunk = async (pos: number, len: number, which: number) => {
+  let sampleDiffering = 0;
+  const chunk = async (pos: number, len: number, which: number, inSample: boolean) => {
     const buf = bh.chunks[which]!;
     done.bytesRead += len;
     const n = bh.hash(len, local, 0, which);
@@ -65,6 +79,10 @@ export async function runSource(dev: Device, conn: Conn, start: Start, sink: Rec
     if (!local.subarray(0, n * 8).equals(remote)) {
       for (const [a, b, zero] of differingRuns(local, remote, n, (i) => isAllZero(buf.subarray(i * bs, Math.min((i + 1) * bs, len))))) {
         const offset = pos + a * bs;
+        if (inSample) {
+          sampleDiffering += b - a;
+          continue;
+        }
         const plain = buf.subarray(a * bs, Math.min(b * bs, len));
         done.blocksDiffering += b - a;
         if (zero) done.blocksZero += b - a;
@@ -84,8 +102,9 @@ export async function runSource(dev: Device, conn: Conn, start: Start, sink: Rec
     await sink?.region?.(pos, len, remote);
   };
   // read ahead: piece k+1 is read into the other buffer while piece k is hashed and compared
-  const all = pieces(start); // START.ranges: only those blocks
-  const readInto = (p: IteratorResult<[number, number]>, which: number) => (p.done ? undefined : handled(io.readAsync(bh.chunks[which]!, p.value[1], p.value[0])));
+  const all = pieces(start); // START.ranges: only those blocks (START.sample's first)
+  const sampleBlocks = rangeBlocks(start.sample ?? []);
+  const readInto = (p: IteratorResult<[number, number, boolean]>, which: number) => (p.done ? undefined : handled(io.readAsync(bh.chunks[which]!, p.value[1], p.value[0])));
   let cur = all.next();
   let ahead = readInto(cur, 0);
   let bytesDone = 0;
@@ -93,19 +112,22 @@ export async function runSource(dev: Device, conn: Conn, start: Start, sink: Rec
     for (let k = 0; !cur.done; k++) {
       opts.signal?.throwIfAborted();
       await ahead;
-      const [pos, len] = cur.value;
+      const [pos, len, inSample] = cur.value;
+      if (!inSample && sampleDiffering) throw new SampleDiffers(sampleDiffering, sampleBlocks, done.bytesRead);
       const next = all.next();
       ahead = readInto(next, (k + 1) % 2);
-      await chunk(pos, len, k % 2);
+      await chunk(pos, len, k % 2, inSample);
       opts.onChunk?.(bytesDone += len, done.blocksDiffering * bs);
       await turn();
       cur = next;
     }
+    if (sampleDiffering) throw new SampleDiffers(sampleDiffering, sampleBlocks, done.bytesRead);
   } finally {
     if (ahead) await ahead.catch(() => { /* the loop's own error is the one thrown */ }); // no read outlives the fd
     io.close();
   }
-  if (start.ranges) return { ...done, io: io.mode }; // fingerprints cover the whole device
+  const sampled = start.sample ? { sampleDiffering } : {};
+  if (start.ranges) return { ...done, ...sampled, io: io.mode }; // fingerprints cover the whole device
   return { ...done, fingerprint: after.hex(), baseFingerprint: before.hex(), io: io.mode };
 }
 

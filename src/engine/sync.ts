@@ -21,6 +21,7 @@ import { grow, openSource, openTarget, shrinkTo, type Device } from '../io/devic
 import { chunkSizeFor, checkBlockSize, geometryOf, planSizes, runSourceSide } from './session.js';
 import { DeviceWriter, PatchFromPeerSink, PatchSink, PeerSink } from './sinks.js';
 import { runTarget } from './target.js';
+import { SampleDiffers } from './source.js';
 import { makeFingerprint } from './fingerprint.js';
 import { reportFromWelcome, settlePull, snapshotReleased } from './pull-snapshot.js';
 import type { SnapshotReport } from '../lvm/snapshot.js';
@@ -60,7 +61,9 @@ export async function runSync(options: SyncOptions): Promise<SyncSummary> {
       outcome = { ok: false, error: opts.signal?.aborted ? (opts.signal.reason as Error) : err };
     } finally {
       opts.signal?.removeEventListener('abort', onAbort);
+      log.debug(`session's exchange ended after ${Date.now() - t0} ms; closing ${transport.label}`);
       exit = await channel.close();
+      log.debug(`session with ${transport.label} ended after ${Date.now() - t0} ms`);
     }
     if (pull.snapshot) return settlePull(pull.snapshot, exit, outcome, transport.label, channel.stderrTail());
     if (!outcome.ok) throw outcome.error;
@@ -140,6 +143,9 @@ export async function runPass(opts: SyncOptions, local: Device, localRole: Role,
   if (opts.ranges && !welcome.caps?.includes('ranges')) {
     throw new BlkError(ExitCode.REMOTE, `${conn.peerLabel}: the server is an older blkdelta without the ranges capability: it cannot compare only the changed blocks of an incremental run; upgrade blkdelta on the server (nothing was written)`);
   }
+  if (opts.ranges && opts.sample && !welcome.caps?.includes('sample')) {
+    throw new BlkError(ExitCode.REMOTE, `${conn.peerLabel}: the server is an older blkdelta without the sample capability: it cannot check an incremental run's sample in the same session; upgrade blkdelta on the server (nothing was written)`);
+  }
   const [srcSize, tgt] = localRole === 'source' ? [local.size, welcome] : [welcome.size, local];
   const targetSize = tgt.size; // before grow changes a local target's size
   const plan = planSizes(srcSize, targetSize, tgt.kind, opts.sizePolicy);
@@ -148,9 +154,12 @@ export async function runPass(opts: SyncOptions, local: Device, localRole: Role,
     recordsToPeer: localRole === 'source' ? write : write || opts.mode === 'patch',
     compress: opts.compress ?? true, verify: !!opts.verify,
     ...(opts.ranges ? { ranges: clipRanges(opts.ranges, plan.compareSize, opts.blockSize) } : {}),
+    ...(opts.ranges && opts.sample ? { sample: clipRanges(opts.sample, plan.compareSize, opts.blockSize) } : {}),
   };
+  const ranged = start.ranges ? rangeBlocks(start.ranges) + rangeBlocks(start.sample ?? []) : 0;
   await conn.writer.sendJson(Msg.START, start);
   await conn.expect(Msg.READY);
+  log.debug(`${conn.peerLabel} ready after ${Date.now() - t0} ms`);
 
   const fingerprint = sourceFingerprint(h, opts.sourceLabel ?? `${opts.source}|${srcSize}|${t0}`);
   const geometry = geometryOf(start, targetSize, fingerprint);
@@ -158,7 +167,7 @@ export async function runPass(opts: SyncOptions, local: Device, localRole: Role,
   const patch = opts.mode === 'patch' ? await PatchWriter.create(opts.patchOut!, patchHeader, h, { overwrite: opts.patchOverwrite }) : undefined;
   let summary: SyncSummary;
   const progress = (bytesDone: number, bytesDiffering: number) =>
-    opts.onProgress?.({ bytesDone, bytesTotal: start.ranges ? rangeBlocks(start.ranges) * start.blockSize : plan.compareSize, bytesDiffering, elapsedMs: Date.now() - t0, bytesExchanged: conn.writer.bytes + conn.reader.bytes });
+    opts.onProgress?.({ bytesDone, bytesTotal: start.ranges ? ranged * start.blockSize : plan.compareSize, bytesDiffering, elapsedMs: Date.now() - t0, bytesExchanged: conn.writer.bytes + conn.reader.bytes });
   const growing = localRole === 'target' && write && plan.resultSize > local.size;
   try {
     if (growing) grow(local, plan.resultSize);
@@ -168,7 +177,7 @@ export async function runPass(opts: SyncOptions, local: Device, localRole: Role,
     const patchBytes = patch ? (await patch.finish(patchFingerprints(done))).bytes : undefined;
     summary = {
       mode: opts.mode, source: opts.source, target: opts.target, blockSize: opts.blockSize,
-      sourceSize: srcSize, targetSize, comparedBytes: start.ranges ? Math.min(rangeBlocks(start.ranges) * start.blockSize, plan.compareSize) : plan.compareSize,
+      sourceSize: srcSize, targetSize, comparedBytes: start.ranges ? Math.min(ranged * start.blockSize, plan.compareSize) : plan.compareSize,
       blocksCompared: done.blocksCompared, blocksDiffering: done.blocksDiffering, blocksWritten: result.blocksWritten,
       blocksZero: done.blocksZero, bytesReadSource: done.bytesRead, bytesReadTarget: result.bytesRead,
       bytesSent: conn.writer.bytes, bytesReceived: conn.reader.bytes, bytesWritten: patch ? done.dataBytes : result.bytesWritten,
@@ -176,6 +185,7 @@ export async function runPass(opts: SyncOptions, local: Device, localRole: Role,
       verified: result.verified, grown: plan.resultSize > targetSize && write, durationMs: Date.now() - t0,
       ...(result.targetSnapshot ? { targetSnapshot: result.targetSnapshot } : {}),
       ...(historyCopy ? { historyCopy } : {}),
+      ...(start.sample ? { sampleDiffering: Number(done.sampleDiffering ?? 0) } : {}),
       ...(done.fingerprint && done.baseFingerprint ? {
         fingerprint: makeFingerprint(start.seed, start.blockSize, plan.compareSize, done.fingerprint),
         baseFingerprint: makeFingerprint(start.seed, start.blockSize, plan.compareSize, done.baseFingerprint),
@@ -188,8 +198,9 @@ export async function runPass(opts: SyncOptions, local: Device, localRole: Role,
     patch?.abort();
     const undo = growing ? shrinkTo(local, targetSize) : undefined; // a failed run never leaves the target grown
     // Aborted: runSync throws the abort reason, so the note below must go on that error.
+    if (caught instanceof SampleDiffers) await conn.sendError(caught.code, `nothing was written: ${caught.message}`).catch(() => { /* it may be gone */ });
     const err: unknown = opts.signal?.aborted ? opts.signal.reason : localRole === 'source' ? await peerErrorOr(conn, caught) : caught;
-    if (write && exitCodeOf(err) !== ExitCode.TARGET_REFUSED && exitCodeOf(err) !== ExitCode.PERMISSION && err instanceof Error) {
+    if (write && !(err instanceof SampleDiffers) && exitCodeOf(err) !== ExitCode.TARGET_REFUSED && exitCodeOf(err) !== ExitCode.PERMISSION && err instanceof Error) {
       err.message += `; target ${opts.target} may be incomplete: run the sync again to complete it`;
     }
     if (undo && err instanceof Error) err.message += `; ${undo}`;

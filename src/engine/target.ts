@@ -50,8 +50,8 @@ export async function runTarget(dev: Device, conn: Conn, start: Start, sink: Tar
     const frame = Buffer.allocUnsafe(8 + (chunkSize / bs) * 8); // copied into the batch by sendBatched
     // read ahead: piece k+1 is read into the other buffer while piece k is hashed and sent (its
     // read completes before its hashes go out, so no record can have overwritten it)
-    const all = pieces(start); // START.ranges: only those blocks
-    const readInto = (p: IteratorResult<[number, number]>, which: number) => (p.done ? undefined : handled(io.readAsync(bh.chunks[which]!, p.value[1], p.value[0], true)));
+    const all = pieces(start); // START.ranges: only those blocks (START.sample's first)
+    const readInto = (p: IteratorResult<[number, number, boolean]>, which: number) => (p.done ? undefined : handled(io.readAsync(bh.chunks[which]!, p.value[1], p.value[0], true)));
     let cur = all.next();
     ahead = readInto(cur, 0);
     let k = 0;

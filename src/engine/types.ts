@@ -64,6 +64,12 @@ export interface SyncOptions {
    * fingerprints. The peer must speak the ranges capability.
    */
   ranges?: readonly BlockRange[];
+  /**
+   * With ranges: blocks outside them compared first (START.sample); any differing ends the run
+   * with SampleDiffers (engine/source.ts) before the target is written. The peer must speak the
+   * sample capability. The summary then has sampleDiffering (0).
+   */
+  sample?: readonly BlockRange[];
   /** Start the local half of the protocol as this transport's peer (tests; default: spawn). */
   localTransport?: Transport;
   signal?: AbortSignal;
@@ -146,6 +152,8 @@ export interface SyncSummary {
    */
   sourceIo?: string;
   targetIo?: string;
+  /** SyncOptions.sample given and the run went through: its differing blocks (0). */
+  sampleDiffering?: number;
   /** --incremental / incremental = true: which kind of run it was, why a full compare, the base. */
   incremental?: IncrementalReport;
   /** A local source block device mounted read-write while it was read: the copy may be torn. */

@@ -20,9 +20,8 @@ import { SshTransport } from '../transport/ssh.js';
 import type { Transport } from '../transport/transport.js';
 import type { RemoteEndpoint } from '../transport/address.js';
 import type { JobConfig } from './config.js';
-import { runIncremental, withIncremental } from '../lvm/incremental.js';
+import { runIncremental, withIncremental, type Pass } from '../lvm/incremental.js';
 import { pullSourceEnd } from '../engine/pull-incremental.js';
-import type { BlockRange } from '../ranges.js';
 
 export interface JobSyncResult {
   summary: SyncSummary;
@@ -51,8 +50,9 @@ export async function syncJob(job: JobConfig, signal: AbortSignal, phases: Phase
 }
 
 /**
- * incremental = true: the passes of lvm/incremental.ts (a dry-run sample outside the changed
- * ranges, then the write of the ranges or of everything); the base record lives in the state dir.
+ * incremental = true: the passes of lvm/incremental.ts (the changed ranges with a sample outside
+ * them compared first, or everything; everything again when the sample differs); the base record
+ * lives in the state dir. A pull: the server keeps the base, one session carries every pass.
  */
 async function incrementalJob(job: JobConfig, stateDir: string, signal: AbortSignal, phases: Phases, onProgress?: (p: Progress) => void): Promise<JobSyncResult> {
   const [vg, lv] = job.snapshot!.lv.split('/') as [string, string];
@@ -72,17 +72,19 @@ async function incrementalJob(job: JobConfig, stateDir: string, signal: AbortSig
   }
   const { value, report, snapshot } = await withIncremental(spec, signal, async (device, pass, sig) => {
     phases.compare?.();
-    if (pass.mode !== 'write') return runSync({ ...syncOptions(job, device, sig), mode: 'dry-run', verify: false, ranges: pass.ranges });
-    written = await syncTarget(job, device, sig, phases, onProgress, pass.ranges);
+    written = await syncTarget(job, device, sig, phases, onProgress, pass);
     return written.summary;
   });
   return { ...written!, summary: { ...value, incremental: report }, snapshot };
 }
 
+/** An incremental pass's blocks (absent: everything). */
+type Ranged = Pick<Pass, 'ranges' | 'sample'>;
+
 /** target_snapshot: snapshot the target LV, sync, then rotate (only after a success). */
-async function syncTarget(job: JobConfig, source: string, signal: AbortSignal, phases: Phases, onProgress?: (p: Progress) => void, ranges?: BlockRange[]): Promise<JobSyncResult> {
-  if (job.target.kind === 'remote') return syncRemoteTarget(job, source, signal, phases, onProgress, ranges);
-  return withLocalTargetSnapshot(job, signal, phases, (seed) => runSync({ ...syncOptions(job, source, signal), seed, onProgress, ranges }));
+async function syncTarget(job: JobConfig, source: string, signal: AbortSignal, phases: Phases, onProgress?: (p: Progress) => void, pass?: Ranged): Promise<JobSyncResult> {
+  if (job.target.kind === 'remote') return syncRemoteTarget(job, source, signal, phases, onProgress, pass);
+  return withLocalTargetSnapshot(job, signal, phases, (seed) => runSync({ ...syncOptions(job, source, signal), seed, onProgress, ranges: pass?.ranges, sample: pass?.sample }));
 }
 
 /** A local target: its target_snapshot taken before run(seed) writes it, rotated after a success. */
@@ -110,10 +112,10 @@ function seedOf(taken: TargetSnapshotInfo | undefined, blockSize: number): strin
  * A remote target: the job only asks (SyncOptions.targetSnapshot); its server takes and rotates
  * the snapshot as its own [server.target_snapshot] says.
  */
-async function syncRemoteTarget(job: JobConfig, source: string, signal: AbortSignal, phases: Phases, onProgress?: (p: Progress) => void, ranges?: BlockRange[]): Promise<JobSyncResult> {
+async function syncRemoteTarget(job: JobConfig, source: string, signal: AbortSignal, phases: Phases, onProgress?: (p: Progress) => void, pass?: Ranged): Promise<JobSyncResult> {
   const ts = job.targetSnapshot;
   phases.writing();
-  const summary = await runSync({ ...syncOptions(job, source, signal), onProgress, ranges, ...(ts ? { targetSnapshot: { job: job.name } } : {}) });
+  const summary = await runSync({ ...syncOptions(job, source, signal), onProgress, ranges: pass?.ranges, sample: pass?.sample, ...(ts ? { targetSnapshot: { job: job.name } } : {}) });
   phases.written();
   phases.cleanup?.();
   const t = summary.targetSnapshot;

@@ -10,6 +10,8 @@ import { BlkError, ExitCode } from '../errors.js';
 export const TAG_OWNER = 'blkdelta';
 export const TAG_SOURCE = 'blkdelta-source';
 export const TAG_TARGET = 'blkdelta-target';
+/** An incremental job's base (lvm/incremental.ts): the source's state its target was last made equal to. */
+export const TAG_BASE = 'blkdelta-base';
 export const jobTag = (job: string): string => `blkdelta-job:${job}`;
 
 /** The columns every lvs call asks for (parsed by report.ts). */

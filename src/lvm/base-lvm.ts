@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { BlkError, ExitCode } from '../errors.js';
 import { log } from '../log.js';
 import type { BlockRange } from '../ranges.js';
-import { TAG_OWNER, jobTag, lvsArgv, snapshotName, thinSnapshotArgv } from './argv.js';
+import { TAG_BASE, TAG_OWNER, jobTag, lvsArgv, snapshotName, thinSnapshotArgv } from './argv.js';
 import type { BaseRef } from './base-record.js';
 import { LvmError, listLvs, removeOwned, runLvm } from './lvm.js';
 import { DEFAULT_POOL_MAX_FILL, poolOf, poolProblem } from './pool.js';
@@ -26,7 +26,7 @@ import type { LvRow } from './report.js';
 import { withSourceSnapshot, type SnapshotReport, type SourceSnapshotSpec } from './snapshot.js';
 import { parseThinDelta, poolDevices, releaseArgv, reserveArgv, thinDeltaArgv, toBlockRanges, type ThinDelta } from './thin-delta.js';
 
-export const TAG_BASE = 'blkdelta-base';
+export { TAG_BASE };
 
 export interface BaseLvmSpec {
   vg: string;
@@ -87,7 +87,7 @@ export async function withBaseSnapshot<R>(spec: BaseLvmSpec, ask: BaseAsk, signa
   const removedBases: string[] = [];
   const tidy = await tidyBases(spec, ask.named?.name, removedBases);
   if (tidy.dropped) ask.onDropped?.(tidy.dropped);
-  const snapSpec: SourceSnapshotSpec = { vg: spec.vg, lv: spec.lv, job: spec.job, poolMaxFillPct: spec.poolMaxFillPct, timeoutMs: spec.timeoutMs, ...snapExtra };
+  const snapSpec: SourceSnapshotSpec = { vg: spec.vg, lv: spec.lv, job: spec.job, poolMaxFillPct: spec.poolMaxFillPct, timeoutMs: spec.timeoutMs, ...(tidy.rows ? { rows: tidy.rows } : {}), ...snapExtra };
   return withSourceSnapshot(snapSpec, signal, async (device, sig, snap) => {
     const found = await sourceDelta(spec, ask, snap, tidy.base);
     const delta: SourceDelta = { ...found.delta, removedBases, ...(tidy.dropped ? { dropped: tidy.dropped } : {}) };
@@ -110,8 +110,9 @@ export function jobBases(rows: readonly LvRow[], job: string): LvRow[] {
 }
 
 /** Removes the job's bases other than `named`, and `named` when the pool is over the guard. */
-export async function tidyBases(spec: BaseLvmSpec, named: string | undefined, removed: string[]): Promise<{ base: LvRow | null; dropped?: string }> {
+export async function tidyBases(spec: BaseLvmSpec, named: string | undefined, removed: string[]): Promise<{ base: LvRow | null; dropped?: string; rows?: LvRow[] }> {
   const rows = await listLvs([spec.vg], spec.timeoutMs);
+  const before = removed.length;
   const bases = jobBases(rows, spec.job);
   const base = bases.find((b) => b.name === named) ?? null;
   for (const b of bases.filter((x) => x !== base)) {
@@ -122,7 +123,7 @@ export async function tidyBases(spec: BaseLvmSpec, named: string | undefined, re
   const origin = rows.find((r) => r.name === spec.lv);
   const pool = base && origin ? poolOf(rows, origin) : null;
   const full = pool ? poolProblem(pool, spec.poolMaxFillPct ?? DEFAULT_POOL_MAX_FILL) : null;
-  if (!base || !full) return { base };
+  if (!base || !full) return { base, ...(removed.length === before ? { rows } : {}) }; // unchanged: the snapshot step reuses the listing
   await removeOwned(base, spec);
   removed.push(base.name);
   log.warn(`removed base ${base.vg}/${base.name} of job ${spec.job}: ${full}`);

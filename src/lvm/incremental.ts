@@ -10,9 +10,13 @@
 //     full compare when: S is not thin, no/unusable record, record for another target, pending
 //       "full", base LV missing or another LV (uuid), full_compare_every due, metadata tools fail,
 //       the source end cannot read changes (a server without the incremental capability)
-//     else ranges = thin_delta(base, S) (source end) ∪ pending ranges of an interrupted run;
-//       compare a random sample outside them (dry-run): any differing block → full compare
-//     record pending = ranges | "full"; sync (write) those ranges or everything
+//     else ranges = thin_delta(base, S) (source end) ∪ pending ranges of an interrupted run, and
+//       a random sample of blocks outside them
+//     record pending = ranges | "full"; sync (write) those ranges or everything. The sample:
+//       this host's source end compares it first in the write session (START.sample): any
+//       differing block ends the session before anything is written (SampleDiffers); a server
+//       compares it in a dry-run pass of the same session first. Either way a differing sample
+//       block → record pending = "full", sync everything
 //     rotate: the source end makes B' of S; record base = B' with pending cleared (atomic); then
 //       the source end removes the old base
 //
@@ -20,6 +24,8 @@
 // written (pending), so the next run is correct; a base made but not yet recorded, or recorded but
 // its predecessor not yet removed, is removed by the next run: exactly one base remains.
 // Memory: the changed ranges of one run and a few lvs rows.
+import { BlkError, ExitCode } from '../errors.js';
+import { SampleDiffers } from '../engine/source.js';
 import { log } from '../log.js';
 import { mergeRanges, rangeBlocks, sampleOutside, type BlockRange } from '../ranges.js';
 import { readBaseRecord, writeBaseRecord, type BaseRecord, type IncrementalReport } from './base-record.js';
@@ -47,14 +53,21 @@ export interface IncrementalSpec {
 }
 
 /** What one pass of the sync reports (the engine's SyncSummary has these). */
-export interface PassResult { blocksDiffering: number; bytesReadSource: number; bytesReadTarget: number; sourceSize: number }
-export interface Pass { ranges?: BlockRange[]; mode: 'write' | 'dry-run' }
+export interface PassResult { blocksDiffering: number; bytesReadSource: number; bytesReadTarget: number; sourceSize: number; sampleDiffering?: number }
+/**
+ * One pass: ranges absent → everything. sample (write passes of an end with sampleInPass): blocks
+ * compared first (SyncOptions.sample); the pass throws the engine's SampleDiffers when one
+ * differs, before writing.
+ */
+export interface Pass { ranges?: BlockRange[]; sample?: BlockRange[]; mode: 'write' | 'dry-run' }
 
 /**
  * Where the source and its bases are: body runs inside the source end's snapshot S, with what it
  * found (delta), a way to run a pass on S, and the rotation. Its value comes back with S's report.
  */
 export interface SourceEnd<T> {
+  /** The write pass compares the sample first (this host); else a dry-run pass does (a server). */
+  sampleInPass?: boolean;
   within<R>(ask: BaseAsk, body: (delta: SourceDelta, run: (pass: Pass) => Promise<T>, rotation: Rotation) => Promise<R>): Promise<{ value: R; snapshot: SnapshotReport }>;
 }
 
@@ -67,6 +80,7 @@ export async function withIncremental<T extends PassResult>(spec: IncrementalSpe
   run: (device: string, pass: Pass, signal: AbortSignal) => Promise<T>): Promise<{ value: T; report: IncrementalReport; snapshot: SnapshotReport }> {
   const lvm = { vg: spec.vg, lv: spec.lv, job: spec.job, poolMaxFillPct: spec.poolMaxFillPct, timeoutMs: spec.timeoutMs, markerDir: spec.stateDir };
   const local: SourceEnd<T> = {
+    sampleInPass: true,
     within: (ask, body) => withBaseSnapshot(lvm, ask, signal, {}, (device, sig, _snap, delta, rotation) => body(delta, (pass) => run(device, pass, sig), rotation))
       .then(({ value, report }) => ({ value, snapshot: report })),
   };
@@ -88,7 +102,7 @@ export async function runIncremental<T extends PassResult>(spec: IncrementalSpec
     };
     const { value, snapshot } = await end.within(ask, (delta, run, rotation) => {
       inc.removedBases = delta.removedBases;
-      return passes(spec, { run, rotation, inc, pre, delta });
+      return passes(spec, { run, rotation, inc, pre, delta, sampleInPass: !!end.sampleInPass });
     });
     return { value, report: inc, snapshot };
   } catch (err) {
@@ -105,6 +119,7 @@ interface Ctx<T> {
   inc: IncrementalReport;
   pre: Pre;
   delta: SourceDelta;
+  sampleInPass: boolean;
 }
 
 /** Decides the kind of run, runs the sample and the sync, then rotates the base. */
@@ -112,25 +127,51 @@ async function passes<T extends PassResult>(spec: IncrementalSpec, c: Ctx<T>): P
   const d = c.delta;
   let reason = !d.thin ? d.reason : recordReason(spec, c.pre) ?? d.reason;
   let ranges: BlockRange[] | undefined;
-  let sampleBytes = { src: 0, tgt: 0 };
   if (!reason && !d.ranges) reason = 'the source end read no changed ranges'; // a server that answered without them
   if (!reason) {
     ranges = changedRanges(spec, d.ranges!, c.pre.record!, d.size);
     reason = tooScattered(ranges);
   }
-  if (!reason) {
-    const sampled = await sample(spec, c, ranges!, d.size);
+  const picks = reason ? [] : samplePicks(spec, ranges!, d.size);
+  let sampleBytes = { src: 0, tgt: 0 };
+  if (!reason && !c.sampleInPass && picks.length) {
+    const sampled = await dryRunSample(c, picks);
     sampleBytes = sampled.bytes;
     reason = sampled.reason;
   }
-  const record = pendingRecord(spec, c.pre.record, reason ? 'full' : ranges!);
+  if (reason) {
+    const value = await fullPass(spec, c, reason, sampleBytes);
+    return value;
+  }
+  const record = pendingRecord(spec, c.pre.record, ranges!);
   writeBaseRecord(spec.stateDir, record);
-  Object.assign(c.inc, reason ? { kind: 'full', reason } : { kind: 'incremental', base: c.pre.record!.base!.name, changedBytes: rangeBlocks(ranges!) * spec.blockSize });
-  if (reason) log.info(`full compare: ${reason}`);
-  const value = await c.run(reason ? { mode: 'write' } : { mode: 'write', ranges });
+  Object.assign(c.inc, { kind: 'incremental', base: c.pre.record!.base!.name, changedBytes: rangeBlocks(ranges!) * spec.blockSize });
+  const sample = c.sampleInPass ? picks : [];
+  try {
+    const value = await c.run(sample.length ? { mode: 'write', ranges, sample } : { mode: 'write', ranges });
+    if (sample.length && value.sampleDiffering === undefined) throw new BlkError(ExitCode.INTERNAL, 'the sync pass did not compare the sample');
+    if (sample.length) Object.assign(c.inc, { sampleBlocks: rangeBlocks(sample), sampleDiffering: value.sampleDiffering });
+    value.bytesReadSource += sampleBytes.src;
+    value.bytesReadTarget += sampleBytes.tgt;
+    await rotate(spec, c, record, false);
+    return value;
+  } catch (err) {
+    if (!(err instanceof SampleDiffers)) throw err;
+    Object.assign(c.inc, { sampleBlocks: err.sampled, sampleDiffering: err.differing });
+    return fullPass(spec, c, err.message, { src: err.bytesRead, tgt: err.bytesRead }); // nothing was written; the target read the same blocks
+  }
+}
+
+/** A full compare with its reason recorded (pending "full" while it writes), then the rotation. */
+async function fullPass<T extends PassResult>(spec: IncrementalSpec, c: Ctx<T>, reason: string, sampleBytes: { src: number; tgt: number }): Promise<T> {
+  const record = pendingRecord(spec, c.pre.record, 'full');
+  writeBaseRecord(spec.stateDir, record);
+  Object.assign(c.inc, { kind: 'full', reason, base: undefined, changedBytes: undefined });
+  log.info(`full compare: ${reason}`);
+  const value = await c.run({ mode: 'write' });
   value.bytesReadSource += sampleBytes.src;
   value.bytesReadTarget += sampleBytes.tgt;
-  await rotate(spec, c, record, !!reason);
+  await rotate(spec, c, record, true);
   return value;
 }
 
@@ -154,17 +195,20 @@ function changedRanges(spec: IncrementalSpec, changed: BlockRange[], r: BaseReco
   return mergeRanges([...changed, ...pending]);
 }
 
-/** Compares random blocks outside the ranges (no write); a differing one means the target was changed. */
-async function sample<T extends PassResult>(spec: IncrementalSpec, c: Ctx<T>, ranges: BlockRange[], size: number): Promise<{ reason?: string; bytes: { src: number; tgt: number } }> {
+/** The sample: random blocks outside the ranges (none when sampleBlocks is 0). */
+function samplePicks(spec: IncrementalSpec, ranges: BlockRange[], size: number): BlockRange[] {
   const k = spec.sampleBlocks ?? DEFAULT_SAMPLE_BLOCKS;
-  const total = Math.ceil(size / spec.blockSize);
-  const picks = k > 0 ? sampleOutside(total, ranges, k) : [];
-  if (!picks.length) return { bytes: { src: 0, tgt: 0 } };
+  return k > 0 ? mergeRanges(sampleOutside(Math.ceil(size / spec.blockSize), ranges, k)) : [];
+}
+
+/** A server's sample: compared in a dry-run pass; a differing block means the target was changed. */
+async function dryRunSample<T extends PassResult>(c: Ctx<T>, picks: BlockRange[]): Promise<{ reason?: string; bytes: { src: number; tgt: number } }> {
   const s = await c.run({ mode: 'dry-run', ranges: picks });
-  Object.assign(c.inc, { sampleBlocks: picks.length, sampleDiffering: s.blocksDiffering });
+  const n = rangeBlocks(picks);
+  Object.assign(c.inc, { sampleBlocks: n, sampleDiffering: s.blocksDiffering });
   const bytes = { src: s.bytesReadSource, tgt: s.bytesReadTarget };
   if (!s.blocksDiffering) return { bytes };
-  return { bytes, reason: `${s.blocksDiffering} of ${picks.length} sampled blocks outside the changed ranges differ: the target was changed behind blkdelta's back` };
+  return { bytes, reason: `${s.blocksDiffering} of ${n} sampled blocks outside the changed ranges differ: the target was changed behind blkdelta's back` };
 }
 
 /** The record as it must be while the target is written: what this run may write is pending. */

@@ -41,6 +41,7 @@ export async function runLvm(argv: readonly string[], timeoutMs = DEFAULT_LVM_TI
   const [cmd, ...args] = argv as [string, ...string[]];
   const shown = argv.join(' ');
   log.debug(`running ${shown}`);
+  const t0 = Date.now();
   const { execa } = await import('execa'); // loaded on first use: a sync without LVM stays small
   const report = REPORTS.has(cmd);
   const r = await execa(cmd, args, {
@@ -54,6 +55,7 @@ export async function runLvm(argv: readonly string[], timeoutMs = DEFAULT_LVM_TI
     stripFinalNewline: true,
   });
   const stderr = String(r.stderr ?? '').trim();
+  log.debug(`${cmd} ended after ${Date.now() - t0} ms`);
   if (r.timedOut && !report && r.exitCode === 0) {
     log.warn(`${shown} took over ${timeoutMs / 1000} s; asked to give up (SIGINT), it finished its change instead, which stands`);
     return { stdout: String(r.stdout ?? ''), stderr };

@@ -7,7 +7,7 @@
 // 5 state (a active, I invalid snapshot, S invalid suspended snapshot...), 6 open, 7 target type
 // (s snapshot, t thin...), 8 zero, 9 health, 10 k = activation skip.
 import { BlkError, ExitCode } from '../errors.js';
-import { TAG_OWNER, TAG_SOURCE, TAG_TARGET, jobTag } from './argv.js';
+import { TAG_BASE, TAG_OWNER, TAG_SOURCE, TAG_TARGET, jobTag } from './argv.js';
 
 export interface LvAttr {
   raw: string;
@@ -154,9 +154,10 @@ export function jobOf(row: LvRow): string {
   return t ? t.slice('blkdelta-job:'.length) : '';
 }
 
-/** "source" / "target" for blkdelta's snapshots, "" for anything else. */
-export function roleOf(row: LvRow): 'source' | 'target' | '' {
+/** "source" / "target" / "base" (an incremental job's) for blkdelta's snapshots, "" for anything else. */
+export function roleOf(row: LvRow): 'source' | 'target' | 'base' | '' {
   if (!row.tags.includes(TAG_OWNER)) return '';
   if (row.tags.includes(TAG_TARGET)) return 'target';
+  if (row.tags.includes(TAG_BASE)) return 'base';
   return row.tags.includes(TAG_SOURCE) ? 'source' : '';
 }

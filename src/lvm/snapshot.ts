@@ -44,6 +44,8 @@ export interface SourceSnapshotSpec {
   /** Fill poll interval (default 1 s). */
   pollMs?: number;
   retryDelaysMs?: readonly number[];
+  /** The VG's rows as the caller listed them just before, nothing changed since (saves an lvs). */
+  rows?: readonly LvRow[];
 }
 
 /** What the result record says about the snapshot. */
@@ -126,6 +128,7 @@ export function poolGuard(rows: readonly LvRow[], origin: LvRow, thin: boolean, 
 }
 
 async function vgRows(s: SourceSnapshotSpec): Promise<LvRow[]> {
+  if (s.rows) return [...s.rows];
   try {
     return await listLvs([s.vg], s.timeoutMs);
   } catch (err) {

@@ -25,9 +25,10 @@ export const PROTOCOL_VERSION = 1;
  * (a job's kept copies on the server: list, verify, prune, restore, read). ranges: START.ranges
  * (both sides hash only those blocks: an incremental run). incremental: HELLO.incremental (a pull
  * whose server keeps the job's base next to the source: WELCOME.incremental, several STARTs in
- * one session, ROTATE/BASE frames; server/incremental.ts).
+ * one session, ROTATE/BASE frames; server/incremental.ts). sample: START.sample (a random sample
+ * compared first; a difference there ends the session before anything is written).
  */
-export const CAPS = ['lz4', 'zero', 'grow', 'verify', 'source-snapshot', 'policy-snapshot', 'wait', 'history', 'ranges', 'incremental'] as const;
+export const CAPS = ['lz4', 'zero', 'grow', 'verify', 'source-snapshot', 'policy-snapshot', 'wait', 'history', 'ranges', 'incremental', 'sample'] as const;
 
 export type Role = 'source' | 'target';
 
@@ -164,6 +165,13 @@ export interface Start {
    * capability. A DONE of a ranged run carries no fingerprints (they cover the whole device).
    */
   ranges?: BlockRange[];
+  /**
+   * With ranges: blocks outside them (sorted, disjoint, sharing no block with ranges) that both
+   * sides read and compare FIRST. The source sends no record for them; when any differs it stops
+   * the session before any record (the target is not written) with a SampleDiffers error, so its
+   * caller can compare in full instead. Needs the sample capability.
+   */
+  sample?: BlockRange[];
 }
 
 export interface Done {
@@ -183,6 +191,8 @@ export interface Done {
   baseFingerprint?: string;
   /** How the source was read: "O_DIRECT" or "page cache (why)" (io/direct.ts). Optional: older sources send none. */
   io?: string;
+  /** START.sample given: how many of its blocks differed (always 0: a differing sample ends the session). */
+  sampleDiffering?: number;
 }
 
 export interface Result {

@@ -119,6 +119,34 @@ TOML
   R job text_status "$($BD status --config $W/blkdelta.toml thinjob 2>&1)"
   R job metrics "$(grep -h '^blkdelta_[a-z_]*\(incremental\|read_\)' $W/jstate/blkdelta.prom)"
 }
+tsnap() {   # a push with --target-snapshot and --incremental: the server snapshots the target before
+            # writing, the source is incremental; a target rewritten behind blkdelta's back: the
+            # sample ends the first session before any write, the full compare repairs it
+            # (the VM has no sshd: --rsh runs `blkdelta server --config FILE` here)
+  q lvcreate -y --type thin-pool -L 160M -n ipool vg0; q lvcreate -y --type thin-pool -L 200M -n tpool vg0
+  q lvcreate -y -V 64M -T vg0/ipool -n ts_src; fill ts_src 64
+  q lvcreate -y -V 64M -T vg0/tpool -n ts_dst; zero ts_dst 1
+  printf '[server]\nallow = ["/dev/vg0/ts_dst"]\n[server.target_snapshot]\nkeep_last = 3\n' > $W/ts.toml
+  local push=(sync --no-progress --json --incremental --state-dir $W/tstate --job tsjob --target-snapshot --snapshot vg0/ts_src
+    --rsh "sh -c 'shift 2; exec sh -c \"\$1 --config $W/ts.toml\"' rsh" --remote-cmd "$BD" localhost:/dev/vg0/ts_dst)
+  bd ts_first "${push[@]}"
+  R ts_first same "$(same ts_src ts_dst)"; R ts_first kind "$(field incremental.kind ts_first)"
+  local before; before=$(sha ts_dst)
+  scatter_small ts_src
+  bd ts_incr "${push[@]}"
+  R ts_incr same "$(same ts_src ts_dst)"; R ts_incr kind "$(field incremental.kind ts_incr)"; R ts_incr read "$(field bytesReadTarget ts_incr)"
+  R ts_incr copies "$(tagged blkdelta-target)"; R ts_incr pending "$(tagged blkdelta-pending)"
+  local newest; newest=$(lvs --noheadings -O -lv_time -o lv_name,lv_tags vg0 | awk '/blkdelta-target/ { print $1; exit }')
+  if [ -n "$newest" ]; then
+    q lvchange -ay -K vg0/$newest; R ts_incr copy_is_before "$([ "$(sha $newest)" = "$before" ] && echo yes || echo no)"; q lvchange -an vg0/$newest
+  fi
+  scatter_small ts_src
+  q dd if=/dev/urandom of=/dev/vg0/ts_dst bs=1M seek=20 count=7 oflag=direct conv=notrunc status=none
+  bd ts_behind "${push[@]}"
+  R ts_behind same "$(same ts_src ts_dst)"; R ts_behind kind "$(field incremental.kind ts_behind)"; R ts_behind reason "$(field incremental.reason ts_behind)"
+  R ts_behind copies "$(tagged blkdelta-target)"; R ts_behind pending "$(tagged blkdelta-pending)"
+  R ts_behind bases "$(lvs --noheadings -o lv_tags vg0 | grep blkdelta-base | grep -c 'blkdelta-job:tsjob')"
+}
 scatter_small() { for i in $(seq 0 7); do q dd if=/dev/urandom of=/dev/vg0/$1 bs=4k seek=$((i * 1000)) count=1 oflag=direct conv=notrunc status=none; done; }
 
 make_rsh $W/rsh.sh   # --rsh for a VM without sshd (lib.sh)
@@ -177,7 +205,7 @@ pulled() {   # a pull through `blkdelta server` on the source host: the server k
 
 q pvcreate -y /dev/vda; q vgcreate vg0 /dev/vda
 q lvcreate -y --type thin-pool -L 640M -n pool vg0
-for s in ${@:-basic kill9 behind removed nonthin poolguard job pulled}; do
+for s in ${@:-basic kill9 behind removed nonthin poolguard job tsnap pulled}; do
   t0=$(cut -d' ' -f1 /proc/uptime)
   $s
   R $s seconds "$(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.1f", b - a }')"
