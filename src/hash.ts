@@ -11,8 +11,8 @@
 //   private instance of xxhash-wasm's module, and a 60-byte glue module (below) loops over its
 //   blocks inside WASM, calling xxhash-wasm's xxh64 export and storing each hash in that memory.
 import xxhash from 'xxhash-wasm';
-import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 
 export interface StreamHasher {
   update(data: Uint8Array): StreamHasher;
@@ -36,6 +36,7 @@ export function loadHasher(): Promise<Hasher> {
 
 /** A fresh random 64-bit seed for one run's block hashes. */
 export function randomSeed(): bigint {
+  const { randomBytes } = createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto'); // the client's only: not loaded by a server
   return randomBytes(8).readBigUInt64LE(0);
 }
 

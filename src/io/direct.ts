@@ -19,7 +19,7 @@
 // Memory: the caller's buffers, plus one staging buffer of the largest write for a writer.
 // Interrupted: nothing is left but what was written; the fds close with the Device's owner.
 import fs from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { BlkError, ExitCode, describe } from '../errors.js';
 import { readFull, writeFull, type Device } from './device.js';
 
@@ -34,6 +34,10 @@ export const DROP_EVERY = 32 * 1024 * 1024;
 
 const roundUp = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
 const aligned = (n: number) => n % ALIGN === 0;
+
+// node:child_process (fincore, dd) loads on first use: it costs start-up CPU in every server process.
+const spawnSync: typeof import('node:child_process').spawnSync = ((...args: Parameters<typeof import('node:child_process').spawnSync>) =>
+  (createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process')).spawnSync(...args)) as typeof import('node:child_process').spawnSync;
 
 /** A page-aligned, zero-filled buffer of at least size bytes (WebAssembly memory, not movable). */
 export function alignedBuffer(size: number): Buffer {
