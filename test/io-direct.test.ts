@@ -65,12 +65,37 @@ test('reads: a device already in the page cache is read through it', (t) => {
   dev.close();
 });
 
+test('writes: a target already in the page cache is written through it and nothing is dropped; one fincore per device', async (t) => {
+  const p = ws.fresh('c.img');
+  randomFile(p, 2 * MiB);
+  const dev = openTarget(p, { write: true });
+  let asked = 0;
+  const cached = () => (asked++, 2 * MiB);
+  const reader = DirectIo.open(dev, { resident: cached });
+  const writer = DirectIo.open(dev, { write: true, resident: cached });
+  try {
+    await writer.writeAsync(Buffer.alloc(MiB, 0xcd), 0); // large: O_DIRECT on an uncached target
+    await writer.writeAsync(Buffer.alloc(4096, 0xef), MiB); // small: would be dropped on an uncached one
+    writer.dropWritten();
+    t.is(writer.mode, 'page cache (the device was already cached)');
+    t.is(reader.mode, 'page cache (the device was already cached)');
+    t.is(asked, 1);
+  } finally {
+    reader.close();
+    writer.close();
+    dev.close();
+  }
+  t.true(readAt(p, 0, MiB).every((b) => b === 0xcd));
+  t.true(readAt(p, MiB, 4096).every((b) => b === 0xef));
+  if (fsType() !== 'tmpfs' && residentBytes(p) !== undefined) t.is(residentBytes(p), 2 * MiB, 'the cached target stays cached');
+});
+
 test('writes: aligned ranges with O_DIRECT, an unaligned tail through the cache; the bytes are right', async (t) => {
   const p = ws.fresh('w.img');
   const size = 2 * MiB + 1000;
   randomFile(p, size);
   const dev = openTarget(p, { write: true });
-  const io = DirectIo.open(dev, { write: true });
+  const io = DirectIo.open(dev, { write: true, resident: uncached });
   try {
     const data = Buffer.alloc(size, 0xab);
     await io.writeAsync(data.subarray(0, MiB), 0);
