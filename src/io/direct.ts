@@ -12,13 +12,15 @@
 //          unaligned device or buffer) switches this descriptor to buffered reads for the rest
 //          of the run, and the mode says why; a short direct read (the end of a file whose size
 //          is not aligned) finishes buffered
-//   write: the same, for aligned ranges copied into an aligned staging buffer; the unaligned
+//   write: the same, for aligned ranges copied into an aligned staging buffer (contiguous ones
+//          gathered into batches of WRITE_BATCH, written behind the caller: writeAsync); the unaligned
 //          tail of a device goes through the cache (one partial page). Small writes (under
 //          SMALL_WRITE: scattered changed blocks) go through the cache too, where the kernel
 //          merges and schedules them (one O_DIRECT write each waited ~1 ms on a busy disk);
-//          every DROP_EVERY bytes of them, and at the end, they are written back (fdatasync)
-//          and the file's clean pages dropped (posix_fadvise DONTNEED via dd nocache)
-// Memory: the caller's buffers, plus one staging buffer of the largest write for a writer.
+//          every DROP_EVERY bytes of them (behind the caller), and at the end, they are written
+//          back (fdatasync) and the file's clean pages dropped (posix_fadvise DONTNEED via dd nocache)
+// Memory: the caller's buffers, plus for a writer two batch buffers (2 x WRITE_BATCH) and one
+// staging buffer of the largest write that is not batched.
 // Interrupted: nothing is left but what was written; the fds close with the Device's owner.
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
@@ -33,6 +35,11 @@ export const RESIDENT_ENOUGH = 0.9;
 /** Writes below this size go through the page cache (dropped every DROP_EVERY bytes and at the end). */
 export const SMALL_WRITE = 64 * 1024;
 export const DROP_EVERY = 32 * 1024 * 1024;
+/** Contiguous large writes are gathered into writes of this size (two such buffers per writer). */
+export const WRITE_BATCH = 4 * 1024 * 1024;
+
+/** Bytes gathered for one write at pos. */
+interface Batch { buf: Buffer; pos: number; len: number }
 
 const roundUp = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
 const aligned = (n: number) => n % ALIGN === 0;
@@ -40,6 +47,9 @@ const aligned = (n: number) => n % ALIGN === 0;
 // node:child_process (fincore, dd) loads on first use: it costs start-up CPU in every server process.
 const spawnSync: typeof import('node:child_process').spawnSync = ((...args: Parameters<typeof import('node:child_process').spawnSync>) =>
   (createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process')).spawnSync(...args)) as typeof import('node:child_process').spawnSync;
+
+/** dd's argv that drops the clean pages of the file open as fd (POSIX_FADV_DONTNEED over all of it). */
+const dropArgv = (fd: number) => [`of=/proc/${process.pid}/fd/${fd}`, 'oflag=nocache', 'conv=notrunc', 'count=0', 'status=none'];
 
 /** A page-aligned, zero-filled buffer of at least size bytes (WebAssembly memory, not movable). */
 export function alignedBuffer(size: number): Buffer {
@@ -75,6 +85,14 @@ export class DirectIo {
   /** "O_DIRECT", or why the page cache is used ("already in the page cache", "O_DIRECT refused: ..."). */
   mode: string;
   private staging: Buffer | undefined;
+  /** writeAsync's batches: the one being filled, the one being written, their two buffers. */
+  private filling: Batch | undefined;
+  private inFlight: Promise<void> | undefined;
+  private readonly batches: Buffer[] = [];
+  private nextBatch = 0;
+  private zeros: Buffer | undefined;
+  /** The drop of small writes' pages under way (dropBehind), if any. */
+  private dropping: Promise<void> | undefined;
   /** Bytes of small writes in the cache since the last dropWritten(). */
   private cachedBytes = 0;
 
@@ -146,12 +164,46 @@ export class DirectIo {
   }
 
   /**
-   * write(), with the O_DIRECT part on libuv's thread pool: the caller's other loop (the target
-   * hashing ahead) runs while the disk writes. One call at a time (one staging buffer).
+   * write(), with the O_DIRECT part on libuv's thread pool, behind the caller: contiguous aligned
+   * writes are gathered into a batch of WRITE_BATCH bytes, written while the next batch fills (two
+   * staging buffers; at most one write in flight). An error of a write surfaces at a later call or
+   * at drain(). The owner calls drain() before its fsync, and before any write (write(),
+   * writeZeros()) that overlaps a range still behind (a sync's records never overlap); one caller at a time.
    */
   async writeAsync(data: Uint8Array, pos: number): Promise<void> {
-    let done = 0;
     if (this.fd !== undefined && data.length < SMALL_WRITE) return this.writeCached(data, pos);
+    if (this.fd === undefined || !aligned(pos) || !aligned(data.length) || data.length > WRITE_BATCH) {
+      await this.drain();
+      return this.writeNow(data, pos);
+    }
+    const f = this.filling;
+    if (f && (f.pos + f.len !== pos || f.len + data.length > WRITE_BATCH)) await this.submit();
+    const batch = (this.filling ??= { buf: this.batchBuffer(), pos, len: 0 });
+    batch.buf.set(data, batch.len);
+    batch.len += data.length;
+    if (batch.len === WRITE_BATCH) await this.submit();
+  }
+
+  /** writeZeros through writeAsync: batched with the writes around them, behind the caller too. */
+  async writeZerosAsync(offset: number, length: number): Promise<void> {
+    const zeros = (this.zeros ??= Buffer.alloc(WRITE_BATCH)); // calloc'd: its pages are only read, never resident
+    for (let done = 0; done < length; done += WRITE_BATCH) {
+      await this.writeAsync(zeros.subarray(0, Math.min(WRITE_BATCH, length - done)), offset + done);
+    }
+  }
+
+  /** Waits until every write handed to writeAsync is on the device (its errors thrown here). */
+  async drain(): Promise<void> {
+    await this.submit();
+    const last = this.inFlight;
+    this.inFlight = undefined;
+    await last;
+    await this.dropping;
+  }
+
+  // One write now: O_DIRECT through the staging buffer for an aligned range, else through the cache.
+  private async writeNow(data: Uint8Array, pos: number): Promise<void> {
+    let done = 0;
     if (this.fd !== undefined && aligned(pos) && aligned(data.length) && data.length > 0) {
       const stage = this.stage(data.length);
       stage.set(data);
@@ -161,11 +213,50 @@ export class DirectIo {
     if (done < data.length) writeFull(this.dev, data.subarray(done), pos + done);
   }
 
+  // The filling batch starts its write once the one before it is written.
+  private async submit(): Promise<void> {
+    const batch = this.filling;
+    if (!batch) return;
+    this.filling = undefined;
+    await this.inFlight;
+    this.inFlight = handled(this.writeBatch(batch));
+  }
+
+  private async writeBatch(b: Batch): Promise<void> {
+    let done = 0;
+    const fd = this.fd;
+    if (fd !== undefined) done = await new Promise<number>((resolve) => fs.write(fd, b.buf, 0, b.len, b.pos, (err, n) => resolve(err ? this.failed(err) : n)));
+    if (done < b.len) writeFull(this.dev, b.buf.subarray(done, b.len), b.pos + done);
+  }
+
+  // The staging buffer of the next batch: the two alternate (the other one may be in flight).
+  private batchBuffer(): Buffer {
+    const i = this.batches.length < 2 ? this.batches.length : this.nextBatch;
+    this.nextBatch = 1 - i;
+    return (this.batches[i] ??= alignedBuffer(WRITE_BATCH));
+  }
+
   /** A small write through the cache; every DROP_EVERY bytes of them are written back and dropped. */
   private writeCached(data: Uint8Array, pos: number): void {
     writeFull(this.dev, data, pos);
     this.cachedBytes += data.length;
-    if (this.cachedBytes >= DROP_EVERY) this.dropWritten();
+    if (this.cachedBytes >= DROP_EVERY && !this.dropping) {
+      this.cachedBytes = 0;
+      this.dropping = handled(this.dropBehind());
+    }
+  }
+
+  // dropWritten() off the event loop (fdatasync on libuv's pool, dd as a child): the compare goes
+  // on while the disk takes the small writes (fdatasyncSync here stalled it for seconds). drain() awaits it.
+  private async dropBehind(): Promise<void> {
+    try {
+      await new Promise<void>((resolve, reject) => fs.fdatasync(this.dev.fd, (err) => (err ? reject(err) : resolve())));
+    } catch (err) {
+      throw new BlkError(ExitCode.IO, `fdatasync of ${this.dev.path} failed: ${describe(err)}`, { cause: err });
+    }
+    const { execFile } = createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process');
+    await new Promise<void>((resolve) => execFile('dd', dropArgv(this.dev.fd), { timeout: 60_000 }, () => resolve()));
+    this.dropping = undefined;
   }
 
   /**
@@ -180,7 +271,7 @@ export class DirectIo {
     } catch (err) {
       throw new BlkError(ExitCode.IO, `fdatasync of ${this.dev.path} failed: ${describe(err)}`, { cause: err });
     }
-    spawnSync('dd', [`of=/proc/${process.pid}/fd/${this.dev.fd}`, 'oflag=nocache', 'conv=notrunc', 'count=0', 'status=none'], { stdio: 'ignore', timeout: 60_000 });
+    spawnSync('dd', dropArgv(this.dev.fd), { stdio: 'ignore', timeout: 60_000 });
   }
 
   /** Zeros over [offset, offset+length), in steps of at most `step` bytes. */
@@ -193,9 +284,19 @@ export class DirectIo {
     }
   }
 
+  /** Closes the O_DIRECT fd; a write still in flight (an error path: no drain) closes it when it ends, never under it. */
   close(): void {
-    if (this.fd !== undefined) fs.closeSync(this.fd);
+    this.filling = undefined;
+    this.closeFd();
+  }
+
+  private closeFd(): void {
+    const fd = this.fd;
     this.fd = undefined;
+    if (fd === undefined) return;
+    if (!this.inFlight) return fs.closeSync(fd);
+    const later = () => fs.close(fd, () => { /* nothing to report: the run is over */ });
+    this.inFlight.then(later, later);
   }
 
   // Runs one direct read or write. On a failure the caller redoes the request through the cache
@@ -211,7 +312,7 @@ export class DirectIo {
 
   private failed(err: unknown): 0 {
     if ((err as NodeJS.ErrnoException).code === 'EINVAL' && this.fd !== undefined) {
-      this.close();
+      this.closeFd(); // a batch being filled stays: it is written through the cache
       this.mode = `page cache (O_DIRECT refused: ${describe(err)})`;
     }
     return 0;
