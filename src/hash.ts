@@ -51,6 +51,8 @@ export interface BlockHasher {
    * bytes, little-endian, the last block may be short) to out[outAt...]. Returns the block count.
    */
   hash(len: number, out: Buffer, outAt?: number, which?: number): number;
+  /** xxh64 of chunks[which][start, start+len) with seed, as loadHasher().h64 of those bytes (no copy). */
+  h64At(which: number, start: number, len: number, seed: bigint): bigint;
 }
 
 // The glue module, in WebAssembly text:
@@ -104,7 +106,7 @@ export async function blockHasher(chunkSize: number, blockSize: number, seed: bi
   xxhModule ??= WebAssembly.compile(readFileSync(new URL('../workerd/xxhash.wasm', import.meta.resolve('xxhash-wasm'))));
   glueModule ??= WebAssembly.compile(GLUE);
   const xxh = await WebAssembly.instantiate(await xxhModule);
-  const { mem, xxh64 } = xxh.exports as { mem: WebAssembly.Memory; xxh64: unknown };
+  const { mem, xxh64 } = xxh.exports as { mem: WebAssembly.Memory; xxh64: (p: number, n: number, seed: bigint) => bigint };
   const glue = await WebAssembly.instantiate(await glueModule, { x: { mem, xxh64 } });
   const blocks = glue.exports.blocks as (p: number, end: number, bs: number, seed: bigint, out: number) => void;
   const maxBlocks = Math.ceil(chunkSize / blockSize);
@@ -126,6 +128,10 @@ export async function blockHasher(chunkSize: number, blockSize: number, seed: bi
       blocks(p, p + len, blockSize, s, hashesAt);
       hashes.copy(out, outAt, 0, n * 8);
       return n;
+    },
+    h64At(which, start, len, seed) {
+      if (start < 0 || len < 0 || start + len > chunkSize) throw new RangeError(`h64At(${start}, ${len}): outside the chunk (${chunkSize})`);
+      return BigInt.asUintN(64, xxh64(which * chunkSize + start, len, BigInt.asIntN(64, seed)));
     },
   };
 }

@@ -27,7 +27,13 @@ const agrees = test.macro({
         const want = h.h64(data.subarray(i * blockSize, Math.min((i + 1) * blockSize, len)), seed);
         t.is(out.readBigUInt64LE(8 + i * 8), want, `block ${i} of ${n}, seed ${seed}`);
       }
+      for (const [a, l] of [[0, len], [Math.floor(len / 3), Math.ceil(len / 2) - Math.floor(len / 3)], [len - 1, 1], [0, 0]] as const) {
+        t.is(bh.h64At(0, a, l, seed), h.h64(data.subarray(a, a + l), seed), `h64At(${a}, ${l}), seed ${seed}`);
+      }
     }
+    const two = await blockHasher(chunkSize, blockSize, 1n, 2); // the second chunk: its own offset in the memory
+    data.copy(two.chunks[1]!);
+    t.is(two.h64At(1, 0, len, 5n), h.h64(data, 5n), 'h64At on chunks[1]');
   },
   title: (_p, chunkSize, blockSize, len) => `blockHasher = h64Raw per block: chunk ${chunkSize}, block ${blockSize}, ${len} bytes`,
 });

@@ -17,7 +17,7 @@
 import { setImmediate as turn } from 'node:timers/promises';
 import { BlkError, ExitCode } from '../errors.js';
 import { gcAfter } from '../gc.js';
-import { blockHasher, loadHasher } from '../hash.js';
+import { blockHasher } from '../hash.js';
 import { Encoding, makeRecord, isAllZero } from '../patch/format.js';
 import { CompressGate } from './compress-gate.js';
 import { Msg } from '../proto/wire.js';
@@ -42,7 +42,6 @@ export interface SourceOptions {
 }
 
 export async function runSource(dev: Device, conn: Conn, start: Start, sink: RecordSink | null, opts: SourceOptions): Promise<Done> {
-  const h = await loadHasher();
   const { blockSize: bs, chunkSize } = start;
   const bh = await blockHasher(chunkSize, bs, BigInt(start.seed), 2);
   const local = Buffer.allocUnsafe((chunkSize / bs) * 8);
@@ -52,6 +51,10 @@ export async function runSource(dev: Device, conn: Conn, start: Start, sink: Rec
   const before = await FingerprintBuilder.create(BigInt(start.seed));
   const io = DirectIo.open(dev);
   const gate = new CompressGate(start.compress);
+  // a record's checksum, hashed where its data lies (the chunk, in WASM memory): no copy into xxhash-wasm's
+  const inChunk = [0, 1].map((which) => ({
+    h64: (data: Buffer, seed: bigint) => bh.h64At(which, data.byteOffset - bh.chunks[which]!.byteOffset, data.length, seed),
+  }));
 
   // One chunk, read into chunks[which]: hash, compare with the target's hashes, send the differing runs.
   const chunk = async (pos: number, len: number, which: number) => {
@@ -71,7 +74,7 @@ export async function runSource(dev: Device, conn: Conn, start: Start, sink: Rec
         for (let i = a; i < b && done.firstDiffs.length < opts.maxDiffs; i++) done.firstDiffs.push(pos + i * bs);
         if (!sink) continue;
         const compress = gate.tryOn(plain.length);
-        const rec = makeRecord(offset, plain, compress, h);
+        const rec = makeRecord(offset, plain, compress, inChunk[which]!);
         if (compress && rec.encoding !== Encoding.ZERO) {
           gate.result(plain.length, rec.encoding === Encoding.LZ4);
           gcAfter(plain.length); // lz4-napi's output, kept or not, is garbage soon
