@@ -34,6 +34,14 @@ export function loadHasher(): Promise<Hasher> {
   return loaded;
 }
 
+/** xxh64 of blockSize zero bytes with seed (what a BlockHasher gives an all-zero block), streamed in 64 KiB steps. */
+export async function zeroBlockHash(blockSize: number, seed: bigint): Promise<bigint> {
+  const zeros = Buffer.alloc(Math.min(blockSize, 65536));
+  const s = (await loadHasher()).create64(seed);
+  for (let done = 0; done < blockSize; done += zeros.length) s.update(zeros.subarray(0, Math.min(zeros.length, blockSize - done)));
+  return s.digest();
+}
+
 /** A fresh random 64-bit seed for one run's block hashes. */
 export function randomSeed(): bigint {
   const { randomBytes } = createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto'); // the client's only: not loaded by a server
