@@ -21,7 +21,8 @@
 //          back (fdatasync) and the file's clean pages dropped (posix_fadvise DONTNEED via dd nocache)
 // Memory: the caller's buffers, plus for a writer two batch buffers (2 x WRITE_BATCH) and one
 // staging buffer of the largest write that is not batched.
-// Interrupted: nothing is left but what was written; the fds close with the Device's owner.
+// Interrupted: nothing is left but what was written (a batch still behind the caller is not: no
+// fsync has promised it, and the next run compares it again); the fds close with the Device's owner.
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { BlkError, ExitCode, describe } from '../errors.js';
