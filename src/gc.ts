@@ -10,8 +10,10 @@
 // and 76 MiB. Budgets, not measurements: right after a GC the array-buffer sweeper has not yet
 // returned the memory, so "external memory grew since the last GC" ratchets upwards.
 // No-op if V8 refuses to expose gc().
-import v8 from 'node:v8';
-import { runInNewContext } from 'node:vm';
+import { createRequire } from 'node:module';
+
+// node:v8 and node:vm load on the first collection, not at start-up (every server process loads this).
+const builtin = createRequire(import.meta.url);
 
 /** Bytes of short-lived buffers between two scavenges, and between two full GCs. */
 export const MINOR_EVERY = 2 * 1024 * 1024;
@@ -28,8 +30,8 @@ let sinceFull = 0;
 function v8Gc(): Gc | null {
   if (gc === undefined) {
     try {
-      v8.setFlagsFromString('--expose-gc');
-      gc = runInNewContext('gc') as Gc;
+      (builtin('node:v8') as typeof import('node:v8')).setFlagsFromString('--expose-gc');
+      gc = (builtin('node:vm') as typeof import('node:vm')).runInNewContext('gc') as Gc;
     } catch {
       gc = null;
     }

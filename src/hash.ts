@@ -11,8 +11,8 @@
 //   private instance of xxhash-wasm's module, and a 60-byte glue module (below) loops over its
 //   blocks inside WASM, calling xxhash-wasm's xxh64 export and storing each hash in that memory.
 import xxhash from 'xxhash-wasm';
-import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 
 export interface StreamHasher {
   update(data: Uint8Array): StreamHasher;
@@ -34,8 +34,17 @@ export function loadHasher(): Promise<Hasher> {
   return loaded;
 }
 
+/** xxh64 of blockSize zero bytes with seed (what a BlockHasher gives an all-zero block), streamed in 64 KiB steps. */
+export async function zeroBlockHash(blockSize: number, seed: bigint): Promise<bigint> {
+  const zeros = Buffer.alloc(Math.min(blockSize, 65536));
+  const s = (await loadHasher()).create64(seed);
+  for (let done = 0; done < blockSize; done += zeros.length) s.update(zeros.subarray(0, Math.min(zeros.length, blockSize - done)));
+  return s.digest();
+}
+
 /** A fresh random 64-bit seed for one run's block hashes. */
 export function randomSeed(): bigint {
+  const { randomBytes } = createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto'); // the client's only: not loaded by a server
   return randomBytes(8).readBigUInt64LE(0);
 }
 
@@ -50,6 +59,8 @@ export interface BlockHasher {
    * bytes, little-endian, the last block may be short) to out[outAt...]. Returns the block count.
    */
   hash(len: number, out: Buffer, outAt?: number, which?: number): number;
+  /** xxh64 of chunks[which][start, start+len) with seed, as loadHasher().h64 of those bytes (no copy). */
+  h64At(which: number, start: number, len: number, seed: bigint): bigint;
 }
 
 // The glue module, in WebAssembly text:
@@ -103,7 +114,7 @@ export async function blockHasher(chunkSize: number, blockSize: number, seed: bi
   xxhModule ??= WebAssembly.compile(readFileSync(new URL('../workerd/xxhash.wasm', import.meta.resolve('xxhash-wasm'))));
   glueModule ??= WebAssembly.compile(GLUE);
   const xxh = await WebAssembly.instantiate(await xxhModule);
-  const { mem, xxh64 } = xxh.exports as { mem: WebAssembly.Memory; xxh64: unknown };
+  const { mem, xxh64 } = xxh.exports as { mem: WebAssembly.Memory; xxh64: (p: number, n: number, seed: bigint) => bigint };
   const glue = await WebAssembly.instantiate(await glueModule, { x: { mem, xxh64 } });
   const blocks = glue.exports.blocks as (p: number, end: number, bs: number, seed: bigint, out: number) => void;
   const maxBlocks = Math.ceil(chunkSize / blockSize);
@@ -125,6 +136,10 @@ export async function blockHasher(chunkSize: number, blockSize: number, seed: bi
       blocks(p, p + len, blockSize, s, hashesAt);
       hashes.copy(out, outAt, 0, n * 8);
       return n;
+    },
+    h64At(which, start, len, seed) {
+      if (start < 0 || len < 0 || start + len > chunkSize) throw new RangeError(`h64At(${start}, ${len}): outside the chunk (${chunkSize})`);
+      return BigInt.asUintN(64, xxh64(which * chunkSize + start, len, BigInt.asIntN(64, seed)));
     },
   };
 }

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { blockHasher, loadHasher } from '../src/hash.js';
+import { blockHasher, loadHasher, zeroBlockHash } from '../src/hash.js';
 
 const SEEDS = [0n, 1n, 0x7fffffffffffffffn, 0x8000000000000000n, 0xffffffffffffffffn, 0x0123456789abcdefn];
 
@@ -27,7 +27,13 @@ const agrees = test.macro({
         const want = h.h64(data.subarray(i * blockSize, Math.min((i + 1) * blockSize, len)), seed);
         t.is(out.readBigUInt64LE(8 + i * 8), want, `block ${i} of ${n}, seed ${seed}`);
       }
+      for (const [a, l] of [[0, len], [Math.floor(len / 3), Math.ceil(len / 2) - Math.floor(len / 3)], [len - 1, 1], [0, 0]] as const) {
+        t.is(bh.h64At(0, a, l, seed), h.h64(data.subarray(a, a + l), seed), `h64At(${a}, ${l}), seed ${seed}`);
+      }
     }
+    const two = await blockHasher(chunkSize, blockSize, 1n, 2); // the second chunk: its own offset in the memory
+    data.copy(two.chunks[1]!);
+    t.is(two.h64At(1, 0, len, 5n), h.h64(data, 5n), 'h64At on chunks[1]');
   },
   title: (_p, chunkSize, blockSize, len) => `blockHasher = h64Raw per block: chunk ${chunkSize}, block ${blockSize}, ${len} bytes`,
 });
@@ -82,4 +88,17 @@ test('blockHasher: nothing to hash, and a length beyond the chunk', async (t) =>
   const bh = await blockHasher(65536, 4096, 1n);
   t.is(bh.hash(0, Buffer.alloc(0)), 0);
   t.throws(() => bh.hash(65537, Buffer.alloc(17 * 8)), { instanceOf: RangeError, message: /larger than the chunk/ });
+});
+
+test('zeroBlockHash is the block hash of an all-zero block, for every block size and seed', async (t) => {
+  const h = await loadHasher();
+  for (const bs of [512, 4096, 65536, 65536 + 4096, 1 << 20]) {
+    for (const seed of SEEDS) {
+      t.is(await zeroBlockHash(bs, seed), h.h64(Buffer.alloc(bs), seed), `block size ${bs}, seed ${seed}`);
+      const bh = await blockHasher(bs, bs, seed); // a fresh chunk is zeros
+      const out = Buffer.alloc(8);
+      bh.hash(bs, out);
+      t.is(out.readBigUInt64LE(0), await zeroBlockHash(bs, seed));
+    }
+  }
 });

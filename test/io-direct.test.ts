@@ -4,7 +4,7 @@
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import { openSource, openTarget } from '../src/io/device.js';
-import { DirectIo, alignedBuffer, residentBytes } from '../src/io/direct.js';
+import { DROP_EVERY, DirectIo, WRITE_BATCH, alignedBuffer, residentBytes } from '../src/io/direct.js';
 import { Workspace, randomFile, readAt, sha256, syncFiles, touchBlocks } from './helpers/engine-fixture.js';
 
 const ws = new Workspace('blkdelta-direct-');
@@ -65,18 +65,46 @@ test('reads: a device already in the page cache is read through it', (t) => {
   dev.close();
 });
 
+test('writes: a target already in the page cache is written through it and nothing is dropped; one fincore per device', async (t) => {
+  const p = ws.fresh('c.img');
+  randomFile(p, 2 * MiB);
+  const dev = openTarget(p, { write: true });
+  let asked = 0;
+  const cached = () => (asked++, 2 * MiB);
+  const reader = DirectIo.open(dev, { resident: cached });
+  const writer = DirectIo.open(dev, { write: true, resident: cached });
+  try {
+    await writer.writeAsync(Buffer.alloc(MiB, 0xcd), 0); // large: O_DIRECT on an uncached target
+    await writer.writeAsync(Buffer.alloc(4096, 0xef), MiB); // small: would be dropped on an uncached one
+    writer.dropWritten();
+    t.is(writer.mode, 'page cache (the device was already cached)');
+    t.is(reader.mode, 'page cache (the device was already cached)');
+    t.is(asked, 1);
+  } finally {
+    reader.close();
+    writer.close();
+    dev.close();
+  }
+  t.true(readAt(p, 0, MiB).every((b) => b === 0xcd));
+  t.true(readAt(p, MiB, 4096).every((b) => b === 0xef));
+  if (fsType() !== 'tmpfs' && residentBytes(p) !== undefined) t.is(residentBytes(p), 2 * MiB, 'the cached target stays cached');
+});
+
 test('writes: aligned ranges with O_DIRECT, an unaligned tail through the cache; the bytes are right', async (t) => {
   const p = ws.fresh('w.img');
   const size = 2 * MiB + 1000;
   randomFile(p, size);
   const dev = openTarget(p, { write: true });
-  const io = DirectIo.open(dev, { write: true });
+  const io = DirectIo.open(dev, { write: true, resident: uncached });
   try {
     const data = Buffer.alloc(size, 0xab);
     await io.writeAsync(data.subarray(0, MiB), 0);
+    await io.drain(); // writeAsync writes behind: before a write over the same range
     io.write(data.subarray(MiB, 2 * MiB), MiB);
     io.write(data.subarray(2 * MiB), 2 * MiB);
-    io.writeZeros(4096, 8192);
+    await io.writeZerosAsync(4096, 4096);
+    io.writeZeros(8192, 4096);
+    await io.drain();
     t.is(io.mode, 'O_DIRECT');
   } finally {
     io.close();
@@ -86,6 +114,47 @@ test('writes: aligned ranges with O_DIRECT, an unaligned tail through the cache;
   t.true(back.subarray(0, 4096).every((b) => b === 0xab));
   t.true(back.subarray(4096, 12288).every((b) => b === 0));
   t.true(back.subarray(12288).every((b) => b === 0xab));
+});
+
+test('writes behind: contiguous writes are gathered into batches, a gap starts a new one; drain() puts all on the device', async (t) => {
+  const p = ws.fresh('wb.img');
+  const size = 3 * WRITE_BATCH + MiB;
+  randomFile(p, size);
+  const dev = openTarget(p, { write: true });
+  const io = DirectIo.open(dev, { write: true, resident: uncached });
+  const fill = (i: number) => Buffer.alloc(256 * 1024, i & 0xff);
+  const at = (i: number) => i * 256 * 1024 + (i >= 20 ? 512 * 1024 : 0); // a gap of 512 KiB after 20 writes
+  try {
+    for (let i = 0; i < 30; i++) await io.writeAsync(fill(i), at(i));
+    await io.drain();
+    t.is(io.mode, 'O_DIRECT');
+  } finally {
+    io.close();
+    dev.close();
+  }
+  for (let i = 0; i < 30; i++) t.true(readAt(p, at(i), 256 * 1024).equals(fill(i)), `write ${i}`);
+  t.true(readAt(p, 20 * 256 * 1024, 4096).equals(readAt(p, 20 * 256 * 1024, 4096)), 'the gap is untouched');
+});
+
+test('writes: small writes go through the cache and are dropped behind every DROP_EVERY bytes; drain() waits for that', async (t) => {
+  if (fsType() === 'tmpfs') return t.fail('the work dir is on tmpfs, where every page of a file is memory: set TMPDIR to a disk-backed directory');
+  const p = ws.fresh('small.img');
+  const size = 2 * DROP_EVERY;
+  randomFile(p, size);
+  dropCache(p);
+  const dev = openTarget(p, { write: true });
+  const io = DirectIo.open(dev, { write: true, resident: uncached });
+  const block = Buffer.alloc(4096, 0x5a);
+  try {
+    for (let pos = 0; pos < size; pos += 8192) await io.writeAsync(block, pos); // every other block: DROP_EVERY bytes in all
+    await io.drain();
+    io.dropWritten();
+  } finally {
+    io.close();
+    dev.close();
+  }
+  t.true(residentBytes(p)! <= 256 * 1024, `${residentBytes(p)} bytes cached`);
+  for (const pos of [0, 8192, size - 8192]) t.true(readAt(p, pos, 4096).equals(block), `block at ${pos}`);
 });
 
 test('a local sync of files dropped from the page cache leaves almost none of them cached', async (t) => {

@@ -4,9 +4,8 @@
 // override the file. Parsed without yargs (parseServerArgs): it starts for every sync.
 import { BlkError, ExitCode, exitStatusText } from '../errors.js';
 import { loadServerConfig, MAX_WAIT_TIMEOUT } from '../server/config.js';
-import { makePolicy, type ServerConfig } from '../server/policy.js';
+import { DEFAULT_SOURCE_SNAPSHOT, makePolicy, type ServerConfig } from '../server/policy.js';
 import { serve } from '../server/session.js';
-import { DEFAULT_SOURCE_SNAPSHOT } from '../server/snapshots.js';
 import { parseDuration } from '../units.js';
 import { cli, type Command } from './context.js';
 

@@ -155,20 +155,21 @@ export class DeviceWriter implements TargetSink {
     const rh = decodeRecordHeader(frame.subarray(0, RECORD_HEADER_LEN), at, this.geometry);
     const plain = decodePayload(rh, frame.subarray(RECORD_HEADER_LEN), at, this.h);
     if (plain) await this.direct.writeAsync(plain, rh.offset);
-    else this.zeros(rh.offset, rh.length);
+    else await this.zeros(rh.offset, rh.length);
     if (this.opts.verify) this.journal.add(rh.offset, rh.length, rh.checksum);
     this.blocksWritten += Math.ceil(rh.length / this.geometry.blockSize);
     this.bytesWritten += rh.length;
   }
 
-  private zeros(offset: number, length: number): void {
-    this.direct.writeZeros(offset, length);
+  private async zeros(offset: number, length: number): Promise<void> {
+    await this.direct.writeZerosAsync(offset, length);
     const last = this.holes.at(-1);
     if (last && last[1] === offset) last[1] += length;
     else if (this.holes.length < DeviceWriter.MAX_HOLES) this.holes.push([offset, offset + length]);
   }
 
   async finish() {
+    await this.direct.drain(); // the writes still behind the records (their I/O errors are thrown here)
     try {
       fs.fsyncSync(this.dev.fd);
     } catch (err) {

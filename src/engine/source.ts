@@ -19,7 +19,7 @@
 import { setImmediate as turn } from 'node:timers/promises';
 import { BlkError, ExitCode } from '../errors.js';
 import { gcAfter } from '../gc.js';
-import { blockHasher, loadHasher } from '../hash.js';
+import { blockHasher, zeroBlockHash } from '../hash.js';
 import { Encoding, makeRecord, isAllZero } from '../patch/format.js';
 import { CompressGate } from './compress-gate.js';
 import { Msg } from '../proto/wire.js';
@@ -55,7 +55,6 @@ export class SampleDiffers extends BlkError {
 }
 
 export async function runSource(dev: Device, conn: Conn, start: Start, sink: RecordSink | null, opts: SourceOptions): Promise<Done> {
-  const h = await loadHasher();
   const { blockSize: bs, chunkSize } = start;
   const bh = await blockHasher(chunkSize, bs, BigInt(start.seed), 2);
   const local = Buffer.allocUnsafe((chunkSize / bs) * 8);
@@ -65,6 +64,14 @@ export async function runSource(dev: Device, conn: Conn, start: Start, sink: Rec
   const before = await FingerprintBuilder.create(BigInt(start.seed));
   const io = DirectIo.open(dev);
   const gate = new CompressGate(start.compress);
+  // a differing block is all zero only if its hash is a zero block's: the bytes of the others
+  // (every block of a full copy) are never scanned (isAllZero per block was a quarter of its CPU)
+  const zh = await zeroBlockHash(bs, BigInt(start.seed));
+  const zeroLo = Number(zh & 0xffffffffn), zeroHi = Number(zh >> 32n);
+  // a record's checksum, hashed where its data lies (the chunk, in WASM memory): no copy into xxhash-wasm's
+  const inChunk = [0, 1].map((which) => ({
+    h64: (data: Buffer, seed: bigint) => bh.h64At(which, data.byteOffset - bh.chunks[which]!.byteOffset, data.length, seed),
+  }));
 
   // One chunk, read into chunks[which]: hash, compare with the target's hashes, send the differing runs.
   let sampleDiffering = 0;
@@ -77,7 +84,12 @@ export async function runSource(dev: Device, conn: Conn, start: Start, sink: Rec
     after.update(local.subarray(0, n * 8));
     before.update(remote);
     if (!local.subarray(0, n * 8).equals(remote)) {
-      for (const [a, b, zero] of differingRuns(local, remote, n, (i) => isAllZero(buf.subarray(i * bs, Math.min((i + 1) * bs, len))))) {
+      const isZero = (i: number) => {
+        const end = Math.min((i + 1) * bs, len);
+        if (end - i * bs === bs && (local.readUInt32LE(i * 8) !== zeroLo || local.readUInt32LE(i * 8 + 4) !== zeroHi)) return false;
+        return isAllZero(buf.subarray(i * bs, end));
+      };
+      for (const [a, b, zero] of differingRuns(local, remote, n, isZero)) {
         const offset = pos + a * bs;
         if (inSample) {
           sampleDiffering += b - a;
@@ -89,7 +101,7 @@ export async function runSource(dev: Device, conn: Conn, start: Start, sink: Rec
         for (let i = a; i < b && done.firstDiffs.length < opts.maxDiffs; i++) done.firstDiffs.push(pos + i * bs);
         if (!sink) continue;
         const compress = gate.tryOn(plain.length);
-        const rec = makeRecord(offset, plain, compress, h);
+        const rec = makeRecord(offset, plain, compress, inChunk[which]!);
         if (compress && rec.encoding !== Encoding.ZERO) {
           gate.result(plain.length, rec.encoding === Encoding.LZ4);
           gcAfter(plain.length); // lz4-napi's output, kept or not, is garbage soon

@@ -5,21 +5,26 @@
 // 4 KiB-aligned offsets and lengths.
 //   open:  a mounted source, and a device already (almost) wholly in the page cache is read through the cache: its
 //          pages are there anyway, and O_DIRECT would re-read them from the disk (6x slower warm
-//          here); otherwise O_DIRECT, when the file system takes it
+//          here); otherwise O_DIRECT, when the file system takes it. The same for writes: a
+//          target already cached is written through the cache and nothing of it is dropped
+//          (dropping it made the rest of a warm 1% sync read it back from the disk: 5.6x cat)
 //   read:  O_DIRECT for the whole aligned request; what the kernel refuses (EINVAL: an
 //          unaligned device or buffer) switches this descriptor to buffered reads for the rest
 //          of the run, and the mode says why; a short direct read (the end of a file whose size
 //          is not aligned) finishes buffered
-//   write: the same, for aligned ranges copied into an aligned staging buffer; the unaligned
+//   write: the same, for aligned ranges copied into an aligned staging buffer (contiguous ones
+//          gathered into batches of WRITE_BATCH, written behind the caller: writeAsync); the unaligned
 //          tail of a device goes through the cache (one partial page). Small writes (under
 //          SMALL_WRITE: scattered changed blocks) go through the cache too, where the kernel
 //          merges and schedules them (one O_DIRECT write each waited ~1 ms on a busy disk);
-//          every DROP_EVERY bytes of them, and at the end, they are written back (fdatasync)
-//          and the file's clean pages dropped (posix_fadvise DONTNEED via dd nocache)
-// Memory: the caller's buffers, plus one staging buffer of the largest write for a writer.
-// Interrupted: nothing is left but what was written; the fds close with the Device's owner.
+//          every DROP_EVERY bytes of them (behind the caller), and at the end, they are written
+//          back (fdatasync) and the file's clean pages dropped (posix_fadvise DONTNEED via dd nocache)
+// Memory: the caller's buffers, plus for a writer two batch buffers (2 x WRITE_BATCH) and one
+// staging buffer of the largest write that is not batched.
+// Interrupted: nothing is left but what was written (a batch still behind the caller is not: no
+// fsync has promised it, and the next run compares it again); the fds close with the Device's owner.
 import fs from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { BlkError, ExitCode, describe } from '../errors.js';
 import { readFull, writeFull, type Device } from './device.js';
 
@@ -31,9 +36,21 @@ export const RESIDENT_ENOUGH = 0.9;
 /** Writes below this size go through the page cache (dropped every DROP_EVERY bytes and at the end). */
 export const SMALL_WRITE = 64 * 1024;
 export const DROP_EVERY = 32 * 1024 * 1024;
+/** Contiguous large writes are gathered into writes of this size (two such buffers per writer). */
+export const WRITE_BATCH = 4 * 1024 * 1024;
+
+/** Bytes gathered for one write at pos. */
+interface Batch { buf: Buffer; pos: number; len: number }
 
 const roundUp = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
 const aligned = (n: number) => n % ALIGN === 0;
+
+// node:child_process (fincore, dd) loads on first use: it costs start-up CPU in every server process.
+const spawnSync: typeof import('node:child_process').spawnSync = ((...args: Parameters<typeof import('node:child_process').spawnSync>) =>
+  (createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process')).spawnSync(...args)) as typeof import('node:child_process').spawnSync;
+
+/** dd's argv that drops the clean pages of the file open as fd (POSIX_FADV_DONTNEED over all of it). */
+const dropArgv = (fd: number) => [`of=/proc/${process.pid}/fd/${fd}`, 'oflag=nocache', 'conv=notrunc', 'count=0', 'status=none'];
 
 /** A page-aligned, zero-filled buffer of at least size bytes (WebAssembly memory, not movable). */
 export function alignedBuffer(size: number): Buffer {
@@ -48,12 +65,35 @@ export function residentBytes(path: string): number | undefined {
   return Number.isFinite(n) ? n : undefined;
 }
 
+// What fincore said of a device when it was first opened here: the target's reader and writer
+// share the answer (one fincore, and the writer's own writes do not change the reader's mode).
+const cachedAtOpen = new WeakMap<Device, boolean>();
+
+/** Whether dev was (almost) wholly in the page cache when this process first asked. */
+function wasCached(dev: Device, resident: (path: string) => number | undefined): boolean {
+  let cached = cachedAtOpen.get(dev);
+  if (cached === undefined) {
+    const res = dev.size > 0 ? resident(dev.path) : undefined;
+    cached = res !== undefined && res >= dev.size * RESIDENT_ENOUGH;
+    cachedAtOpen.set(dev, cached);
+  }
+  return cached;
+}
+
 /** Reads and writes of one device that bypass the page cache where they can; `mode` says how it went. */
 export class DirectIo {
   private fd: number | undefined;
   /** "O_DIRECT", or why the page cache is used ("already in the page cache", "O_DIRECT refused: ..."). */
   mode: string;
   private staging: Buffer | undefined;
+  /** writeAsync's batches: the one being filled, the one being written, their two buffers. */
+  private filling: Batch | undefined;
+  private inFlight: Promise<void> | undefined;
+  private readonly batches: Buffer[] = [];
+  private nextBatch = 0;
+  private zeros: Buffer | undefined;
+  /** The drop of small writes' pages under way (dropBehind), if any. */
+  private dropping: Promise<void> | undefined;
   /** Bytes of small writes in the cache since the last dropWritten(). */
   private cachedBytes = 0;
 
@@ -63,15 +103,14 @@ export class DirectIo {
   }
 
   /**
-   * write: the fd is opened read-write (the device's own fd must be), and always O_DIRECT if it
-   * can. resident: how much of the device is in the page cache (default fincore; tests).
+   * write: the fd is opened read-write (the device's own fd must be). resident: how much of the
+   * device is in the page cache (default fincore; tests), asked once per Device.
    */
   static open(dev: Device, opts: { write?: boolean; resident?: (path: string) => number | undefined } = {}): DirectIo {
     // A mounted file system's cached blocks can be newer than the disk under it (measured: ext4
     // mounted read-only on a loop device); its readers must see the cache.
     if (dev.mounted?.length) return new DirectIo(dev, undefined, `page cache (mounted at ${dev.mounted.join(', ')})`);
-    const res = opts.write ? undefined : (opts.resident ?? residentBytes)(dev.path);
-    if (res !== undefined && dev.size > 0 && res >= dev.size * RESIDENT_ENOUGH) {
+    if (wasCached(dev, opts.resident ?? residentBytes)) {
       return new DirectIo(dev, undefined, 'page cache (the device was already cached)');
     }
     const flags = (opts.write ? fs.constants.O_RDWR : fs.constants.O_RDONLY) | fs.constants.O_DIRECT;
@@ -126,12 +165,46 @@ export class DirectIo {
   }
 
   /**
-   * write(), with the O_DIRECT part on libuv's thread pool: the caller's other loop (the target
-   * hashing ahead) runs while the disk writes. One call at a time (one staging buffer).
+   * write(), with the O_DIRECT part on libuv's thread pool, behind the caller: contiguous aligned
+   * writes are gathered into a batch of WRITE_BATCH bytes, written while the next batch fills (two
+   * staging buffers; at most one write in flight). An error of a write surfaces at a later call or
+   * at drain(). The owner calls drain() before its fsync, and before any write (write(),
+   * writeZeros()) that overlaps a range still behind (a sync's records never overlap); one caller at a time.
    */
   async writeAsync(data: Uint8Array, pos: number): Promise<void> {
-    let done = 0;
     if (this.fd !== undefined && data.length < SMALL_WRITE) return this.writeCached(data, pos);
+    if (this.fd === undefined || !aligned(pos) || !aligned(data.length) || data.length > WRITE_BATCH) {
+      await this.drain();
+      return this.writeNow(data, pos);
+    }
+    const f = this.filling;
+    if (f && (f.pos + f.len !== pos || f.len + data.length > WRITE_BATCH)) await this.submit();
+    const batch = (this.filling ??= { buf: this.batchBuffer(), pos, len: 0 });
+    batch.buf.set(data, batch.len);
+    batch.len += data.length;
+    if (batch.len === WRITE_BATCH) await this.submit();
+  }
+
+  /** writeZeros through writeAsync: batched with the writes around them, behind the caller too. */
+  async writeZerosAsync(offset: number, length: number): Promise<void> {
+    const zeros = (this.zeros ??= Buffer.alloc(WRITE_BATCH)); // calloc'd: its pages are only read, never resident
+    for (let done = 0; done < length; done += WRITE_BATCH) {
+      await this.writeAsync(zeros.subarray(0, Math.min(WRITE_BATCH, length - done)), offset + done);
+    }
+  }
+
+  /** Waits until every write handed to writeAsync is on the device (its errors thrown here). */
+  async drain(): Promise<void> {
+    await this.submit();
+    const last = this.inFlight;
+    this.inFlight = undefined;
+    await last;
+    await this.dropping;
+  }
+
+  // One write now: O_DIRECT through the staging buffer for an aligned range, else through the cache.
+  private async writeNow(data: Uint8Array, pos: number): Promise<void> {
+    let done = 0;
     if (this.fd !== undefined && aligned(pos) && aligned(data.length) && data.length > 0) {
       const stage = this.stage(data.length);
       stage.set(data);
@@ -141,11 +214,50 @@ export class DirectIo {
     if (done < data.length) writeFull(this.dev, data.subarray(done), pos + done);
   }
 
+  // The filling batch starts its write once the one before it is written.
+  private async submit(): Promise<void> {
+    const batch = this.filling;
+    if (!batch) return;
+    this.filling = undefined;
+    await this.inFlight;
+    this.inFlight = handled(this.writeBatch(batch));
+  }
+
+  private async writeBatch(b: Batch): Promise<void> {
+    let done = 0;
+    const fd = this.fd;
+    if (fd !== undefined) done = await new Promise<number>((resolve) => fs.write(fd, b.buf, 0, b.len, b.pos, (err, n) => resolve(err ? this.failed(err) : n)));
+    if (done < b.len) writeFull(this.dev, b.buf.subarray(done, b.len), b.pos + done);
+  }
+
+  // The staging buffer of the next batch: the two alternate (the other one may be in flight).
+  private batchBuffer(): Buffer {
+    const i = this.batches.length < 2 ? this.batches.length : this.nextBatch;
+    this.nextBatch = 1 - i;
+    return (this.batches[i] ??= alignedBuffer(WRITE_BATCH));
+  }
+
   /** A small write through the cache; every DROP_EVERY bytes of them are written back and dropped. */
   private writeCached(data: Uint8Array, pos: number): void {
     writeFull(this.dev, data, pos);
     this.cachedBytes += data.length;
-    if (this.cachedBytes >= DROP_EVERY) this.dropWritten();
+    if (this.cachedBytes >= DROP_EVERY && !this.dropping) {
+      this.cachedBytes = 0;
+      this.dropping = handled(this.dropBehind());
+    }
+  }
+
+  // dropWritten() off the event loop (fdatasync on libuv's pool, dd as a child): the compare goes
+  // on while the disk takes the small writes (fdatasyncSync here stalled it for seconds). drain() awaits it.
+  private async dropBehind(): Promise<void> {
+    try {
+      await new Promise<void>((resolve, reject) => fs.fdatasync(this.dev.fd, (err) => (err ? reject(err) : resolve())));
+    } catch (err) {
+      throw new BlkError(ExitCode.IO, `fdatasync of ${this.dev.path} failed: ${describe(err)}`, { cause: err });
+    }
+    const { execFile } = createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process');
+    await new Promise<void>((resolve) => execFile('dd', dropArgv(this.dev.fd), { timeout: 60_000 }, () => resolve()));
+    this.dropping = undefined;
   }
 
   /**
@@ -160,7 +272,7 @@ export class DirectIo {
     } catch (err) {
       throw new BlkError(ExitCode.IO, `fdatasync of ${this.dev.path} failed: ${describe(err)}`, { cause: err });
     }
-    spawnSync('dd', [`of=/proc/${process.pid}/fd/${this.dev.fd}`, 'oflag=nocache', 'conv=notrunc', 'count=0', 'status=none'], { stdio: 'ignore', timeout: 60_000 });
+    spawnSync('dd', dropArgv(this.dev.fd), { stdio: 'ignore', timeout: 60_000 });
   }
 
   /** Zeros over [offset, offset+length), in steps of at most `step` bytes. */
@@ -173,9 +285,19 @@ export class DirectIo {
     }
   }
 
+  /** Closes the O_DIRECT fd; a write still in flight (an error path: no drain) closes it when it ends, never under it. */
   close(): void {
-    if (this.fd !== undefined) fs.closeSync(this.fd);
+    this.filling = undefined;
+    this.closeFd();
+  }
+
+  private closeFd(): void {
+    const fd = this.fd;
     this.fd = undefined;
+    if (fd === undefined) return;
+    if (!this.inFlight) return fs.closeSync(fd);
+    const later = () => fs.close(fd, () => { /* nothing to report: the run is over */ });
+    this.inFlight.then(later, later);
   }
 
   // Runs one direct read or write. On a failure the caller redoes the request through the cache
@@ -191,7 +313,7 @@ export class DirectIo {
 
   private failed(err: unknown): 0 {
     if ((err as NodeJS.ErrnoException).code === 'EINVAL' && this.fd !== undefined) {
-      this.close();
+      this.closeFd(); // a batch being filled stays: it is written through the cache
       this.mode = `page cache (O_DIRECT refused: ${describe(err)})`;
     }
     return 0;

@@ -14,6 +14,9 @@ export const TAG_TARGET = 'blkdelta-target';
 export const TAG_BASE = 'blkdelta-base';
 export const jobTag = (job: string): string => `blkdelta-job:${job}`;
 
+/** The COW size of a snapshot when neither the job nor the policy sets one. */
+export const DEFAULT_COW_SIZE = '20%ORIGIN';
+
 /** The columns every lvs call asks for (parsed by report.ts). */
 export const LV_FIELDS = [
   'vg_name', 'lv_name', 'lv_path', 'lv_attr', 'origin', 'pool_lv', 'snap_percent', 'data_percent',

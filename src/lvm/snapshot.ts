@@ -20,7 +20,7 @@
 import { BlkError, ExitCode } from '../errors.js';
 import { log } from '../log.js';
 import {
-  TAG_OWNER, TAG_SOURCE, activateArgv, checkJobName, cowSnapshotArgv, jobTag, lvmNameProblem, sizeArgs,
+  DEFAULT_COW_SIZE, TAG_OWNER, TAG_SOURCE, activateArgv, checkJobName, cowSnapshotArgv, jobTag, lvmNameProblem, sizeArgs,
   snapshotName, thinSnapshotArgv,
 } from './argv.js';
 import { LvmError, findLv, listLvs, removeOwned, runLvm } from './lvm.js';
@@ -67,7 +67,7 @@ export interface SnapshotReport {
   removeError?: string;
 }
 
-export const DEFAULT_COW_SIZE = '20%ORIGIN';
+export { DEFAULT_COW_SIZE }; // its home is lvm/argv.ts (light, for the server's start-up)
 const reports = new WeakMap<object, SnapshotReport>();
 
 /** The snapshot report attached to an error thrown by withSourceSnapshot, if any. */

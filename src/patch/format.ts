@@ -130,7 +130,7 @@ export function decodeRecordHeader(buf: Uint8Array, at: number, h: PatchHeader):
 }
 
 /** One record for `plain` at `offset`: all-zero -> zero; lz4 when asked and smaller; else raw. */
-export function makeRecord(offset: number, plain: Buffer, compress: boolean, hasher: Hasher): { header: Buffer; payload: Buffer; encoding: 0 | 1 | 2 } {
+export function makeRecord(offset: number, plain: Buffer, compress: boolean, hasher: Pick<Hasher, 'h64'>): { header: Buffer; payload: Buffer; encoding: 0 | 1 | 2 } {
   if (!Number.isSafeInteger(offset) || offset < 0) throw new RangeError(`makeRecord: bad offset ${offset}`);
   if (plain.length === 0 || plain.length > MAX_RECORD_LEN) throw new RangeError(`makeRecord: bad length ${plain.length}`);
   const length = plain.length;

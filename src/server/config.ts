@@ -8,9 +8,8 @@ import { readFileSync } from 'node:fs';
 import { BlkError, ExitCode, describe } from '../errors.js';
 import { isTable, readTable, readToml, throwProblems, type At, type Table } from '../config/toml.js';
 import { describeValue, type KeySpec } from '../config/values.js';
-import { sizeArgs } from '../lvm/argv.js';
+import { DEFAULT_COW_SIZE, sizeArgs } from '../lvm/argv.js';
 import { DEFAULT_POOL_MAX_FILL } from '../lvm/pool.js';
-import { DEFAULT_COW_SIZE } from '../lvm/snapshot.js';
 import { makePolicy, type Retention, type ServerConfig } from './policy.js';
 
 /** Tables of the jobs file (blkdelta.toml): "table not allowed here" in a server file. */

@@ -13,6 +13,8 @@
 // glob is a usage error, never "everything". Pure functions, no I/O.
 import type { Retention } from '../lvm/retention.js';
 import { BlkError, ExitCode } from '../errors.js';
+import { DEFAULT_COW_SIZE } from '../lvm/argv.js';
+import { DEFAULT_POOL_MAX_FILL } from '../lvm/pool.js';
 
 export type { Retention }; // its home is lvm/retention.ts
 
@@ -126,3 +128,10 @@ export interface ServerConfig extends ServerPolicy {
   /** [server.target_snapshot]: history of every target written here (absent: refused, exit 12). */
   targetSnapshot?: { size: string; poolMaxFill: number; retention: Retention };
 }
+
+/**
+ * What a plain `blkdelta server` (no --config, no --allow: it already opens anything) uses: COW
+ * 20%ORIGIN for a non-thin origin (a thin origin gets a thin snapshot), stop only on an
+ * overflow, and the default pool_max_fill.
+ */
+export const DEFAULT_SOURCE_SNAPSHOT: NonNullable<ServerConfig['sourceSnapshot']> = { size: DEFAULT_COW_SIZE, maxFill: 100, poolMaxFill: DEFAULT_POOL_MAX_FILL };

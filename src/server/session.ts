@@ -32,12 +32,19 @@ import { runTarget, type TargetSink } from '../engine/target.js';
 import { checkJobName, jobNameOfPath } from '../lvm/argv.js';
 import { DEFAULT_STATE_DIR, DEFAULT_WAIT_TIMEOUT } from './config.js';
 import { checkAllowed, checkRequest, OPEN_POLICY, type Retention, type ServerConfig, type ServerPolicy } from './policy.js';
-import { answerHistory, historyPlan, withHistoryCopy, type HistoryPlan } from './history.js';
-import { acquireSlot, type Slot } from '../locks/slots.js';
-import { lockJob, type Lock } from '../locks/lock.js';
-import { snapshotOutcome, snapshotRequest, withServerSnapshot, type OnSnapshot, type SnapshotRequest } from './snapshots.js';
+import type { HistoryPlan } from './history.js';
+import type { Slot } from '../locks/slots.js';
+import type { OnSnapshot, SnapshotRequest } from './snapshots.js';
+import type { Lock } from '../locks/lock.js';
 import { checkGrowth, parseHello } from './validate.js';
-import { incrementalAsk, incrementalPull } from './incremental.js';
+
+// History (history.ts) and a pull's source snapshot (snapshots.ts) load on first use: a plain
+// session does neither, and their modules (LVM, the history engine) were most of the server's
+// start-up CPU.
+let snapshotsLoaded: typeof import('./snapshots.js') | undefined;
+async function snapshots(): Promise<typeof import('./snapshots.js')> {
+  return (snapshotsLoaded ??= await import('./snapshots.js'));
+}
 
 export interface ServerOptions {
   /** The server's policy (`--config` and flags); absent: any path, no limit, no target snapshots. */
@@ -59,26 +66,26 @@ export async function serve(input: Readable, output: Writable, opts: ServerOptio
     if (!first) return ExitCode.OK;
     const hello = parseHello(first);
     checkRequest(cfg, hello.path, hello.write);
-    const history = hello.history ? historyPlan(hello, cfg) : undefined;
+    const history = hello.history ? (await import('./history.js')).historyPlan(hello, cfg) : undefined;
     const plan = snapshotPlan(hello, cfg);
-    const pull = pullRequest(hello, cfg);
-    const inc = hello.incremental !== undefined ? incrementalAsk(hello) : undefined; // after pullRequest: its refusal (no policy) comes first
+    const pull = await pullRequest(hello, cfg);
+    const inc = hello.incremental !== undefined ? (await import('./incremental.js')).incrementalAsk(hello) : undefined; // after pullRequest: its refusal (no policy) comes first
     let pending: Promise<Frame | null> | undefined;
     if (cfg.maxConcurrent) ({ slot, pending } = await takeSlot(cfg, conn, hello, opts.signal));
-    jobLock = lockServerJob(cfg, lockedJob(history, plan, pull), hello);
+    jobLock = await lockServerJob(cfg, lockedJob(history, plan, pull), hello);
     if (history) {
       await historySession(conn, hello, history, opts.signal, pending);
     } else if (pull && inc) {
-      await incrementalPull(conn, pull, inc, cfg, opts.signal, input, pending);
+      await (await import('./incremental.js')).incrementalPull(conn, pull, inc, cfg, opts.signal, input, pending);
     } else if (!pull) {
       await session(conn, hello, open(hello, cfg), { plan, pending });
     } else {
-      await withServerSnapshot(pull, opts.signal, input, (device, snap) => session(conn, hello, openSource(device), { pending, snap }));
+      await (await snapshots()).withServerSnapshot(pull, opts.signal, input, (device, snap) => session(conn, hello, openSource(device), { pending, snap }));
     }
     return ExitCode.OK;
   } catch (err) {
     const code = exitCodeOf(err);
-    const snap = snapshotOutcome(err);
+    const snap = snapshotsLoaded?.snapshotOutcome(err); // only a pull's snapshot (snapshots.ts) has an outcome
     const left = snap && !snap.removed ? `; snapshot ${snap.name} was NOT removed: ${snap.removeError ?? 'see the server log'}` : '';
     const message = (code === ExitCode.INTERNAL ? `internal error: ${describe(err)}` : describe(err)) + left;
     log.error(message);
@@ -94,7 +101,8 @@ export async function serve(input: Readable, output: Writable, opts: ServerOptio
 }
 
 /** A history request: one HISTORY frame, or (read) a session whose source is the kept copy. */
-function historySession(conn: Conn, hello: Hello, plan: HistoryPlan, signal: AbortSignal | undefined, pending?: Promise<Frame | null>): Promise<void> {
+async function historySession(conn: Conn, hello: Hello, plan: HistoryPlan, signal: AbortSignal | undefined, pending?: Promise<Frame | null>): Promise<void> {
+  const { answerHistory, withHistoryCopy } = await import('./history.js');
   if (plan.op !== 'read') return answerHistory(conn, plan, signal, pending);
   return withHistoryCopy(plan, (device, copy) => session(conn, hello, openSource(device), { pending, copy }));
 }
@@ -153,10 +161,10 @@ async function session(conn: Conn, hello: Hello, dev: Device, o: SessionOptions)
 }
 
 /** A pull's source snapshot request (HELLO.sourceSnapshot), its origin checked against the allow list; undefined when none. */
-function pullRequest(hello: Hello, cfg: ServerConfig): SnapshotRequest | undefined {
+async function pullRequest(hello: Hello, cfg: ServerConfig): Promise<SnapshotRequest | undefined> {
   if (hello.sourceSnapshot === undefined) return undefined;
   precheck(hello.path, (names) => checkAllowed(cfg, names, hello.path)); // the origin is what the allow list must name
-  return snapshotRequest(hello, cfg.sourceSnapshot);
+  return (await snapshots()).snapshotRequest(hello, cfg.sourceSnapshot);
 }
 
 /**
@@ -198,6 +206,7 @@ async function takeSlot(cfg: ServerConfig, conn: Conn, hello: Hello, signal?: Ab
   const onSignal = () => gone.abort(signal!.reason);
   signal?.addEventListener('abort', onSignal, { once: true });
   pending.then((f) => f || gone.abort(new BlkError(ExitCode.REMOTE, 'the client went away while waiting for a slot')), (err) => gone.abort(err));
+  const { acquireSlot } = await import('../locks/slots.js'); // with max_concurrent only (it loads child_process for flock)
   const max = cfg.maxConcurrent!;
   const waitTimeout = cfg.waitTimeout ?? DEFAULT_WAIT_TIMEOUT;
   try {
@@ -229,8 +238,9 @@ function lockedJob(history: HistoryPlan | undefined, plan: SnapshotPlan | undefi
  * prune. A second one is refused at once (exit 16) instead of removing the snapshot another
  * session reads, pruning a copy being verified, or rotating copies under a restore.
  */
-function lockServerJob(cfg: ServerConfig, job: string | undefined, hello: Hello): Lock | undefined {
+async function lockServerJob(cfg: ServerConfig, job: string | undefined, hello: Hello): Promise<Lock | undefined> {
   if (job === undefined) return undefined;
+  const { lockJob } = await import('../locks/lock.js'); // only for what touches a job's LVs (it loads child_process for flock)
   const dir = cfg.stateDir ?? DEFAULT_STATE_DIR;
   try {
     return lockJob(dir, `server-job-${job}`, new Date());

@@ -14,19 +14,13 @@
 import type { Readable } from 'node:stream';
 import { BlkError, ExitCode } from '../errors.js';
 import { checkJobName, lvmNameProblem } from '../lvm/argv.js';
-import { DEFAULT_POOL_MAX_FILL } from '../lvm/pool.js';
-import { DEFAULT_COW_SIZE, snapshotReportOf, withSourceSnapshot, type SnapshotReport } from '../lvm/snapshot.js';
+import { snapshotReportOf, withSourceSnapshot, type SnapshotReport } from '../lvm/snapshot.js';
 import type { Hello, SourceSnapshotInfo } from '../proto/messages.js';
 import type { ServerConfig } from './policy.js';
 
 export type SourceSnapshotPolicy = NonNullable<ServerConfig['sourceSnapshot']>;
 
-/**
- * What a plain `blkdelta server` (no --config, no --allow: it already opens anything) uses: COW
- * 20%ORIGIN for a non-thin origin (a thin origin gets a thin snapshot), stop only on an
- * overflow, and the default pool_max_fill.
- */
-export const DEFAULT_SOURCE_SNAPSHOT: SourceSnapshotPolicy = { size: DEFAULT_COW_SIZE, maxFill: 100, poolMaxFill: DEFAULT_POOL_MAX_FILL };
+export { DEFAULT_SOURCE_SNAPSHOT } from './policy.js'; // its home (light, for the server's start-up)
 
 export interface SnapshotRequest {
   vg: string;
