@@ -203,3 +203,28 @@ test('sync --incremental pulling from a server without [server.source_snapshot]:
   t.true(readFileSync(dst).equals(content), 'the target is untouched');
   t.true(!existsSync(state) || readdirSync(state).length === 0, 'no base record written');
 });
+
+test('a client that goes away mid-session: the server\'s write fails with EPIPE and it ends through its cleanup, not an unhandled error', async (t) => {
+  const { spawn } = await import('node:child_process');
+  const dir = mkdtempSync(join(tmpdir(), 'blkdelta-epipe-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const src = join(dir, 'src.img');
+  writeFileSync(src, randomBytes(1 << 20));
+  const child = spawn(process.execPath, [BIN, 'server'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL'); });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  child.stdin.on('error', () => { /* the server may be gone */ });
+  const reader = new FrameReader(child.stdout);
+  child.stdin.write(frame(Msg.HELLO, { magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, caps, role: 'source', path: src, write: false }));
+  t.is((await reader.next())?.type, Msg.WELCOME);
+  child.stdout.destroy(); // the client's end of the server's output is gone: the next write fails
+  child.stdin.write(frame(Msg.START, { blockSize: 4096, seed: '1', compareSize: 1 << 20, resultSize: 1 << 20, chunkSize: 1 << 20, recordsToPeer: false, compress: true, verify: false }));
+  const code = await new Promise<number | null>((resolve) => {
+    child.on('exit', (c) => resolve(c));
+    setTimeout(() => child.stdin.end(), 500);
+  });
+  t.notRegex(stderr, /Unhandled 'error' event|internal error/, stderr);
+  t.regex(stderr, /EPIPE|connection/, 'the failed write ended the session');
+  t.not(code, null);
+});
