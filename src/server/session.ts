@@ -36,7 +36,7 @@ import { answerHistory, historyPlan, withHistoryCopy, type HistoryPlan } from '.
 import { acquireSlot, type Slot } from '../locks/slots.js';
 import { snapshotOutcome, snapshotRequest, withServerSnapshot, type OnSnapshot, type SnapshotRequest } from './snapshots.js';
 import { checkGrowth, parseHello } from './validate.js';
-import { incrementalAsk, incrementalPull } from './incremental.js';
+import { checkIncrementalPolicy, incrementalAsk, incrementalPull } from './incremental.js';
 
 export interface ServerOptions {
   /** The server's policy (`--config` and flags); absent: any path, no limit, no target snapshots. */
@@ -61,6 +61,7 @@ export async function serve(input: Readable, output: Writable, opts: ServerOptio
     const plan = snapshotPlan(hello, cfg);
     const pull = pullRequest(hello, cfg);
     const inc = hello.incremental !== undefined ? incrementalAsk(hello) : undefined; // after pullRequest: its refusal (no policy) comes first
+    if (inc && pull) checkIncrementalPolicy(pull);
     let pending: Promise<Frame | null> | undefined;
     if (cfg.maxConcurrent) ({ slot, pending } = await takeSlot(cfg, conn, hello, opts.signal));
     if (history) {
