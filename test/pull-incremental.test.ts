@@ -17,6 +17,7 @@ import { FrameReader, Msg, encodeFrameHeader, type Frame, type MsgType } from '.
 import { MAX_PASSES, incrementalAsk, incrementalInfo, rotateStep } from '../src/server/incremental.js';
 import { serve } from '../src/server/session.js';
 import { DEFAULT_SOURCE_SNAPSHOT } from '../src/server/snapshots.js';
+import { parseServerConfig } from '../src/server/config.js';
 import { BIN, runBlkdelta } from './helpers/jobs.js';
 
 const UUID = 'aB3dE5-fG7h-iJ9k-lM1n-oP3q-rS5t-uV7wX9';
@@ -159,13 +160,14 @@ const frame = (type: number, body: unknown): Buffer => {
   const p = Buffer.from(JSON.stringify(body));
   return Buffer.concat([encodeFrameHeader(type as MsgType, p.length), p]);
 };
-async function session(h: Record<string, unknown>, sourceSnapshot = true): Promise<{ code: number; error?: { code: number; message: string } }> {
+async function session(h: Record<string, unknown>, sourceSnapshot: boolean | object = true): Promise<{ code: number; error?: { code: number; message: string } }> {
   const inp = new PassThrough(), out = new PassThrough();
   const reader = new FrameReader(out);
   const frames: Frame[] = [];
   const read = (async () => { for (let f = await reader.next(); f; f = await reader.next()) frames.push({ type: f.type, payload: Buffer.from(f.payload) }); })();
   inp.end(frame(Msg.HELLO, { magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, caps, role: 'source', path: '/dev/blkdelta-test-novg/data', write: false, ...h }));
-  const code = await serve(inp, out, { config: { allow: [], readOnly: false, ...(sourceSnapshot ? { sourceSnapshot: DEFAULT_SOURCE_SNAPSHOT } : {}) } });
+  const policy = typeof sourceSnapshot === 'object' ? sourceSnapshot : sourceSnapshot ? DEFAULT_SOURCE_SNAPSHOT : undefined;
+  const code = await serve(inp, out, { config: { allow: [], readOnly: false, ...(policy ? { sourceSnapshot: policy } : {}) } as never });
   await read;
   const e = frames.find((f) => f.type === Msg.ERROR);
   return { code, ...(e ? { error: JSON.parse(e.payload.toString()) as { code: number; message: string } } : {}) };
@@ -177,6 +179,18 @@ test('server: an incremental pull without a [server.source_snapshot] policy is r
   t.is(r.error?.code, ExitCode.PERMISSION);
   t.regex(r.error!.message, /refused by the server: it has no \[server.source_snapshot\] policy/);
 });
+test('server: [server.source_snapshot] incremental = false refuses an incremental pull (exit 12) before anything is made', async (t) => {
+  const cfg = parseServerConfig('[server]\nallow = ["/dev/*"]\n[server.source_snapshot]\nincremental = false\n', 's.toml');
+  t.is(cfg.sourceSnapshot?.incremental, false);
+  t.is(parseServerConfig('[server]\nallow = ["/dev/*"]\n[server.source_snapshot]\n', 's.toml').sourceSnapshot?.incremental, undefined, 'default: allowed');
+  const r = await session({ sourceSnapshot: { job: 'j1' }, incremental: ok }, cfg.sourceSnapshot!);
+  t.is(r.code, ExitCode.PERMISSION);
+  t.regex(r.error!.message, /refused by the server: its \[server.source_snapshot\] policy has incremental = false, so it keeps no base of blkdelta-test-novg\/data/);
+  const plain = await session({ sourceSnapshot: { job: 'j1' } }, cfg.sourceSnapshot!);
+  t.notRegex(plain.error?.message ?? '', /incremental = false/, 'a plain pull is not refused for it');
+  t.throws(() => parseServerConfig('[server]\nallow = ["/dev/*"]\n[server.source_snapshot]\nincremental = "no"\n', 's.toml'), { message: /server.source_snapshot.incremental/ });
+});
+
 test('server: a malformed HELLO.incremental is refused (exit 9) before any LVM command', async (t) => {
   const r = await session({ sourceSnapshot: { job: 'j1' }, incremental: { ...ok, base: { ...BASE, name: '--yes' } } });
   t.is(r.code, ExitCode.REMOTE);
@@ -202,4 +216,29 @@ test('sync --incremental pulling from a server without [server.source_snapshot]:
   t.regex(r.stderr, /refused by the server: it has no \[server.source_snapshot\] policy, so a pull cannot snapshot \/dev\/vg0\/data here/);
   t.true(readFileSync(dst).equals(content), 'the target is untouched');
   t.true(!existsSync(state) || readdirSync(state).length === 0, 'no base record written');
+});
+
+test('a client that goes away mid-session: the server\'s write fails with EPIPE and it ends through its cleanup, not an unhandled error', async (t) => {
+  const { spawn } = await import('node:child_process');
+  const dir = mkdtempSync(join(tmpdir(), 'blkdelta-epipe-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const src = join(dir, 'src.img');
+  writeFileSync(src, randomBytes(1 << 20));
+  const child = spawn(process.execPath, [BIN, 'server'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL'); });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  child.stdin.on('error', () => { /* the server may be gone */ });
+  const reader = new FrameReader(child.stdout);
+  child.stdin.write(frame(Msg.HELLO, { magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, caps, role: 'source', path: src, write: false }));
+  t.is((await reader.next())?.type, Msg.WELCOME);
+  child.stdout.destroy(); // the client's end of the server's output is gone: the next write fails
+  child.stdin.write(frame(Msg.START, { blockSize: 4096, seed: '1', compareSize: 1 << 20, resultSize: 1 << 20, chunkSize: 1 << 20, recordsToPeer: false, compress: true, verify: false }));
+  const code = await new Promise<number | null>((resolve) => {
+    child.on('exit', (c) => resolve(c));
+    setTimeout(() => child.stdin.end(), 500);
+  });
+  t.notRegex(stderr, /Unhandled 'error' event|internal error/, stderr);
+  t.regex(stderr, /EPIPE|connection/, 'the failed write ended the session');
+  t.not(code, null);
 });

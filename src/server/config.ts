@@ -35,6 +35,7 @@ const SOURCE_SNAPSHOT_KEYS: Record<string, KeySpec> = {
   size: { kind: 'string' },
   max_fill: { kind: 'percent' },
   pool_max_fill: { kind: 'percent' },
+  incremental: { kind: 'bool' },
 };
 const KEEP = { kind: 'int', min: 0, max: 1000 } as const;
 const TARGET_SNAPSHOT_KEYS: Record<string, KeySpec> = {
@@ -78,7 +79,10 @@ function buildServerConfig(doc: Table, at: At): ServerConfig | undefined {
     stateDir: v.state_dir as string | undefined,
   };
   const src = subTable(t, 'source_snapshot', SOURCE_SNAPSHOT_KEYS, at);
-  if (src) cfg.sourceSnapshot = { size: (src.size as string) ?? DEFAULT_COW_SIZE, maxFill: (src.max_fill as number) ?? DEFAULT_SOURCE_MAX_FILL, poolMaxFill: (src.pool_max_fill as number) ?? DEFAULT_POOL_MAX_FILL };
+  if (src) {
+    cfg.sourceSnapshot = { size: (src.size as string) ?? DEFAULT_COW_SIZE, maxFill: (src.max_fill as number) ?? DEFAULT_SOURCE_MAX_FILL, poolMaxFill: (src.pool_max_fill as number) ?? DEFAULT_POOL_MAX_FILL };
+    if (src.incremental === false) cfg.sourceSnapshot.incremental = false; // no base kept here for incremental pulls
+  }
   const tgt = subTable(t, 'target_snapshot', TARGET_SNAPSHOT_KEYS, at);
   if (tgt) cfg.targetSnapshot = { size: (tgt.size as string) ?? DEFAULT_COW_SIZE, poolMaxFill: (tgt.pool_max_fill as number) ?? DEFAULT_POOL_MAX_FILL, retention: retentionOf(tgt, at) };
   return cfg;

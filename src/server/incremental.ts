@@ -70,6 +70,13 @@ function baseRefOf(b: unknown): BaseRef | null {
   return { name, uuid, thinId };
 }
 
+/** PERMISSION when the server's [server.source_snapshot] says incremental = false (it keeps no base here). */
+export function checkIncrementalPolicy(req: SnapshotRequest): void {
+  if (req.policy.incremental !== false) return;
+  throw new BlkError(ExitCode.PERMISSION, `refused by the server: its [server.source_snapshot] policy has incremental = false, so it keeps no base of ${req.vg}/${req.lv} ` +
+    'for an incremental pull; pull without --incremental, or set incremental = true there');
+}
+
 /** WELCOME.incremental from what the server found. */
 export function incrementalInfo(d: SourceDelta): IncrementalInfo {
   return {

@@ -124,7 +124,7 @@ export interface ServerConfig extends ServerPolicy {
   waitTimeout?: number;
   stateDir?: string;
   /** [server.source_snapshot]: what a pull may snapshot here (absent: pulls cannot snapshot). */
-  sourceSnapshot?: { size: string; maxFill: number; poolMaxFill: number };
+  sourceSnapshot?: { size: string; maxFill: number; poolMaxFill: number; incremental?: false };
   /** [server.target_snapshot]: history of every target written here (absent: refused, exit 12). */
   targetSnapshot?: { size: string; poolMaxFill: number; retention: Retention };
 }

@@ -69,14 +69,16 @@ export async function serve(input: Readable, output: Writable, opts: ServerOptio
     const history = hello.history ? (await import('./history.js')).historyPlan(hello, cfg) : undefined;
     const plan = snapshotPlan(hello, cfg);
     const pull = await pullRequest(hello, cfg);
-    const inc = hello.incremental !== undefined ? (await import('./incremental.js')).incrementalAsk(hello) : undefined; // after pullRequest: its refusal (no policy) comes first
+    const incremental = hello.incremental !== undefined ? await import('./incremental.js') : undefined;
+    const inc = incremental?.incrementalAsk(hello); // after pullRequest: its refusal (no policy) comes first
+    if (inc && pull) incremental!.checkIncrementalPolicy(pull);
     let pending: Promise<Frame | null> | undefined;
     if (cfg.maxConcurrent) ({ slot, pending } = await takeSlot(cfg, conn, hello, opts.signal));
     jobLock = await lockServerJob(cfg, lockedJob(history, plan, pull), hello);
     if (history) {
       await historySession(conn, hello, history, opts.signal, pending);
     } else if (pull && inc) {
-      await (await import('./incremental.js')).incrementalPull(conn, pull, inc, cfg, opts.signal, input, pending);
+      await incremental!.incrementalPull(conn, pull, inc, cfg, opts.signal, input, pending);
     } else if (!pull) {
       await session(conn, hello, open(hello, cfg), { plan, pending });
     } else {
