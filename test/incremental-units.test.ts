@@ -321,3 +321,29 @@ test('too scattered for one run: more than MAX_RANGES ranges is a full compare w
   t.regex(tooScattered(at(MAX_RANGES + 1)) ?? '', /scattered over 200001 ranges, more than the 200000 a run carries/);
   t.true(JSON.stringify(at(MAX_RANGES).map(([a, n]) => [a + 2 ** 40, n])).length < MAX_FRAME / 2, 'with block numbers of a 4 PiB device');
 });
+
+// ---- the metadata snapshot's marker: which process holds it (a reused pid or a past boot is gone) ----
+import { markerHolder } from '../src/lvm/base-lvm.js';
+import { stillRunning } from '../src/locks/proc.js';
+
+const marker = test.macro({
+  exec(t: ExecutionContext, text: string, want: ReturnType<typeof markerHolder>) {
+    t.deepEqual(markerHolder(text), want);
+  },
+  title: (title) => `metadata snapshot marker: ${title}`,
+});
+test('a bare pid (older versions)', marker, '1234\n', { pid: 1234 });
+test('a process identity', marker, '{"pid":1234,"startTicks":99,"bootId":"b"}\n', { pid: 1234, startTicks: 99, bootId: 'b' });
+test('empty', marker, '', null);
+test('garbage', marker, 'x; rm -rf /', null);
+test('JSON null', marker, 'null', null);
+test('pid 0', marker, '{"pid":0}', null);
+test('pid negative', marker, '{"pid":-5}', null);
+test('pid a string', marker, '{"pid":"12"}', null);
+test('pid huge', marker, '{"pid":1e300}', null);
+test('startTicks a string is ignored', marker, '{"pid":7,"startTicks":"x","bootId":3}', { pid: 7 });
+test('metadata snapshot marker: a pid reused since (other start time) or from a past boot is not the holder', (t) => {
+  const self = markerHolder(JSON.stringify({ pid: process.pid, startTicks: 1, bootId: 'x' }))!;
+  t.false(stillRunning(self), 'another boot id');
+  t.true(stillRunning(markerHolder(String(process.pid))!), 'a bare pid that is alive');
+});

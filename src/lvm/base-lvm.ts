@@ -20,6 +20,7 @@ import { log } from '../log.js';
 import type { BlockRange } from '../ranges.js';
 import { TAG_BASE, TAG_OWNER, jobTag, lvsArgv, snapshotName, thinSnapshotArgv } from './argv.js';
 import type { BaseRef } from './base-record.js';
+import { selfId, stillRunning, type ProcId } from '../locks/proc.js';
 import { LvmError, listLvs, removeOwned, runLvm } from './lvm.js';
 import { DEFAULT_POOL_MAX_FILL, poolOf, poolProblem } from './pool.js';
 import type { LvRow } from './report.js';
@@ -208,31 +209,38 @@ async function metadataDelta(spec: BaseLvmSpec, pool: string, left: number, righ
 
 /**
  * reserve_metadata_snap; when one is already held and the marker names a process that is gone (a
- * killed run), it is released first. Held by a live process (another job, another tool): thrown.
+ * killed run; a pid reused since, or a past boot, counts as gone), it is released first. Held by a
+ * live process (another job, another tool): thrown.
  */
 async function reserve(spec: BaseLvmSpec, tpool: string, marker: string): Promise<void> {
-  const holder = existsSync(marker) ? Number(readFileSync(marker, 'utf8').trim()) : NaN;
-  if (Number.isInteger(holder) && holder !== process.pid && alive(holder)) {
-    throw new BlkError(ExitCode.SNAPSHOT, `the metadata snapshot of ${tpool} is in use by process ${holder} (another run on this pool)`);
+  const holder = existsSync(marker) ? markerHolder(readFileSync(marker, 'utf8')) : null;
+  if (holder && holder.pid !== process.pid && stillRunning(holder)) {
+    throw new BlkError(ExitCode.SNAPSHOT, `the metadata snapshot of ${tpool} is in use by process ${holder.pid} (another run on this pool)`);
   }
   mkdirSync(spec.markerDir, { recursive: true, mode: 0o755 });
-  writeFileSync(marker, `${process.pid}\n`);
+  writeFileSync(marker, `${JSON.stringify(selfId())}\n`);
   try {
     await runLvm(reserveArgv(tpool), spec.timeoutMs);
   } catch (err) {
-    if (!(err instanceof LvmError) || !Number.isInteger(holder)) throw err;
-    log.warn(`releasing the metadata snapshot of ${tpool} left reserved by an interrupted run (process ${holder})`);
+    if (!(err instanceof LvmError) || !holder) throw err;
+    log.warn(`releasing the metadata snapshot of ${tpool} left reserved by an interrupted run (process ${holder.pid})`);
     await runLvm(releaseArgv(tpool), spec.timeoutMs);
     await runLvm(reserveArgv(tpool), spec.timeoutMs);
   }
 }
 
-function alive(pid: number): boolean {
+/** Pure: the process a marker file names (JSON ProcId, or a bare pid as older versions wrote), or null. */
+export function markerHolder(text: string): ProcId | null {
+  const t = text.trim();
+  if (/^\d{1,10}$/.test(t)) return { pid: Number(t) };
   try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    const o = JSON.parse(t) as Partial<ProcId>;
+    if (!Number.isSafeInteger(o.pid) || o.pid! <= 0) return null;
+    return {
+      pid: o.pid!, ...(Number.isSafeInteger(o.startTicks) ? { startTicks: o.startTicks } : {}), ...(typeof o.bootId === 'string' ? { bootId: o.bootId } : {}),
+    };
+  } catch {
+    return null;
   }
 }
 
