@@ -14,7 +14,7 @@ import { BlkError, ExitCode } from '../src/errors.js';
 import { incrementalOf, newBaseOf } from '../src/engine/pull-incremental.js';
 import { CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Hello } from '../src/proto/messages.js';
 import { FrameReader, Msg, encodeFrameHeader, type Frame, type MsgType } from '../src/proto/wire.js';
-import { MAX_PASSES, incrementalAsk, incrementalInfo, rotateStep } from '../src/server/incremental.js';
+import { MAX_PASSES, incrementalAsk, incrementalInfo, rotateStep, sessionStep } from '../src/server/incremental.js';
 import { serve } from '../src/server/session.js';
 import { DEFAULT_SOURCE_SNAPSHOT } from '../src/server/snapshots.js';
 import { parseServerConfig } from '../src/server/config.js';
@@ -94,6 +94,28 @@ test('a huge frame', rotRefused, rot({ step: 'make', pad: 'x'.repeat(2000) }), {
 test('make before any pass', rotRefused, rot({ step: 'make' }), { passes: 0, made: false }, 'ROTATE make before any pass');
 test('make twice', rotRefused, rot({ step: 'make' }), { passes: 2, made: true }, 'ROTATE make twice');
 test('drop before make', rotRefused, rot({ step: 'drop' }), { passes: 2, made: false }, 'ROTATE drop before ROTATE make');
+
+const frameOf = (type: number, body: unknown = {}): Frame => ({ type: type as MsgType, payload: Buffer.from(JSON.stringify(body)) });
+test('sessionStep: passes up to MAX_PASSES, then make, then drop', (t) => {
+  const state = { passes: 0, made: false };
+  for (let i = 0; i < MAX_PASSES; i++) t.is(sessionStep(frameOf(Msg.START), state), 'start');
+  t.is(state.passes, MAX_PASSES);
+  t.is(sessionStep(rot({ step: 'make' }), state), 'make');
+});
+const stepRefused = test.macro({
+  exec(t: ExecutionContext, f: Frame, state: { passes: number; made: boolean }, words: string) {
+    const err = t.throws(() => sessionStep(f, { ...state }), { instanceOf: BlkError });
+    t.is(err?.code as number, ExitCode.REMOTE, err?.message);
+    t.true(err?.message.includes(words), err?.message);
+  },
+  title: (title) => `an incremental session refuses ${title} (exit 9)`,
+});
+test(`a pass beyond ${MAX_PASSES}`, stepRefused, frameOf(Msg.START), { passes: MAX_PASSES, made: false }, `more than ${MAX_PASSES} passes in one incremental session`);
+test('a START after ROTATE make', stepRefused, frameOf(Msg.START), { passes: 1, made: true }, 'START after ROTATE make');
+test('HASHES instead of START', stepRefused, frameOf(Msg.HASHES), { passes: 0, made: false }, 'HASHES in an incremental session (expected START, ROTATE or the end)');
+test('a second HELLO', stepRefused, frameOf(Msg.HELLO), { passes: 1, made: false }, 'HELLO in an incremental session');
+test('BASE from the client', stepRefused, frameOf(Msg.BASE), { passes: 1, made: true }, 'BASE in an incremental session');
+test('a ROTATE drop first', stepRefused, rot({ step: 'drop' }), { passes: 0, made: false }, 'ROTATE drop before ROTATE make');
 
 // ---- WELCOME.incremental and BASE, checked by the client ----
 

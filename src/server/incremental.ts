@@ -96,6 +96,19 @@ export function rotateStep(f: Frame, state: { passes: number; made: boolean }): 
 }
 
 /**
+ * What a frame after WELCOME asks, checked against what came before (a START counts as a pass):
+ * a pass (at most MAX_PASSES, none after ROTATE make), ROTATE make or drop; anything else REMOTE.
+ */
+export function sessionStep(f: Frame, state: { passes: number; made: boolean }): 'start' | 'make' | 'drop' {
+  if (f.type === Msg.ROTATE) return rotateStep(f, state);
+  if (f.type !== Msg.START) throw new BlkError(ExitCode.REMOTE, `protocol error: ${msgName(f.type)} in an incremental session (expected START, ROTATE or the end)`);
+  if (state.made) throw new BlkError(ExitCode.REMOTE, 'protocol error: START after ROTATE make');
+  if (state.passes >= MAX_PASSES) throw new BlkError(ExitCode.REMOTE, `protocol error: more than ${MAX_PASSES} passes in one incremental session`);
+  state.passes++;
+  return 'start';
+}
+
+/**
  * Serves one incremental pull on S (see the header). `pending`: the client's first frame after
  * WELCOME, already being read while the session waited for a slot.
  */
@@ -124,24 +137,20 @@ export async function incrementalPull(conn: Conn, req: SnapshotRequest, ask: Bas
 async function passesAndRotation(conn: Conn, dev: ReturnType<typeof openSource>, signal: AbortSignal, rotation: Rotation, pending?: Promise<Frame | null>): Promise<void> {
   const state = { passes: 0, made: false };
   for (let f = await (pending ?? conn.reader.next()); f; f = await conn.reader.next()) {
-    if (f.type === Msg.START) {
-      if (state.made) throw new BlkError(ExitCode.REMOTE, 'protocol error: START after ROTATE make');
-      if (++state.passes > MAX_PASSES) throw new BlkError(ExitCode.REMOTE, `protocol error: more than ${MAX_PASSES} passes in one incremental session`);
+    const step = sessionStep(f, state);
+    if (step === 'start') {
       const start = parseObject(f, 64 * 1024 * 1024) as unknown as Start;
       checkStart(start, dev, 'source');
       if (start.ranges && start.ranges.length > MAX_RANGES * 2) throw new BlkError(ExitCode.REMOTE, `malformed START: more than ${MAX_RANGES * 2} ranges`);
       await conn.writer.send(Msg.READY);
       await runSourceSide(dev, conn, start, start.recordsToPeer ? new PeerSink(conn) : null, { maxDiffs: 10, signal });
-    } else if (f.type === Msg.ROTATE) {
-      if (rotateStep(f, state) === 'drop') {
-        await rotation.dropOld();
-        return;
-      }
+    } else if (step === 'drop') {
+      await rotation.dropOld();
+      return;
+    } else {
       const made = await rotation.makeBase();
       state.made = true;
       await conn.writer.sendJson(Msg.BASE, made satisfies NewBase);
-    } else {
-      throw new BlkError(ExitCode.REMOTE, `protocol error: ${msgName(f.type)} in an incremental session (expected START, ROTATE or the end)`);
     }
   }
 }
