@@ -15,8 +15,8 @@ import { readBaseRecord } from '../lvm/base-record.js';
 import { listLvs, removeOwned } from '../lvm/lvm.js';
 import { jobOf, ownSnapshots, roleOf, snapshotFill, snapshotKind, type LvRow } from '../lvm/report.js';
 import { out, outJson } from './context.js';
+import { DEFAULT_STATE_DIR } from '../paths.js';
 
-export const DEFAULT_STATE_DIR = '/var/lib/blkdelta';
 
 interface Args {
   job?: string;

@@ -13,6 +13,7 @@ import type { KeyIndex } from '../config/keypos.js';
 import { isTable, readTable, readToml, throwProblems, type At, type Table } from '../config/toml.js';
 import { describeValue, type KeySpec } from '../config/values.js';
 import { DEFAULT_HOOK_TIMEOUT, type Hooks } from './hooks.js';
+import { DEFAULT_STATE_DIR } from '../paths.js';
 import { GLOBAL_KEYS, JOB_KEYS, SHARED_KEYS, SSH_KEYS, TABLES, keysElsewhere } from './schema.js';
 
 export const DEFAULT_CONFIG = '/etc/blkdelta/blkdelta.toml';
@@ -104,7 +105,7 @@ function buildConfig(doc: Table, file: string, at: At, idx: KeyIndex): Config {
   const names = isTable(doc.jobs) ? Object.keys(doc.jobs) : [];
   return {
     file,
-    stateDir: (g.state_dir as string) ?? '/var/lib/blkdelta',
+    stateDir: (g.state_dir as string) ?? DEFAULT_STATE_DIR,
     maxConcurrent: (g.max_concurrent as number) ?? 2,
     waitTimeout: (g.wait_timeout as number) ?? 6 * 3600,
     metricsFile: g.metrics_file as string | undefined,

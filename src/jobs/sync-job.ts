@@ -20,6 +20,7 @@ import { SshTransport } from '../transport/ssh.js';
 import type { Transport } from '../transport/transport.js';
 import type { RemoteEndpoint } from '../transport/address.js';
 import type { JobConfig } from './config.js';
+import { DEFAULT_STATE_DIR } from '../paths.js';
 import { runIncremental, withIncremental, type Pass } from '../lvm/incremental.js';
 import { pullSourceEnd } from '../engine/pull-incremental.js';
 
@@ -37,7 +38,7 @@ export interface JobSyncResult {
  */
 export interface Phases { writing(): void; written(): void; compare?(): void; cleanup?(): void }
 
-export async function syncJob(job: JobConfig, signal: AbortSignal, phases: Phases, onProgress?: (p: Progress) => void, stateDir = '/var/lib/blkdelta'): Promise<JobSyncResult> {
+export async function syncJob(job: JobConfig, signal: AbortSignal, phases: Phases, onProgress?: (p: Progress) => void, stateDir = DEFAULT_STATE_DIR): Promise<JobSyncResult> {
   if (job.incremental && job.snapshot) return incrementalJob(job, stateDir, signal, phases, onProgress);
   if (!job.snapshot || job.snapshot.remote) return syncTarget(job, job.source.path, signal, phases, onProgress); // remote: its server snapshots
   const [vg, lv] = job.snapshot.lv.split('/') as [string, string];

@@ -17,6 +17,7 @@ import type { IncrementalSpec } from './incremental.js';
 import { parseDuration } from '../units.js';
 import type { CopyFingerprint } from './copy-tags.js';
 import { rotateTargetSnapshots, takeTargetSnapshot, type TargetSnapshotInfo } from './target-snapshot.js';
+import { DEFAULT_STATE_DIR } from '../paths.js';
 
 export interface SnapshotArgs {
   snapshot?: string;
@@ -228,7 +229,7 @@ export function incrementalOf(a: SnapshotArgs & { src?: string; dst?: string }, 
   }
   const ends = snapshotEnds(a);
   return {
-    vg: spec.vg, lv: spec.lv, job: jobNameOf(a, ends.dst), stateDir: a['state-dir'] ?? '/var/lib/blkdelta', target, blockSize,
+    vg: spec.vg, lv: spec.lv, job: jobNameOf(a, ends.dst), stateDir: a['state-dir'] ?? DEFAULT_STATE_DIR, target, blockSize,
     sampleBlocks: k, fullCompareEveryS: every, poolMaxFillPct: a['pool-max-fill'],
   };
 }

@@ -20,7 +20,7 @@ export const MAX_WAIT_TIMEOUT = 7 * 86400;
 /** wait_timeout (seconds) when max_concurrent is set and neither the file nor a flag says. */
 export const DEFAULT_WAIT_TIMEOUT = 30 * 60;
 /** Where the slot locks live when neither state_dir nor --state-dir says. */
-export const DEFAULT_STATE_DIR = '/var/lib/blkdelta';
+export { DEFAULT_STATE_DIR } from '../paths.js';
 /** Snapshot fill (percent) at which a pull from a source snapshot aborts, when the file does not say. */
 export const DEFAULT_SOURCE_MAX_FILL = 80;
 
