@@ -11,6 +11,14 @@
 // Memory: proportional to the number of ranges (the changed extents of one run), never to the
 // device size. Nothing here touches a device.
 
+/**
+ * The most ranges one run carries: START.ranges is one JSON frame (MAX_FRAME, 16 MiB) and the
+ * base record keeps them as pending; 200000 ranges are at most about 6 MB of JSON.
+ */
+export const MAX_RANGES = 200_000;
+/** The most sample blocks (sample_blocks, --sample-blocks): START.sample stays a few MB. */
+export const MAX_SAMPLE = 100_000;
+
 /** [first block, number of blocks], in the sync's block size. */
 export type BlockRange = [first: number, count: number];
 

@@ -8,6 +8,7 @@ import { writeFileSync } from 'node:fs';
 import { BlkError, ExitCode } from '../src/errors.js';
 import { CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, checkWelcome, historyCopyOf, welcomeLabelSeed, welcomeMountedRw, type Welcome } from '../src/proto/messages.js';
 import { Workspace, randomFile, sha256 } from './helpers/engine-fixture.js';
+import { MAX_JSON_NODES, Msg, checkJsonNodes } from '../src/proto/wire.js';
 import { runBlkdelta } from './helpers/jobs.js';
 
 const ws = new Workspace('blkdelta-client-hostile-');
@@ -155,3 +156,24 @@ test('an unknown kind', pulled, W((w) => ({ ...w, kind: 'tape' })), /malformed W
 test('caps not a list', pulled, W((w) => ({ ...w, caps: 'lz4' })), /malformed WELCOME: field caps must be a list/);
 test('no magic', pulled, W((w) => ({ ...w, magic: 'SSH-2.0' })), /the other end is not blkdelta \(bad magic\)/);
 test('a size beyond 2^53', pulled, W((w) => ({ ...w, size: 1e300 })), /malformed WELCOME: field size must be a whole number of magnitude below 2\^53/);
+
+// ---- any JSON frame: its arrays and objects are counted before it is parsed ----
+
+const nodes = (n: number, open = '[', close = ']') => Buffer.from(`{"x":[${Array.from({ length: n }, () => `${open}${close}`).join(',')}]}`);
+const jsonNodes = test.macro({
+  exec(t: ExecutionContext, payload: Buffer, ok: boolean) {
+    const f = { type: Msg.WELCOME, payload };
+    if (ok) t.notThrows(() => checkJsonNodes(f));
+    else t.is(t.throws(() => checkJsonNodes(f), { instanceOf: BlkError })?.code, ExitCode.REMOTE);
+  },
+  title: (title) => `JSON node bound: ${title}`,
+});
+// the payload opens 2 nodes of its own ({ and the outer [)
+test('at the bound', jsonNodes, nodes(MAX_JSON_NODES - 2), true);
+test('one array over', jsonNodes, nodes(MAX_JSON_NODES - 1), false);
+test('one object over', jsonNodes, nodes(MAX_JSON_NODES - 1, '{', '}'), false);
+test('arrays and objects mixed, over', jsonNodes, Buffer.concat([nodes(MAX_JSON_NODES / 2), nodes(MAX_JSON_NODES / 2, '{', '}')]), false);
+test('a small frame', jsonNodes, Buffer.from('{"a":[1,2,[3]]}'), true);
+test('empty', jsonNodes, Buffer.alloc(0), true);
+test('a pull whose WELCOME holds 400000 arrays: exit 9 before it is parsed, target unchanged', pulled,
+  W((w) => ({ ...w, incremental: { thin: true, removedBases: [], ranges: Array.from({ length: 400_000 }, (_, i) => [i, 1]) } })), /malformed WELCOME message: more than \d+ arrays and objects/);

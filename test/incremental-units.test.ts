@@ -278,6 +278,8 @@ test('config: incremental keys read; refusals name the key', (t) => {
   bad(`${JOB}snapshot = true\nsnapshot_size = "1G"\nincremental = true\n`, /jobs\.thin\.snapshot_size: incremental runs need a thin snapshot/);
   bad(`${JOB}snapshot = true\nsample_blocks = 3\n`, /jobs\.thin\.sample_blocks: needs incremental = true/);
   bad(`${JOB}snapshot = true\nincremental = true\nsample_block = 3\n`, /did you mean sample_blocks\?/);
+  bad(`${JOB}snapshot = true\nincremental = true\nsample_blocks = 100001\n`, /jobs\.thin\.sample_blocks: 100001 is above the maximum 100000/);
+  bad(`${JOB}snapshot = true\nincremental = true\nsample_blocks = -1\n`, /jobs\.thin\.sample_blocks: -1 is below the minimum 0/);
 });
 
 test('base record: written atomically and read back; missing and malformed records say why', (t) => {

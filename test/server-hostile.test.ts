@@ -182,6 +182,10 @@ for (const [v, words] of [['x', /field ranges is not an array/], [[[0, 0]], /ent
 for (const [v, ranges, words] of [[[[1, 1]], undefined, /field sample needs ranges/], [[[1, 2]], [[2, 1]], /field sample shares blocks with the ranges/], [[[9, 1], [3, 1]], [[0, 1]], /field sample entry 1 starts at block 3/]] as const) {
   test(`sample ${JSON.stringify(v)} with ranges ${JSON.stringify(ranges)}`, badStart, S({ sample: v, ...(ranges ? { ranges } : {}) }), REMOTE, words);
 }
+// a frame of many tiny arrays (their parse would cost ~70 MiB): refused by counting, before JSON.parse
+const manyRanges = (n: number) => Array.from({ length: n }, (_, i) => [i * 2, 1]);
+test('ranges: 400000 entries (over the JSON node bound)', badStart, S({ ranges: manyRanges(400_000) }), REMOTE, /malformed START message: more than \d+ arrays and objects/);
+test('sample: 400000 entries (over the JSON node bound)', badStart, S({ ranges: [[0, 1]], sample: manyRanges(400_000) }), REMOTE, /malformed START message: more than \d+ arrays and objects/);
 test('compareSize beyond a source', badStart, S({ compareSize: 2 * MiB, resultSize: 2 * MiB }), REMOTE, /compareSize 2097152 exceeds the source's 1048576 bytes/, 'source', false);
 test('growth not covered by compareSize', badStart, S({ resultSize: 2 * MiB }), REMOTE, /field compareSize 1048576 must equal resultSize 2097152 when the target grows/);
 test('growth to 10 TiB (beyond its file system)', badStart, S({ compareSize: 10 * 2 ** 40, resultSize: 10 * 2 ** 40 }), ExitCode.SIZE_MISMATCH, /cannot grow to resultSize 10995116277760: that is more than its whole file system/);

@@ -1,6 +1,7 @@
 // The jobs config file's keys: which keys exist where, and their kinds (config/values.ts checks
 // and converts a value of each kind; config.ts adds file:line:col and the key path). Pure.
 import type { KeySpec } from '../config/values.js';
+import { MAX_SAMPLE } from '../ranges.js';
 
 /** Keys a job may set and [defaults] may provide (everything but source, target, snapshot). */
 export const SHARED_KEYS: Record<string, KeySpec> = {
@@ -32,7 +33,7 @@ export const SHARED_KEYS: Record<string, KeySpec> = {
   hook_timeout: { kind: 'duration', min: 1, max: 24 * 3600 },
   // incremental runs on a thin LV source (src/lvm/incremental.ts)
   incremental: { kind: 'bool' },
-  sample_blocks: { kind: 'int', min: 0, max: 1_000_000 },
+  sample_blocks: { kind: 'int', min: 0, max: MAX_SAMPLE },
   full_compare_every: { kind: 'duration' },
 };
 

@@ -17,7 +17,7 @@ import { existsSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from '
 import { join } from 'node:path';
 import { BlkError, ExitCode } from '../errors.js';
 import { log } from '../log.js';
-import type { BlockRange } from '../ranges.js';
+import { MAX_RANGES, type BlockRange } from '../ranges.js';
 import { TAG_BASE, TAG_OWNER, jobTag, lvsArgv, snapshotName, thinSnapshotArgv } from './argv.js';
 import type { BaseRef } from './base-record.js';
 import { selfId, stillRunning, type ProcId } from '../locks/proc.js';
@@ -68,11 +68,7 @@ export interface Rotation {
   dropOld(): Promise<string | undefined>;
 }
 
-/**
- * The most ranges one run carries: START.ranges is one JSON frame (MAX_FRAME, 16 MiB) and the
- * base record keeps them as pending; 200000 ranges are at most about 6 MB of JSON.
- */
-export const MAX_RANGES = 200_000;
+export { MAX_RANGES };
 
 /** A full compare's reason when the changes are too scattered to send as ranges. */
 export function tooScattered(ranges: readonly BlockRange[]): string | undefined {

@@ -18,6 +18,7 @@ import { parseDuration } from '../units.js';
 import type { CopyFingerprint } from './copy-tags.js';
 import { rotateTargetSnapshots, takeTargetSnapshot, type TargetSnapshotInfo } from './target-snapshot.js';
 import { DEFAULT_STATE_DIR } from '../paths.js';
+import { MAX_SAMPLE } from '../ranges.js';
 
 export interface SnapshotArgs {
   snapshot?: string;
@@ -220,7 +221,7 @@ export function incrementalOf(a: SnapshotArgs & { src?: string; dst?: string }, 
   if (mode !== 'write') throw new BlkError(ExitCode.USAGE, '--incremental applies only when writing the target (not with --dry-run or --patch-out)');
   if (a['snapshot-size'] !== undefined) throw new BlkError(ExitCode.USAGE, '--incremental needs a thin snapshot: --snapshot-size makes a COW one');
   const k = a['sample-blocks'];
-  if (k !== undefined && (!Number.isInteger(k) || k < 0 || k > 1_000_000)) throw new BlkError(ExitCode.USAGE, `--sample-blocks must be a whole number from 0 to 1000000, got ${k}`);
+  if (k !== undefined && (!Number.isInteger(k) || k < 0 || k > MAX_SAMPLE)) throw new BlkError(ExitCode.USAGE, `--sample-blocks must be a whole number from 0 to ${MAX_SAMPLE}, got ${k}`);
   let every: number | undefined;
   try {
     every = a['full-compare-every'] !== undefined ? parseDuration(a['full-compare-every']) : undefined;

@@ -9,6 +9,7 @@
 import type { Readable, Writable } from 'node:stream';
 import { BlkError, ExitCode, FormatError } from '../errors.js';
 import { gcAfter } from '../gc.js';
+import { MAX_RANGES, MAX_SAMPLE } from '../ranges.js';
 
 export const Msg = {
   HELLO: 1, WELCOME: 2, ERROR: 3, START: 4, READY: 5, HASHES: 6, RECORD: 7, DONE: 8, RESULT: 9, WAIT: 10, HISTORY: 11, ROTATE: 12, BASE: 13,
@@ -229,9 +230,26 @@ function written(out: Writable, chunk: Uint8Array): Promise<void> {
 
 /** Parses a JSON control payload, naming the message on failure. */
 export function parseJson<T>(f: Frame): T {
+  checkJsonNodes(f);
   try {
     return JSON.parse(f.payload.toString('utf8')) as T;
   } catch {
     throw new BlkError(ExitCode.REMOTE, `malformed ${msgName(f.type)} message (${f.payload.length} bytes)`);
   }
+}
+
+/**
+ * Arrays and objects one JSON frame may hold: the ranges and the sample of the largest START,
+ * with room for the rest. Parsed, each costs tens of bytes of heap: a 16 MiB frame of "[0,1],"
+ * would cost about 70 MiB, over the memory bound, so it is refused before JSON.parse.
+ */
+export const MAX_JSON_NODES = MAX_RANGES + MAX_SAMPLE + 4096;
+
+/** REMOTE when the frame's payload opens more than MAX_JSON_NODES arrays and objects (a byte count, no parse). */
+export function checkJsonNodes(f: Frame): void {
+  const p = f.payload;
+  let n = 0;
+  for (let i = p.indexOf(0x5b); i !== -1; i = p.indexOf(0x5b, i + 1)) if (++n > MAX_JSON_NODES) break; // '['
+  for (let i = p.indexOf(0x7b); i !== -1 && n <= MAX_JSON_NODES; i = p.indexOf(0x7b, i + 1)) n++; // '{'
+  if (n > MAX_JSON_NODES) throw new BlkError(ExitCode.REMOTE, `malformed ${msgName(f.type)} message: more than ${MAX_JSON_NODES} arrays and objects (${f.payload.length} bytes)`);
 }

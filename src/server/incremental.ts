@@ -23,7 +23,7 @@ import { openSource } from '../io/device.js';
 import { checkBlockSize, checkStart, runSourceSide } from '../engine/session.js';
 import { PeerSink } from '../engine/sinks.js';
 import { lvmNameProblem } from '../lvm/argv.js';
-import { MAX_RANGES, withBaseSnapshot, type BaseAsk, type Rotation, type SourceDelta } from '../lvm/base-lvm.js';
+import { withBaseSnapshot, type BaseAsk, type Rotation, type SourceDelta } from '../lvm/base-lvm.js';
 import type { BaseRef } from '../lvm/base-record.js';
 import { Conn, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Hello, type IncrementalInfo, type NewBase, type Start, type Welcome } from '../proto/messages.js';
 import { Msg, msgName, type Frame } from '../proto/wire.js';
@@ -141,7 +141,6 @@ async function passesAndRotation(conn: Conn, dev: ReturnType<typeof openSource>,
     if (step === 'start') {
       const start = parseObject(f, 64 * 1024 * 1024) as unknown as Start;
       checkStart(start, dev, 'source');
-      if (start.ranges && start.ranges.length > MAX_RANGES * 2) throw new BlkError(ExitCode.REMOTE, `malformed START: more than ${MAX_RANGES * 2} ranges`);
       await conn.writer.send(Msg.READY);
       await runSourceSide(dev, conn, start, start.recordsToPeer ? new PeerSink(conn) : null, { maxDiffs: 10, signal });
     } else if (step === 'drop') {

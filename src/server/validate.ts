@@ -10,7 +10,7 @@
 import fs from 'node:fs';
 import { BlkError, ExitCode } from '../errors.js';
 import { checkMagic, HISTORY_OPS, type Hello, type Start } from '../proto/messages.js';
-import { Msg, msgName, type Frame } from '../proto/wire.js';
+import { Msg, checkJsonNodes, msgName, type Frame } from '../proto/wire.js';
 import type { Device } from '../io/device.js';
 
 /** Largest HELLO payload; a real one is a few hundred bytes. */
@@ -26,6 +26,7 @@ const malformed = (what: string, why: string) => new BlkError(ExitCode.REMOTE, `
 export function parseObject(f: Frame, max: number): Record<string, unknown> {
   const what = msgName(f.type);
   if (f.payload.length > max) throw malformed(what, `${f.payload.length} bytes exceeds the limit of ${max}`);
+  checkJsonNodes(f);
   let v: unknown;
   try {
     v = JSON.parse(f.payload.toString('utf8'));
