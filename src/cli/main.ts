@@ -16,7 +16,9 @@ function onStdoutError(err: NodeJS.ErrnoException): void {
 }
 
 export async function main(args: string[]): Promise<number> {
+  let settled = false;
   const onSignal = (sig: NodeJS.Signals) => {
+    if (settled) return; // the command is over: its exit status stands
     if (cli.abort.signal.aborted) {
       log.warn(`${sig} again: cleanup is still running; SIGKILL forces exit and may leave a snapshot`);
       return;
@@ -33,8 +35,10 @@ export async function main(args: string[]): Promise<number> {
   } catch (err) {
     return report(err, args);
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    // The handlers stay installed: removing the last one restores the default action, and a
+    // SIGTERM in the moment before bin/blkdelta installed its own killed a finished run with no
+    // exit status (its record said success; seen in jobs-run's random kills on a loaded machine).
+    settled = true;
   }
 }
 
