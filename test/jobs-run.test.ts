@@ -168,6 +168,23 @@ test('runs killed at random points leave a record that says so, never a half-wri
   t.deepEqual(readFileSync(env.image('rnd', 'dst')), readFileSync(env.image('rnd', 'src')));
 });
 
+test('SIGTERMs sent without pause once a run has printed its result never take its exit status', async (t) => {
+  // Node's own teardown closes its signal handles (restoring the default action) before the
+  // process exits; blkdelta exits before that teardown. Without it, all 10 of these died by the signal.
+  const env = jobsEnv(t, ['done'], { size: MiB });
+  for (let i = 0; i < 10; i++) {
+    const p = spawnBlkdelta(['run', 'done', '--config', env.config, '--json']);
+    let timer: NodeJS.Timeout | undefined;
+    p.child.stdout!.on('data', () => (timer ??= setInterval(() => p.child.kill('SIGTERM'), 1)));
+    const r = await p.done;
+    clearInterval(timer);
+    t.truthy(timer, `the run printed nothing: ${r.stderr}`);
+    t.is(r.signal, null, `run ${i} was killed by ${r.signal}`);
+    t.is(r.code, ExitCode.OK, r.stderr);
+    t.is(readState(env, 'done').runs[0]!.outcome, 'success');
+  }
+});
+
 test('run --all runs every job in order; metrics file written', async (t) => {
   const env = jobsEnv(t, ['a1', 'a2'], { size: MiB, globals: '' });
   const prom = `${env.dir}/blkdelta.prom`;
