@@ -6,6 +6,7 @@ import { log } from '../log.js';
 import { cli, jsonError, out } from './context.js';
 import { COMMANDS, commandsFor } from './commands.js';
 import { explainUsage, notANumber } from './usage.js';
+import { HelpNeeded, asksHelp, isLight, loadYargs, skipHelpCache, type YargsFn } from './yargs-load.js';
 
 /**
  * A reader that went away (`blkdelta status | head -1`) is no failure of the command: the rest of
@@ -51,10 +52,23 @@ async function parse(args: string[]): Promise<number> {
   if (name !== undefined && args[0] === name && !(name in COMMANDS)) {
     throw new BlkError(ExitCode.USAGE, `unknown command "${name}" (commands: ${Object.keys(COMMANDS).filter((c) => c !== 'server').join(', ')})`);
   }
-  const { default: yargs } = await import('yargs');
-  let code: number = ExitCode.OK;
   const commands = (await commandsFor(args)) as CommandModule[];
   const spec = commands.length === 1 ? specOf(commands[0]!, args) : undefined;
+  const help = asksHelp(args);
+  let started = false;
+  try {
+    return await parseWith(await loadYargs(help), args, commands, spec, () => (started = true));
+  } catch (err) {
+    // The light yargs met a way of asking for help that asksHelp() missed: no handler has run
+    // (help is rendered instead of one), so the same command line is parsed with the full yargs.
+    if (!(err instanceof HelpNeeded) || help) throw err;
+    if (started) throw new Error('yargs asked for its help text after the command had started', { cause: err });
+    return parseWith(await loadYargs(true), args, commands, spec, () => undefined);
+  }
+}
+
+async function parseWith(yargs: YargsFn, args: string[], commands: CommandModule[], spec: string | undefined, onStart: () => void): Promise<number> {
+  let code: number = ExitCode.OK;
   let parser = yargs(args)
     .scriptName('blkdelta')
     .usage('blkdelta <command> [options]\n\nBlock-device delta replication: both ends hash their blocks, only differing blocks travel.')
@@ -73,28 +87,23 @@ async function parse(args: string[]): Promise<number> {
     .help().alias('help', 'h')
     .version().alias('version', 'V')
     .exitProcess(false);
-  for (const c of commands) parser = parser.command(withResult(c, (r) => { code = r; }));
-  skipHelpCache(parser);
+  for (const c of commands) parser = parser.command(withResult(c, onStart, (r) => { code = r; }));
+  // yargs would render its help text for its cache once the handler has started: light, too late
+  if (!skipHelpCache(parser) && isLight(yargs)) throw new HelpNeeded();
   await parser.parseAsync();
   return code;
 }
 
-/**
- * yargs renders the whole help text as a command's handler starts, caching it in case a later
- * failure prints it: ~0.3 s of CPU (string-width, wrap-ansi) before a sync reads a byte (issue
- * 13). blkdelta never prints that cache (its fail() throws), and --help renders the text when
- * asked, so the caching is skipped. Internal API: if it moves, yargs just renders it as before.
- */
-function skipHelpCache(parser: unknown): void {
-  type Internals = { getInternalMethods?: () => { getUsageInstance?: () => { cacheHelpMessage?: () => void } } };
-  const usage = (parser as Internals).getInternalMethods?.().getUsageInstance?.();
-  if (usage && typeof usage.cacheHelpMessage === 'function') usage.cacheHelpMessage = () => { /* rendered when --help asks */ };
-}
-
-/** The command with its handler's returned exit code (undefined: 0) handed to `done`. */
-function withResult(c: CommandModule, done: (code: number) => void): CommandModule {
+/** The command with its handler's returned exit code (undefined: 0) handed to `done`; `start` when the handler begins. */
+function withResult(c: CommandModule, start: () => void, done: (code: number) => void): CommandModule {
   const handler = c.handler;
-  return { ...c, handler: async (argv) => done(((await handler(argv)) as unknown as number | undefined) ?? ExitCode.OK) };
+  return {
+    ...c,
+    handler: async (argv) => {
+      start();
+      done(((await handler(argv)) as unknown as number | undefined) ?? ExitCode.OK);
+    },
+  };
 }
 
 /**
