@@ -29,6 +29,8 @@ export async function main(args: string[]): Promise<number> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  const local = prestartsServer(args) ? await import('../transport/local.js') : undefined;
+  local?.prestartServer();
   try {
     if (args[0] === 'server' && !args.some((a) => a === '--help' || a === '-h')) return await (await import('./cmd-server.js')).serverMain(args.slice(1));
     process.stdout.on('error', onStdoutError); // not for the server: stdout is its protocol channel
@@ -36,11 +38,21 @@ export async function main(args: string[]): Promise<number> {
   } catch (err) {
     return report(err, args);
   } finally {
+    await local?.dropPrestarted();
     // The handlers stay installed: removing the last one restores the default action, and a
     // SIGTERM in the moment before bin/blkdelta installed its own killed a finished run with no
     // exit status (its record said success; seen in jobs-run's random kills on a loaded machine).
     settled = true;
   }
+}
+
+/**
+ * Whether this command line is a local sync, whose server can start while this process loads:
+ * `sync` with no "host:" anywhere (a remote end, --snapshot host:VG/LV) and no help asked. A
+ * doubt only costs the overlap.
+ */
+export function prestartsServer(args: readonly string[]): boolean {
+  return args[0] === 'sync' && !args.some((a) => a.includes(':') || a === '--version' || a === '-V') && !asksHelp(args);
 }
 
 /**
