@@ -4,7 +4,8 @@
 //   node dist/bench/bench.js [--size 4G] [--quick] [--dir /var/tmp] [--skip-ssh] [--skip-sparse] [--skip-cache]
 //                            [--skip-vm | --only-vm]
 //   A: random image of --size (default 4 GiB): no change, 1% random 4 KiB blocks, 40 MiB contiguous,
-//      a full copy (and its dd baseline)
+//      a full copy (and its dd baseline); each also with blocksync-fast when built here
+//      (BLKDELTA_BENCH_BLOCKSYNC_FAST=path, or blocksync-fast in PATH)
 //   B: sparse 1, 4, 16, 64 GiB (peak RSS flatness)      C: the 1% case over SSH vs local
 //   D: page cache left by a sync (fincore), hot file under a memory cgroup; E: cold cache;
 //   F: start-up CPU (cache.ts). The page-cache tables need a disk-backed --dir (not tmpfs).
@@ -13,13 +14,14 @@
 //   --skip-vm: no G (it needs the VM lane's tools, and takes ~45 min under TCG: 1 GiB and 4 GiB); --only-vm: only G.
 // Disk: two images of --size plus a copy of the changed data, in a temp dir under --dir (default
 // the OS temp dir), removed at the end, also after a failure or Ctrl-C. Memory: see images.ts.
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { GIB, prepareImages, tableA, tableB } from './cases.js';
-import { benchAbort, requireTool } from './measure.js';
+import { benchAbort, findTool, requireTool } from './measure.js';
 import { markdownA, markdownB, markdownC, markdownD, markdownDd, markdownE, markdownF, markdownTargets, targets, type Results } from './report.js';
 import { ddCopy, tableD, tableE, tableF } from './cache.js';
 import { tableC } from './ssh-case.js';
@@ -63,7 +65,7 @@ async function run(cfg: Config, work: string): Promise<Results> {
   const r: Results = {};
   if (cfg.vm === 'only') return vmSection(r);
   const img = await prepareImages(work, cfg.size);
-  r.a = await tableA(img, work);
+  r.a = await tableA(img, work, blocksyncFast());
   section(markdownA(r.a));
   r.dd = ddCopy(img, work);
   section(markdownDd(r.dd, r.a));
@@ -86,6 +88,15 @@ async function run(cfg: Config, work: string): Promise<Results> {
     section(markdownB(r.b));
   }
   return cfg.vm === 'also' ? vmSection(r) : r;
+}
+
+/** blocksync-fast, when built here (BLKDELTA_BENCH_BLOCKSYNC_FAST, else PATH): the peer issue 13 compares with. */
+function blocksyncFast(): { path: string; version: string } | undefined {
+  const path = process.env.BLKDELTA_BENCH_BLOCKSYNC_FAST || findTool('blocksync-fast');
+  if (!path) return undefined;
+  const v = spawnSync(path, ['--version'], { encoding: 'utf8' });
+  if (v.status !== 0) throw new Error(`${path} --version failed (${v.status}): ${v.stderr}`);
+  return { path, version: `${v.stdout}${v.stderr}`.split('\n')[0]!.split(',')[0]!.trim() };
 }
 
 async function vmSection(r: Results): Promise<Results> {

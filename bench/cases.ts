@@ -4,6 +4,9 @@
 //    `blkdelta sync a.img b.img` (which restores it), then time `xxhsum -H1 a b` (two
 //    processes in parallel; their hashes must match, which checks the sync) and `cat a ‖ cat b`
 //    (two processes in parallel, issue 13's baseline).
+//    When blocksync-fast (a C tool comparing two local files in one process) is found
+//    (BLKDELTA_BENCH_BLOCKSYNC_FAST, else PATH), the case's change is made again and
+//    `blocksync-fast -s a -d b` then `sync b` timed on it, and checked with xxhsum the same way.
 //    Caches are warm throughout: the files were just written and one `cat a b` runs before the
 //    first measurement; nothing is dropped. Baselines are timed right after each case's sync,
 //    twice each, keeping the faster (other work on a shared machine only ever slows a run).
@@ -24,12 +27,16 @@ export interface CaseRow {
   run: SyncRun;
   xxhsumMs: number;
   catMs: number;
+  /** blocksync-fast on the same change (+ sync of b), when found. */
+  bsfMs?: number;
 }
 
 export interface TableA {
   size: number;
   prepMs: number;
   rows: CaseRow[];
+  /** blocksync-fast's path and version line, when it was found. */
+  blocksyncFast?: string;
 }
 
 export interface SparseRow {
@@ -54,16 +61,33 @@ export async function prepareImages(dir: string, size: number): Promise<Images &
   return { a, b, size, prepMs: Date.now() - t0 };
 }
 
-/** Syncs a → b and checks b equals a afterwards with xxhsum (timed), and times cat a b. */
-export async function syncAndCheck(img: Images, name: string, changedBytes: number, dir: string): Promise<CaseRow> {
+/**
+ * Makes the case's change (`change`, which returns the bytes changed), syncs a → b and checks b
+ * equals a afterwards with xxhsum (timed), and times cat a b; with blocksync-fast (bsf), makes
+ * the same change again and times it too.
+ */
+export async function syncAndCheck(img: Images, name: string, change: () => number, dir: string, bsf?: string): Promise<CaseRow> {
+  const changedBytes = change();
   const run = await runBlkdelta(['sync', img.a, img.b], dir);
   checkSummary(name, run, changedBytes);
-  const xx = await timeParallel([{ argv: ['xxhsum', '-H1', img.a] }, { argv: ['xxhsum', '-H1', img.b] }]);
-  const [ha, hb] = xx.stdouts.map((s) => s.split(/\s/)[0]);
-  if (ha !== hb) throw new Error(`case ${name}: ${img.b} differs from ${img.a} after the sync (xxh64 ${hb} vs ${ha})`);
+  const xx = await checkSame(img, name, 'the sync');
   const xx2 = await timeParallel([{ argv: ['xxhsum', '-H1', img.a] }, { argv: ['xxhsum', '-H1', img.b] }]);
   const cat = await bestOf2(() => timeParallel([{ argv: ['cat', img.a] }, { argv: ['cat', img.b] }], false));
-  return { name, changedBytes, run, xxhsumMs: Math.min(xx.wallMs, xx2.wallMs), catMs: cat };
+  const row: CaseRow = { name, changedBytes, run, xxhsumMs: Math.min(xx.wallMs, xx2.wallMs), catMs: cat };
+  if (bsf) {
+    change();
+    row.bsfMs = (await timeParallel([{ argv: ['sh', '-c', '"$0" -s "$1" -d "$2" --silent && sync "$2"', bsf, img.a, img.b] }], false)).wallMs;
+    await checkSame(img, name, 'blocksync-fast');
+  }
+  return row;
+}
+
+/** xxhsum of a and b in parallel (timed); throws when they differ. */
+async function checkSame(img: Images, name: string, after: string): Promise<{ wallMs: number }> {
+  const xx = await timeParallel([{ argv: ['xxhsum', '-H1', img.a] }, { argv: ['xxhsum', '-H1', img.b] }]);
+  const [ha, hb] = xx.stdouts.map((s) => s.split(/\s/)[0]);
+  if (ha !== hb) throw new Error(`case ${name}: ${img.b} differs from ${img.a} after ${after} (xxh64 ${hb} vs ${ha})`);
+  return xx;
 }
 
 /** The faster of two runs: the machine is shared, a baseline should not be the unlucky one. */
@@ -79,20 +103,22 @@ function checkSummary(name: string, run: SyncRun, changedBytes: number): void {
   }
 }
 
-/** The three cases of table A on prepared images. */
-export async function tableA(img: Images & { prepMs: number }, dir: string): Promise<TableA> {
+/** The cases of table A on prepared images (each change seeded: made again the same for blocksync-fast). */
+export async function tableA(img: Images & { prepMs: number }, dir: string, bsf?: { path: string; version: string }): Promise<TableA> {
   const rows: CaseRow[] = [];
-  rows.push(await syncAndCheck(img, '(a) no change', 0, dir));
-  const randomBytes = changeRandomBlocks(img.b, img.size, BLOCK, 0.01, 1);
-  rows.push(await syncAndCheck(img, '(b) 1% of 4 KiB blocks, random', randomBytes, dir));
+  const one = async (name: string, change: () => number) => rows.push(await syncAndCheck(img, name, change, dir, bsf?.path));
+  await one('(a) no change', () => 0);
+  await one('(b) 1% of 4 KiB blocks, random', () => changeRandomBlocks(img.b, img.size, BLOCK, 0.01, 1));
   const rangeLen = Math.min(40 * MIB, img.size);
   const rangeAt = Math.floor((img.size - rangeLen) / 3 / BLOCK) * BLOCK;
-  rows.push(await syncAndCheck(img, '(c) 40 MiB contiguous', changeRange(img.b, rangeAt, rangeLen, 1), dir));
+  await one('(c) 40 MiB contiguous', () => changeRange(img.b, rangeAt, rangeLen, 1));
   // the first run of a new job: every block of the source travels (random data: none is zero)
-  rmSync(img.b);
-  makeSparse(img.b, img.size);
-  rows.push(await syncAndCheck(img, '(d) full copy to an empty target', img.size, dir));
-  return { size: img.size, prepMs: img.prepMs, rows };
+  await one('(d) full copy to an empty target', () => {
+    rmSync(img.b);
+    makeSparse(img.b, img.size);
+    return img.size;
+  });
+  return { size: img.size, prepMs: img.prepMs, rows, ...(bsf ? { blocksyncFast: `${bsf.path} (${bsf.version})` } : {}) };
 }
 
 /** Table B: a no-change sync of identical sparse files of each size. */

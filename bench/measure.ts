@@ -119,8 +119,15 @@ function runOne(c: Command, keepStdout: boolean): Promise<string> {
 
 /** The tool's path on PATH; throws "X is missing: apt-get install PKG" otherwise. */
 export function requireTool(name: string, pkg: string): string {
+  const found = findTool(name);
+  if (found) return found;
+  throw new Error(`${name} is missing: apt-get install ${pkg}`);
+}
+
+/** name's path in PATH, or undefined. */
+export function findTool(name: string): string | undefined {
   for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(delimiter)) {
     if (dir && existsSync(join(dir, name))) return join(dir, name);
   }
-  throw new Error(`${name} is missing: apt-get install ${pkg}`);
+  return undefined;
 }

@@ -55,13 +55,17 @@ const RSS_NOTE = 'Peak RSS is VmHWM (what the targets use); it includes ~45 MiB 
   'shared by both processes. (anon) is the largest RssAnon sampled every 20 ms: memory private to the process.';
 
 export function markdownA(a: TableA): string {
-  const rows = a.rows.map((c) => [c.name, mb(c.changedBytes), ...runCells(c.run), mb(exchanged(c.run)), s(c.xxhsumMs), s(c.catMs), x(c.run.wallMs / c.xxhsumMs), x(c.run.wallMs / c.catMs)]);
+  const bsf = a.blocksyncFast !== undefined;
+  const rows = a.rows.map((c) => [c.name, mb(c.changedBytes), ...runCells(c.run), mb(exchanged(c.run)), s(c.xxhsumMs), s(c.catMs), x(c.run.wallMs / c.xxhsumMs), x(c.run.wallMs / c.catMs),
+    ...(bsf ? [c.bsfMs === undefined ? '-' : s(c.bsfMs), c.bsfMs === undefined ? '-' : x(c.run.wallMs / c.bsfMs)] : [])]);
   return [
     `### A. ${gib(a.size)} random image, 4 KiB blocks, local sync (client + spawned server)`,
     `Warm cache: images written and fsynced (${s(a.prepMs)}), then read once with cat; nothing dropped. ` +
       'Baselines timed right after each sync on the same files, best of two; xxhsum hashes matching also checks the sync. CPU = user + sys. ' + RSS_NOTE,
+    bsf ? `blocksync-fast: ${a.blocksyncFast}, one process, default XXH3 and 2 MiB buffers, on the same change made again, then \`sync b\` (blkdelta fsyncs the target); checked with xxhsum after.`
+      : 'blocksync-fast: not found here (build it from its source and put it in PATH or BLKDELTA_BENCH_BLOCKSYNC_FAST): no column.',
     '',
-    table(['case', 'changed', ...RUN_HEAD, 'exchanged', 'xxhsum -H1 a ‖ b', 'cat a ‖ cat b', 'wall / xxhsum', 'wall / cat'], rows),
+    table(['case', 'changed', ...RUN_HEAD, 'exchanged', 'xxhsum -H1 a ‖ b', 'cat a ‖ cat b', 'wall / xxhsum', 'wall / cat', ...(bsf ? ['blocksync-fast', 'wall / blocksync-fast'] : [])], rows),
   ].join('\n');
 }
 
@@ -157,6 +161,9 @@ export function targets(r: Results): Target[] {
   const [caseA1, caseB1, , caseD] = r.a?.rows ?? [];
   if (caseA1) add('A (a) no change / cat a ‖ cat b (warm)', caseA1.run.wallMs / caseA1.catMs, 1.5, x);
   if (caseB1) add('A (b) 1% changed / cat a ‖ cat b (warm)', caseB1.run.wallMs / caseB1.catMs, 1.5, x);
+  for (const c of [caseA1, caseB1]) {
+    if (c?.bsfMs !== undefined) add(`A ${c.name.split(' ')[0]} ${c === caseA1 ? 'no change' : '1% changed'} / blocksync-fast (faster: < 1)`, c.run.wallMs / c.bsfMs, 1, x);
+  }
   if (caseD && r.dd) {
     add('A (d) full copy wall / dd bs=4M conv=fsync wall', caseD.run.wallMs / r.dd.wallMs, 2, x);
     add('A (d) full copy CPU (both processes) / dd CPU', (caseD.run.client.cpuMs + caseD.run.server.cpuMs) / r.dd.cpuMs, 2, x);
