@@ -167,9 +167,17 @@ function cpuTicks(pids: number[]): Map<number, number> {
   return out;
 }
 
-/** Waits for cond; ava's timeout bounds it (no timeout of its own to decide an outcome under load). */
-async function until(cond: () => boolean): Promise<void> {
-  while (!cond()) await new Promise((r) => setTimeout(r, 50));
+/**
+ * Waits for cond while every run is alive; ava's timeout bounds it (no timeout of its own to
+ * decide an outcome under load). A run that ended first fails the wait with its stderr.
+ */
+async function until(cond: () => boolean, runs: { done: Promise<{ code: number | null; stderr: string }> }[] = []): Promise<void> {
+  let ended: { code: number | null; stderr: string } | undefined;
+  for (const r of runs) void r.done.then((res) => (ended ??= res), () => undefined);
+  while (!cond()) {
+    if (ended) throw new Error(`a run ended (exit ${ended.code}) before the awaited state: ${ended.stderr}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 test('max_concurrent 1 with a wait: three pushes all succeed one after the other; waiting costs ~no CPU', async (t) => {
@@ -184,7 +192,7 @@ test('max_concurrent 1 with a wait: three pushes all succeed one after the other
   const c = push(pairs[2]!);
   const stderrOf = (s: typeof b) => { let e = ''; s.child.stderr!.on('data', (d: Buffer) => (e += d.toString())); return () => e; };
   const [eb, ec] = [stderrOf(b), stderrOf(c)];
-  await until(() => /waiting for a slot on ssh /.test(eb()) && /waiting for a slot on ssh /.test(ec()));
+  await until(() => /waiting for a slot on ssh /.test(eb()) && /waiting for a slot on ssh /.test(ec()), [b, c]);
   t.regex(eb(), /waiting for a slot on ssh \S+127\.0\.0\.1:\d+ \(the server's max_concurrent = 1, wait_timeout 10m/);
 
   const pids = () => [b.child.pid!, c.child.pid!, ...childrenOf(sshd.pid)];
