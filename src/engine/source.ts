@@ -12,8 +12,9 @@
 //   send DONE with the counts and the fingerprints of the target's content before and after
 //   (engine/fingerprint.ts)
 //
-// Memory: readBuffers(chunkSize) chunk buffers (5 of 1 MiB; 2 when chunks are 4 MiB or more), one chunk of hashes, and the record being built (≤ chunkSize, lz4
-// output included): a few MiB whatever the device size. The loop yields to the event loop each
+// Memory: readBuffers(chunkSize) chunk buffers (5 of 1 MiB; 2 when chunks are 4 MiB or more),
+// one chunk of hashes, and the record being built (≤ chunkSize, lz4 output included): a few MiB
+// whatever the device size. The loop yields to the event loop each
 // chunk so lz4-napi's buffers are freed and the channel can drain.
 // Interrupted: nothing is left behind on this side.
 import { setImmediate as turn } from 'node:timers/promises';

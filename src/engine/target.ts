@@ -11,9 +11,9 @@
 // (an AbortSignal checked every chunk and raced against its waits) and awaited before the error
 // is thrown, so no read of the device goes on after a failure.
 //
-// Memory: readBuffers(chunkSize) chunk buffers (5 of 1 MiB; 2 when chunks are 4 MiB or more), one HASHES frame, the writer's batch buffer (64 KiB), and one record
-// frame at a time. Interrupted: the target holds a mix of old
-// and new blocks (it is "dirty" until a later run completes).
+// Memory: readBuffers(chunkSize) chunk buffers (5 of 1 MiB; 2 when chunks are 4 MiB or more),
+// one HASHES frame, the writer's batch buffer (64 KiB), and one record frame at a time.
+// Interrupted: the target holds a mix of old and new blocks (it is "dirty" until a later run completes).
 import { setImmediate as turn } from 'node:timers/promises';
 import { BlkError, ExitCode } from '../errors.js';
 import { blockHasher } from '../hash.js';
