@@ -2,7 +2,7 @@
 // and written as JSON to bench/results/latest.json. Not a test: nothing here is timed against a
 // deadline; targets are checked and printed PASS/FAIL (exit status 1 when one fails).
 //   node dist/bench/bench.js [--size 4G] [--quick] [--dir /var/tmp] [--skip-ssh] [--skip-sparse] [--skip-cache]
-//                            [--skip-vm | --only-vm]
+//                            [--skip-vm | --only-vm | --only-cold]
 //   A: random image of --size (default 4 GiB): no change, 1% random 4 KiB blocks, 40 MiB contiguous,
 //      a full copy (and its dd baseline); each also with blocksync-fast when built here
 //      (BLKDELTA_BENCH_BLOCKSYNC_FAST=path, or blocksync-fast in PATH)
@@ -12,6 +12,7 @@
 //   G: incremental vs full compare on a 1 GiB thin LV in the VM lane (incremental-case.ts)
 //   --quick: 1 GiB image, sparse 1 and 4 GiB only (a smoke run of every table).
 //   --skip-vm: no G (it needs the VM lane's tools, and takes ~45 min under TCG: 1 GiB and 4 GiB); --only-vm: only G.
+//   --only-cold: only E (cold cache), on images of --size in --dir (a disk-backed one).
 // Disk: two images of --size plus a copy of the changed data, in a temp dir under --dir (default
 // the OS temp dir), removed at the end, also after a failure or Ctrl-C. Memory: see images.ts.
 import { spawnSync } from 'node:child_process';
@@ -37,6 +38,7 @@ interface Config {
   ssh: boolean;
   cache: boolean;
   vm: 'skip' | 'also' | 'only';
+  onlyCold: boolean;
 }
 
 function config(): Config {
@@ -44,12 +46,12 @@ function config(): Config {
     options: {
       size: { type: 'string' }, quick: { type: 'boolean' }, dir: { type: 'string' },
       'skip-ssh': { type: 'boolean' }, 'skip-sparse': { type: 'boolean' }, 'skip-cache': { type: 'boolean' },
-      'skip-vm': { type: 'boolean' }, 'only-vm': { type: 'boolean' },
+      'skip-vm': { type: 'boolean' }, 'only-vm': { type: 'boolean' }, 'only-cold': { type: 'boolean' },
     },
   });
   const size = values.size !== undefined ? parseSize(values.size, '--size') : values.quick ? GIB : 4 * GIB;
   const sparse = values['skip-sparse'] ? [] : (values.quick ? [1, 4] : [1, 4, 16, 64]).map((g) => g * GIB);
-  return { size, sparse, dir: values.dir ?? tmpdir(), ssh: !values['skip-ssh'], cache: !values['skip-cache'], vm: values['only-vm'] ? 'only' : values['skip-vm'] ? 'skip' : 'also' };
+  return { size, sparse, dir: values.dir ?? tmpdir(), ssh: !values['skip-ssh'], cache: !values['skip-cache'], vm: values['only-vm'] ? 'only' : values['skip-vm'] ? 'skip' : 'also', onlyCold: !!values['only-cold'] };
 }
 
 /** The 1, 5 and 15 minute load averages. */
@@ -65,6 +67,11 @@ async function run(cfg: Config, work: string): Promise<Results> {
   const r: Results = {};
   if (cfg.vm === 'only') return vmSection(r);
   const img = await prepareImages(work, cfg.size);
+  if (cfg.onlyCold) {
+    r.e = await tableE(img, work);
+    section(markdownE(r.e));
+    return r;
+  }
   r.a = await tableA(img, work, blocksyncFast());
   section(markdownA(r.a));
   r.dd = ddCopy(img, work);

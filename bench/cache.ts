@@ -4,7 +4,8 @@
 //    (local no change, local 1%, 1% over SSH), then `fincore` says how much of each is cached.
 //    Hot file: a memory cgroup (v1) limited to 3/4 of --size; in it `cat hot` twice (a hot file
 //    of half of --size), then the no-change sync, then the hot file's residency; three runs.
-// E: cold cache: the same drop before each run; the sync against `cat a ‖ cat b`, also dropped.
+// E: cold cache: the same drop before each run; the sync against `cat a ‖ cat b`, also dropped;
+//    both best of two (the 1% case changes the same blocks again before its second run).
 // F: start-up CPU of `blkdelta --version` and of `blkdelta server` (stdin closed), best of five.
 // Memory: see images.ts. Interrupted: the cgroup is removed in finally (its processes are ours
 // and gone); files stay in the work dir, which bench.ts removes.
@@ -133,10 +134,17 @@ export async function tableE(img: Images, dir: string): Promise<ColdRow[]> {
     dropCache(img.b);
     return timeParallel([{ argv: ['cat', img.a] }, { argv: ['cat', img.b] }], false);
   });
+  const syncCold = async (before: () => void) => {
+    const runs: SyncRun[] = [];
+    for (let i = 0; i < 2; i++) {
+      before();
+      runs.push((await cachedRun('', img, ['sync', img.a, img.b], dir)).run);
+    }
+    return runs.reduce((a, b) => (b.wallMs < a.wallMs ? b : a));
+  };
   const rows: ColdRow[] = [];
-  rows.push({ name: 'no change', run: (await cachedRun('', img, ['sync', img.a, img.b], dir)).run, catMs: await catCold() });
-  changeRandomBlocks(img.b, img.size, BLOCK, 0.01, 5);
-  rows.push({ name: '1% changed', run: (await cachedRun('', img, ['sync', img.a, img.b], dir)).run, catMs: await catCold() });
+  rows.push({ name: 'no change', run: await syncCold(() => {}), catMs: await catCold() });
+  rows.push({ name: '1% changed', run: await syncCold(() => changeRandomBlocks(img.b, img.size, BLOCK, 0.01, 5)), catMs: await catCold() });
   return rows;
 }
 

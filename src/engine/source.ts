@@ -4,16 +4,17 @@
 //   START.sample first (an incremental run): compare its pieces, send no record; any block
 //     differing → SampleDiffers thrown before the first record (the target is not written)
 //   for each chunk [pos, pos+chunkSize) of [0, compareSize) (or of START.ranges: ranges.ts pieces):
-//     read it (one positional read, O_DIRECT where it can: io/direct.ts; the next piece is
-//     read ahead into a second buffer meanwhile), hash each block
+//     read it (one positional read, O_DIRECT where it can: io/direct.ts; the next pieces are
+//     read ahead into the other buffers meanwhile: io/read-ahead.ts), hash each block
 //     take the target's HASHES frame for this chunk (must name the same first block)
 //     runs of differing blocks (all-zero and data runs kept apart) → makeRecord → sink
 //       (lz4 tried while data compresses: compress-gate.ts)
 //   send DONE with the counts and the fingerprints of the target's content before and after
 //   (engine/fingerprint.ts)
 //
-// Memory: two chunk buffers, one chunk of hashes, and the record being built (≤ chunkSize, lz4
-// output included): a few MiB whatever the device size. The loop yields to the event loop each
+// Memory: readBuffers(chunkSize) chunk buffers (5 of 1 MiB; 2 when chunks are 4 MiB or more),
+// one chunk of hashes, and the record being built (≤ chunkSize, lz4 output included): a few MiB
+// whatever the device size. The loop yields to the event loop each
 // chunk so lz4-napi's buffers are freed and the channel can drain.
 // Interrupted: nothing is left behind on this side.
 import { setImmediate as turn } from 'node:timers/promises';
@@ -25,7 +26,8 @@ import { CompressGate } from './compress-gate.js';
 import { Msg } from '../proto/wire.js';
 import type { Conn, Done, Start } from '../proto/messages.js';
 import type { Device } from '../io/device.js';
-import { DirectIo, handled } from '../io/direct.js';
+import { DirectIo } from '../io/direct.js';
+import { ReadAhead, readBuffers } from '../io/read-ahead.js';
 import { FingerprintBuilder } from './fingerprint.js';
 import { pieces, rangeBlocks } from '../ranges.js';
 
@@ -56,7 +58,7 @@ export class SampleDiffers extends BlkError {
 
 export async function runSource(dev: Device, conn: Conn, start: Start, sink: RecordSink | null, opts: SourceOptions): Promise<Done> {
   const { blockSize: bs, chunkSize } = start;
-  const bh = await blockHasher(chunkSize, bs, BigInt(start.seed), 2);
+  const bh = await blockHasher(chunkSize, bs, BigInt(start.seed), readBuffers(chunkSize));
   const local = Buffer.allocUnsafe((chunkSize / bs) * 8);
   const done: Done = { blocksCompared: 0, blocksDiffering: 0, blocksZero: 0, records: 0, dataBytes: 0, bytesRead: 0, firstDiffs: [] };
   // the content the target holds after the run (the source's hashes), and before it (the target's)
@@ -69,8 +71,8 @@ export async function runSource(dev: Device, conn: Conn, start: Start, sink: Rec
   const zh = await zeroBlockHash(bs, BigInt(start.seed));
   const zeroLo = Number(zh & 0xffffffffn), zeroHi = Number(zh >> 32n);
   // a record's checksum, hashed where its data lies (the chunk, in WASM memory): no copy into xxhash-wasm's
-  const inChunk = [0, 1].map((which) => ({
-    h64: (data: Buffer, seed: bigint) => bh.h64At(which, data.byteOffset - bh.chunks[which]!.byteOffset, data.length, seed),
+  const inChunk = bh.chunks.map((c, which) => ({
+    h64: (data: Buffer, seed: bigint) => bh.h64At(which, data.byteOffset - c.byteOffset, data.length, seed),
   }));
 
   // One chunk, read into chunks[which]: hash, compare with the target's hashes, send the differing runs.
@@ -113,29 +115,24 @@ export async function runSource(dev: Device, conn: Conn, start: Start, sink: Rec
     }
     await sink?.region?.(pos, len, remote);
   };
-  // read ahead: piece k+1 is read into the other buffer while piece k is hashed and compared
-  const all = pieces(start); // START.ranges: only those blocks (START.sample's first)
+  // read ahead: the next pieces are read into the other buffers while one is hashed and compared
+  const ahead = new ReadAhead(io, bh.chunks, pieces(start)); // START.ranges: only those blocks (START.sample's first)
   const sampleBlocks = rangeBlocks(start.sample ?? []);
-  const readInto = (p: IteratorResult<[number, number, boolean]>, which: number) => (p.done ? undefined : handled(io.readAsync(bh.chunks[which]!, p.value[1], p.value[0])));
-  let cur = all.next();
-  let ahead = readInto(cur, 0);
   let bytesDone = 0;
   try {
-    for (let k = 0; !cur.done; k++) {
+    for (;;) {
       opts.signal?.throwIfAborted();
-      await ahead;
-      const [pos, len, inSample] = cur.value;
+      const got = await ahead.next();
+      if (!got) break;
+      const [pos, len, inSample] = got.piece;
       if (!inSample && sampleDiffering) throw new SampleDiffers(sampleDiffering, sampleBlocks, done.bytesRead);
-      const next = all.next();
-      ahead = readInto(next, (k + 1) % 2);
-      await chunk(pos, len, k % 2, inSample);
+      await chunk(pos, len, got.which, inSample);
       opts.onChunk?.(bytesDone += len, done.blocksDiffering * bs);
       await turn();
-      cur = next;
     }
     if (sampleDiffering) throw new SampleDiffers(sampleDiffering, sampleBlocks, done.bytesRead);
   } finally {
-    if (ahead) await ahead.catch(() => { /* the loop's own error is the one thrown */ }); // no read outlives the fd
+    await ahead.close(); // no read outlives the fd
     io.close();
   }
   const sampled = start.sample ? { sampleDiffering } : {};

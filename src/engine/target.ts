@@ -1,6 +1,7 @@
 // Target side of a sync. Two loops run side by side:
 //   hashes:  for each chunk of [0, compareSize) (or of START.ranges): read (past the end of a file:
-//            zeros; O_DIRECT where it can: io/direct.ts; the next piece read ahead meanwhile), hash;
+//            zeros; O_DIRECT where it can: io/direct.ts; the next pieces read ahead meanwhile:
+//            io/read-ahead.ts), hash;
 //            the HASHES frames of BATCH_BYTES of chunks go out in one write (waits when the
 //            channel is full)
 //   records: take RECORD frames until DONE and hand each to the sink (the device or a patch)
@@ -10,16 +11,17 @@
 // (an AbortSignal checked every chunk and raced against its waits) and awaited before the error
 // is thrown, so no read of the device goes on after a failure.
 //
-// Memory: two chunk buffers, one HASHES frame, the writer's batch buffer (64 KiB), and one record
-// frame at a time. Interrupted: the target holds a mix of old
-// and new blocks (it is "dirty" until a later run completes).
+// Memory: readBuffers(chunkSize) chunk buffers (5 of 1 MiB; 2 when chunks are 4 MiB or more),
+// one HASHES frame, the writer's batch buffer (64 KiB), and one record frame at a time.
+// Interrupted: the target holds a mix of old and new blocks (it is "dirty" until a later run completes).
 import { setImmediate as turn } from 'node:timers/promises';
 import { BlkError, ExitCode } from '../errors.js';
 import { blockHasher } from '../hash.js';
 import { Msg, msgName, parseJson } from '../proto/wire.js';
 import { checkFields, type Conn, type Done, type Result, type Start } from '../proto/messages.js';
 import type { Device } from '../io/device.js';
-import { DirectIo, handled } from '../io/direct.js';
+import { DirectIo } from '../io/direct.js';
+import { ReadAhead, readBuffers } from '../io/read-ahead.js';
 import { pieces } from '../ranges.js';
 
 /** Device bytes whose HASHES frames are sent in one write (at most 16 frames of 1 MiB chunks). */
@@ -41,34 +43,29 @@ export interface TargetSink {
 export async function runTarget(dev: Device, conn: Conn, start: Start, sink: TargetSink | null, signal?: AbortSignal, onChunk?: (bytesDone: number, bytesDiffering: number) => void): Promise<{ done: Done; result: Result }> {
   let bytesRead = 0;
   const io = DirectIo.open(dev);
-  let ahead: Promise<void> | undefined; // the read in flight: awaited before io closes
+  let ahead: ReadAhead<[number, number, boolean]> | undefined; // its reads in flight: awaited before io closes
   const hashes = async (stop: AbortSignal) => {
     const { blockSize: bs, chunkSize } = start;
-    const bh = await blockHasher(chunkSize, bs, BigInt(start.seed), 2);
+    const bh = await blockHasher(chunkSize, bs, BigInt(start.seed), readBuffers(chunkSize));
     // HASHES frames are queued in the writer's batch and go out together every BATCH_BYTES of the device
     const perBatch = Math.max(1, Math.floor(BATCH_BYTES / chunkSize));
     const frame = Buffer.allocUnsafe(8 + (chunkSize / bs) * 8); // copied into the batch by sendBatched
-    // read ahead: piece k+1 is read into the other buffer while piece k is hashed and sent (its
-    // read completes before its hashes go out, so no record can have overwritten it)
-    const all = pieces(start); // START.ranges: only those blocks (START.sample's first)
-    const readInto = (p: IteratorResult<[number, number, boolean]>, which: number) => (p.done ? undefined : handled(io.readAsync(bh.chunks[which]!, p.value[1], p.value[0], true)));
-    let cur = all.next();
-    ahead = readInto(cur, 0);
+    // read ahead: the next pieces are read into the other buffers while one is hashed and sent
+    // (a piece's read completes before its hashes go out, so no record can have overwritten it)
+    ahead = new ReadAhead(io, bh.chunks, pieces(start), true); // START.ranges: only those blocks (START.sample's first)
     let k = 0;
     let bytesDone = 0;
-    while (!cur.done) {
+    for (;;) {
       signal?.throwIfAborted();
       stop.throwIfAborted();
-      const [pos, len] = cur.value;
+      const got = await ahead.next();
+      if (!got) break;
+      const [pos, len] = got.piece;
       k++;
       bytesDone += len;
-      const inDevice = Math.max(0, Math.min(len, dev.size - pos));
-      await ahead;
-      cur = all.next();
-      ahead = readInto(cur, k % 2);
-      bytesRead += inDevice;
+      bytesRead += Math.max(0, Math.min(len, dev.size - pos));
       frame.writeBigUInt64LE(BigInt(pos / bs), 0);
-      const n = bh.hash(len, frame, 8, (k - 1) % 2);
+      const n = bh.hash(len, frame, 8, got.which);
       sink?.hashes?.(pos, len, frame.subarray(8, 8 + n * 8));
       await untilStopped(conn.writer.sendBatched(Msg.HASHES, frame.subarray(0, 8 + n * 8)), stop);
       if (k % perBatch === 0) await flushed(bytesDone, stop);
@@ -99,7 +96,7 @@ export async function runTarget(dev: Device, conn: Conn, start: Start, sink: Tar
     return { done, result };
   } finally {
     sink?.dispose?.(); // first, synchronously: the process may be on its way out
-    if (ahead) await ahead.catch(() => { /* the loops' own error is the one thrown */ }); // no read outlives the fd
+    await ahead?.close(); // no read outlives the fd
     io.close();
   }
 }

@@ -92,6 +92,10 @@ export class DirectIo {
   private readonly batches: Buffer[] = [];
   private nextBatch = 0;
   private zeros: Buffer | undefined;
+  /** Reads and writes on fd in flight (on libuv's pool): the fd closes only when none is left. */
+  private busy = 0;
+  /** The fd, once out of use (close, EINVAL) while busy: closed by the last of those to end. */
+  private orphan: number | undefined;
   /** The drop of small writes' pages under way (dropBehind), if any. */
   private dropping: Promise<void> | undefined;
   /** Bytes of small writes in the cache since the last dropWritten(). */
@@ -140,14 +144,15 @@ export class DirectIo {
 
   /**
    * read(), with the O_DIRECT part on libuv's thread pool, so the caller hashes one chunk while
-   * the next is read (read ahead). Buffered mode reads synchronously (from the cache: fast).
-   * The caller must await it before close().
+   * the next ones are read (read-ahead.ts); several may be in flight, into distinct buffers.
+   * Buffered mode reads synchronously (from the cache: fast). The caller awaits each before close()
+   * (close() would otherwise wait for it to end before closing the fd, but the caller's buffers
+   * and its error would be forgotten).
    */
   async readAsync(buf: Buffer, len: number, pos: number, zeroFill = false): Promise<void> {
     let got = 0;
     if (this.fd !== undefined && aligned(pos) && roundUp(len) <= buf.length && len > 0) {
-      const fd = this.fd;
-      got = await new Promise<number>((resolve) => fs.read(fd, buf, 0, roundUp(len), pos, (err, n) => resolve(err ? this.failed(err) : n)));
+      got = await this.onPool((fd, done) => fs.read(fd, buf, 0, roundUp(len), pos, done));
       got = Math.min(got, len);
     }
     if (got < len) readFull(this.dev, buf.subarray(got), len - got, pos + got, zeroFill);
@@ -208,8 +213,7 @@ export class DirectIo {
     if (this.fd !== undefined && aligned(pos) && aligned(data.length) && data.length > 0) {
       const stage = this.stage(data.length);
       stage.set(data);
-      const fd = this.fd;
-      done = await new Promise<number>((resolve) => fs.write(fd, stage, 0, data.length, pos, (err, n) => resolve(err ? this.failed(err) : n)));
+      done = await this.onPool((fd, cb) => fs.write(fd, stage, 0, data.length, pos, cb));
     }
     if (done < data.length) writeFull(this.dev, data.subarray(done), pos + done);
   }
@@ -225,8 +229,7 @@ export class DirectIo {
 
   private async writeBatch(b: Batch): Promise<void> {
     let done = 0;
-    const fd = this.fd;
-    if (fd !== undefined) done = await new Promise<number>((resolve) => fs.write(fd, b.buf, 0, b.len, b.pos, (err, n) => resolve(err ? this.failed(err) : n)));
+    if (this.fd !== undefined) done = await this.onPool((fd, cb) => fs.write(fd, b.buf, 0, b.len, b.pos, cb));
     if (done < b.len) writeFull(this.dev, b.buf.subarray(done, b.len), b.pos + done);
   }
 
@@ -285,19 +288,33 @@ export class DirectIo {
     }
   }
 
-  /** Closes the O_DIRECT fd; a write still in flight (an error path: no drain) closes it when it ends, never under it. */
+  /** Closes the O_DIRECT fd; a read or write still in flight (an error path) closes it when it ends, never under it. */
   close(): void {
     this.filling = undefined;
     this.closeFd();
   }
 
+  // Takes the fd out of use; closed now, or by the last read or write in flight on it (onPool):
+  // closing under a read in flight would let a new open reuse its number for that read.
   private closeFd(): void {
     const fd = this.fd;
     this.fd = undefined;
     if (fd === undefined) return;
-    if (!this.inFlight) return fs.closeSync(fd);
-    const later = () => fs.close(fd, () => { /* nothing to report: the run is over */ });
-    this.inFlight.then(later, later);
+    if (this.busy === 0) fs.closeSync(fd);
+    else this.orphan = fd;
+  }
+
+  // One read or write of this.fd (which the caller checked) on libuv's pool, counted in busy;
+  // resolves to the bytes done, or to 0 after a failure (failed(): the caller redoes it buffered).
+  private onPool(op: (fd: number, done: (err: NodeJS.ErrnoException | null, n: number) => void) => void): Promise<number> {
+    this.busy++;
+    return new Promise<number>((resolve) => op(this.fd!, (err, n) => {
+      if (--this.busy === 0 && this.orphan !== undefined) {
+        closeQuietly(this.orphan); // before the promise resolves: once awaited, the fd is gone
+        this.orphan = undefined;
+      }
+      resolve(err ? this.failed(err) : n);
+    }));
   }
 
   // Runs one direct read or write. On a failure the caller redoes the request through the cache
@@ -324,6 +341,13 @@ export class DirectIo {
     if (!this.staging || this.staging.length < n) this.staging = alignedBuffer(roundUp(n));
     return this.staging;
   }
+}
+
+/** Closes an fd already out of use; a failure has nothing left to report to. */
+function closeQuietly(fd: number): void {
+  try {
+    fs.closeSync(fd);
+  } catch { /* the run is over for this fd */ }
 }
 
 /**
