@@ -117,23 +117,30 @@ test('writes: aligned ranges with O_DIRECT, an unaligned tail through the cache;
 });
 
 test('writes behind: contiguous writes are gathered into batches, a gap starts a new one; drain() puts all on the device', async (t) => {
+  // 56 writes of 256 KiB with two gaps: several batches per staging buffer, each reused after its
+  // write while another is in flight; every write's bytes (distinct) must land where it was asked.
   const p = ws.fresh('wb.img');
-  const size = 3 * WRITE_BATCH + MiB;
+  const piece = 256 * 1024;
+  const count = 56;
+  const at = (i: number) => i * piece + (i >= 20 ? 512 * 1024 : 0) + (i >= 41 ? 3 * piece : 0);
+  const size = at(count - 1) + piece + MiB;
+  t.true(count * piece > 3 * WRITE_BATCH, 'enough batches to reuse every buffer');
   randomFile(p, size);
+  const before = readAt(p, 0, size);
   const dev = openTarget(p, { write: true });
   const io = DirectIo.open(dev, { write: true, resident: uncached });
-  const fill = (i: number) => Buffer.alloc(256 * 1024, i & 0xff);
-  const at = (i: number) => i * 256 * 1024 + (i >= 20 ? 512 * 1024 : 0); // a gap of 512 KiB after 20 writes
+  const fill = (i: number) => Buffer.alloc(piece, (i * 7 + 1) & 0xff);
   try {
-    for (let i = 0; i < 30; i++) await io.writeAsync(fill(i), at(i));
+    for (let i = 0; i < count; i++) await io.writeAsync(fill(i), at(i));
     await io.drain();
     t.is(io.mode, 'O_DIRECT');
   } finally {
     io.close();
     dev.close();
   }
-  for (let i = 0; i < 30; i++) t.true(readAt(p, at(i), 256 * 1024).equals(fill(i)), `write ${i}`);
-  t.true(readAt(p, 20 * 256 * 1024, 4096).equals(readAt(p, 20 * 256 * 1024, 4096)), 'the gap is untouched');
+  for (let i = 0; i < count; i++) t.true(readAt(p, at(i), piece).equals(fill(i)), `write ${i}`);
+  for (const gap of [at(19) + piece, at(40) + piece]) t.true(readAt(p, gap, 4096).equals(before.subarray(gap, gap + 4096)), `the gap at ${gap} is untouched`);
+  t.true(readAt(p, at(count - 1) + piece, MiB).equals(before.subarray(at(count - 1) + piece)), 'the tail is untouched');
 });
 
 test('writes: small writes go through the cache and are dropped behind every DROP_EVERY bytes; drain() waits for that', async (t) => {
