@@ -121,3 +121,27 @@ test('a target reads zeros past the end of its device (zeroFill)', async (t) => 
     t.true(seen[2]!.equals(Buffer.alloc(MiB)));
   });
 });
+
+test('through the page cache only two of the buffers are used (reads are copies made at once); O_DIRECT uses them all', async (t) => {
+  for (const cached of [true, false]) {
+    const p = ws.fresh(`c-${cached}.img`);
+    randomFile(p, 8 * MiB);
+    const dev = openSource(p);
+    const io = DirectIo.open(dev, { resident: () => (cached ? 8 * MiB : 0) });
+    t.is(io.direct, !cached);
+    const bufs = aligned(5, MiB);
+    const used = new Set<number>();
+    const ahead = new ReadAhead(io, bufs, chunks(8 * MiB, MiB)[Symbol.iterator]());
+    try {
+      for (let got = await ahead.next(); got; got = await ahead.next()) {
+        used.add(got.which);
+        t.true(bufs[got.which]!.equals(readAt(p, got.piece[0], MiB)), `piece at ${got.piece[0]}`);
+      }
+    } finally {
+      await ahead.close();
+      io.close();
+      dev.close();
+    }
+    t.deepEqual([...used].sort(), cached ? [0, 1] : [0, 1, 2, 3, 4]);
+  }
+});

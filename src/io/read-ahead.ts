@@ -8,7 +8,7 @@
 //   close(): awaits every read still in flight (errors dropped: the caller's own is thrown)
 // Pieces come out in order; reads only ever run for pieces after the one the caller holds (a
 // target writes records only into pieces whose hashes it sent: never under a read in flight).
-// Memory: the caller's `count` buffers and a queue of at most `count` reads. Interrupted (an
+// Memory: the caller's `count` buffers (two of them through the page cache) and a queue of at most `count` reads. Interrupted (an
 // error, an abort): the caller's finally calls close() before closing the DirectIo, so no read
 // outlives its fd; nothing is left behind.
 import type { DirectIo } from './direct.js';
@@ -42,7 +42,9 @@ export class ReadAhead<P extends Piece> {
 
   /** zeroFill: past the end of the device the buffer is zeros (a target shorter than the source). */
   constructor(private readonly io: DirectIo, private readonly buffers: readonly Buffer[], private readonly pieces: Iterator<P>, private readonly zeroFill = false) {
-    this.free = buffers.map((_, i) => i);
+    // Through the page cache a read is a copy made at once (readAsync reads synchronously): reading
+    // ahead gains nothing there, and two buffers leave the others' WASM pages never touched (not resident).
+    this.free = buffers.slice(0, io.direct ? buffers.length : Math.min(2, buffers.length)).map((_, i) => i);
   }
 
   /** The next piece, read into buffers[which]; undefined after the last. A read error is thrown here. */
