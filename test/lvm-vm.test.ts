@@ -25,6 +25,17 @@ test('--snapshot-max-fill stops the run before the snapshot overflows', async (t
   t.is(f('rc'), String(ExitCode.SNAPSHOT_OVERFLOW), f('err'));
   t.regex(f('err'), /full, over --snapshot-max-fill 5%: the run was stopped part-way, the target is NOT consistent/);
   t.is(f('left'), '0');
+  t.true(Number(f('dm_polls')) >= 1, 'the poller read the snapshot with dmsetup status');
+  t.notRegex(f('err'), /this poll uses lvs/);
+});
+
+test('--snapshot-max-fill with a dmsetup that fails: each poll falls back to lvs and the run stops the same way', async (t) => {
+  const f = await facts(t, 'maxfill_nodm');
+  t.regex(f('attr_during'), /swi-a/, 'the snapshot is still valid');
+  t.is(f('rc'), String(ExitCode.SNAPSHOT_OVERFLOW), f('err'));
+  t.regex(f('err'), /full, over --snapshot-max-fill 5%: the run was stopped part-way, the target is NOT consistent/);
+  t.regex(f('err'), /warning: cannot read snapshot vg0\/m_src-blkdelta-\S+'s fill with dmsetup \(dmsetup status --noflush \S+ failed \(exit 1\): dmsetup: broken for the test\): this poll uses lvs/);
+  t.is(f('left'), '0');
 });
 
 test('SIGTERM mid-sync removes the source snapshot; the target snapshot stays pending', async (t) => {

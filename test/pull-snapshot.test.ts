@@ -174,7 +174,7 @@ const emptyReport = (): SnapshotReport => ({ vg: 'vg0', origin: 'thin', job: 'j'
 const held = test.macro({
   exec(t: ExecutionContext, rows: LvRow[], name: string, o: { max?: number; pool?: number }, want: string | null) {
     const report = emptyReport();
-    const got = heldProblem({ vg: 'vg0', lv: 'thin', job: 'j', maxFillPct: o.max, poolMaxFillPct: o.pool }, rows, name, report);
+    const got = heldProblem({ vg: 'vg0', maxFillPct: o.max, poolMaxFillPct: o.pool }, rows, name, report);
     if (want === null) return t.is(got, null);
     t.is(got?.code, ExitCode.SNAPSHOT_OVERFLOW);
     t.true(got?.message.includes(want), got?.message);
@@ -195,7 +195,7 @@ test('gone', held, inVg0('healthy-cow'), 'other', {}, 'snapshot vg0/other disapp
 
 test('held snapshot: the report keeps the pool fill it last saw', (t) => {
   const report = emptyReport();
-  heldProblem({ vg: 'vg0', lv: 'thin', job: 'j' }, thinRows(42.5, 7), 'tsnap', report);
+  heldProblem({ vg: 'vg0' }, thinRows(42.5, 7), 'tsnap', report);
   t.deepEqual(report.pool, { name: 'vg0/pool', data: 42.5, metadata: 7 });
 });
 

@@ -1,7 +1,7 @@
 // The only place that runs lvm. Each call: execa with stdin ignored (no TTY: lvm never waits on a
 // prompt; builders pass -y), LVM_SUPPRESS_FD_WARNINGS=1, DM_DISABLE_UDEV kept when the caller set
 // it, reject:false. Output is small (one JSON report).
-// Timeouts (LVM can hang waiting for a VG lock): a report (lvs) is killed, harmlessly. A command
+// Timeouts (LVM can hang waiting for a VG lock): a report (lvs, dmsetup status) is killed, harmlessly. A command
 // that changes the VG (lvcreate, lvremove, lvchange, lvconvert) is only sent SIGINT, which lvm
 // honours where giving up is safe (a lock wait) and holds back inside its critical sections; it
 // is then waited for, however long that takes. It is never SIGTERMed or SIGKILLed: killed between
@@ -35,6 +35,7 @@ export interface LvmResult {
 
 /** Commands that only report: safe to kill. */
 const REPORTS = new Set(['lvs', 'vgs', 'pvs']);
+const isReport = (argv: readonly string[]) => REPORTS.has(argv[0]!) || (argv[0] === 'dmsetup' && argv[1] === 'status');
 
 /** Runs one lvm command (argv from argv.ts); throws SNAPSHOT with the command and its stderr. */
 export async function runLvm(argv: readonly string[], timeoutMs = DEFAULT_LVM_TIMEOUT_MS): Promise<LvmResult> {
@@ -43,7 +44,7 @@ export async function runLvm(argv: readonly string[], timeoutMs = DEFAULT_LVM_TI
   log.debug(`running ${shown}`);
   const t0 = Date.now();
   const { execa } = await import('execa'); // loaded on first use: a sync without LVM stays small
-  const report = REPORTS.has(cmd);
+  const report = isReport(argv);
   const r = await execa(cmd, args, {
     reject: false,
     stdin: 'ignore',

@@ -5,10 +5,11 @@
 //   thin snapshot: refuse (SNAPSHOT, nothing created) when the thin pool's data or metadata fill
 //     is at or above pool_max_fill
 //   create <lv>-blkdelta-<job>-<stamp> (COW with -L/-l, or thin with -kn); check it
-//   run fn(device, signal') where signal' also aborts when the poller (every pollMs, 1 s) sees
-//     an invalid or over-full COW snapshot (--snapshot-max-fill) or, for a thin snapshot, its
-//     pool at or above pool_max_fill (SNAPSHOT_OVERFLOW: the snapshot is then removed at once,
-//     so that the origin's own writes get the pool's space back); check the snapshot again
+//   run fn(device, signal') where signal' also aborts when the poller (held.ts: every pollMs,
+//     1 s, `dmsetup status` of the snapshot's dm devices, lvs when that cannot tell) sees an
+//     invalid or over-full COW snapshot (--snapshot-max-fill) or, for a thin snapshot, its pool
+//     at or above pool_max_fill or failed (SNAPSHOT_OVERFLOW: the snapshot is then removed at
+//     once, so that the origin's own writes get the pool's space back); check the snapshot again
 //     after fn, even when fn failed (a read from an overflowed snapshot fails with EIO: the
 //     real cause is the overflow)
 //   finally: remove it, retrying (lvremove fails while the device is still open)
@@ -24,6 +25,7 @@ import {
   snapshotName, thinSnapshotArgv,
 } from './argv.js';
 import { LvmError, findLv, listLvs, removeOwned, runLvm } from './lvm.js';
+import { heldProblem, overflowError, startPoller } from './held.js';
 import { DEFAULT_POOL_MAX_FILL, poolOf, poolProblem } from './pool.js';
 import { ownSnapshots, snapshotFill, snapshotKind, snapshotProblem, type LvRow } from './report.js';
 
@@ -68,6 +70,7 @@ export interface SnapshotReport {
 }
 
 export { DEFAULT_COW_SIZE }; // its home is lvm/argv.ts (light, for the server's start-up)
+export { heldProblem }; // its home is lvm/held.ts (the watch during a run)
 const reports = new WeakMap<object, SnapshotReport>();
 
 /** The snapshot report attached to an error thrown by withSourceSnapshot, if any. */
@@ -79,20 +82,6 @@ export function snapshotReportOf(err: unknown): SnapshotReport | undefined {
 export function attachSnapshotReport<E>(err: E, report: SnapshotReport): E {
   if (typeof err === 'object' && err !== null) reports.set(err, report);
   return err;
-}
-
-/** SNAPSHOT_OVERFLOW; early: the --snapshot-max-fill limit stopped the run before an overflow. */
-function overflowError(problem: string, cause?: unknown, early = false): BlkError {
-  const what = early ? 'the run was stopped part-way' : 'data read from it is torn';
-  return new BlkError(ExitCode.SNAPSHOT_OVERFLOW,
-    `${problem}: ${what}, the target is NOT consistent; rerun with a larger --snapshot-size`, { cause });
-}
-
-/** SNAPSHOT_OVERFLOW for a thin pool that crossed pool_max_fill while the snapshot was held. */
-function poolOverflowError(problem: string): BlkError {
-  return new BlkError(ExitCode.SNAPSHOT_OVERFLOW,
-    `${problem}: the run was stopped part-way and the snapshot removed so that the origin keeps the pool's space; ` +
-    'the target is NOT consistent; free space in the pool (lvextend) or raise pool_max_fill, then rerun');
 }
 
 function checkSpec(s: SourceSnapshotSpec): void {
@@ -173,45 +162,6 @@ async function create(s: SourceSnapshotSpec, origin: LvRow, name: string): Promi
   return row;
 }
 
-/**
- * Why the snapshot must not be held any longer (from one lvs of its VG), or null: a COW snapshot
- * invalid or over --snapshot-max-fill, a thin snapshot's pool at or above pool_max_fill, or gone.
- */
-export function heldProblem(s: SourceSnapshotSpec, rows: readonly LvRow[], name: string, report: SnapshotReport): BlkError | null {
-  const row = rows.find((r) => r.name === name);
-  if (!row) return overflowError(`snapshot ${s.vg}/${name} disappeared`, undefined, true);
-  report.fillPct = snapshotFill(row);
-  const cow = snapshotProblem(row, s.maxFillPct);
-  if (cow) return overflowError(cow, undefined, !row.attr.invalid);
-  const pool = poolOf(rows, row);
-  if (!pool) return null;
-  report.pool = { name: `${pool.vg}/${pool.pool}`, data: pool.data, metadata: pool.metadata };
-  const full = poolProblem(pool, s.poolMaxFillPct ?? DEFAULT_POOL_MAX_FILL);
-  return full ? poolOverflowError(full) : null;
-}
-
-/** Polls the snapshot (and a thin one's pool); aborts `ctl` with SNAPSHOT_OVERFLOW on a problem. */
-function startPoller(s: SourceSnapshotSpec, name: string, ctl: AbortController, report: SnapshotReport) {
-  let timer: NodeJS.Timeout | undefined;
-  let inflight: Promise<void> = Promise.resolve();
-  let stopped = false;
-  const tick = async () => {
-    try {
-      const problem = heldProblem(s, await listLvs([s.vg], s.timeoutMs), name, report);
-      if (problem) ctl.abort(problem);
-    } catch (err) {
-      log.warn(`cannot check snapshot fill: ${(err as Error).message}`);
-    }
-    if (!stopped && !ctl.signal.aborted) timer = setTimeout(() => (inflight = tick()), s.pollMs ?? 1_000);
-  };
-  timer = setTimeout(() => (inflight = tick()), s.pollMs ?? 1_000);
-  return async () => {
-    stopped = true;
-    clearTimeout(timer);
-    await inflight;
-  };
-}
-
 /** Runs fn on the snapshot with the checks before, during and after. */
 async function runChecked<T>(s: SourceSnapshotSpec, row: LvRow, signal: AbortSignal,
   fn: (device: string, signal: AbortSignal, report: Readonly<SnapshotReport>) => Promise<T>, report: SnapshotReport): Promise<T> {
@@ -219,7 +169,7 @@ async function runChecked<T>(s: SourceSnapshotSpec, row: LvRow, signal: AbortSig
   if (before) throw overflowError(before);
   const monitor = new AbortController();
   const watch = report.kind === 'thin' || (s.maxFillPct !== undefined && report.kind === 'cow');
-  const stop = watch ? startPoller(s, row.name, monitor, report) : null;
+  const stop = watch ? startPoller(s, row, report.kind, monitor, report) : null;
   let value: T | undefined;
   let fnErr: unknown;
   let failed = false;

@@ -12,6 +12,7 @@
 // Memory: one entry per changed extent. Nothing here runs a command.
 import { BlkError, ExitCode } from '../errors.js';
 import { mergeRanges, type BlockRange } from '../ranges.js';
+import { dmName } from './dm-status.js';
 
 /** thin_delta's answer: the pool's block size in bytes and the changed extents in pool blocks. */
 export interface ThinDelta {
@@ -69,8 +70,7 @@ export function toBlockRanges(changed: readonly BlockRange[], poolBlockBytes: nu
 
 /** dm name of a thin pool's metadata device and of its pool target (LVM doubles '-' in names). */
 export function poolDevices(vg: string, pool: string): { tmeta: string; tpool: string } {
-  const dm = (s: string) => s.replace(/-/g, '--');
-  return { tmeta: `/dev/mapper/${dm(vg)}-${dm(pool)}_tmeta`, tpool: `${dm(vg)}-${dm(pool)}-tpool` };
+  return { tmeta: `/dev/mapper/${dmName(vg, pool)}_tmeta`, tpool: `${dmName(vg, pool)}-tpool` };
 }
 
 export const reserveArgv = (tpool: string): string[] => ['dmsetup', 'message', tpool, '0', 'reserve_metadata_snap'];

@@ -23,13 +23,25 @@ overflow() {   # a 4M COW snapshot overflows while the sync reads it: SNAPSHOT_O
 }
 
 maxfill() {   # --snapshot-max-fill: the poller stops the run before the snapshot overflows
+              # (its ticks read `dmsetup status`: counted from the debug log; $1 = scenario name)
+  local s=${1:-maxfill}
   lv m_src 16M; fill m_src 16; lv m_dst 16M; zero m_dst 1
-  $BD sync --no-progress --bwlimit 1M --snapshot vg0/m_src --snapshot-size 8M --snapshot-max-fill 5 /dev/vg0/m_dst > $W/maxfill.out 2> $W/maxfill.err &
+  BLKDELTA_DEBUG=1 $BD sync --no-progress --bwlimit 1M --snapshot vg0/m_src --snapshot-size 8M --snapshot-max-fill 5 /dev/vg0/m_dst > $W/$s.out 2> $W/$s.err &
   local pid=$!
   wait_written m_dst
   dd if=/dev/urandom of=/dev/vg0/m_src bs=1M count=2 oflag=direct status=none
-  R maxfill attr_during "$(lvs --noheadings -o lv_attr,snap_percent,lv_tags vg0 | grep blkdelta-source)"
-  wait $pid; R maxfill rc $?; R maxfill err "$(cat $W/maxfill.err)"; R maxfill left "$(tagged blkdelta-source)"
+  R $s attr_during "$(lvs --noheadings -o lv_attr,snap_percent,lv_tags vg0 | grep blkdelta-source)"
+  wait $pid; R $s rc $?; R $s err "$(grep -v 'debug: ' $W/$s.err)"; R $s left "$(tagged blkdelta-source)"
+  R $s dm_polls "$(grep -c 'debug: running dmsetup status --noflush vg0-m_src--blkdelta--' $W/$s.err)"
+  R $s lvs_runs "$(grep -c 'debug: running lvs' $W/$s.err)"
+  lvremove -y vg0/m_src vg0/m_dst >/dev/null 2>&1
+}
+
+maxfill_nodm() {   # the same with a dmsetup whose `status` fails: every tick falls back to lvs, same abort
+  mkdir -p $W/nodm
+  printf '#!/bin/sh\n[ "$1" = status ] && { echo "dmsetup: broken for the test" >&2; exit 1; }\nexec /usr/sbin/dmsetup "$@"\n' > $W/nodm/dmsetup
+  chmod +x $W/nodm/dmsetup
+  PATH=$W/nodm:$PATH maxfill maxfill_nodm
 }
 
 sigterm() {   # SIGTERM mid-sync: cleanup runs (no source snapshot left); the target snapshot stays pending
@@ -116,7 +128,7 @@ untagged() {   # `snapshots clean` removes only blkdelta's source snapshots, nev
 }
 
 q pvcreate -y /dev/vda; q vgcreate vg0 /dev/vda
-for s in ${@:-overflow maxfill sigterm sigkill thin srvpolicy holdopen untagged}; do
+for s in ${@:-overflow maxfill maxfill_nodm sigterm sigkill thin srvpolicy holdopen untagged}; do
   t0=$(cut -d' ' -f1 /proc/uptime)
   $s
   R $s seconds "$(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.1f", b - a }')"
