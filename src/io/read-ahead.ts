@@ -8,13 +8,13 @@
 //   close(): awaits every read still in flight (errors dropped: the caller's own is thrown)
 // Pieces come out in order; reads only ever run for pieces after the one the caller holds (a
 // target writes records only into pieces whose hashes it sent: never under a read in flight).
-// Memory: the caller's `count` buffers (two of them through the page cache) and a queue of at most `count` reads. Interrupted (an
-// error, an abort): the caller's finally calls close() before closing the DirectIo, so no read
-// outlives its fd; nothing is left behind.
+// Memory: the caller's `count` buffers (two of them through the page cache) and a queue of at
+// most `count` reads. Interrupted (an error, an abort): the caller's finally calls close() before
+// closing the DirectIo, so no read outlives its fd; nothing is left behind.
 import type { DirectIo } from './direct.js';
 import { handled } from './direct.js';
 
-/** Bytes read ahead of the caller: 4 reads of 1 MiB in flight measured near cold `cat` here. */
+/** Bytes read ahead of the caller: 4 reads of 1 MiB in flight read two files about as fast as cold `cat` in a raw probe here. */
 export const READ_AHEAD_BYTES = 4 * 1024 * 1024;
 /** The most reads in flight: libuv's pool has 4 threads (UV_THREADPOOL_SIZE), shared with writes. */
 export const MAX_READS = 4;

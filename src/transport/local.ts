@@ -65,7 +65,8 @@ export async function dropPrestarted(): Promise<void> {
   if (!s) return;
   const gone = new Promise((resolve) => s.child.once('exit', resolve));
   s.child.kill('SIGKILL');
-  await gone;
+  // a spawn that failed (EAGAIN, ENOMEM) has no process and never emits 'exit'
+  await s.started.then(() => gone, () => undefined);
 }
 
 /**
