@@ -25,12 +25,15 @@ export function parseFacts(stdout: string): Facts {
   return facts;
 }
 
-/** Boots the VM once (on first use) with `script`; `timeoutS` bounds the guest (VM_TIMEOUT). */
-export function vmLane(script: string, o: { disks?: string; timeoutS: number }) {
+/**
+ * Boots the VM once (on first use) with `script` and its `scenarios` (none: the script's own list);
+ * `timeoutS` bounds the guest (VM_TIMEOUT).
+ */
+export function vmLane(script: string, o: { disks?: string; timeoutS: number; scenarios?: string[] }) {
   let run: Promise<VmRun> | undefined;
   const boot = () => new Promise<VmRun>((resolve) => {
     const t0 = Date.now();
-    execFile('bash', ['test/vm/run-vm.sh', script], {
+    execFile('bash', ['test/vm/run-vm.sh', script, ...(o.scenarios ?? [])], {
       cwd: ROOT, maxBuffer: 64 << 20, env: { ...process.env, VM_DISKS: o.disks ?? '1G', VM_TIMEOUT: String(o.timeoutS) },
     }, (err, stdout, stderr) => {
       const rc = err ? (typeof err.code === 'number' ? err.code : null) : 0;
@@ -50,4 +53,13 @@ export function vmLane(script: string, o: { disks?: string; timeoutS: number }) 
     t.log(`${scenario}: ${f?.get('seconds') ?? '-'} s of guest time; whole VM run ${(r.seconds ?? 0).toFixed(0)} s`);
     return (k: string) => f?.get(k) ?? `<no ${k}>`;
   };
+}
+
+/** An incremental lane's rerun after a kill: it succeeded, the target matches, one base, no stale snapshot. */
+export function convergedWithOneBase(t: ExecutionContext, rerun: (k: string) => string, f: (k: string) => string): void {
+  t.is(rerun('rc'), '0', rerun('err'));
+  t.is(f('same'), 'yes');
+  t.is(f('bases'), '1');
+  t.is(f('sources'), '0', 'the stale source snapshot was removed');
+  t.is(f('metasnap'), '-', 'no metadata snapshot is left reserved');
 }
