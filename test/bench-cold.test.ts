@@ -1,0 +1,19 @@
+// The bench's table E picks the pair whose sync/cat ratio is the median (bench/cache.ts medianPair).
+import test from 'ava';
+import { medianPair, type ColdPair } from '../bench/cache.js';
+import type { SyncRun } from '../bench/measure.js';
+
+const pair = (syncMs: number, catMs: number): ColdPair => ({ run: { wallMs: syncMs } as SyncRun, catMs });
+
+const rows: [string, ColdPair[], number][] = [
+  ['one pair', [pair(5, 1)], 0],
+  ['three pairs, median first', [pair(3, 2), pair(10, 1), pair(1, 1)], 0],
+  ['three pairs, median last (by ratio, not by wall)', [pair(12, 12), pair(2, 1), pair(3, 2)], 2],
+  ['two pairs: the lower ratio', [pair(4, 1), pair(2, 1)], 1],
+  ['equal ratios: the middle one as given (a stable sort)', [pair(2, 1), pair(4, 2), pair(6, 3)], 1],
+];
+for (const [name, pairs, want] of rows) {
+  test(`medianPair: ${name}`, (t) => {
+    t.is(medianPair(pairs), pairs[want]);
+  });
+}
