@@ -5,7 +5,7 @@
 import test from 'ava';
 import { convergedWithOneBase, vmLane } from './helpers/vm.js';
 
-const facts = vmLane('test/vm/incremental-scenarios.sh', { disks: '1G', timeoutS: 2400, scenarios: ['pulled'] });
+const facts = vmLane('test/vm/incremental-scenarios.sh', { disks: '2G', timeoutS: 2400, scenarios: ['pulled'] });
 const MiB = 1024 * 1024;
 
 test('a pull through `blkdelta server`: the server keeps the base, the client the record; 64 scattered writes read a few MiB per side', async (t) => {
