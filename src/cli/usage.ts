@@ -3,6 +3,15 @@
 // become "verify: missing DST (usage: blkdelta verify <src> <dst>)". Pure string work on the
 // message, the command's spec ("verify <src> <dst>") and the raw argv; table-tested.
 
+/** Whether the args ask for help: --help, or -h alone or among short flags (-hV). */
+export function asksHelp(args: readonly string[]): boolean {
+  for (const a of args) {
+    if (a === '--') return false;
+    if (a === '--help' || a.startsWith('--help=') || /^-[A-Za-z]*h[A-Za-z]*$/.test(a)) return true;
+  }
+  return false;
+}
+
 export interface UsageContext {
   /** The command line as typed, without "blkdelta". */
   args: readonly string[];
