@@ -1,12 +1,11 @@
 // Entry point: parses the command line with yargs, runs one command, maps errors to exit codes.
 // SIGINT/SIGTERM abort cli.abort instead of exiting, so cleanup (snapshots, locks) always runs.
-// yargs (yargs-load.ts, with node:assert and node:util) loads only when a command line is parsed:
-// `blkdelta server` parses its own and never loads it.
+// The command table and yargs (yargs-load.ts, with node:assert and node:util) load only when a
+// command line is parsed: `blkdelta server` parses its own and never loads them.
 import type { CommandModule } from 'yargs';
 import { BlkError, ExitCode, describe, exitCodeOf } from '../errors.js';
 import { log } from '../log.js';
 import { cli, jsonError, out } from './context.js';
-import { COMMANDS, commandsFor } from './commands.js';
 import { asksHelp, explainUsage, notANumber } from './usage.js';
 import type { YargsFn } from './yargs-load.js';
 
@@ -62,6 +61,7 @@ export function prestartsServer(args: readonly string[]): boolean {
  * nothing for 0) or throws; this is the only place that turns either into the process's status.
  */
 async function parse(args: string[]): Promise<number> {
+  const { COMMANDS, commandsFor } = await import('./commands.js');
   const name = args.find((a) => !a.startsWith('-'));
   if (name !== undefined && args[0] === name && !(name in COMMANDS)) {
     throw new BlkError(ExitCode.USAGE, `unknown command "${name}" (commands: ${Object.keys(COMMANDS).filter((c) => c !== 'server').join(', ')})`);
