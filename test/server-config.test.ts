@@ -113,17 +113,17 @@ test('a missing file is CONFIG naming it', (t) => {
   t.regex(err!.message, /cannot read server config \/nonexistent\/server.toml: ENOENT/);
 });
 
-test('flags override the file', (t) => {
+test('flags override the file', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'blkdelta-srvcfg-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 's.toml');
   writeFileSync(file, FULL);
-  const fromFile = serverConfigOf(parseServerArgs(['--config', file]));
+  const fromFile = await serverConfigOf(parseServerArgs(['--config', file]));
   t.deepEqual(fromFile.allow, ['/dev/backup/*']);
   t.is(fromFile.maxConcurrent, 2);
-  const over = serverConfigOf(parseServerArgs([`--config=${file}`, '--allow', '/srv/a/*', '/srv/b/*', '--read-only', '--max-concurrent', '5',
+  const over = await serverConfigOf(parseServerArgs([`--config=${file}`, '--allow', '/srv/a/*', '/srv/b/*', '--read-only', '--max-concurrent', '5',
     '--wait-timeout', '0', '--state-dir', '/run/blkdelta']));
   t.deepEqual(over, { ...fromFile, allow: ['/srv/a/*', '/srv/b/*'], readOnly: true, maxConcurrent: 5, waitTimeout: 0, stateDir: '/run/blkdelta' });
-  const bad = t.throws(() => serverConfigOf(parseServerArgs(['--config', join(dir, 'none.toml')])), { instanceOf: BlkError });
+  const bad = await t.throwsAsync(() => serverConfigOf(parseServerArgs(['--config', join(dir, 'none.toml')])), { instanceOf: BlkError });
   t.is(bad!.code, ExitCode.CONFIG);
 });

@@ -1,10 +1,10 @@
 // `blkdelta server`: the remote end, speaking the protocol on stdin/stdout. Hidden from the main
 // help; run by LocalTransport and by sshd (see docs/ssh.md for the authorized_keys line).
 // Its policy comes from `--config FILE` ([server] table, server/config.ts) and the flags, which
-// override the file. Parsed without yargs (parseServerArgs): it starts for every sync.
+// override the file. Parsed without yargs (parseServerArgs): it starts for every sync; the
+// config file's reader (server/config.ts, the TOML parser) loads only with --config.
 import { BlkError, ExitCode, exitStatusText } from '../errors.js';
-import { loadServerConfig, MAX_WAIT_TIMEOUT } from '../server/config.js';
-import { DEFAULT_SOURCE_SNAPSHOT, makePolicy, type ServerConfig } from '../server/policy.js';
+import { DEFAULT_SOURCE_SNAPSHOT, makePolicy, MAX_WAIT_TIMEOUT, type ServerConfig } from '../server/policy.js';
 import { serve } from '../server/session.js';
 import { parseDuration } from '../units.js';
 import { cli, type Command } from './context.js';
@@ -40,8 +40,8 @@ export const serverCommand: Command<object> = {
 };
 
 /** The effective policy: the file (if any), then the flags on top; USAGE/CONFIG errors name the culprit. */
-export function serverConfigOf(a: ServerArgs): ServerConfig {
-  const file: ServerConfig = a.config ? loadServerConfig(a.config) : { allow: [], readOnly: false };
+export async function serverConfigOf(a: ServerArgs): Promise<ServerConfig> {
+  const file: ServerConfig = a.config ? (await import('../server/config.js')).loadServerConfig(a.config) : { allow: [], readOnly: false };
   const cfg: ServerConfig = { ...file, ...makePolicy(a.allow.length ? a.allow : file.allow, a.readOnly || file.readOnly) };
   if (a.maxConcurrent !== undefined) cfg.maxConcurrent = a.maxConcurrent;
   if (a.waitTimeout !== undefined) cfg.waitTimeout = a.waitTimeout;
@@ -115,8 +115,8 @@ function waitTimeoutArg(v: string): number {
   return s;
 }
 
-export function serverMain(args: readonly string[]): Promise<number> {
-  const cfg = serverConfigOf(parseServerArgs(args));
+export async function serverMain(args: readonly string[]): Promise<number> {
+  const cfg = await serverConfigOf(parseServerArgs(args));
   // A client killed mid-session makes our next write fail with EPIPE: without a listener that
   // 'error' event would crash the process before the session's cleanup (a source snapshot's
   // removal) ran. The pending write rejects anyway, so the session ends through its finally.

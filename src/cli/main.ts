@@ -1,12 +1,13 @@
 // Entry point: parses the command line with yargs, runs one command, maps errors to exit codes.
 // SIGINT/SIGTERM abort cli.abort instead of exiting, so cleanup (snapshots, locks) always runs.
+// The command table and yargs (yargs-load.ts, with node:assert and node:util) load only when a
+// command line is parsed: `blkdelta server` parses its own and never loads them.
 import type { CommandModule } from 'yargs';
 import { BlkError, ExitCode, describe, exitCodeOf } from '../errors.js';
 import { log } from '../log.js';
 import { cli, jsonError, out } from './context.js';
-import { COMMANDS, commandsFor } from './commands.js';
-import { explainUsage, notANumber } from './usage.js';
-import { HelpNeeded, asksHelp, isLight, loadYargs, skipHelpCache, type YargsFn } from './yargs-load.js';
+import { asksHelp, explainUsage, notANumber } from './usage.js';
+import type { YargsFn } from './yargs-load.js';
 
 /**
  * A reader that went away (`blkdelta status | head -1`) is no failure of the command: the rest of
@@ -60,13 +61,17 @@ export function prestartsServer(args: readonly string[]): boolean {
  * nothing for 0) or throws; this is the only place that turns either into the process's status.
  */
 async function parse(args: string[]): Promise<number> {
+  const { COMMANDS, commandsFor } = await import('./commands.js');
   const name = args.find((a) => !a.startsWith('-'));
   if (name !== undefined && args[0] === name && !(name in COMMANDS)) {
     throw new BlkError(ExitCode.USAGE, `unknown command "${name}" (commands: ${Object.keys(COMMANDS).filter((c) => c !== 'server').join(', ')})`);
   }
+  const yargsLoad = import('./yargs-load.js'); // while the command's module loads
+  yargsLoad.catch(() => undefined); // awaited below; a command module that fails first must not leave it unhandled
   const commands = (await commandsFor(args)) as CommandModule[];
   const spec = commands.length === 1 ? specOf(commands[0]!, args) : undefined;
   const help = asksHelp(args);
+  const { HelpNeeded, loadYargs } = await yargsLoad;
   let started = false;
   try {
     return await parseWith(await loadYargs(help), args, commands, spec, () => (started = true));
@@ -101,6 +106,7 @@ async function parseWith(yargs: YargsFn, args: string[], commands: CommandModule
     .exitProcess(false);
   for (const c of commands) parser = parser.command(withResult(c, onStart, (r) => { code = r; }));
   // yargs would render its help text for its cache once the handler has started: light, too late
+  const { HelpNeeded, isLight, skipHelpCache } = await import('./yargs-load.js'); // loaded by parse() already
   if (!skipHelpCache(parser) && isLight(yargs)) throw new HelpNeeded();
   await parser.parseAsync();
   return code;

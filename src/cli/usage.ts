@@ -1,7 +1,17 @@
 // The command line's own mistakes, said in words that name what is wrong: yargs' validation
 // messages ("Not enough non-option arguments: got 1, need at least 2", "Invalid values: ...")
 // become "verify: missing DST (usage: blkdelta verify <src> <dst>)". Pure string work on the
-// message, the command's spec ("verify <src> <dst>") and the raw argv; table-tested.
+// message, the command's spec ("verify <src> <dst>") and the raw argv; table-tested. Also
+// asksHelp (does a command line ask for help?), which main.ts needs before yargs loads.
+
+/** Whether the args ask for help: --help, or -h alone or among short flags (-hV). */
+export function asksHelp(args: readonly string[]): boolean {
+  for (const a of args) {
+    if (a === '--') return false;
+    if (a === '--help' || a.startsWith('--help=') || /^-[A-Za-z]*h[A-Za-z]*$/.test(a)) return true;
+  }
+  return false;
+}
 
 export interface UsageContext {
   /** The command line as typed, without "blkdelta". */

@@ -25,14 +25,8 @@ export class HelpNeeded extends Error {
   }
 }
 
-/** Whether the args ask for help: --help, or -h alone or among short flags (-hV). */
-export function asksHelp(args: readonly string[]): boolean {
-  for (const a of args) {
-    if (a === '--') return false;
-    if (a === '--help' || a.startsWith('--help=') || /^-[A-Za-z]*h[A-Za-z]*$/.test(a)) return true;
-  }
-  return false;
-}
+// asksHelp lives in usage.ts (main.ts needs it without loading this module and node:assert/util)
+export { asksHelp } from './usage.js';
 
 /** yargs: the full package when help is asked for, else the light one (full on any surprise). */
 export async function loadYargs(help: boolean): Promise<YargsFn> {

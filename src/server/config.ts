@@ -10,15 +10,13 @@ import { isTable, readTable, readToml, throwProblems, type At, type Table } from
 import { describeValue, type KeySpec } from '../config/values.js';
 import { DEFAULT_COW_SIZE, sizeArgs } from '../lvm/argv.js';
 import { DEFAULT_POOL_MAX_FILL } from '../lvm/pool.js';
-import { makePolicy, type Retention, type ServerConfig } from './policy.js';
+import { MAX_WAIT_TIMEOUT, makePolicy, type Retention, type ServerConfig } from './policy.js';
 
 /** Tables of the jobs file (blkdelta.toml): "table not allowed here" in a server file. */
 const JOBS_FILE_TABLES: ReadonlySet<string> = new Set(['defaults', 'jobs', 'ssh']);
 
-/** Longest wait_timeout / --wait-timeout: a week. */
-export const MAX_WAIT_TIMEOUT = 7 * 86400;
-/** wait_timeout (seconds) when max_concurrent is set and neither the file nor a flag says. */
-export const DEFAULT_WAIT_TIMEOUT = 30 * 60;
+/** Longest wait_timeout / --wait-timeout, and its default (policy.ts has them). */
+export { MAX_WAIT_TIMEOUT, DEFAULT_WAIT_TIMEOUT } from './policy.js';
 /** Where the slot locks live when neither state_dir nor --state-dir says. */
 export { DEFAULT_STATE_DIR } from '../paths.js';
 /** Snapshot fill (percent) at which a pull from a source snapshot aborts, when the file does not say. */

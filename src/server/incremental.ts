@@ -27,7 +27,7 @@ import { withBaseSnapshot, type BaseAsk, type Rotation, type SourceDelta } from 
 import type { BaseRef } from '../lvm/base-record.js';
 import { Conn, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Hello, type IncrementalInfo, type NewBase, type Start, type Welcome } from '../proto/messages.js';
 import { Msg, msgName, type Frame } from '../proto/wire.js';
-import { DEFAULT_STATE_DIR } from './config.js';
+import { DEFAULT_STATE_DIR } from '../paths.js';
 import type { ServerConfig } from './policy.js';
 import { snapshotInfo, type SnapshotRequest } from './snapshots.js';
 import { parseObject } from './validate.js';

@@ -129,6 +129,13 @@ export interface ServerConfig extends ServerPolicy {
   targetSnapshot?: { size: string; poolMaxFill: number; retention: Retention };
 }
 
+// The defaults live here, not in config.ts: a server without --config never loads that (nor the
+// TOML reader behind it).
+/** Longest wait_timeout / --wait-timeout: a week. */
+export const MAX_WAIT_TIMEOUT = 7 * 86400;
+/** wait_timeout (seconds) when max_concurrent is set and neither the file nor a flag says. */
+export const DEFAULT_WAIT_TIMEOUT = 30 * 60;
+
 /**
  * What a plain `blkdelta server` (no --config, no --allow: it already opens anything) uses: COW
  * 20%ORIGIN for a non-thin origin (a thin origin gets a thin snapshot), stop only on an

@@ -18,25 +18,23 @@
 // A session that fails after growing its target truncates it back to its size before the session.
 // Errors go back as an ERROR frame (exit code + message) and to stderr; the process exits when
 // its stdin closes, so no server outlives its client.
+// What runs on the device (device-session.ts, with the engine) and history, pulls and
+// incremental sessions load after the HELLO that asks for them: before its first frame a server
+// has loaded only the protocol, the validation and the policy.
 import type { Readable, Writable } from 'node:stream';
 import { BlkError, ExitCode, describe, exitCodeOf } from '../errors.js';
-import { loadHasher } from '../hash.js';
 import { log } from '../log.js';
-import { Conn, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Done, type Hello, type HistoryCopyInfo, type Start, type Wait, type Welcome } from '../proto/messages.js';
+import { Conn, type Hello, type Wait } from '../proto/messages.js';
 import { Msg, type Frame } from '../proto/wire.js';
-import { grow, openSource, precheck, openTarget, shrinkTo, type Device, type OpenOptions } from '../io/device.js';
-import { makeFingerprint } from '../engine/fingerprint.js';
-import { checkStart, geometryOf, runSourceSide } from '../engine/session.js';
-import { DeviceWriter, PeerSink } from '../engine/sinks.js';
-import { runTarget, type TargetSink } from '../engine/target.js';
 import { checkJobName, jobNameOfPath } from '../lvm/argv.js';
-import { DEFAULT_STATE_DIR, DEFAULT_WAIT_TIMEOUT } from './config.js';
-import { checkAllowed, checkRequest, OPEN_POLICY, type Retention, type ServerConfig, type ServerPolicy } from './policy.js';
+import { DEFAULT_STATE_DIR } from '../paths.js';
+import { checkAllowed, checkRequest, DEFAULT_WAIT_TIMEOUT, OPEN_POLICY, type ServerConfig } from './policy.js';
 import type { HistoryPlan } from './history.js';
 import type { Slot } from '../locks/slots.js';
-import type { OnSnapshot, SnapshotRequest } from './snapshots.js';
+import type { SnapshotRequest } from './snapshots.js';
 import type { Lock } from '../locks/lock.js';
-import { checkGrowth, parseHello } from './validate.js';
+import type { SnapshotPlan } from './device-session.js';
+import { parseHello } from './validate.js';
 
 // History (history.ts) and a pull's source snapshot (snapshots.ts) load on first use: a plain
 // session does neither, and their modules (LVM, the history engine) were most of the server's
@@ -46,15 +44,24 @@ async function snapshots(): Promise<typeof import('./snapshots.js')> {
   return (snapshotsLoaded ??= await import('./snapshots.js'));
 }
 
+// The session on a device (device-session.ts: the engine, the device layer, xxhash) loads once
+// a HELLO asks for one: a server refused by its policy, or whose client leaves before its first
+// frame, never loads it (about half of the modules a server loaded at start-up). A failed load
+// (an incomplete install) is a session error like any other: an ERROR frame and exit 1.
+let deviceSessionLoad: Promise<typeof import('./device-session.js')> | undefined;
+function deviceSession(): Promise<typeof import('./device-session.js')> {
+  deviceSessionLoad ??= import('./device-session.js').catch((err: unknown) => {
+    throw new BlkError(ExitCode.INTERNAL, `the server cannot load its session module: ${describe(err)} (an incomplete install? npm run build)`, { cause: err });
+  });
+  return deviceSessionLoad;
+}
+
 export interface ServerOptions {
   /** The server's policy (`--config` and flags); absent: any path, no limit, no target snapshots. */
   config?: ServerConfig;
   /** Aborted by SIGINT/SIGTERM: ends a wait for a slot; a session on a source snapshot stops, and the snapshot is removed. */
   signal?: AbortSignal;
 }
-
-/** What the server's policy makes of a target snapshot request: the job, the COW size, the retention. */
-interface SnapshotPlan { job: string; size: string; retention: Retention; poolMaxFill?: number }
 
 export async function serve(input: Readable, output: Writable, opts: ServerOptions = {}): Promise<number> {
   const conn = new Conn({ input, output, stderrTail: () => '', close: async () => null }, 'client');
@@ -80,8 +87,10 @@ export async function serve(input: Readable, output: Writable, opts: ServerOptio
     } else if (pull && inc) {
       await incremental!.incrementalPull(conn, pull, inc, cfg, opts.signal, input, pending);
     } else if (!pull) {
-      await session(conn, hello, open(hello, cfg), { plan, pending });
+      const { session, openDevice } = await deviceSession();
+      await session(conn, hello, openDevice(hello, cfg), { plan, pending });
     } else {
+      const { session, openSource } = await deviceSession();
       await (await snapshots()).withServerSnapshot(pull, opts.signal, input, (device, snap) => session(conn, hello, openSource(device), { pending, snap }));
     }
     return ExitCode.OK;
@@ -106,65 +115,14 @@ export async function serve(input: Readable, output: Writable, opts: ServerOptio
 async function historySession(conn: Conn, hello: Hello, plan: HistoryPlan, signal: AbortSignal | undefined, pending?: Promise<Frame | null>): Promise<void> {
   const { answerHistory, withHistoryCopy } = await import('./history.js');
   if (plan.op !== 'read') return answerHistory(conn, plan, signal, pending);
+  const { session, openSource } = await deviceSession();
   return withHistoryCopy(plan, (device, copy) => session(conn, hello, openSource(device), { pending, copy }));
-}
-
-interface SessionOptions {
-  plan?: SnapshotPlan;
-  /** A history read: the kept copy this session serves (described in WELCOME). */
-  copy?: HistoryCopyInfo;
-  /** The client's next frame, already being read while the session waited for a slot. */
-  pending?: Promise<Frame | null>;
-  snap?: OnSnapshot;
-}
-
-/**
- * One session on dev (the HELLO's device, or a source snapshot made here) until the client's EOF.
- * A session that fails after growing its target truncates it back to its size before the session.
- */
-async function session(conn: Conn, hello: Hello, dev: Device, o: SessionOptions): Promise<void> {
-  let sizeBefore: number | undefined; // set while a grown target must be truncated back on failure
-  try {
-    await conn.writer.sendJson(Msg.WELCOME, {
-      magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, caps: [...CAPS], kind: dev.kind, size: dev.size,
-      ...(o.snap ? { sourceSnapshot: o.snap.info } : {}), ...(o.copy ? { historyCopy: o.copy } : {}),
-      ...(o.plan ? await labelSeedOf(dev.path) : {}),
-      ...(hello.role === 'source' && dev.mountedRw?.length ? { mountedRw: dev.mountedRw } : {}),
-    } satisfies Welcome);
-
-    const start = await conn.expectJson<Start>(Msg.START, o.pending);
-    checkStart(start, dev, hello.role);
-    const targetSize = dev.size;
-    if (hello.role === 'target') checkGrowth(start, dev, hello.write);
-    if (hello.role === 'target' && hello.write && start.resultSize > dev.size) {
-      sizeBefore = dev.size;
-      grow(dev, start.resultSize);
-    }
-    await conn.writer.send(Msg.READY);
-
-    if (hello.role === 'source') {
-      await runSourceSide(dev, conn, start, start.recordsToPeer ? new PeerSink(conn) : null, { maxDiffs: 10, signal: o.snap?.signal });
-    } else {
-      const h = await loadHasher();
-      const writer = hello.write ? new DeviceWriter(dev, geometryOf(start, targetSize), h, { verify: start.verify }) : null;
-      await runTarget(dev, conn, start, writer && o.plan ? await withTargetSnapshot(writer, dev.path, o.plan, start) : writer);
-    }
-    sizeBefore = undefined; // RESULT is sent: the sync is complete
-    if (o.snap) return; // the caller removes the snapshot, then ends the output: the client waits for that
-    const extra = await conn.reader.next();
-    if (extra) throw new BlkError(ExitCode.REMOTE, 'protocol error: data after the end of the session');
-  } catch (err) {
-    const undo = sizeBefore !== undefined ? shrinkTo(dev, sizeBefore) : undefined;
-    if (undo && err instanceof Error) err.message += `; ${undo}`;
-    throw err;
-  } finally {
-    dev.close();
-  }
 }
 
 /** A pull's source snapshot request (HELLO.sourceSnapshot), its origin checked against the allow list; undefined when none. */
 async function pullRequest(hello: Hello, cfg: ServerConfig): Promise<SnapshotRequest | undefined> {
   if (hello.sourceSnapshot === undefined) return undefined;
+  const { precheck } = await deviceSession();
   precheck(hello.path, (names) => checkAllowed(cfg, names, hello.path)); // the origin is what the allow list must name
   return (await snapshots()).snapshotRequest(hello, cfg.sourceSnapshot);
 }
@@ -256,38 +214,3 @@ async function lockServerJob(cfg: ServerConfig, job: string | undefined, hello: 
   }
 }
 
-/**
- * A target snapshot for this (remote) target, as the server's policy says: snapshot the LV now,
- * before the first write; after a successful finish, label the copies with what this run left
- * (its DONE's fingerprints) and prune by the policy's retention. A failed run prunes nothing.
- */
-async function withTargetSnapshot(inner: TargetSink, device: string, plan: SnapshotPlan, start: Start): Promise<TargetSink> {
-  const lvm = await import('../lvm/target-snapshot.js');
-  const taken = await lvm.takeTargetSnapshot(device, { job: plan.job, size: plan.size, poolMaxFill: plan.poolMaxFill });
-  return {
-    record: (frame, at) => inner.record(frame, at),
-    dispose: () => inner.dispose?.(),
-    io: inner.io,
-    async finish(done?: Done) {
-      const r = await inner.finish(done);
-      const fp = (d: string | undefined) => (d ? makeFingerprint(start.seed, start.blockSize, start.compareSize, d) : undefined);
-      const content = { dataTime: Date.now(), fingerprint: fp(done?.fingerprint), baseFingerprint: fp(done?.baseFingerprint), copy: taken.reused ? undefined : taken.name };
-      const rotated = await lvm.rotateTargetSnapshots(device, { job: plan.job, retention: plan.retention, poolMaxFill: plan.poolMaxFill, content });
-      return { ...r, targetSnapshot: { name: taken.name, reused: taken.reused, kept: rotated.kept, removed: rotated.removed } };
-    },
-  };
-}
-
-/** WELCOME.labelSeed for a session that will snapshot its target: the live target's label, if any. */
-async function labelSeedOf(device: string): Promise<Pick<Welcome, 'labelSeed'>> {
-  const { targetLv } = await import('../lvm/target-snapshot.js');
-  const { labelsOf } = await import('../lvm/copy-tags.js');
-  const fp = labelsOf((await targetLv(device)).lv.tags).fingerprint;
-  return fp ? { labelSeed: { seed: fp.seed, blockSize: fp.blockSize } } : {};
-}
-
-/** Opens the device of a HELLO under the policy: the path as given, then what it resolves to. */
-function open(hello: Hello, policy: ServerPolicy): Device {
-  const o: OpenOptions = { allow: (names) => checkAllowed(policy, names, hello.path) };
-  return hello.role === 'source' ? openSource(hello.path, o) : openTarget(hello.path, { ...o, write: hello.write });
-}
