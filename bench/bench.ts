@@ -86,7 +86,7 @@ async function run(cfg: Config, work: string): Promise<Results> {
     r.e = await tableE(img, work);
     section(markdownE(r.e));
   }
-  r.f = tableF(work);
+  r.f = await tableF(work);
   section(markdownF(r.f));
   rmSync(img.a);
   rmSync(img.b);

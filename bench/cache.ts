@@ -7,7 +7,8 @@
 // E: cold cache: the same drop before each run; the sync against `cat a ‖ cat b`, also dropped,
 //    in COLD_PAIRS pairs taken side by side; the median pair's ratio counts (the 1% case changes
 //    the same blocks again before each run).
-// F: start-up CPU of `blkdelta --version` and of `blkdelta server` (stdin closed), best of five.
+// F: start-up CPU of `blkdelta --version` and of `blkdelta server` (stdin closed), best of five; and
+//    the server of a whole sync of 1 MiB files (what a session costs it: engine loaded after HELLO).
 // Memory: see images.ts. Interrupted: the cgroup is removed in finally (its processes are ours
 // and gone); files stay in the work dir, which bench.ts removes.
 import { spawnSync } from 'node:child_process';
@@ -58,6 +59,8 @@ export interface Startup {
   versionCpuMs: number;
   serverCpuMs: number;
   nodeCpuMs: number;
+  /** The server of a whole local sync of two identical 1 MiB files (through the probe), best of five. */
+  sessionServerCpuMs: number;
 }
 
 export interface DdCopy {
@@ -186,9 +189,22 @@ function cpuOf(argv: string[], dir: string): number {
   return best;
 }
 
-/** Table F: start-up CPU. */
-export function tableF(dir: string): Startup {
-  return { versionCpuMs: cpuOf([BIN, '--version'], dir), serverCpuMs: cpuOf([BIN, 'server'], dir), nodeCpuMs: cpuOf([process.execPath, '-e', '0'], dir) };
+/**
+ * Table F: start-up CPU. A bare server (stdin closed) loads only what answers a HELLO; what a
+ * session loads after its HELLO shows in the server of a whole sync of two 1 MiB files.
+ */
+export async function tableF(dir: string): Promise<Startup> {
+  const [a, b] = [join(dir, 'f-a.img'), join(dir, 'f-b.img')];
+  writeFileSync(a, Buffer.alloc(1 << 20, 7));
+  writeFileSync(b, Buffer.alloc(1 << 20, 7));
+  let sessionServerCpuMs = Infinity;
+  try {
+    for (let i = 0; i < 5; i++) sessionServerCpuMs = Math.min(sessionServerCpuMs, (await runBlkdelta(['sync', a, b], dir)).server.cpuMs);
+  } finally {
+    rmSync(a, { force: true });
+    rmSync(b, { force: true });
+  }
+  return { versionCpuMs: cpuOf([BIN, '--version'], dir), serverCpuMs: cpuOf([BIN, 'server'], dir), nodeCpuMs: cpuOf([process.execPath, '-e', '0'], dir), sessionServerCpuMs };
 }
 
 /** `dd if=a of=c bs=4M conv=fsync,notrunc` into an empty sparse file (as blkdelta's case (d)), best of two. */
