@@ -17,7 +17,8 @@
 import { setImmediate as turn } from 'node:timers/promises';
 import { BlkError, ExitCode } from '../errors.js';
 import { blockHasher } from '../hash.js';
-import { Msg, msgName, parseJson } from '../proto/wire.js';
+import { Msg, msgName, parseJson, type Placer } from '../proto/wire.js';
+import { RECORD_HEADER_LEN } from '../patch/format.js';
 import { checkFields, type Conn, type Done, type Result, type Start } from '../proto/messages.js';
 import type { Device } from '../io/device.js';
 import { DirectIo } from '../io/direct.js';
@@ -29,7 +30,10 @@ const BATCH_BYTES = 16 * 1024 * 1024;
 
 /** Takes the records that arrive at the target side. */
 export interface TargetSink {
-  record(frame: Buffer, at: number): Promise<void> | void;
+  /** A RECORD frame at stream offset `at`; placed: only its header, its data went where place() said. */
+  record(frame: Buffer, at: number, placed?: boolean): Promise<void> | void;
+  /** Where a record's data may be read to straight from the wire (FrameReader's Placer), given its header. */
+  place?(head: Buffer, length: number, at: number): Promise<Buffer | undefined>;
   /** This side's block hashes of [offset, offset+length), as they are sent (valid during the call only). */
   hashes?(offset: number, length: number, hashes: Buffer): void;
   /** After DONE: make it durable; returns what was written. */
@@ -77,15 +81,20 @@ export async function runTarget(dev: Device, conn: Conn, start: Start, sink: Tar
     onChunk?.(bytesDone, 0);
     await turn();
   };
+  let at = 0;
+  const placer: Placer | undefined = sink?.place && {
+    headLen: RECORD_HEADER_LEN,
+    place: (type, length, head) => (type === Msg.RECORD ? sink.place!(head, length, at) : undefined),
+  };
   const records = async (stop: AbortSignal): Promise<Done> => {
     for (;;) {
-      const at = conn.reader.bytes;
-      const f = await untilStopped(conn.reader.next(), stop);
+      at = conn.reader.bytes;
+      const f = await untilStopped(conn.reader.next(placer), stop);
       if (!f) throw await conn.closedAfterExit('before the end of the sync: the target is incomplete');
       if (f.type === Msg.DONE) return checkDone(parseJson<Done>(f));
       if (f.type === Msg.ERROR) throw conn.peerError(f);
       if (f.type !== Msg.RECORD || !sink) throw new BlkError(ExitCode.REMOTE, `protocol error: unexpected ${msgName(f.type)} during the sync`);
-      await sink.record(f.payload, at);
+      await sink.record(f.payload, at, f.placed);
     }
   };
   try {

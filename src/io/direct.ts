@@ -19,8 +19,9 @@
 //          merges and schedules them (one O_DIRECT write each waited ~1 ms on a busy disk);
 //          every DROP_EVERY bytes of them (behind the caller), and at the end, they are written
 //          back (fdatasync) and the file's clean pages dropped (posix_fadvise DONTNEED via dd nocache)
-// Memory: the caller's buffers, plus for a writer two batch buffers (2 x WRITE_BATCH) and one
-// staging buffer of the largest write that is not batched.
+// Memory: the caller's buffers, plus for a writer two batch buffers (2 x WRITE_BATCH, made here or
+// given: the device writer's, which it fills in place through slot/commit) and one staging buffer
+// of the largest write that is not batched.
 // Interrupted: nothing is left but what was written (a batch still behind the caller is not: no
 // fsync has promised it, and the next run compares it again); the fds close with the Device's owner.
 import fs from 'node:fs';
@@ -39,8 +40,11 @@ export const DROP_EVERY = 32 * 1024 * 1024;
 /** Contiguous large writes are gathered into writes of this size (two such buffers per writer). */
 export const WRITE_BATCH = 4 * 1024 * 1024;
 
-/** Bytes gathered for one write at pos. */
-interface Batch { buf: Buffer; pos: number; len: number }
+/** Bytes gathered for one write at pos, in batch buffer `which`. */
+interface Batch { buf: Buffer; which: number; pos: number; len: number }
+
+/** Where the caller copies len bytes of a batched write (slot()): buf, which is batch buffer `which` from byte `at`. */
+export interface Slot { buf: Buffer; which: number; at: number }
 
 const roundUp = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
 const aligned = (n: number) => n % ALIGN === 0;
@@ -89,7 +93,7 @@ export class DirectIo {
   /** writeAsync's batches: the one being filled, the one being written, their two buffers. */
   private filling: Batch | undefined;
   private inFlight: Promise<void> | undefined;
-  private readonly batches: Buffer[] = [];
+  private readonly batches: Buffer[];
   private nextBatch = 0;
   private zeros: Buffer | undefined;
   /** Reads and writes on fd in flight (on libuv's pool): the fd closes only when none is left. */
@@ -101,16 +105,18 @@ export class DirectIo {
   /** Bytes of small writes in the cache since the last dropWritten(). */
   private cachedBytes = 0;
 
-  private constructor(private readonly dev: Device, fd: number | undefined, mode: string) {
+  private constructor(private readonly dev: Device, fd: number | undefined, mode: string, batches: readonly Buffer[] = []) {
     this.fd = fd;
     this.mode = mode;
+    this.batches = [...batches];
   }
 
   /**
    * write: the fd is opened read-write (the device's own fd must be). resident: how much of the
-   * device is in the page cache (default fincore; tests), asked once per Device.
+   * device is in the page cache (default fincore; tests), asked once per Device. batches: the two
+   * page-aligned buffers of WRITE_BATCH bytes writeAsync gathers into (default: made on first use).
    */
-  static open(dev: Device, opts: { write?: boolean; resident?: (path: string) => number | undefined } = {}): DirectIo {
+  static open(dev: Device, opts: { write?: boolean; resident?: (path: string) => number | undefined; batches?: readonly Buffer[] } = {}): DirectIo {
     // A mounted file system's cached blocks can be newer than the disk under it (measured: ext4
     // mounted read-only on a loop device); its readers must see the cache.
     if (dev.mounted?.length) return new DirectIo(dev, undefined, `page cache (mounted at ${dev.mounted.join(', ')})`);
@@ -119,7 +125,7 @@ export class DirectIo {
     }
     const flags = (opts.write ? fs.constants.O_RDWR : fs.constants.O_RDONLY) | fs.constants.O_DIRECT;
     try {
-      return new DirectIo(dev, fs.openSync(`/proc/self/fd/${dev.fd}`, flags), 'O_DIRECT');
+      return new DirectIo(dev, fs.openSync(`/proc/self/fd/${dev.fd}`, flags), 'O_DIRECT', opts.batches);
     } catch (err) {
       return new DirectIo(dev, undefined, `page cache (O_DIRECT refused: ${describe(err)})`);
     }
@@ -182,12 +188,36 @@ export class DirectIo {
       await this.drain();
       return this.writeNow(data, pos);
     }
-    const f = this.filling;
-    if (f && (f.pos + f.len !== pos || f.len + data.length > WRITE_BATCH)) await this.submit();
-    const batch = (this.filling ??= { buf: this.batchBuffer(), pos, len: 0 });
-    batch.buf.set(data, batch.len);
-    batch.len += data.length;
+    const s = await this.slotAt(pos, data.length);
+    s.buf.set(data, s.at);
+    await this.commit(data.length);
+  }
+
+  /**
+   * For a caller that can put the bytes of a write in place itself (a record's payload straight
+   * from the wire): where to copy the len bytes to be written at pos, in the batch being filled;
+   * undefined when writeAsync would not batch them (small, unaligned, too large, no O_DIRECT).
+   * commit(len) then adds them to the batch; until then they are not part of any write. The
+   * caller makes no other call of this DirectIo in between.
+   */
+  async slot(pos: number, len: number): Promise<Slot | undefined> {
+    if (this.fd === undefined || len < SMALL_WRITE || !aligned(pos) || !aligned(len) || len > WRITE_BATCH) return undefined;
+    return this.slotAt(pos, len);
+  }
+
+  /** Adds the len bytes copied into the last slot to its batch (written once the batch is full). */
+  async commit(len: number): Promise<void> {
+    const batch = this.filling!;
+    batch.len += len;
     if (batch.len === WRITE_BATCH) await this.submit();
+  }
+
+  // The room for len bytes at pos in the filling batch, after submitting it when they do not follow it or fit in it.
+  private async slotAt(pos: number, len: number): Promise<Slot> {
+    const f = this.filling;
+    if (f && (f.pos + f.len !== pos || f.len + len > WRITE_BATCH)) await this.submit();
+    const batch = (this.filling ??= { ...this.batchBuffer(), pos, len: 0 });
+    return { buf: batch.buf, which: batch.which, at: batch.len };
   }
 
   /** writeZeros through writeAsync: batched with the writes around them, behind the caller too. */
@@ -234,10 +264,10 @@ export class DirectIo {
   }
 
   // The staging buffer of the next batch: the two alternate (the other one may be in flight).
-  private batchBuffer(): Buffer {
-    const i = this.batches.length < 2 ? this.batches.length : this.nextBatch;
-    this.nextBatch = 1 - i;
-    return (this.batches[i] ??= alignedBuffer(WRITE_BATCH));
+  private batchBuffer(): { buf: Buffer; which: number } {
+    const which = this.nextBatch;
+    this.nextBatch = 1 - which;
+    return { buf: (this.batches[which] ??= alignedBuffer(WRITE_BATCH)), which };
   }
 
   /** A small write through the cache; every DROP_EVERY bytes of them are written back and dropped. */
