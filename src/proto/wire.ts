@@ -20,6 +20,12 @@ const NAMES = Object.fromEntries(Object.entries(Msg).map(([k, v]) => [v, k])) as
 export const msgName = (t: number): string => NAMES[t] ?? `unknown(${t})`;
 
 export const FRAME_HEADER_LEN = 8;
+/**
+ * What a chunk read for a placed frame counts towards the next full GC (gc.ts): it is copied out
+ * as it arrives, so scavenges free it and none is promoted. A 4 GiB full copy's server, measured:
+ * a full GC every 64 MiB of chunks vs every 512 MiB, peak RSS 74.0-74.6 MiB both, 0.5-1.5 s less CPU.
+ */
+export const PLACED_FULL_WEIGHT = 1 / 8;
 /** Largest payload: a record of 16 MiB plus its 32-byte header, with room to spare. */
 export const MAX_FRAME = 16 * 1024 * 1024 + 4096;
 
@@ -107,7 +113,7 @@ export class FrameReader {
     if (!dest) return undefined;
     this.copyFront(this.head, n, true);
     for (let got = 0; got < length - n;) {
-      if (this.buffered === 0 && !(await this.fill(1))) throw this.cut(type);
+      if (this.buffered === 0 && !(await this.fill(1, true))) throw this.cut(type);
       const k = Math.min(this.buffered, length - n - got);
       this.copyFront(dest.subarray(got, got + k), k, true);
       got += k;
@@ -134,12 +140,14 @@ export class FrameReader {
     if (consume) this.buffered -= n;
   }
 
-  private async fill(n: number): Promise<boolean> {
+  // Pulls chunks until n bytes are buffered. placing: each is copied out (placed) at once, so it is
+  // dropped before the next scavenge and counts a PLACED_FULL_WEIGHT towards the full GC.
+  private async fill(n: number, placing = false): Promise<boolean> {
     while (this.buffered < n) {
       const r = await this.it.next();
       if (r.done) return false;
       const chunk = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value);
-      gcAfter(chunk.length);
+      gcAfter(chunk.length, placing ? PLACED_FULL_WEIGHT : 1);
       this.chunks.push(chunk);
       this.buffered += chunk.length;
     }
