@@ -22,7 +22,7 @@ import type { PatchWriter } from '../patch/writer.js';
 import { Msg } from '../proto/wire.js';
 import type { Conn } from '../proto/messages.js';
 import { readFull, type Device } from '../io/device.js';
-import { DirectIo, WRITE_BATCH, alignedBuffer, type Slot } from '../io/direct.js';
+import { BATCHES, DirectIo, WRITE_BATCH, alignedBuffer, type Slot } from '../io/direct.js';
 import type { RecordSink } from './source.js';
 import type { TargetSink } from './target.js';
 
@@ -152,7 +152,7 @@ export class DeviceWriter implements TargetSink {
   private placed: { rh: RecordHeader; slot: Slot } | undefined;
 
   constructor(private readonly dev: Device, private readonly geometry: PatchHeader, private readonly h: Hasher, private readonly opts: DeviceWriterOptions) {
-    this.batches = hashedBuffers(WRITE_BATCH, 2);
+    this.batches = hashedBuffers(WRITE_BATCH, BATCHES);
     this.direct = DirectIo.open(dev, { write: true, batches: this.batches.buffers });
   }
 
