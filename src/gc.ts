@@ -43,9 +43,14 @@ export function fullGc(): void {
   v8Gc()?.();
 }
 
-/** Counts `bytes` of buffers that are garbage soon: a scavenge every MINOR_EVERY, a full GC every FULL_EVERY. */
-export function gcAfter(bytes: number): void {
+/**
+ * Counts `bytes` of buffers that are garbage soon: a scavenge every MINOR_EVERY, a full GC every
+ * FULL_EVERY. fullWeight < 1: buffers dropped before the next scavenge (never promoted, so only
+ * scavenges are needed to return them) count that much towards the full GC.
+ */
+export function gcAfter(bytes: number, fullWeight = 1): void {
   pending += bytes;
+  sinceFull += bytes * (fullWeight - 1); // the remainder is added with pending below
   if (pending < MINOR_EVERY) return;
   sinceFull += pending;
   pending = 0;

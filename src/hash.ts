@@ -143,3 +143,32 @@ export async function blockHasher(chunkSize: number, blockSize: number, seed: bi
     },
   };
 }
+
+/** Page-aligned buffers in the memory of a private xxhash-wasm instance, hashed where they lie. */
+export interface HashedBuffers {
+  readonly buffers: readonly Buffer[];
+  /** xxh64 of buffers[which][start, start+len) with seed, as loadHasher().h64 of those bytes (no copy). */
+  h64At(which: number, start: number, len: number, seed: bigint): bigint;
+}
+
+let xxhModuleSync: WebAssembly.Module | undefined;
+
+/**
+ * `count` buffers of `size` bytes (a multiple of 4 KiB) in one WASM memory, made synchronously
+ * (a constructor needs them): the device writer's O_DIRECT batches, whose records are checked
+ * in place instead of through h64Raw's copy into its own memory.
+ */
+export function hashedBuffers(size: number, count: number): HashedBuffers {
+  xxhModuleSync ??= new WebAssembly.Module(readFileSync(new URL('../workerd/xxhash.wasm', import.meta.resolve('xxhash-wasm'))));
+  const { mem, xxh64 } = new WebAssembly.Instance(xxhModuleSync).exports as { mem: WebAssembly.Memory; xxh64: (p: number, n: number, seed: bigint) => bigint };
+  const need = size * count;
+  if (mem.buffer.byteLength < need) mem.grow(Math.ceil((need - mem.buffer.byteLength) / 65536));
+  const buffers = Array.from({ length: count }, (_, i) => Buffer.from(mem.buffer, i * size, size)); // views after the only grow()
+  return {
+    buffers,
+    h64At(which, start, len, seed) {
+      if (start < 0 || len < 0 || start + len > size) throw new RangeError(`h64At(${start}, ${len}): outside the buffer (${size})`);
+      return BigInt.asUintN(64, xxh64(which * size + start, len, BigInt.asIntN(64, seed)));
+    },
+  };
+}

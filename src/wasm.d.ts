@@ -10,6 +10,8 @@ declare namespace WebAssembly {
     readonly exports: Record<string, unknown>;
   }
   const Memory: { new (descriptor: { initial: number; maximum?: number }): Memory };
+  const Module: { new (bytes: Uint8Array): Module };
+  const Instance: { new (module: Module, imports?: Record<string, Record<string, unknown>>): Instance };
   function compile(bytes: Uint8Array): Promise<Module>;
   function instantiate(module: Module, imports?: Record<string, Record<string, unknown>>): Promise<Instance>;
 }

@@ -68,3 +68,14 @@ test.serial('gcAfterSsh: a full GC per SSH_FULL_EVERY bytes sent through ssh2', 
   gcAfterSsh(1024);
   t.deepEqual(collections, { minor, full: full + 1 });
 });
+
+test.serial('gcAfter with a full weight of 1/8 (chunks placed at once): scavenges as usual, a full GC per 8 x FULL_EVERY', (t) => {
+  const start = collections.full;
+  while (collections.full === start) gcAfter(MINOR_EVERY); // right after a full GC
+  const { minor, full } = collections;
+  const perFull = (8 * FULL_EVERY) / MINOR_EVERY;
+  for (let i = 0; i < perFull - 1; i++) gcAfter(MINOR_EVERY, 1 / 8);
+  t.deepEqual(collections, { minor: minor + perFull - 1, full }, 'a scavenge per MINOR_EVERY, no full GC yet');
+  gcAfter(MINOR_EVERY, 1 / 8);
+  t.deepEqual(collections, { minor: minor + perFull - 1, full: full + 1 });
+});

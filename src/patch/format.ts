@@ -160,9 +160,13 @@ export function decodePayload(r: RecordHeader, payload: Uint8Array, at: number, 
   if (payload.length !== r.storedLength) throw new FormatError('record.payload', pAt, `${payload.length} bytes, stored_len says ${r.storedLength}`);
   if (r.encoding === Encoding.ZERO) return null;
   const plain = r.encoding === Encoding.RAW ? asBuffer(payload) : unpack(r, asBuffer(payload), pAt);
-  const sum = hasher.h64(plain, BigInt(r.offset));
-  if (sum !== r.checksum) throw new FormatError('record.checksum', at + 24, `data at target offset ${r.offset} does not match (stored ${hex64(r.checksum)}, computed ${hex64(sum)})`);
+  checkRecordSum(r, hasher.h64(plain, BigInt(r.offset)), at);
   return plain;
+}
+
+/** Throws record.checksum unless sum (xxh64 of the plain data, seeded with its offset) is the record's. */
+export function checkRecordSum(r: RecordHeader, sum: bigint, at: number): void {
+  if (sum !== r.checksum) throw new FormatError('record.checksum', at + 24, `data at target offset ${r.offset} does not match (stored ${hex64(r.checksum)}, computed ${hex64(sum)})`);
 }
 
 function unpack(r: RecordHeader, payload: Buffer, pAt: number): Buffer {

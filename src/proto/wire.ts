@@ -5,7 +5,8 @@
 // FrameReader pulls bytes from a Readable only when asked for a frame, so the sender's
 // backpressure works end to end: memory is bounded by one frame (at most MAX_FRAME bytes) plus
 // the stream's own highWaterMark; every chunk read counts towards the next full GC (gc.ts), which
-// returns promoted chunks. FrameWriter.send resolves once the frame is handed to the OS.
+// returns promoted chunks. A frame the caller places (Placer: a record's data, into the device
+// writer's batch) is copied there chunk by chunk as it arrives: no frame-sized buffer here. FrameWriter.send resolves once the frame is handed to the OS.
 import type { Readable, Writable } from 'node:stream';
 import { BlkError, ExitCode, FormatError } from '../errors.js';
 import { gcAfter } from '../gc.js';
@@ -19,13 +20,33 @@ const NAMES = Object.fromEntries(Object.entries(Msg).map(([k, v]) => [v, k])) as
 export const msgName = (t: number): string => NAMES[t] ?? `unknown(${t})`;
 
 export const FRAME_HEADER_LEN = 8;
+/**
+ * What a chunk read for a placed frame counts towards the next full GC (gc.ts): it is copied out
+ * as it arrives, so scavenges free it and none is promoted. A 4 GiB full copy's server, measured:
+ * a full GC every 64 MiB of chunks vs every 512 MiB, peak RSS 74.0-74.6 MiB both, 0.5-1.5 s less CPU.
+ */
+export const PLACED_FULL_WEIGHT = 1 / 8;
 /** Largest payload: a record of 16 MiB plus its 32-byte header, with room to spare. */
 export const MAX_FRAME = 16 * 1024 * 1024 + 4096;
 
 
 export interface Frame {
   type: MsgType;
+  /** The payload; for a frame placed by a Placer (next()), only its first headLen bytes. */
   payload: Buffer;
+  /** A placed frame: the rest of its payload was copied to where the Placer said. */
+  placed?: true;
+}
+
+/**
+ * Lets the caller of FrameReader.next() say where the bulk of a large frame goes (a record's
+ * data, straight into the device writer's O_DIRECT batch): no copy into the reader's scratch
+ * buffer first. place() sees the frame's first headLen bytes and returns where the other
+ * length - headLen go, or undefined (the frame is read as usual).
+ */
+export interface Placer {
+  readonly headLen: number;
+  place(type: MsgType, length: number, head: Buffer): Promise<Buffer | undefined> | Buffer | undefined;
 }
 
 export function encodeFrameHeader(type: MsgType, length: number): Buffer {
@@ -54,6 +75,7 @@ export class FrameReader {
   private chunks: Buffer[] = [];
   private buffered = 0;
   private scratch = Buffer.alloc(0);
+  private head = Buffer.alloc(0);
   private it: AsyncIterator<Buffer>;
   /** Bytes consumed so far (frame headers included). */
   bytes = 0;
@@ -65,27 +87,67 @@ export class FrameReader {
   /**
    * The next frame, or null at a clean end of stream. Throws if the stream ends mid-frame.
    * The payload may be a view of this reader's scratch buffer: it is valid until the next call.
+   * With a placer, a frame longer than its headLen may be placed (Placer).
    */
-  async next(): Promise<Frame | null> {
+  async next(placer?: Placer): Promise<Frame | null> {
     if (!(await this.fill(FRAME_HEADER_LEN))) {
       if (this.buffered === 0) return null;
       throw new BlkError(ExitCode.REMOTE, `connection closed in the middle of a frame header at byte ${this.bytes}`);
     }
     const { type, length } = decodeFrameHeader(this.take(FRAME_HEADER_LEN), this.bytes);
-    if (!(await this.fill(length))) {
-      throw new BlkError(ExitCode.REMOTE, `connection closed in the middle of a ${msgName(type)} frame at byte ${this.bytes}`);
-    }
+    const placed = placer && length > placer.headLen ? await this.placed(type, length, placer) : undefined;
+    if (placed) return placed;
+    if (!(await this.fill(length))) throw this.cut(type);
     const payload = this.take(length, true);
     this.bytes += FRAME_HEADER_LEN + length;
     return { type, payload };
   }
 
-  private async fill(n: number): Promise<boolean> {
+  // The frame's head, given to the placer (still buffered here), then, if it says where, the rest copied there as it arrives.
+  private async placed(type: MsgType, length: number, placer: Placer): Promise<Frame | undefined> {
+    const n = placer.headLen;
+    if (!(await this.fill(n))) throw this.cut(type);
+    if (this.head.length !== n) this.head = Buffer.allocUnsafe(n);
+    this.copyFront(this.head, n, false);
+    const dest = await placer.place(type, length, this.head);
+    if (!dest) return undefined;
+    this.copyFront(this.head, n, true);
+    for (let got = 0; got < length - n;) {
+      if (this.buffered === 0 && !(await this.fill(1, true))) throw this.cut(type);
+      const k = Math.min(this.buffered, length - n - got);
+      this.copyFront(dest.subarray(got, got + k), k, true);
+      got += k;
+    }
+    this.bytes += FRAME_HEADER_LEN + length;
+    return { type, payload: this.head, placed: true };
+  }
+
+  private cut(type: MsgType): BlkError {
+    return new BlkError(ExitCode.REMOTE, `connection closed in the middle of a ${msgName(type)} frame at byte ${this.bytes}`);
+  }
+
+  // Copies the n buffered bytes at the front into out; consume: they are taken off (else left for the next read).
+  private copyFront(out: Buffer, n: number, consume: boolean): void {
+    for (let got = 0, i = 0; got < n; i++) {
+      const c = this.chunks[consume ? 0 : i]!;
+      const k = Math.min(c.length, n - got);
+      c.copy(out, got, 0, k);
+      got += k;
+      if (!consume) continue;
+      if (k === c.length) this.chunks.shift();
+      else this.chunks[0] = c.subarray(k);
+    }
+    if (consume) this.buffered -= n;
+  }
+
+  // Pulls chunks until n bytes are buffered. placing: each is copied out (placed) at once, so it is
+  // dropped before the next scavenge and counts a PLACED_FULL_WEIGHT towards the full GC.
+  private async fill(n: number, placing = false): Promise<boolean> {
     while (this.buffered < n) {
       const r = await this.it.next();
       if (r.done) return false;
       const chunk = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value);
-      gcAfter(chunk.length);
+      gcAfter(chunk.length, placing ? PLACED_FULL_WEIGHT : 1);
       this.chunks.push(chunk);
       this.buffered += chunk.length;
     }

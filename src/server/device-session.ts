@@ -89,7 +89,8 @@ async function withTargetSnapshot(inner: TargetSink, device: string, plan: Snaps
   const lvm = await import('../lvm/target-snapshot.js');
   const taken = await lvm.takeTargetSnapshot(device, { job: plan.job, size: plan.size, poolMaxFill: plan.poolMaxFill });
   return {
-    record: (frame, at) => inner.record(frame, at),
+    record: (frame, at, placed) => inner.record(frame, at, placed),
+    place: inner.place && ((head, length, at) => inner.place!(head, length, at)),
     dispose: () => inner.dispose?.(),
     io: inner.io,
     async finish(done?: Done) {

@@ -213,4 +213,3 @@ async function lockServerJob(cfg: ServerConfig, job: string | undefined, hello: 
     throw new BlkError(ExitCode.IO, `the server cannot take job ${job}'s lock in ${dir}/locks: ${describe(err)} (set state_dir in the server's config)`, { cause: err });
   }
 }
-
