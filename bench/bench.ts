@@ -4,8 +4,8 @@
 //   node dist/bench/bench.js [--size 4G] [--quick] [--dir /var/tmp] [--skip-ssh] [--skip-sparse] [--skip-cache]
 //                            [--skip-vm | --only-vm | --only-cold]
 //   A: random image of --size (default 4 GiB): no change, 1% random 4 KiB blocks, 40 MiB contiguous,
-//      a full copy (and its dd baseline); each also with blocksync-fast when built here
-//      (BLKDELTA_BENCH_BLOCKSYNC_FAST=path, or blocksync-fast in PATH)
+//      a full copy; each also with blocksync-fast when built here (BLKDELTA_BENCH_BLOCKSYNC_FAST=path,
+//      or blocksync-fast in PATH); then full copies paired with dd copies (cache.ts fullCopies)
 //   B: sparse 1, 4, 16, 64 GiB (peak RSS flatness)      C: the 1% case over SSH vs local
 //   D: page cache left by a sync (fincore), hot file under a memory cgroup; E: cold cache;
 //   F: start-up CPU (cache.ts). The page-cache tables need a disk-backed --dir (not tmpfs).
@@ -24,7 +24,7 @@ import { parseArgs } from 'node:util';
 import { GIB, prepareImages, tableA, tableB } from './cases.js';
 import { benchAbort, findTool, requireTool } from './measure.js';
 import { markdownA, markdownB, markdownC, markdownD, markdownDd, markdownE, markdownF, markdownTargets, targets, type Results } from './report.js';
-import { ddCopy, tableD, tableE, tableF } from './cache.js';
+import { fullCopies, tableD, tableE, tableF } from './cache.js';
 import { tableC } from './ssh-case.js';
 import { markdownG, tableG, targetsG } from './incremental-case.js';
 import { parseSize } from '../src/units.js';
@@ -74,8 +74,8 @@ async function run(cfg: Config, work: string): Promise<Results> {
   }
   r.a = await tableA(img, work, blocksyncFast());
   section(markdownA(r.a));
-  r.dd = ddCopy(img, work);
-  section(markdownDd(r.dd, r.a));
+  r.dd = await fullCopies(img, work);
+  section(markdownDd(r.dd));
   if (cfg.ssh) {
     r.c = await tableC(img, work);
     section(markdownC(r.c));

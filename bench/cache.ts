@@ -12,7 +12,7 @@
 // Memory: see images.ts. Interrupted: the cgroup is removed in finally (its processes are ours
 // and gone); files stay in the work dir, which bench.ts removes.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, rmdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { startSshd } from '../test/helpers/sshd.js';
 import { residentBytes } from '../src/io/direct.js';
@@ -162,7 +162,7 @@ export async function tableE(img: Images, dir: string): Promise<ColdRow[]> {
       const run = await syncCold();
       pairs.push({ run, catMs: catFirst ? catMs : await catCold() });
     }
-    return { name, pairs, ...medianPair(pairs) };
+    return { name, pairs, ...medianBy(pairs, (p) => p.run.wallMs / p.catMs) };
   };
   return [
     await coldRow('no change', () => {}),
@@ -170,9 +170,10 @@ export async function tableE(img: Images, dir: string): Promise<ColdRow[]> {
   ];
 }
 
-/** The pair whose sync/cat ratio is the median of the pairs' (the middle one of an odd count). */
-export function medianPair(pairs: ColdPair[]): ColdPair {
-  const sorted = [...pairs].sort((p, q) => p.run.wallMs / p.catMs - q.run.wallMs / q.catMs);
+/** The item whose key is the median of the items' (of an even count, the lower middle one; ties in given order). */
+export function medianBy<T>(items: readonly T[], key: (item: T) => number): T {
+  if (!items.length) throw new RangeError('medianBy: no items');
+  const sorted = [...items].sort((p, q) => key(p) - key(q));
   return sorted[(sorted.length - 1) >> 1]!;
 }
 
@@ -207,24 +208,52 @@ export async function tableF(dir: string): Promise<Startup> {
   return { versionCpuMs: cpuOf([BIN, '--version'], dir), serverCpuMs: cpuOf([BIN, 'server'], dir), nodeCpuMs: cpuOf([process.execPath, '-e', '0'], dir), sessionServerCpuMs };
 }
 
-/** `dd if=a of=c bs=4M conv=fsync,notrunc` into an empty sparse file (as blkdelta's case (d)), best of two. */
-export function ddCopy(img: Images, dir: string): DdCopy {
+/** Full copies in the dd table: each blkdelta full copy paired with a dd copy taken right before or after it. */
+export const COPY_PAIRS = 3;
+
+export interface CopyPair { run: SyncRun; dd: DdCopy }
+
+/** The pairs, and (run, dd) of the pair with the median wall ratio. */
+export interface FullCopies extends CopyPair { pairs: CopyPair[] }
+
+/**
+ * Full copies of a into an empty sparse b (blkdelta, as case (d)) against `dd if=a of=c bs=4M
+ * conv=fsync,notrunc` into an empty sparse c, in COPY_PAIRS pairs taken side by side in
+ * alternating order: this virtual disk's write speed follows its host (dd took 3.2 to 16 s for the
+ * same copy within the hour here), so a baseline timed minutes apart says more about the host.
+ */
+export async function fullCopies(img: Images, dir: string): Promise<FullCopies> {
   const c = join(dir, 'dd-copy.img');
-  const out = join(dir, 'time.out');
-  let best: DdCopy = { wallMs: Infinity, cpuMs: Infinity };
+  const sync = async () => {
+    rmSync(img.b);
+    makeSparse(img.b, img.size);
+    const run = await runBlkdelta(['sync', img.a, img.b], dir);
+    if (run.summary.blocksDiffering * run.summary.blockSize !== img.size) throw new Error(`full copy: ${run.summary.blocksDiffering} blocks differed, expected all`);
+    return run;
+  };
   try {
-    for (let i = 0; i < 2; i++) {
-      rmSync(c, { force: true });
-      makeSparse(c, img.size);
-      const t0 = process.hrtime.bigint();
-      const r = spawnSync('/usr/bin/time', ['-o', out, '-f', '%U %S', 'dd', `if=${img.a}`, `of=${c}`, 'bs=4M', 'conv=fsync,notrunc', 'status=none']);
-      const wallMs = Number(process.hrtime.bigint() - t0) / 1e6;
-      if (r.status !== 0) throw new Error(`dd copy failed: ${r.stderr}`);
-      const [u, s] = readFileSync(out, 'utf8').trim().split(/\s+/).map(Number);
-      if (wallMs < best.wallMs) best = { wallMs, cpuMs: (u! + s!) * 1000 };
+    const pairs: CopyPair[] = [];
+    for (let i = 0; i < COPY_PAIRS; i++) {
+      const ddFirst = i % 2 === 1;
+      const dd = ddFirst ? ddCopy(img.a, c, dir) : undefined;
+      const run = await sync();
+      pairs.push({ run, dd: dd ?? ddCopy(img.a, c, dir) });
     }
-    return best;
+    return { pairs, ...medianBy(pairs, (p) => p.run.wallMs / p.dd.wallMs) };
   } finally {
     rmSync(c, { force: true });
   }
+}
+
+/** `dd if=a of=c bs=4M conv=fsync,notrunc` into a new empty sparse c of a's size. */
+function ddCopy(a: string, c: string, dir: string): DdCopy {
+  const out = join(dir, 'time.out');
+  rmSync(c, { force: true });
+  makeSparse(c, statSync(a).size);
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync('/usr/bin/time', ['-o', out, '-f', '%U %S', 'dd', `if=${a}`, `of=${c}`, 'bs=4M', 'conv=fsync,notrunc', 'status=none']);
+  const wallMs = Number(process.hrtime.bigint() - t0) / 1e6;
+  if (r.status !== 0) throw new Error(`dd copy failed: ${r.stderr}`);
+  const [u, s] = readFileSync(out, 'utf8').trim().split(/\s+/).map(Number);
+  return { wallMs, cpuMs: (u! + s!) * 1000 };
 }

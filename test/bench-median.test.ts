@@ -1,6 +1,6 @@
-// The bench's table E picks the pair whose sync/cat ratio is the median (bench/cache.ts medianPair).
+// The bench's paired baselines (table E's cold cat, the full copy's dd) count the pair with the median ratio (bench/cache.ts medianBy).
 import test from 'ava';
-import { medianPair, type ColdPair } from '../bench/cache.js';
+import { medianBy, type ColdPair } from '../bench/cache.js';
 import type { SyncRun } from '../bench/measure.js';
 
 const pair = (syncMs: number, catMs: number): ColdPair => ({ run: { wallMs: syncMs } as SyncRun, catMs });
@@ -13,7 +13,11 @@ const rows: [string, ColdPair[], number][] = [
   ['equal ratios: the middle one as given (a stable sort)', [pair(2, 1), pair(4, 2), pair(6, 3)], 1],
 ];
 for (const [name, pairs, want] of rows) {
-  test(`medianPair: ${name}`, (t) => {
-    t.is(medianPair(pairs), pairs[want]);
+  test(`medianBy the sync/cat ratio: ${name}`, (t) => {
+    t.is(medianBy(pairs, (p) => p.run.wallMs / p.catMs), pairs[want]);
   });
 }
+
+test('medianBy: no items is a RangeError, not undefined', (t) => {
+  t.throws(() => medianBy([], (n: number) => n), { instanceOf: RangeError });
+});
