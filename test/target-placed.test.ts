@@ -7,6 +7,7 @@ import test from 'ava';
 import { readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { PassThrough, type Readable } from 'node:stream';
 import { ExitCode } from '../src/errors.js';
+import { WRITE_BATCH } from '../src/io/direct.js';
 import { loadHasher } from '../src/hash.js';
 import { makeRecord } from '../src/patch/format.js';
 import { PROTOCOL_MAGIC, PROTOCOL_VERSION } from '../src/proto/messages.js';
@@ -17,12 +18,12 @@ import { Workspace } from './helpers/engine-fixture.js';
 const ws = new Workspace('blkdelta-placed-');
 test.after.always(() => ws.cleanup());
 const MiB = 1 << 20;
-const SIZE = 12 * MiB;
+const SIZE = 16 * MiB;
 
 const frame = (type: number, p: Buffer): Buffer => Buffer.concat([encodeFrameHeader(type as MsgType, p.length), p]);
 const json = (type: number, body: unknown) => frame(type, Buffer.from(JSON.stringify(body)));
 const hello = (path: string) => ({ magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, caps: ['lz4'], role: 'target', path, write: true });
-const start = { blockSize: 4096, seed: '1', compareSize: SIZE, resultSize: SIZE, chunkSize: 4 * MiB, recordsToPeer: true, compress: false, verify: true };
+const start = { blockSize: 4096, seed: '1', compareSize: SIZE, resultSize: SIZE, chunkSize: 8 * MiB, recordsToPeer: true, compress: false, verify: true };
 const done = { blocksCompared: 0, blocksDiffering: 0, blocksZero: 0, records: 0, dataBytes: 0, bytesRead: 0, firstDiffs: [] };
 
 async function framesOf(out: Readable): Promise<Frame[]> {
@@ -55,11 +56,11 @@ async function run(records: Buffer[], withDone = true): Promise<{ code: number; 
   return { code, error: e && (JSON.parse(e.payload.toString()) as { message: string }).message, content: readFileSync(dst) };
 }
 
-test('records of every kind land where they say (placed: 1 MiB and 2 MiB raw; not placed: small, zero, over a batch; batches cut by gaps)', async (t) => {
+test('records of every kind land where they say (placed: 1 MiB and 2 MiB raw; not placed: small, zero, over a batch (WRITE_BATCH + 8 KiB); batches cut by gaps)', async (t) => {
   const want = Buffer.alloc(SIZE);
   const parts: [number, Buffer][] = [
     [0, random(MiB, 1)], [MiB, random(2 * MiB, 2)], [3 * MiB, random(4096, 3)], [3 * MiB + 4096, Buffer.alloc(MiB - 4096)],
-    [5 * MiB, random(MiB, 4)], [7 * MiB, random(128 * 1024, 5)], [7 * MiB + 128 * 1024 + 4096, random(64 * 1024, 6)], [8 * MiB, random(3 * MiB + 8192, 7)],
+    [5 * MiB, random(MiB, 4)], [7 * MiB, random(128 * 1024, 5)], [7 * MiB + 128 * 1024 + 4096, random(64 * 1024, 6)], [8 * MiB, random(WRITE_BATCH + 8192, 7)],
   ];
   for (const [at, data] of parts) data.copy(want, at);
   const r = await run(await Promise.all(parts.map(([at, data]) => record(at, data))));

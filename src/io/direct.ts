@@ -19,7 +19,7 @@
 //          merges and schedules them (one O_DIRECT write each waited ~1 ms on a busy disk);
 //          every DROP_EVERY bytes of them (behind the caller), and at the end, they are written
 //          back (fdatasync) and the file's clean pages dropped (posix_fadvise DONTNEED via dd nocache)
-// Memory: the caller's buffers, plus for a writer BATCHES batch buffers (4 x 2 MiB, made here or
+// Memory: the caller's buffers, plus for a writer BATCHES batch buffers (2 x 4 MiB, made here or
 // given: the device writer's, which it fills in place through slot/commit) and one staging buffer
 // of the largest write that is not batched.
 // Interrupted: nothing is left but what was written (a batch still behind the caller is not: no
@@ -38,13 +38,14 @@ export const RESIDENT_ENOUGH = 0.9;
 export const SMALL_WRITE = 64 * 1024;
 export const DROP_EVERY = 32 * 1024 * 1024;
 /** Contiguous large writes are gathered into writes of this size (BATCHES such buffers per writer). */
-export const WRITE_BATCH = 2 * 1024 * 1024;
+export const WRITE_BATCH = 4 * 1024 * 1024;
 /**
  * Batch buffers per writer: one being filled while the others (at most BATCHES - 1) are written.
- * 4 x 2 MiB (3 writes in flight) against 2 x 4 MiB (1 in flight), the same memory: a 4 GiB full
- * copy on a busy shared disk here, 4 pairs interleaved: median 24 s against 38 s wall.
+ * 2 x 4 MiB: one write in flight. 4 x 2 MiB (3 in flight, the same memory) was faster in one A/B
+ * on a busy disk (median 24 s against 38 s, 4 GiB) but not in a raw probe at a quieter hour (every
+ * mix 7.0-8.2 s), and a VM-lane run with it hung in a thin pool's I/O; kept out until that is understood.
  */
-export const BATCHES = 4;
+export const BATCHES = 2;
 
 /** Bytes gathered for one write at pos, in batch buffer `which`. */
 interface Batch { buf: Buffer; which: number; pos: number; len: number }
