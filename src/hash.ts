@@ -104,16 +104,22 @@ const GLUE = new Uint8Array([
   ...section(10, [code.length, ...code]),
 ]);
 
-let xxhModule: Promise<WebAssembly.Module> | undefined;
+let xxhModule: WebAssembly.Module | undefined;
+
+/**
+ * xxhash-wasm's module, compiled once per process (synchronously: a few KiB; DeviceWriter's
+ * constructor needs it). xxhash-wasm inlines it in its JS and ships the same bytes as a file (a
+ * test checks that h64 of both agree); the package's exports map hides the file, so find it by path.
+ */
+function xxhashModule(): WebAssembly.Module {
+  return (xxhModule ??= new WebAssembly.Module(readFileSync(new URL('../workerd/xxhash.wasm', import.meta.resolve('xxhash-wasm')))));
+}
 let glueModule: Promise<WebAssembly.Module> | undefined;
 
 /** A block hasher for chunks of up to chunkSize bytes (a multiple of blockSize); `count` chunk buffers. */
 export async function blockHasher(chunkSize: number, blockSize: number, seed: bigint, count = 1): Promise<BlockHasher> {
-  // xxhash-wasm inlines its module in its JS and ships the same bytes as a file (a test checks
-  // that h64 of both agree); the package's exports map hides the file, so find it by path.
-  xxhModule ??= WebAssembly.compile(readFileSync(new URL('../workerd/xxhash.wasm', import.meta.resolve('xxhash-wasm'))));
   glueModule ??= WebAssembly.compile(GLUE);
-  const xxh = await WebAssembly.instantiate(await xxhModule);
+  const xxh = await WebAssembly.instantiate(xxhashModule());
   const { mem, xxh64 } = xxh.exports as { mem: WebAssembly.Memory; xxh64: (p: number, n: number, seed: bigint) => bigint };
   const glue = await WebAssembly.instantiate(await glueModule, { x: { mem, xxh64 } });
   const blocks = glue.exports.blocks as (p: number, end: number, bs: number, seed: bigint, out: number) => void;
@@ -151,16 +157,13 @@ export interface HashedBuffers {
   h64At(which: number, start: number, len: number, seed: bigint): bigint;
 }
 
-let xxhModuleSync: WebAssembly.Module | undefined;
-
 /**
  * `count` buffers of `size` bytes (a multiple of 4 KiB) in one WASM memory, made synchronously
  * (a constructor needs them): the device writer's O_DIRECT batches, whose records are checked
  * in place instead of through h64Raw's copy into its own memory.
  */
 export function hashedBuffers(size: number, count: number): HashedBuffers {
-  xxhModuleSync ??= new WebAssembly.Module(readFileSync(new URL('../workerd/xxhash.wasm', import.meta.resolve('xxhash-wasm'))));
-  const { mem, xxh64 } = new WebAssembly.Instance(xxhModuleSync).exports as { mem: WebAssembly.Memory; xxh64: (p: number, n: number, seed: bigint) => bigint };
+  const { mem, xxh64 } = new WebAssembly.Instance(xxhashModule()).exports as { mem: WebAssembly.Memory; xxh64: (p: number, n: number, seed: bigint) => bigint };
   const need = size * count;
   if (mem.buffer.byteLength < need) mem.grow(Math.ceil((need - mem.buffer.byteLength) / 65536));
   const buffers = Array.from({ length: count }, (_, i) => Buffer.from(mem.buffer, i * size, size)); // views after the only grow()
