@@ -4,7 +4,7 @@
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import { openSource, openTarget } from '../src/io/device.js';
-import { DROP_EVERY, DirectIo, WRITE_BATCH, alignedBuffer, residentBytes } from '../src/io/direct.js';
+import { DROP_EVERY, DirectIo, WRITE_BATCH, alignedBuffer, pageCacheBytes, residentBytes } from '../src/io/direct.js';
 import { Workspace, randomFile, readAt, sha256, syncFiles, touchBlocks } from './helpers/engine-fixture.js';
 
 const ws = new Workspace('blkdelta-direct-');
@@ -53,6 +53,40 @@ test('reads: an unaligned buffer is refused by the kernel (EINVAL): buffered fro
     t.regex(io.mode, /^page cache \(O_DIRECT refused: EINVAL/);
     t.false(io.direct);
   });
+});
+
+test('open: fincore is asked only when the whole page cache could hold 90% of the device', (t) => {
+  const p = ws.fresh('b.img');
+  randomFile(p, 10 * MiB);
+  // [page cache bytes, fincore's answer, fincore asked, the mode]
+  const rows: [number | undefined, number, boolean, RegExp][] = [
+    [9 * MiB - 1, 10 * MiB, false, /^O_DIRECT$/], // under 90% of the device: cannot be cached, not asked
+    [9 * MiB, 10 * MiB, true, /^page cache \(the device was already cached\)$/],
+    [64 * MiB, 0, true, /^O_DIRECT$/],
+    [undefined, 10 * MiB, true, /already cached/], // /proc/meminfo unreadable: fincore decides
+  ];
+  for (const [cache, res, asked, mode] of rows) {
+    const dev = openSource(p);
+    let calls = 0;
+    const io = DirectIo.open(dev, { pageCache: () => cache, resident: () => (calls++, res) });
+    try {
+      t.is(calls, asked ? 1 : 0, `page cache ${cache}`);
+      t.regex(io.mode, mode, `page cache ${cache}`);
+    } finally {
+      io.close();
+      dev.close();
+    }
+  }
+});
+
+test('pageCacheBytes: Cached plus Buffers of /proc/meminfo; undefined when either is missing or unreadable', (t) => {
+  const text = 'MemTotal:       24683620 kB\nBuffers:          120 kB\nCached:          9448488 kB\nSwapCached:            0 kB\n';
+  t.is(pageCacheBytes(() => text), (9448488 + 120) * 1024);
+  t.is(pageCacheBytes(() => text.replace(/^Buffers.*\n/m, '')), undefined);
+  t.is(pageCacheBytes(() => 'Cached: lots\nBuffers: 1 kB\n'), undefined);
+  t.is(pageCacheBytes(() => { throw new Error('EACCES'); }), undefined);
+  const real = pageCacheBytes();
+  t.true(real !== undefined && real > 0, `this machine's page cache: ${real}`);
 });
 
 test('reads: a device already in the page cache is read through it', (t) => {

@@ -7,7 +7,9 @@
 //          pages are there anyway, and O_DIRECT would re-read them from the disk (6x slower warm
 //          here); otherwise O_DIRECT, when the file system takes it. The same for writes: a
 //          target already cached is written through the cache and nothing of it is dropped
-//          (dropping it made the rest of a warm 1% sync read it back from the disk: 5.6x cat)
+//          (dropping it made the rest of a warm 1% sync read it back from the disk: 5.6x cat).
+//          "Already cached" is asked of fincore, once per device, and only when the whole page
+//          cache (/proc/meminfo) could hold 90% of it: a 1 TiB LV is never asked
 //   read:  O_DIRECT for the whole aligned request; what the kernel refuses (EINVAL: an
 //          unaligned device or buffer) switches this descriptor to buffered reads for the rest
 //          of the run, and the mode says why; a short direct read (the end of a file whose size
@@ -69,6 +71,22 @@ export function alignedBuffer(size: number): Buffer {
   return Buffer.from(mem.buffer, 0, size);
 }
 
+/**
+ * Bytes the whole page cache holds now (/proc/meminfo: Cached, file pages, plus Buffers, where a
+ * block device's own pages are counted), or undefined when unknown. No device holds more than this.
+ */
+export function pageCacheBytes(meminfo: () => string = () => fs.readFileSync('/proc/meminfo', 'latin1')): number | undefined {
+  let text: string;
+  try {
+    text = meminfo();
+  } catch {
+    return undefined;
+  }
+  const kib = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB$`, 'm').exec(text)?.[1] ?? NaN) * 1024;
+  const n = kib('Cached') + kib('Buffers');
+  return Number.isFinite(n) ? n : undefined;
+}
+
 /** Bytes of path resident in the page cache (util-linux fincore), or undefined when unknown. */
 export function residentBytes(path: string): number | undefined {
   const r = spawnSync('fincore', ['--bytes', '--noheadings', '--raw', '--output', 'RES', path], { encoding: 'utf8', timeout: 10_000 });
@@ -80,12 +98,18 @@ export function residentBytes(path: string): number | undefined {
 // share the answer (one fincore, and the writer's own writes do not change the reader's mode).
 const cachedAtOpen = new WeakMap<Device, boolean>();
 
-/** Whether dev was (almost) wholly in the page cache when this process first asked. */
-function wasCached(dev: Device, resident: (path: string) => number | undefined): boolean {
+/**
+ * Whether dev was (almost) wholly in the page cache when this process first asked. fincore only
+ * runs when the whole page cache could hold that much of it: its mincore() walks every page of
+ * the device (50 ms for 4 GiB all cached, 0.5 s for 256 GiB of nothing here), on the way to the
+ * first read, and a large LV on a backup server never has 90% of itself cached.
+ */
+function wasCached(dev: Device, resident: (path: string) => number | undefined, pageCache: () => number | undefined): boolean {
   let cached = cachedAtOpen.get(dev);
   if (cached === undefined) {
-    const res = dev.size > 0 ? resident(dev.path) : undefined;
-    cached = res !== undefined && res >= dev.size * RESIDENT_ENOUGH;
+    const enough = dev.size * RESIDENT_ENOUGH;
+    const res = dev.size > 0 && !((pageCache() ?? Infinity) < enough) ? resident(dev.path) : undefined;
+    cached = res !== undefined && res >= enough;
     cachedAtOpen.set(dev, cached);
   }
   return cached;
@@ -120,14 +144,15 @@ export class DirectIo {
 
   /**
    * write: the fd is opened read-write (the device's own fd must be). resident: how much of the
-   * device is in the page cache (default fincore; tests), asked once per Device. batches: the BATCHES
+   * device is in the page cache (default fincore; tests), asked once per Device, and only when
+   * pageCache (default pageCacheBytes) is unknown or at least 90% of the device. batches: the BATCHES
    * page-aligned buffers of WRITE_BATCH bytes writeAsync gathers into (default: made on first use).
    */
-  static open(dev: Device, opts: { write?: boolean; resident?: (path: string) => number | undefined; batches?: readonly Buffer[] } = {}): DirectIo {
+  static open(dev: Device, opts: { write?: boolean; resident?: (path: string) => number | undefined; pageCache?: () => number | undefined; batches?: readonly Buffer[] } = {}): DirectIo {
     // A mounted file system's cached blocks can be newer than the disk under it (measured: ext4
     // mounted read-only on a loop device); its readers must see the cache.
     if (dev.mounted?.length) return new DirectIo(dev, undefined, `page cache (mounted at ${dev.mounted.join(', ')})`);
-    if (wasCached(dev, opts.resident ?? residentBytes)) {
+    if (wasCached(dev, opts.resident ?? residentBytes, opts.pageCache ?? pageCacheBytes)) {
       return new DirectIo(dev, undefined, 'page cache (the device was already cached)');
     }
     const flags = (opts.write ? fs.constants.O_RDWR : fs.constants.O_RDONLY) | fs.constants.O_DIRECT;
