@@ -91,6 +91,8 @@ export function markdownC(c: TableC): string {
     table(['transport', 'wall', 'CPU client', 'CPU server', 'peak RSS client (anon)', 'peak RSS server (anon)', 'bytes on the wire'], [row('local', c.local), row('ssh (ssh2 client, OpenSSH sshd)', c.ssh)]),
     '',
     `OpenSSH \`ssh 127.0.0.1 'cat > /dev/null' < ${mb(c.changedBytes)} file\`: ${s(c.sshCatMs)}; \`ssh 127.0.0.1 true\` (opening a session, paid once per SSH sync): ${s(c.sshTrueMs)}. SSH wall / local wall: ${x(c.ssh.wallMs / c.local.wallMs)}.`,
+    `CPU of sshd and the login shell's start-up files (not the server), each SSH run: ${c.sshdCpuMs.map((ms, i) => (i === c.sshdOfFastest ? `**${s(ms)}**` : s(ms))).join(', ')} (the fastest run's in bold); ` +
+      `the whole session of \`ssh … true\`: ${s(c.sshTrueCpuMs)}, of \`ssh … 'cat > /dev/null'\` of the changed amount: ${s(c.sshCatCpuMs)}.`,
   ].join('\n');
 }
 
