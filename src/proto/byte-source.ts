@@ -76,6 +76,8 @@ export class OnreadSource implements ByteSource {
   private stagedAt = 0;
   private stagedEnd = 0;
   private waiter: Waiter | undefined;
+  /** The last read's callback returned false: the socket reads no more until resumed. */
+  private paused = false;
   private ended = false;
   private failed: { err: unknown } | undefined;
 
@@ -92,7 +94,9 @@ export class OnreadSource implements ByteSource {
     if (this.waiter) return Promise.reject(new Error('OnreadSource: a pull is already waiting'));
     return new Promise((resolve, reject) => {
       this.waiter = { take, resolve, reject };
-      this.socket.resume(); // reads again (a no-op when it never stopped)
+      if (!this.paused) return;
+      this.paused = false;
+      this.socket.resume();
     });
   }
 
@@ -127,6 +131,7 @@ export class OnreadSource implements ByteSource {
     }
     if (used === n) return true;
     this.stage(buf, used, n);
+    this.paused = true;
     return false;
   }
 
