@@ -5,6 +5,8 @@
 // config file's reader (server/config.ts, the TOML parser) loads only with --config.
 import { BlkError, ExitCode, exitStatusText } from '../errors.js';
 import { DEFAULT_SOURCE_SNAPSHOT, makePolicy, MAX_WAIT_TIMEOUT, type ServerConfig } from '../server/policy.js';
+import { log } from '../log.js';
+import { openStdin } from '../proto/byte-source.js';
 import { serve } from '../server/session.js';
 import { parseDuration } from '../units.js';
 import { cli, type Command } from './context.js';
@@ -121,5 +123,9 @@ export async function serverMain(args: readonly string[]): Promise<number> {
   // 'error' event would crash the process before the session's cleanup (a source snapshot's
   // removal) ran. The pending write rejects anyway, so the session ends through its finally.
   process.stdout.on('error', () => { /* the client is gone: see above */ });
-  return serve(process.stdin, process.stdout, { config: cfg, signal: cli.abort.signal });
+  // stdin read into one reused buffer (proto/byte-source.ts); process.stdin only when fd 0 is a
+  // file or a terminal: never both, two handles on fd 0 would take turns at its bytes
+  const stdin = openStdin();
+  log.debug(stdin ? 'stdin: read into one reused buffer' : 'stdin: not a pipe or socket, read through process.stdin');
+  return serve(stdin ?? process.stdin, process.stdout, { config: cfg, signal: cli.abort.signal });
 }

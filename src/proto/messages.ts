@@ -14,6 +14,7 @@ import type { BlockRange } from '../ranges.js';
 import type { BaseRef } from '../lvm/base-record.js';
 import { BlkError, ExitCode, peerExitCode, printable } from '../errors.js';
 import { FrameReader, FrameWriter, Msg, msgName, parseJson, type Frame, type MsgType } from './wire.js';
+import type { ByteSource } from './byte-source.js';
 
 export const PROTOCOL_MAGIC = 'BLKDELTA';
 export const PROTOCOL_VERSION = 1;
@@ -224,8 +225,9 @@ export interface ErrorBody {
 export class Conn {
   readonly reader: FrameReader;
   readonly writer: FrameWriter;
-  constructor(readonly channel: Channel, readonly peerLabel: string) {
-    this.reader = new FrameReader(channel.input);
+  /** source: where the reader gets its bytes, when not from channel.input's chunks (the server's stdin: byte-source.ts). */
+  constructor(readonly channel: Channel, readonly peerLabel: string, source?: ByteSource) {
+    this.reader = new FrameReader(source ?? channel.input);
     this.writer = new FrameWriter(channel.output);
   }
 

@@ -2,15 +2,18 @@
 //   type u8 | reserved u8 (0) | reserved u16 (0) | payload length u32 LE
 // followed by the payload. Control messages carry JSON; HASHES and RECORD are binary.
 //
-// FrameReader pulls bytes from a Readable only when asked for a frame, so the sender's
-// backpressure works end to end: memory is bounded by one frame (at most MAX_FRAME bytes) plus
-// the stream's own highWaterMark; every chunk read counts towards the next full GC (gc.ts), which
-// returns promoted chunks. A frame the caller places (Placer: a record's data, into the device
-// writer's batch) is copied there chunk by chunk as it arrives: no frame-sized buffer here. FrameWriter.send resolves once the frame is handed to the OS.
+// FrameReader pulls bytes from its ByteSource (byte-source.ts: a Readable's chunks, or the
+// server's stdin read into one reused buffer) only when asked for a frame, so the sender's
+// backpressure works end to end: memory is bounded by one frame (at most MAX_FRAME bytes, the
+// scratch buffer) plus what the source holds (a Readable's highWaterMark; 2 x 64 KiB for the
+// stdin socket). The bytes are consumed synchronously as the source offers them (a small state
+// machine: header, head, placer's answer, data or payload). A frame the caller places (Placer: a
+// record's data, into the device writer's batch) is copied there as it arrives: no frame-sized
+// buffer here. FrameWriter.send resolves once the frame is handed to the OS.
 import type { Readable, Writable } from 'node:stream';
 import { BlkError, ExitCode, FormatError } from '../errors.js';
-import { gcAfter } from '../gc.js';
 import { MAX_RANGES, MAX_SAMPLE } from '../ranges.js';
+import { isByteSource, ReadableSource, type ByteSource } from './byte-source.js';
 
 export const Msg = {
   HELLO: 1, WELCOME: 2, ERROR: 3, START: 4, READY: 5, HASHES: 6, RECORD: 7, DONE: 8, RESULT: 9, WAIT: 10, HISTORY: 11, ROTATE: 12, BASE: 13,
@@ -20,12 +23,6 @@ const NAMES = Object.fromEntries(Object.entries(Msg).map(([k, v]) => [v, k])) as
 export const msgName = (t: number): string => NAMES[t] ?? `unknown(${t})`;
 
 export const FRAME_HEADER_LEN = 8;
-/**
- * What a chunk read for a placed frame counts towards the next full GC (gc.ts): it is copied out
- * as it arrives, so scavenges free it and none is promoted. A 4 GiB full copy's server, measured:
- * a full GC every 64 MiB of chunks vs every 512 MiB, peak RSS 74.0-74.6 MiB both, 0.5-1.5 s less CPU.
- */
-export const PLACED_FULL_WEIGHT = 1 / 8;
 /** Largest payload: a record of 16 MiB plus its 32-byte header, with room to spare. */
 export const MAX_FRAME = 16 * 1024 * 1024 + 4096;
 
@@ -71,115 +68,115 @@ export function decodeFrameHeader(h: Buffer, at: number): { type: MsgType; lengt
   return { type: type as MsgType, length };
 }
 
+type Phase = 'header' | 'head' | 'placing' | 'data' | 'payload' | 'done';
+
 export class FrameReader {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
-  private scratch = Buffer.alloc(0);
-  private head = Buffer.alloc(0);
-  private it: AsyncIterator<Buffer>;
+  private readonly src: ByteSource;
+  private phase: Phase = 'done';
+  /** Bytes of the current phase's part received so far. */
+  private got = 0;
+  private readonly header = Buffer.alloc(FRAME_HEADER_LEN);
+  private type: MsgType = Msg.HELLO;
+  private length = 0;
+  private placer: Placer | undefined;
+  private head: Buffer = Buffer.alloc(0);
+  private dest: Buffer = Buffer.alloc(0);
+  private scratch: Buffer = Buffer.alloc(0);
   /** Bytes consumed so far (frame headers included). */
   bytes = 0;
 
-  constructor(input: Readable) {
-    this.it = input[Symbol.asyncIterator]();
+  constructor(input: Readable | ByteSource) {
+    this.src = isByteSource(input) ? input : new ReadableSource(input);
   }
 
   /**
    * The next frame, or null at a clean end of stream. Throws if the stream ends mid-frame.
-   * The payload may be a view of this reader's scratch buffer: it is valid until the next call.
+   * The payload is a view of this reader's scratch buffer: it is valid until the next call.
    * With a placer, a frame longer than its headLen may be placed (Placer).
    */
   async next(placer?: Placer): Promise<Frame | null> {
-    if (!(await this.fill(FRAME_HEADER_LEN))) {
-      if (this.buffered === 0) return null;
-      throw new BlkError(ExitCode.REMOTE, `connection closed in the middle of a frame header at byte ${this.bytes}`);
+    this.restart(placer);
+    for (let p = this.phase; p !== 'done'; p = this.phase) {
+      if (p === 'placing') await this.place();
+      else if (!(await this.src.pull(this.take, p === 'data'))) return this.ended();
     }
-    const { type, length } = decodeFrameHeader(this.take(FRAME_HEADER_LEN), this.bytes);
-    const placed = placer && length > placer.headLen ? await this.placed(type, length, placer) : undefined;
-    if (placed) return placed;
-    if (!(await this.fill(length))) throw this.cut(type);
-    const payload = this.take(length, true);
-    this.bytes += FRAME_HEADER_LEN + length;
-    return { type, payload };
+    this.bytes += FRAME_HEADER_LEN + this.length;
+    if (this.dest.length) return { type: this.type, payload: this.head, placed: true };
+    return { type: this.type, payload: this.scratch.subarray(0, this.length) };
   }
 
-  // The frame's head, given to the placer (still buffered here), then, if it says where, the rest copied there as it arrives.
-  private async placed(type: MsgType, length: number, placer: Placer): Promise<Frame | undefined> {
-    const n = placer.headLen;
-    if (!(await this.fill(n))) throw this.cut(type);
-    if (this.head.length !== n) this.head = Buffer.allocUnsafe(n);
-    this.copyFront(this.head, n, false);
-    const dest = await placer.place(type, length, this.head);
-    if (!dest) return undefined;
-    this.copyFront(this.head, n, true);
-    for (let got = 0; got < length - n;) {
-      if (this.buffered === 0 && !(await this.fill(1, true))) throw this.cut(type);
-      const k = Math.min(this.buffered, length - n - got);
-      this.copyFront(dest.subarray(got, got + k), k, true);
-      got += k;
-    }
-    this.bytes += FRAME_HEADER_LEN + length;
-    return { type, payload: this.head, placed: true };
+  private restart(placer: Placer | undefined): void {
+    this.phase = 'header';
+    this.got = 0;
+    this.placer = placer;
   }
 
-  private cut(type: MsgType): BlkError {
-    return new BlkError(ExitCode.REMOTE, `connection closed in the middle of a ${msgName(type)} frame at byte ${this.bytes}`);
+  // The source's bytes, consumed synchronously (while they are valid: byte-source.ts) as far as
+  // this frame goes and no further; stops at the placer's answer.
+  private readonly take = (b: Buffer): number => {
+    let at = 0;
+    while (at < b.length && this.phase !== 'done' && this.phase !== 'placing') at += this.step(b, at);
+    return at;
+  };
+
+  // Copies what the current phase still needs from b[at..] into its place; returns how many.
+  private step(b: Buffer, at: number): number {
+    const [into, want] = this.phase === 'header' ? [this.header, FRAME_HEADER_LEN]
+      : this.phase === 'head' ? [this.head, this.placer!.headLen]
+        : this.phase === 'data' ? [this.dest, this.dest.length] : [this.scratch, this.length];
+    const k = b.copy(into, this.got, at, Math.min(b.length, at + want - this.got));
+    this.got += k;
+    if (this.got === want) this.complete();
+    return k;
   }
 
-  // Copies the n buffered bytes at the front into out; consume: they are taken off (else left for the next read).
-  private copyFront(out: Buffer, n: number, consume: boolean): void {
-    for (let got = 0, i = 0; got < n; i++) {
-      const c = this.chunks[consume ? 0 : i]!;
-      const k = Math.min(c.length, n - got);
-      c.copy(out, got, 0, k);
-      got += k;
-      if (!consume) continue;
-      if (k === c.length) this.chunks.shift();
-      else this.chunks[0] = c.subarray(k);
-    }
-    if (consume) this.buffered -= n;
+  private complete(): void {
+    if (this.phase === 'header') return this.decoded(decodeFrameHeader(this.header, this.bytes));
+    this.phase = this.phase === 'head' ? 'placing' : 'done';
   }
 
-  // Pulls chunks until n bytes are buffered. placing: each is copied out (placed) at once, so it is
-  // dropped before the next scavenge and counts a PLACED_FULL_WEIGHT towards the full GC.
-  private async fill(n: number, placing = false): Promise<boolean> {
-    while (this.buffered < n) {
-      const r = await this.it.next();
-      if (r.done) return false;
-      const chunk = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value);
-      gcAfter(chunk.length, placing ? PLACED_FULL_WEIGHT : 1);
-      this.chunks.push(chunk);
-      this.buffered += chunk.length;
-    }
-    return true;
-  }
-
-  // n bytes off the front. Spanning chunks, they are copied: into the scratch buffer when reuse
-  // (a payload; it grows to the largest frame, ≤ MAX_FRAME, so that 1 MiB records do not leave
-  // 1 MiB of garbage each for the GC to find late), else into a new buffer.
-  private take(n: number, reuse = false): Buffer {
-    if (n === 0) return Buffer.alloc(0);
-    const first = this.chunks[0]!;
-    let out: Buffer;
-    if (first.length >= n) {
-      out = first.subarray(0, n);
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
+  // A header read: a frame the placer may place collects its head first, any other its payload.
+  private decoded({ type, length }: { type: MsgType; length: number }): void {
+    this.type = type;
+    this.length = length;
+    this.got = 0;
+    this.dest = Buffer.alloc(0);
+    const n = this.placer?.headLen ?? 0;
+    if (this.placer && length > n) {
+      if (this.head.length !== n) this.head = Buffer.allocUnsafe(n);
+      this.phase = 'head';
     } else {
-      if (reuse && this.scratch.length < n) this.scratch = Buffer.allocUnsafe(n);
-      out = reuse ? this.scratch.subarray(0, n) : Buffer.allocUnsafe(n);
-      let got = 0;
-      while (got < n) {
-        const c = this.chunks[0]!;
-        const k = Math.min(c.length, n - got);
-        c.copy(out, got, 0, k);
-        got += k;
-        if (k === c.length) this.chunks.shift();
-        else this.chunks[0] = c.subarray(k);
-      }
+      this.toPayload();
     }
-    this.buffered -= n;
-    return out;
+  }
+
+  // The payload goes to the scratch buffer; it grows to the largest frame (≤ MAX_FRAME), so that
+  // 1 MiB records do not leave 1 MiB of garbage each for the GC to find late.
+  private toPayload(): void {
+    if (this.scratch.length < this.length) this.scratch = Buffer.allocUnsafe(this.length);
+    this.phase = this.length === this.got ? 'done' : 'payload';
+  }
+
+  // The frame's head to the placer; if it says where, the rest goes there, else to the scratch buffer after the head.
+  private async place(): Promise<void> {
+    const dest = await this.placer!.place(this.type, this.length, this.head);
+    if (dest) {
+      const n = this.length - this.head.length;
+      if (dest.length < n) throw new BlkError(ExitCode.INTERNAL, `a placer gave ${dest.length} bytes for ${n}`);
+      this.dest = dest.subarray(0, n);
+      this.got = 0;
+      this.phase = 'data';
+      return;
+    }
+    this.got = this.head.length;
+    this.toPayload();
+    this.head.copy(this.scratch, 0);
+  }
+
+  private ended(): null {
+    if (this.phase === 'header' && this.got === 0) return null;
+    if (this.phase === 'header') throw new BlkError(ExitCode.REMOTE, `connection closed in the middle of a frame header at byte ${this.bytes}`);
+    throw new BlkError(ExitCode.REMOTE, `connection closed in the middle of a ${msgName(this.type)} frame at byte ${this.bytes}`);
   }
 }
 

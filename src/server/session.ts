@@ -26,6 +26,7 @@ import { BlkError, ExitCode, describe, exitCodeOf } from '../errors.js';
 import { log } from '../log.js';
 import { Conn, type Hello, type Wait } from '../proto/messages.js';
 import { Msg, type Frame } from '../proto/wire.js';
+import { OnreadSource } from '../proto/byte-source.js';
 import { checkJobName, jobNameOfPath } from '../lvm/argv.js';
 import { DEFAULT_STATE_DIR } from '../paths.js';
 import { checkAllowed, checkRequest, DEFAULT_WAIT_TIMEOUT, OPEN_POLICY, type ServerConfig } from './policy.js';
@@ -63,8 +64,13 @@ export interface ServerOptions {
   signal?: AbortSignal;
 }
 
-export async function serve(input: Readable, output: Writable, opts: ServerOptions = {}): Promise<number> {
-  const conn = new Conn({ input, output, stderrTail: () => '', close: async () => null }, 'client');
+/**
+ * Serves one session on input/output. input: a Readable, or the stdin socket read into one
+ * reused buffer (byte-source.ts: openStdin), whose socket is then the stream ended and destroyed.
+ */
+export async function serve(from: Readable | OnreadSource, output: Writable, opts: ServerOptions = {}): Promise<number> {
+  const input = from instanceof OnreadSource ? from.socket : from;
+  const conn = new Conn({ input, output, stderrTail: () => '', close: async () => null }, 'client', from instanceof OnreadSource ? from : undefined);
   const cfg: ServerConfig = opts.config ?? OPEN_POLICY;
   let slot: Slot | undefined;
   let jobLock: Lock | undefined;
