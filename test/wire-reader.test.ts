@@ -115,6 +115,25 @@ for (const [name, data, sizes] of rows) {
   });
 }
 
+test('a second next() while a frame is being read is refused (INTERNAL); the first still gets its frame', async (t) => {
+  for (const via of ['Readable', 'socket'] as const) {
+    const inp = new PassThrough();
+    const pair = via === 'socket' ? await socketPair(64 * 1024) : undefined;
+    const reader = new FrameReader(pair ? pair.src : inp);
+    const first = reader.next();
+    const second = reader.next();
+    await t.throwsAsync(second, { message: /next\(\) called while a frame is being read/ }, via);
+    if (pair) pair.send.end(hello);
+    else inp.end(hello);
+    const f = await first;
+    t.is(f?.type, Msg.HELLO, via);
+    t.is(f?.payload.toString(), '{"magic":"x"}', via);
+    t.is(await reader.next(), null, `${via}: a clean end after it`);
+    pair?.src.socket.destroy();
+    pair?.send.destroy();
+  }
+});
+
 test('placed-record framing: a placed record\'s bytes land whole in its own buffer', async (t) => {
   const got = await viaSocket(Buffer.concat([hello, record(300, 1), done]), 1);
   t.deepEqual(got.frames.map((f) => f.split(':')[0]), [`${Msg.HELLO}`, `${Msg.RECORD}p`, `${Msg.DONE}`]);

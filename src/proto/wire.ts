@@ -84,6 +84,7 @@ export class FrameReader {
   private scratch: Buffer = Buffer.alloc(0);
   /** Bytes consumed so far (frame headers included). */
   bytes = 0;
+  private reading = false;
 
   constructor(input: Readable | ByteSource) {
     this.src = isByteSource(input) ? input : new ReadableSource(input);
@@ -95,10 +96,18 @@ export class FrameReader {
    * With a placer, a frame longer than its headLen may be placed (Placer).
    */
   async next(placer?: Placer): Promise<Frame | null> {
-    this.restart(placer);
-    for (let p = this.phase; p !== 'done'; p = this.phase) {
-      if (p === 'placing') await this.place();
-      else if (!(await this.src.pull(this.take, p === 'data'))) return this.ended();
+    // one frame at a time: a second call would restart the state machine under the first (and
+    // reuse the scratch buffer under its payload); callers hand a pending next() on instead
+    if (this.reading) throw new BlkError(ExitCode.INTERNAL, 'FrameReader: next() called while a frame is being read');
+    this.reading = true;
+    try {
+      this.restart(placer);
+      for (let p = this.phase; p !== 'done'; p = this.phase) {
+        if (p === 'placing') await this.place();
+        else if (!(await this.src.pull(this.take, p === 'data'))) return this.ended();
+      }
+    } finally {
+      this.reading = false;
     }
     this.bytes += FRAME_HEADER_LEN + this.length;
     if (this.dest.length) return { type: this.type, payload: this.head, placed: true };
