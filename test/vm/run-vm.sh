@@ -127,9 +127,19 @@ cut -d' ' -f1 /proc/uptime > /run/vm/io/boot-time
       grep -qE '^(sh|bash|node|sha256sum|dd|cmp|lv|vg|dmsetup|blkdelta)' $p/comm 2>/dev/null || continue
       echo "== ${p#/proc/} $(cat $p/comm) $(tr '\0' ' ' < $p/cmdline | cut -c1-200)"; cat $p/stack 2>/dev/null
     done
+    # every task in D state, kernel threads too (a dm-thin worker waiting on its disk)
+    for p in /proc/[0-9]*; do
+      [ "$(cut -d' ' -f3 $p/stat 2>/dev/null)" = D ] || continue
+      echo "== D ${p#/proc/} $(cat $p/comm)"; cat $p/stack 2>/dev/null
+    done
+    # I/O handed to each block device and not yet completed: "reads writes" (vda: the virtual disk)
+    echo "== inflight"; for b in /sys/block/*; do echo "${b##*/} $(cat $b/inflight) $(cat $b/dm/name 2>/dev/null)"; done
     echo "== dmsetup info -c"; dmsetup info -c 2>&1
-    echo "== dmsetup status"; dmsetup status 2>&1
-    echo w > /proc/sysrq-trigger; echo "== dmesg"; dmesg 2>/dev/null | tail -n 30
+    echo "== dmsetup table"; dmsetup table 2>&1
+    echo w > /proc/sysrq-trigger; echo "== dmesg"; dmesg 2>/dev/null | tail -n 150
+    # a thin pool's status commits its metadata: it hangs with the pool (so last, given 5 s)
+    echo "== dmsetup status"; dmsetup status > /tmp/stall-status 2>&1 & /run/vm/busybox sleep 5; cat /tmp/stall-status
+    echo "== end"
   } > /run/vm/io/stall.txt 2>&1 ) &
 $sh /run/vm/io/script "$@" > /run/vm/io/stdout 2> /run/vm/io/stderr < /dev/null
 echo $? > /run/vm/io/rc
