@@ -11,7 +11,8 @@
 // Memory (OnreadSource): the read buffer (READ_SIZE, 64 KiB) and the staging buffer; staging holds
 // what one read left, so at most READ_SIZE (it grows only should a read ever arrive while paused).
 // Interrupted: nothing to clean up; a read in flight ends with the socket (destroy).
-import { Socket, type OnReadOpts, type SocketConstructorOpts } from 'node:net';
+import { fstatSync } from 'node:fs';
+import type { OnReadOpts, Socket, SocketConstructorOpts } from 'node:net';
 import type { Readable } from 'node:stream';
 import { gcAfter } from '../gc.js';
 
@@ -167,6 +168,8 @@ export class OnreadSource implements ByteSource {
  * reads every property: execa, for instance, loaded with the first lvm command).
  */
 export function openStdin(): OnreadSource | undefined {
+  if (!isPipeOrSocket(0)) return undefined; // node:net is loaded only then: a bare server's start-up
+  const { Socket } = process.getBuiltinModule('node:net') as typeof import('node:net');
   let src: OnreadSource;
   try {
     src = new OnreadSource((onread) => new Socket({ fd: 0, readable: true, writable: false, onread } as SocketConstructorOpts));
@@ -176,4 +179,13 @@ export function openStdin(): OnreadSource | undefined {
   const d = Object.getOwnPropertyDescriptor(process, 'stdin');
   Object.defineProperty(process, 'stdin', { configurable: true, enumerable: d?.enumerable ?? true, get: () => src.socket });
   return src;
+}
+
+function isPipeOrSocket(fd: number): boolean {
+  try {
+    const st = fstatSync(fd);
+    return st.isFIFO() || st.isSocket();
+  } catch {
+    return false; // closed
+  }
 }
