@@ -108,7 +108,8 @@ function wasCached(dev: Device, resident: (path: string) => number | undefined, 
   let cached = cachedAtOpen.get(dev);
   if (cached === undefined) {
     const enough = dev.size * RESIDENT_ENOUGH;
-    const res = dev.size > 0 && !((pageCache() ?? Infinity) < enough) ? resident(dev.path) : undefined;
+    const room = pageCache() ?? Infinity; // unknown: fincore decides
+    const res = dev.size > 0 && room >= enough ? resident(dev.path) : undefined;
     cached = res !== undefined && res >= enough;
     cachedAtOpen.set(dev, cached);
   }

@@ -69,8 +69,9 @@ export interface ServerOptions {
  * reused buffer (byte-source.ts: openStdin), whose socket is then the stream ended and destroyed.
  */
 export async function serve(from: Readable | OnreadSource, output: Writable, opts: ServerOptions = {}): Promise<number> {
-  const input = from instanceof OnreadSource ? from.socket : from;
-  const conn = new Conn({ input, output, stderrTail: () => '', close: async () => null }, 'client', from instanceof OnreadSource ? from : undefined);
+  const stdin = from instanceof OnreadSource ? from : undefined;
+  const input = stdin?.socket ?? (from as Readable);
+  const conn = new Conn({ input, output, stderrTail: () => '', close: async () => null }, 'client', stdin);
   const cfg: ServerConfig = opts.config ?? OPEN_POLICY;
   let slot: Slot | undefined;
   let jobLock: Lock | undefined;
