@@ -2,10 +2,11 @@
 // or times out (the run is not started, the target untouched, on_failure told), on_failure after
 // a failed sync, a failing post_run turning a success into a warning, and bounded output.
 import test from 'ava';
+import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ExitCode } from '../src/errors.js';
-import { jobsEnv, readState, runBlkdelta, sleep, spawnBlkdelta, type JobsEnv } from './helpers/jobs.js';
+import { BIN, jobsEnv, readState, runBlkdelta, sleep, spawnBlkdelta, type JobsEnv } from './helpers/jobs.js';
 
 const MiB = 1024 * 1024;
 
@@ -165,3 +166,28 @@ test('SIGTERM during pre_run: the hook is stopped, the run recorded interrupted 
   t.deepEqual(readFileSync(env.image('s', 'dst')), Buffer.alloc(MiB));
   t.like(dumps(fail)[0], { BLKDELTA_OUTCOME: 'interrupted', BLKDELTA_EXIT_CODE: String(ExitCode.INTERRUPTED) });
 });
+
+// bin/blkdelta starts Node without NODE_EXTRA_CA_CERTS (parsing a CA bundle costs every process
+// ~40 ms of CPU, and blkdelta speaks no TLS) and puts it back for its children. Run through the
+// shebang itself, as an installed blkdelta is: Node warns at start-up about an extra CA file it
+// cannot load, so a missing one shows whether Node was given it.
+const caEnv = test.macro({
+  async exec(t, ca: string | undefined) {
+    const env = jobsEnv(t, ['c'], { size: MiB });
+    const seen = join(env.dir, 'ca.env');
+    setJob(env, 'c', `post_run = ["/bin/sh", "-c", "env | grep -E '^(NODE_EXTRA_CA_CERTS|BLKDELTA_EXTRA_CA_CERTS)=' | sort > '${seen}'; true"]`);
+    const { NODE_EXTRA_CA_CERTS: _inherited, ...base } = process.env;
+    const child = spawn(BIN, ['run', 'c', '--config', env.config], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...base, JOURNAL_STREAM: '', ...(ca === undefined ? {} : { NODE_EXTRA_CA_CERTS: ca }) } });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stdout!.resume();
+    const code = await new Promise((resolve, reject) => child.once('error', reject).once('close', resolve));
+    t.is(code, ExitCode.OK, stderr);
+    t.notRegex(stderr, /extra certs/i, 'Node was started without NODE_EXTRA_CA_CERTS');
+    t.is(readFileSync(seen, 'utf8'), ca === undefined ? '' : `NODE_EXTRA_CA_CERTS=${ca}\n`, 'the hook gets NODE_EXTRA_CA_CERTS as it was, and nothing of ours');
+    t.deepEqual(readFileSync(env.image('c', 'dst')), readFileSync(env.image('c', 'src')));
+  },
+  title: (title) => `NODE_EXTRA_CA_CERTS ${title}: Node starts without it, the hooks get it as given`,
+});
+test('set (a file that does not exist, with a space)', caEnv, '/nonexistent/blkdelta test ca.pem');
+test('unset', caEnv, undefined);

@@ -36,7 +36,9 @@ export class LocalTransport implements Transport {
 interface Started { child: ChildProcess; started: Promise<void> }
 
 function startServer(args: string[]): Started {
-  const child = spawn(process.execPath, ['--max-semi-space-size=1', BIN_PATH, 'server', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  // The server speaks no TLS: without NODE_EXTRA_CA_CERTS, Node does not parse a CA bundle at its start-up (bin/blkdelta).
+  const { NODE_EXTRA_CA_CERTS: _unused, ...env } = process.env;
+  const child = spawn(process.execPath, ['--max-semi-space-size=1', BIN_PATH, 'server', ...args], { stdio: ['pipe', 'pipe', 'pipe'], env });
   const started = new Promise<void>((resolve, reject) => {
     child.once('spawn', resolve);
     child.once('error', (err) => reject(new BlkError(ExitCode.REMOTE, `cannot start ${BIN_PATH} server: ${err.message}`, { cause: err })));
