@@ -4,7 +4,8 @@
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import { openSource, openTarget } from '../src/io/device.js';
-import { DROP_EVERY, DirectIo, WRITE_BATCH, alignedBuffer, pageCacheBytes, residentBytes } from '../src/io/direct.js';
+import { DROP_EVERY, DirectIo, WRITE_BATCH, alignedBuffer, askResident, pageCacheBytes, residentBytes, residentBytesAsync } from '../src/io/direct.js';
+import { grow } from '../src/io/device.js';
 import { Workspace, randomFile, readAt, sha256, syncFiles, touchBlocks } from './helpers/engine-fixture.js';
 
 const ws = new Workspace('blkdelta-direct-');
@@ -77,6 +78,71 @@ test('open: fincore is asked only when the whole page cache could hold 90% of th
       dev.close();
     }
   }
+});
+
+test('askResident: fincore asked once ahead of open(), which decides with what it measured and the size it has then', async (t) => {
+  const p = ws.fresh('e.img');
+  randomFile(p, 10 * MiB);
+  const never = () => { throw new Error('open() ran its own fincore'); };
+  // [page cache bytes, fincore's answer, grown to (bytes) before open, asked early, the mode]
+  const rows: [number | undefined, number | undefined, number | undefined, boolean, RegExp][] = [
+    [64 * MiB, 10 * MiB, undefined, true, /^page cache \(the device was already cached\)$/],
+    [64 * MiB, 9 * MiB, undefined, true, /already cached/], // 90%
+    [64 * MiB, 9 * MiB - 1, undefined, true, /^O_DIRECT$/],
+    [64 * MiB, 0, undefined, true, /^O_DIRECT$/],
+    [64 * MiB, undefined, undefined, true, /^O_DIRECT$/], // fincore failed: not cached
+    [undefined, 10 * MiB, undefined, true, /already cached/], // /proc/meminfo unreadable: fincore decides
+    [9 * MiB - 1, 10 * MiB, undefined, false, /^O_DIRECT$/], // the page cache could not hold it: not asked
+    [64 * MiB, 10 * MiB, 40 * MiB, true, /^O_DIRECT$/], // all cached, then grown 4x: 25% of it is, so O_DIRECT
+  ];
+  for (const [cache, res, grownTo, early, mode] of rows) {
+    const label = `page cache ${cache}, fincore ${res}, grown to ${grownTo}`;
+    const dev = openTarget(p, { write: true });
+    let calls = 0;
+    const ask = async () => (calls++, res);
+    const first = askResident(dev, ask, () => cache);
+    t.is(askResident(dev, ask, () => cache), first, 'one promise per device');
+    await first;
+    t.is(calls, early ? 1 : 0, label);
+    if (grownTo !== undefined) grow(dev, grownTo);
+    const io = DirectIo.open(dev, { write: true, pageCache: () => cache, resident: never });
+    try {
+      t.regex(io.mode, mode, label);
+    } finally {
+      io.close();
+      if (grownTo !== undefined) grow(dev, 10 * MiB);
+      dev.close();
+    }
+  }
+});
+
+test('askResident: a mounted device is not asked; open() without waiting for it runs its own fincore', async (t) => {
+  const p = ws.fresh('f.img');
+  randomFile(p, MiB);
+  const mounted = openSource(p);
+  mounted.mounted = ['/mnt/x'];
+  let calls = 0;
+  await askResident(mounted, async () => (calls++, MiB));
+  t.is(calls, 0);
+  mounted.close();
+  const dev = openSource(p);
+  let settle: (n: number) => void = () => {};
+  const pending = askResident(dev, () => new Promise((resolve) => (settle = resolve)), () => 64 * MiB);
+  const io = DirectIo.open(dev, { pageCache: () => 64 * MiB, resident: () => MiB });
+  t.is(io.mode, 'page cache (the device was already cached)', 'its own answer');
+  settle(0);
+  await pending;
+  t.is(DirectIo.open(dev, { resident: () => 0 }).mode, io.mode, 'decided once per device');
+  io.close();
+  dev.close();
+});
+
+test('residentBytesAsync: what residentBytes says, undefined for a path fincore cannot read', async (t) => {
+  const p = ws.fresh('g.img');
+  randomFile(p, 2 * MiB);
+  if (residentBytes(p) === undefined) return t.fail('fincore is missing: apt-get install util-linux');
+  t.is(await residentBytesAsync(p), residentBytes(p));
+  t.is(await residentBytesAsync(ws.fresh('missing.img')), undefined);
 });
 
 test('pageCacheBytes: Cached plus Buffers of /proc/meminfo; undefined when either is missing or unreadable', (t) => {

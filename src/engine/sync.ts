@@ -18,6 +18,7 @@ import { Msg, parseJson } from '../proto/wire.js';
 import { formatAge } from '../units.js';
 import { LocalTransport } from '../transport/local.js';
 import { grow, openSource, openTarget, shrinkTo, type Device } from '../io/device.js';
+import { askResident } from '../io/direct.js';
 import { chunkSizeFor, checkBlockSize, geometryOf, planSizes, runSourceSide } from './session.js';
 import { DeviceWriter, PatchFromPeerSink, PatchSink, PeerSink } from './sinks.js';
 import { runTarget } from './target.js';
@@ -42,6 +43,7 @@ export async function runSync(options: SyncOptions): Promise<SyncSummary> {
   const localRole: Role = opts.remote?.side === 'source' ? 'target' : 'source';
   const write = opts.mode === 'write';
   const local = localRole === 'source' ? openSource(opts.source) : openTarget(opts.target, { write });
+  const asked = askResident(local); // fincore runs while the server starts and answers: runPass awaits it
   try {
     if (!opts.remote) refuseSameDevice(local, opts.target);
     const transport = opts.remote?.transport ?? opts.localTransport ?? new LocalTransport();
@@ -69,6 +71,7 @@ export async function runSync(options: SyncOptions): Promise<SyncSummary> {
     if (!outcome.ok) throw outcome.error;
     return outcome.value;
   } finally {
+    await asked; // no fincore outlives the run
     local.close();
   }
 }
@@ -171,6 +174,7 @@ export async function runPass(opts: SyncOptions, local: Device, localRole: Role,
   const growing = localRole === 'target' && write && plan.resultSize > local.size;
   try {
     if (growing) grow(local, plan.resultSize);
+    await askResident(local); // started by runSync: what DirectIo.open decides by
     const { done, result } = localRole === 'source'
       ? await runSourceSide(local, conn, start, write ? new PeerSink(conn) : patch ? new PatchSink(patch) : null, { signal: opts.signal, maxDiffs: opts.maxDiffsReported ?? 10, onChunk: progress })
       : await runTarget(local, conn, start, write ? new DeviceWriter(local, geometry, h, { verify: !!opts.verify }) : patch ? await PatchFromPeerSink.create(patch, patchHeader, h, local) : null, opts.signal, progress);

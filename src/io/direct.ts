@@ -9,7 +9,8 @@
 //          target already cached is written through the cache and nothing of it is dropped
 //          (dropping it made the rest of a warm 1% sync read it back from the disk: 5.6x cat).
 //          "Already cached" is asked of fincore, once per device, and only when the whole page
-//          cache (/proc/meminfo) could hold 90% of it: a 1 TiB LV is never asked
+//          cache (/proc/meminfo) could hold 90% of it: a 1 TiB LV is never asked. The engine asks
+//          ahead (askResident, in the background during the handshake); open() decides by that
 //   read:  O_DIRECT for the whole aligned request; what the kernel refuses (EINVAL: an
 //          unaligned device or buffer) switches this descriptor to buffered reads for the rest
 //          of the run, and the mode says why; a short direct read (the end of a file whose size
@@ -59,8 +60,9 @@ const roundUp = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
 const aligned = (n: number) => n % ALIGN === 0;
 
 // node:child_process (fincore, dd) loads on first use: it costs start-up CPU in every server process.
+const childProcess = () => createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process');
 const spawnSync: typeof import('node:child_process').spawnSync = ((...args: Parameters<typeof import('node:child_process').spawnSync>) =>
-  (createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process')).spawnSync(...args)) as typeof import('node:child_process').spawnSync;
+  childProcess().spawnSync(...args)) as typeof import('node:child_process').spawnSync;
 
 /** dd's argv that drops the clean pages of the file open as fd (POSIX_FADV_DONTNEED over all of it). */
 const dropArgv = (fd: number) => [`of=/proc/${process.pid}/fd/${fd}`, 'oflag=nocache', 'conv=notrunc', 'count=0', 'status=none'];
@@ -87,16 +89,52 @@ export function pageCacheBytes(meminfo: () => string = () => fs.readFileSync('/p
   return Number.isFinite(n) ? n : undefined;
 }
 
+const FINCORE_ARGS = ['--bytes', '--noheadings', '--raw', '--output', 'RES'];
+const fincoreBytes = (ok: boolean, stdout: string) => {
+  const n = ok ? Number(stdout.trim()) : NaN;
+  return Number.isFinite(n) ? n : undefined;
+};
+
 /** Bytes of path resident in the page cache (util-linux fincore), or undefined when unknown. */
 export function residentBytes(path: string): number | undefined {
-  const r = spawnSync('fincore', ['--bytes', '--noheadings', '--raw', '--output', 'RES', path], { encoding: 'utf8', timeout: 10_000 });
-  const n = r.status === 0 ? Number(r.stdout.trim()) : NaN;
-  return Number.isFinite(n) ? n : undefined;
+  const r = spawnSync('fincore', [...FINCORE_ARGS, path], { encoding: 'utf8', timeout: 10_000 });
+  return fincoreBytes(r.status === 0, r.stdout);
+}
+
+/** residentBytes, with fincore run in the background. Never rejects. */
+export function residentBytesAsync(path: string): Promise<number | undefined> {
+  return new Promise((resolve) => {
+    childProcess().execFile('fincore', [...FINCORE_ARGS, path], { encoding: 'utf8', timeout: 10_000 }, (err, stdout) => resolve(fincoreBytes(!err, stdout)));
+  });
 }
 
 // What fincore said of a device when it was first opened here: the target's reader and writer
 // share the answer (one fincore, and the writer's own writes do not change the reader's mode).
 const cachedAtOpen = new WeakMap<Device, boolean>();
+// What askResident measured ahead of open(), when it ran fincore; open() decides with the device's size then.
+const residentEarly = new WeakMap<Device, number | undefined>();
+const asking = new WeakMap<Device, Promise<void>>();
+
+/**
+ * Starts, in the background, the fincore that DirectIo.open would run on dev (50 ms for 4 GiB
+ * all cached here, more for larger devices), so that it overlaps the handshake instead of
+ * delaying the first read; the same promise for every call on dev. Await it before open(), which
+ * then uses what it measured (an open() before it settled runs its own fincore). Never rejects,
+ * and no fincore outlives it.
+ */
+export function askResident(dev: Device, resident = residentBytesAsync, pageCache = pageCacheBytes): Promise<void> {
+  let p = asking.get(dev);
+  if (!p) {
+    p = dev.mounted?.length || !worthAsking(dev, pageCache) ? Promise.resolve() : resident(dev.path).then((bytes) => void residentEarly.set(dev, bytes));
+    asking.set(dev, p);
+  }
+  return p;
+}
+
+/** Whether fincore is worth asking: the page cache (unknown: maybe) could hold 90% of dev. */
+function worthAsking(dev: Device, pageCache: () => number | undefined): boolean {
+  return dev.size > 0 && (pageCache() ?? Infinity) >= dev.size * RESIDENT_ENOUGH;
+}
 
 /**
  * Whether dev was (almost) wholly in the page cache when this process first asked. fincore only
@@ -107,10 +145,8 @@ const cachedAtOpen = new WeakMap<Device, boolean>();
 function wasCached(dev: Device, resident: (path: string) => number | undefined, pageCache: () => number | undefined): boolean {
   let cached = cachedAtOpen.get(dev);
   if (cached === undefined) {
-    const enough = dev.size * RESIDENT_ENOUGH;
-    const room = pageCache() ?? Infinity; // unknown: fincore decides
-    const res = dev.size > 0 && room >= enough ? resident(dev.path) : undefined;
-    cached = res !== undefined && res >= enough;
+    const res = !worthAsking(dev, pageCache) ? undefined : residentEarly.has(dev) ? residentEarly.get(dev) : resident(dev.path);
+    cached = res !== undefined && res >= dev.size * RESIDENT_ENOUGH;
     cachedAtOpen.set(dev, cached);
   }
   return cached;

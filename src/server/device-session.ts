@@ -13,6 +13,7 @@ import { loadHasher } from '../hash.js';
 import { CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Conn, type Done, type Hello, type HistoryCopyInfo, type Start, type Welcome } from '../proto/messages.js';
 import { Msg, type Frame } from '../proto/wire.js';
 import { grow, openSource, openTarget, shrinkTo, type Device, type OpenOptions } from '../io/device.js';
+import { askResident } from '../io/direct.js';
 import { makeFingerprint } from '../engine/fingerprint.js';
 import { checkStart, geometryOf, runSourceSide } from '../engine/session.js';
 import { DeviceWriter, PeerSink } from '../engine/sinks.js';
@@ -41,6 +42,7 @@ export interface SessionOptions {
  */
 export async function session(conn: Conn, hello: Hello, dev: Device, o: SessionOptions): Promise<void> {
   let sizeBefore: number | undefined; // set while a grown target must be truncated back on failure
+  const asked = askResident(dev); // fincore runs during the handshake: awaited before the role opens the device
   try {
     await conn.writer.sendJson(Msg.WELCOME, {
       magic: PROTOCOL_MAGIC, version: PROTOCOL_VERSION, caps: [...CAPS], kind: dev.kind, size: dev.size,
@@ -58,6 +60,7 @@ export async function session(conn: Conn, hello: Hello, dev: Device, o: SessionO
       grow(dev, start.resultSize);
     }
     await conn.writer.send(Msg.READY);
+    await asked;
 
     if (hello.role === 'source') {
       await runSourceSide(dev, conn, start, start.recordsToPeer ? new PeerSink(conn) : null, { maxDiffs: 10, signal: o.snap?.signal });
@@ -75,6 +78,7 @@ export async function session(conn: Conn, hello: Hello, dev: Device, o: SessionO
     if (undo && err instanceof Error) err.message += `; ${undo}`;
     throw err;
   } finally {
+    await asked; // no fincore outlives the session
     dev.close();
   }
 }
