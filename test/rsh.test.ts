@@ -50,19 +50,19 @@ test('rshArgv puts port, user@host and the server command last, the path nowhere
 
 const remote = { kind: 'remote' as const, host: 'store2', user: 'backup', port: 2222, path: '/dev/backup/vm1' };
 
-test('transportFor: ssh2 by default, --rsh when given', (t) => {
-  const ssh = transportFor(remote, { 'connect-timeout': 5 });
+test('transportFor: ssh2 by default, --rsh when given', async (t) => {
+  const ssh = await transportFor(remote, { 'connect-timeout': 5 });
   t.true(ssh instanceof SshTransport);
   t.is(ssh.label, 'ssh backup@store2:2222');
-  const rsh = transportFor(remote, { rsh: 'ssh -o BatchMode=yes' });
+  const rsh = await transportFor(remote, { rsh: 'ssh -o BatchMode=yes' });
   t.true(rsh instanceof RshTransport);
   t.is(rsh.label, 'ssh backup@store2');
-  t.is(transportFor({ kind: 'remote', host: '::1', path: '/x' }, {}).label.endsWith('@[::1]:22'), true);
+  t.is((await transportFor({ kind: 'remote', host: '::1', path: '/x' }, {})).label.endsWith('@[::1]:22'), true);
 });
 
 const usage = test.macro({
-  exec(t: ExecutionContext, args: RemoteArgs, fragment: string) {
-    const err = t.throws(() => transportFor(remote, args), { instanceOf: BlkError });
+  async exec(t: ExecutionContext, args: RemoteArgs, fragment: string) {
+    const err = await t.throwsAsync(() => transportFor(remote, args), { instanceOf: BlkError });
     t.is(err?.code, ExitCode.USAGE);
     t.true(err?.message.includes(fragment), err?.message);
   },

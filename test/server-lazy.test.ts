@@ -8,33 +8,22 @@
 // Memory: a few frames. The copy (dist/src, ~2 MiB) is removed in the teardown.
 import test from 'ava';
 import { spawn } from 'node:child_process';
-import { cpSync, mkdtempSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { ExitCode } from '../src/errors.js';
 import { PROTOCOL_MAGIC, PROTOCOL_VERSION } from '../src/proto/messages.js';
 import { FrameReader, Msg, encodeFrameHeader, type MsgType } from '../src/proto/wire.js';
 import { BIN_PATH } from '../src/transport/local.js';
 import { randomFile, sha256 } from './helpers/engine-fixture.js';
+import { installWithout } from './helpers/partial-install.js';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const MiB = 1 << 20;
 
 const dir = mkdtempSync(join(tmpdir(), 'blkdelta-lazy-'));
 test.after.always(() => rmSync(dir, { recursive: true, force: true }));
 
-/** A copy of the built tree without server/device-session.js; returns its bin/blkdelta. */
-function brokenInstall(): string {
-  const root = join(dir, 'install');
-  cpSync(join(ROOT, 'bin'), join(root, 'bin'), { recursive: true });
-  cpSync(join(ROOT, 'package.json'), join(root, 'package.json'));
-  cpSync(join(ROOT, 'dist', 'src'), join(root, 'dist', 'src'), { recursive: true });
-  symlinkSync(join(ROOT, 'node_modules'), join(root, 'node_modules'));
-  rmSync(join(root, 'dist', 'src', 'server', 'device-session.js'));
-  return join(root, 'bin', 'blkdelta');
-}
-const BROKEN = brokenInstall();
+const BROKEN = installWithout(dir, 'install', ['server/device-session.js']);
 
 const frame = (type: number, body: unknown): Buffer => {
   const p = Buffer.from(JSON.stringify(body));

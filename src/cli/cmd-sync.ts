@@ -9,9 +9,9 @@ import { resolveEnds } from './endpoints.js';
 import { progressReporter } from './progress.js';
 import { blockSizeOf, commonOptions, printSummary, type CommonArgs } from './sync-options.js';
 import { incrementalOf, remoteSnapshotOf, remoteSnapshotRequest, runWithSnapshots, snapshotEnds, snapshotOptions, targetSnapshotOf, withTargetSnapshot, type SnapshotArgs } from '../lvm/sync-options.js';
-import { runIncremental, withIncremental, type IncrementalSpec } from '../lvm/incremental.js';
-import { pullSourceEnd, type PassWrap } from '../engine/pull-incremental.js';
-import type { SnapshotReport } from '../lvm/snapshot.js';
+import type { IncrementalSpec } from '../lvm/incremental.js';
+import type { PassWrap } from '../engine/pull-incremental.js';
+import type { SnapshotReport } from '../lvm/snapshot-report.js';
 import type { TargetSnapshotReport } from '../lvm/sync-options.js';
 
 interface Args extends CommonArgs, SnapshotArgs {
@@ -56,7 +56,7 @@ export const syncCommand: Command<Args> = {
     const targetSnap = targetSnapshotOf(argv, ends.dst);
     if (targetSnap && mode !== 'write') throw new BlkError(ExitCode.USAGE, '--target-snapshot applies only when writing the target');
     const opts: SyncOptions = {
-      ...resolveEnds(ends.src, ends.dst, argv as never),
+      ...(await resolveEnds(ends.src, ends.dst, argv as never)),
       mode, blockSize: blockSizeOf(argv), sizePolicy: argv['size-policy'], patchOut: argv['patch-out'], patchOverwrite: argv.force,
       verify: argv.verify, compress: argv.compress, signal: cli.abort.signal, onProgress: progress.update,
       sourceSnapshot: remoteSnapshotOf(argv), // a pull: the server snapshots its LV
@@ -94,6 +94,8 @@ function targetName(o: SyncOptions): string {
  */
 async function incrementalSync(inc: IncrementalSpec, opts: SyncOptions, targetSnap: Parameters<typeof withTargetSnapshot>[0], pull: boolean):
   Promise<{ value: { value: SyncSummary; target?: TargetSnapshotReport }; snapshot: SnapshotReport }> {
+  // loaded here, for --incremental only: a plain sync does not pay for them (start-up CPU)
+  const [{ runIncremental, withIncremental }, { pullSourceEnd }] = await Promise.all([import('../lvm/incremental.js'), import('../engine/pull-incremental.js')]);
   let target: TargetSnapshotReport | undefined;
   const wrap: PassWrap = async (pass, run) => {
     if (pass.mode !== 'write') return run();

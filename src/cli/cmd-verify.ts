@@ -25,7 +25,7 @@ export const verifyCommand: Command<Args> = {
     const progress = progressReporter(!!argv.progress && !argv.quiet && !argv.json);
     try {
       const summary = await runSync({
-        ...resolveEnds(argv.src, argv.dst, argv as never),
+        ...(await resolveEnds(argv.src, argv.dst, argv as never)),
         mode: 'compare', blockSize: blockSizeOf(argv), sizePolicy: argv['size-policy'], maxDiffsReported: argv['max-diffs'],
         signal: cli.abort.signal, onProgress: progress.update,
       });

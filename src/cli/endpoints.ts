@@ -10,14 +10,14 @@ import { SSH_OPTIONS, transportFor } from '../transport/connect.js';
 import { LocalTransport } from '../transport/local.js';
 import { parseRate, throttled } from '../transport/throttle.js';
 
-export function resolveEnds(src: string, dst: string, argv: Record<string, unknown>): Pick<SyncOptions, 'source' | 'target' | 'remote' | 'localTransport'> {
+export async function resolveEnds(src: string, dst: string, argv: Record<string, unknown>): Promise<Pick<SyncOptions, 'source' | 'target' | 'remote' | 'localTransport'>> {
   const s = parseEndpoint(src);
   const d = parseEndpoint(dst);
   if (s.kind === 'remote' && d.kind === 'remote') {
     throw new BlkError(ExitCode.USAGE, `SRC ${src} and DST ${dst} are both remote: run blkdelta on one of the two hosts`);
   }
-  if (s.kind === 'remote') return { source: s.path, target: path.resolve(d.path), remote: { side: 'source', transport: transportFor(s, argv) } };
-  if (d.kind === 'remote') return { source: path.resolve(s.path), target: d.path, remote: { side: 'target', transport: transportFor(d, argv) } };
+  if (s.kind === 'remote') return { source: s.path, target: path.resolve(d.path), remote: { side: 'source', transport: await transportFor(s, argv) } };
+  if (d.kind === 'remote') return { source: path.resolve(s.path), target: d.path, remote: { side: 'target', transport: await transportFor(d, argv) } };
   refuseSshOptions(src, dst, argv);
   const ends = { source: path.resolve(s.path), target: path.resolve(d.path) };
   const rate = typeof argv.bwlimit === 'string' ? parseRate(argv.bwlimit, '--bwlimit') : undefined;

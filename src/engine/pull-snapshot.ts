@@ -9,7 +9,7 @@
 //   exit status unknown (killed, connection lost)             -> not removed: the next run of the job cleans up
 // Pure functions; the report travels on the summary or on the thrown error (snapshotReportOf).
 import { BlkError, ExitCode } from '../errors.js';
-import { attachSnapshotReport, type SnapshotReport } from '../lvm/snapshot.js';
+import { attachSnapshotReport, type SnapshotReport } from '../lvm/snapshot-report.js';
 import { peerSnapshotOf, type Conn, type SourceSnapshotInfo } from '../proto/messages.js';
 import { Msg, msgName } from '../proto/wire.js';
 

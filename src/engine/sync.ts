@@ -11,7 +11,6 @@
 import path from 'node:path';
 import { BlkError, ExitCode, exitCodeOf, printable } from '../errors.js';
 import { loadHasher, randomSeed } from '../hash.js';
-import { PatchWriter } from '../patch/writer.js';
 import { log } from '../log.js';
 import { Conn, checkWelcome, historyCopyOf, welcomeLabelSeed, welcomeMountedRw, CAPS, PROTOCOL_MAGIC, PROTOCOL_VERSION, type Done, type Hello, type HistoryCopyInfo, type Role, type Start, type Wait, type Welcome } from '../proto/messages.js';
 import { Msg, parseJson } from '../proto/wire.js';
@@ -167,7 +166,7 @@ export async function runPass(opts: SyncOptions, local: Device, localRole: Role,
   const fingerprint = sourceFingerprint(h, opts.sourceLabel ?? `${opts.source}|${srcSize}|${t0}`);
   const geometry = geometryOf(start, targetSize, fingerprint);
   const patchHeader = { ...geometry, state: { seed: BigInt(start.seed), regionSize: start.chunkSize, compareSize: plan.compareSize } };
-  const patch = opts.mode === 'patch' ? await PatchWriter.create(opts.patchOut!, patchHeader, h, { overwrite: opts.patchOverwrite }) : undefined;
+  const patch = opts.mode === 'patch' ? await (await import('../patch/writer.js')).PatchWriter.create(opts.patchOut!, patchHeader, h, { overwrite: opts.patchOverwrite }) : undefined; // loaded only for a patch
   let summary: SyncSummary;
   const progress = (bytesDone: number, bytesDiffering: number) =>
     opts.onProgress?.({ bytesDone, bytesTotal: start.ranges ? ranged * start.blockSize : plan.compareSize, bytesDiffering, elapsedMs: Date.now() - t0, bytesExchanged: conn.writer.bytes + conn.reader.bytes });

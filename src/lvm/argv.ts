@@ -28,6 +28,13 @@ const RESERVED = ['_cdata', '_cmeta', '_corig', '_cpool', '_cvol', '_wcorig', '_
   '_pmspare', '_rimage', '_rmeta', '_tdata', '_tmeta', '_vdata', '_vorigin', '_vdo'];
 const JOB_RE = /^[A-Za-z0-9][A-Za-z0-9+_.-]{0,63}$/;
 
+/** A percentage option in (0, 100] (or absent); throws USAGE naming it. */
+export function checkPercent(option: string, m: number | undefined): void {
+  if (m !== undefined && !(typeof m === 'number' && Number.isFinite(m) && m > 0 && m <= 100)) {
+    throw new BlkError(ExitCode.USAGE, `${option} must be a percentage in (0, 100], got ${m}`);
+  }
+}
+
 /** Why `name` is not a valid VG or LV name, or null when it is (LVM's rules, lvm(8)). */
 export function lvmNameProblem(name: string, kind: 'VG' | 'LV'): string | null {
   if (name === '' || name === '.' || name === '..') return `${kind} name "${name}" is not allowed`;

@@ -21,13 +21,14 @@
 import { BlkError, ExitCode } from '../errors.js';
 import { log } from '../log.js';
 import {
-  DEFAULT_COW_SIZE, TAG_OWNER, TAG_SOURCE, activateArgv, checkJobName, cowSnapshotArgv, jobTag, lvmNameProblem, sizeArgs,
+  DEFAULT_COW_SIZE, TAG_OWNER, TAG_SOURCE, activateArgv, checkJobName, checkPercent, cowSnapshotArgv, jobTag, lvmNameProblem, sizeArgs,
   snapshotName, thinSnapshotArgv,
 } from './argv.js';
 import { LvmError, findLv, listLvs, removeOwned, runLvm } from './lvm.js';
 import { heldProblem, overflowError, startPoller } from './held.js';
 import { DEFAULT_POOL_MAX_FILL, poolOf, poolProblem } from './pool.js';
 import { ownSnapshots, snapshotFill, snapshotKind, snapshotProblem, type LvRow } from './report.js';
+import { attachSnapshotReport, type SnapshotReport } from './snapshot-report.js';
 
 export interface SourceSnapshotSpec {
   vg: string;
@@ -50,40 +51,10 @@ export interface SourceSnapshotSpec {
   rows?: readonly LvRow[];
 }
 
-/** What the result record says about the snapshot. */
-export interface SnapshotReport {
-  vg: string;
-  origin: string;
-  job: string;
-  name: string;
-  kind: 'cow' | 'thin' | '';
-  device: string;
-  createdAt: string;
-  removed: boolean;
-  /** COW fill in percent at the last check (null: thin or never checked). */
-  fillPct: number | null;
-  /** Thin: the pool's data and metadata fill at the last check ("vg0/pool", percent). */
-  pool?: { name: string; data: number | null; metadata: number | null };
-  staleRemoved: string[];
-  /** Why the snapshot could not be removed (the run failed). */
-  removeError?: string;
-}
+export { attachSnapshotReport, snapshotReportOf, type SnapshotReport } from './snapshot-report.js'; // its home: light, for a client that only reads a report
+export { DEFAULT_COW_SIZE, checkPercent }; // their home is lvm/argv.ts (light, for the server's start-up and the command line)
 
-export { DEFAULT_COW_SIZE }; // its home is lvm/argv.ts (light, for the server's start-up)
 export { heldProblem }; // its home is lvm/held.ts (the watch during a run)
-const reports = new WeakMap<object, SnapshotReport>();
-
-/** The snapshot report attached to an error thrown by withSourceSnapshot, if any. */
-export function snapshotReportOf(err: unknown): SnapshotReport | undefined {
-  return typeof err === 'object' && err !== null ? reports.get(err) : undefined;
-}
-
-/** Attaches a report to an error (a pull's snapshot, made by the server), for snapshotReportOf. */
-export function attachSnapshotReport<E>(err: E, report: SnapshotReport): E {
-  if (typeof err === 'object' && err !== null) reports.set(err, report);
-  return err;
-}
-
 function checkSpec(s: SourceSnapshotSpec): void {
   const p = lvmNameProblem(s.vg, 'VG') ?? lvmNameProblem(s.lv, 'LV');
   if (p) throw new BlkError(ExitCode.USAGE, `--snapshot ${s.vg}/${s.lv}: ${p}`);
@@ -92,13 +63,6 @@ function checkSpec(s: SourceSnapshotSpec): void {
   if (s.cowSize !== undefined) sizeArgs(s.cowSize);
   checkPercent('--snapshot-max-fill', s.maxFillPct);
   checkPercent('--pool-max-fill', s.poolMaxFillPct);
-}
-
-/** A percentage option in (0, 100] (or absent); throws USAGE naming it. */
-export function checkPercent(option: string, m: number | undefined): void {
-  if (m !== undefined && !(typeof m === 'number' && Number.isFinite(m) && m > 0 && m <= 100)) {
-    throw new BlkError(ExitCode.USAGE, `${option} must be a percentage in (0, 100], got ${m}`);
-  }
 }
 
 /** Whether create() makes a thin snapshot: no explicit COW size and a thin origin. */

@@ -7,16 +7,18 @@
 // (yargs fills the first positional, `src`, with DST; snapshotEnds puts it back).
 // runWithSnapshots(argv, signal, run) calls run(sourceDevice, signal') inside withSourceSnapshot
 // (or directly without --snapshot) and returns the snapshot report for the result record.
+// The modules that run lvm (snapshot.ts, target-snapshot.ts) load only when a snapshot is asked
+// for: a plain sync does not pay for them (start-up CPU).
 import type { Argv } from 'yargs';
 import { BlkError, ExitCode } from '../errors.js';
 import { formatRemote, parseEndpoint, type RemoteEndpoint } from '../transport/address.js';
-import { checkJobName, defaultJobName, jobNameOfPath, parseVgLv, sizeArgs } from './argv.js';
-import { checkPercent, withSourceSnapshot, type SnapshotReport } from './snapshot.js';
+import { checkJobName, checkPercent, defaultJobName, jobNameOfPath, parseVgLv, sizeArgs } from './argv.js';
+import type { SnapshotReport } from './snapshot-report.js';
 import { DEFAULT_SAMPLE_BLOCKS } from './thin-delta.js';
 import type { IncrementalSpec } from './incremental.js';
 import { parseDuration } from '../units.js';
 import type { CopyFingerprint } from './copy-tags.js';
-import { rotateTargetSnapshots, takeTargetSnapshot, type TargetSnapshotInfo } from './target-snapshot.js';
+import type { TargetSnapshotInfo } from './target-snapshot.js';
 import { DEFAULT_STATE_DIR } from '../paths.js';
 import { MAX_SAMPLE } from '../ranges.js';
 
@@ -178,6 +180,7 @@ export async function runWithSnapshots<T>(a: SnapshotArgs & { src?: string; dst?
   const local = {
     vg: spec.vg, lv: spec.lv, job: jobNameOf(a, ends.dst), size: a['snapshot-size'], maxFillPct: a['snapshot-max-fill'], poolMaxFillPct: a['pool-max-fill'],
   };
+  const { withSourceSnapshot } = await import('./snapshot.js');
   const { value, report } = await withSourceSnapshot(local, signal, run);
   return { value, snapshot: report };
 }
@@ -196,6 +199,7 @@ export interface TargetSnapshotReport extends TargetSnapshotInfo {
 export async function withTargetSnapshot<T extends RunFingerprints>(spec: { job: string; keep: number; size?: string } | undefined, device: string,
   run: (seed?: string) => Promise<T>, blockSize?: number): Promise<{ value: T; target?: TargetSnapshotReport }> {
   if (!spec) return { value: await run() };
+  const { rotateTargetSnapshots, takeTargetSnapshot } = await import('./target-snapshot.js');
   const taken = await takeTargetSnapshot(device, spec);
   const value = await run(taken.labelled?.blockSize === blockSize ? taken.labelled?.seed : undefined);
   const content = { dataTime: Date.now(), fingerprint: value.fingerprint, baseFingerprint: value.baseFingerprint, copy: taken.reused ? undefined : taken.name };
