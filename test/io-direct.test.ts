@@ -3,9 +3,11 @@
 // files dropped from the page cache leaves (almost) nothing of them cached (fincore).
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import { openSource, openTarget } from '../src/io/device.js';
 import { DROP_EVERY, DirectIo, WRITE_BATCH, alignedBuffer, askResident, pageCacheBytes, residentBytes, residentBytesAsync } from '../src/io/direct.js';
 import { grow } from '../src/io/device.js';
+import { ExitCode } from '../src/errors.js';
 import { Workspace, randomFile, readAt, sha256, syncFiles, touchBlocks } from './helpers/engine-fixture.js';
 
 const ws = new Workspace('blkdelta-direct-');
@@ -143,6 +145,59 @@ test('residentBytesAsync: what residentBytes says, undefined for a path fincore 
   if (residentBytes(p) === undefined) return t.fail('fincore is missing: apt-get install util-linux');
   t.is(await residentBytesAsync(p), residentBytes(p));
   t.is(await residentBytesAsync(ws.fresh('missing.img')), undefined);
+});
+
+// Serial (AVA runs serial tests before the others): fs.fdatasync is replaced while it runs.
+test.serial('writes through the cache: written back behind the caller every DROP_EVERY bytes; a failed write-back is thrown by drain()', async (t) => {
+  const real = fs.fdatasync;
+  // [bytes written in 1 MiB writes, the write-back fails, it is held until after the writes, write-backs begun by then]
+  const rows: [number, boolean, boolean, number][] = [
+    [DROP_EVERY - MiB, false, false, 0],
+    [DROP_EVERY, false, false, 1],
+    [2 * DROP_EVERY + MiB, false, false, 2],
+    [2 * DROP_EVERY + MiB, false, true, 1], // one at a time: the second waits until the first has ended
+    [DROP_EVERY + MiB, true, false, 1],
+  ];
+  try {
+    for (const [bytes, fails, held, want] of rows) {
+      const label = `${bytes / MiB} MiB${fails ? ', write-back fails' : ''}${held ? ', write-back held' : ''}`;
+      const p = ws.fresh('wb.img');
+      randomFile(p, bytes);
+      const dev = openTarget(p, { write: true });
+      const io = DirectIo.open(dev, { write: true, resident: () => bytes });
+      let calls = 0;
+      const waiting: (() => void)[] = [];
+      fs.fdatasync = ((_fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => {
+        calls++;
+        const end = () => cb(fails ? Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }) : null);
+        if (held) waiting.push(end);
+        else setImmediate(end);
+      }) as typeof fs.fdatasync;
+      try {
+        t.is(io.mode, 'page cache (the device was already cached)', label);
+        const data = Buffer.alloc(MiB, 7);
+        for (let at = 0; at < bytes; at += MiB) {
+          await io.writeAsync(data, at); // never waits for a write-back
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+        t.is(calls, want, label);
+        for (const end of waiting.splice(0)) end();
+        if (fails) {
+          const err = await t.throwsAsync(() => io.drain(), { message: /fdatasync of .*wb\.img failed: .*EIO/ }, label);
+          t.is((err as { code?: number }).code, ExitCode.IO, `${label}: exit code IO`);
+        } else {
+          await io.drain();
+        }
+        t.true(readAt(p, bytes - MiB, MiB).equals(data), `${label}: the bytes are written`);
+      } finally {
+        fs.fdatasync = real;
+        io.close();
+        dev.close();
+      }
+    }
+  } finally {
+    fs.fdatasync = real;
+  }
 });
 
 test('pageCacheBytes: Cached plus Buffers of /proc/meminfo; undefined when either is missing or unreadable', (t) => {
