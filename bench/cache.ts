@@ -59,6 +59,8 @@ export interface Startup {
   versionCpuMs: number;
   serverCpuMs: number;
   nodeCpuMs: number;
+  /** node -e 0 without NODE_EXTRA_CA_CERTS, when this environment sets it (bin/blkdelta starts Node without it). */
+  nodeNoCaCpuMs?: number;
   /** The server of a whole local sync of two identical 1 MiB files (through the probe), best of five. */
   sessionServerCpuMs: number;
 }
@@ -178,11 +180,11 @@ export function medianBy<T>(items: readonly T[], key: (item: T) => number): T {
 }
 
 /** user + sys CPU of argv (stdin /dev/null), best of five, through /usr/bin/time. */
-function cpuOf(argv: string[], dir: string): number {
+function cpuOf(argv: string[], dir: string, env: NodeJS.ProcessEnv = process.env): number {
   const out = join(dir, 'time.out');
   let best = Infinity;
   for (let i = 0; i < 5; i++) {
-    const r = spawnSync('/usr/bin/time', ['-o', out, '-f', '%U %S', ...argv], { stdio: ['ignore', 'ignore', 'ignore'] });
+    const r = spawnSync('/usr/bin/time', ['-o', out, '-f', '%U %S', ...argv], { stdio: ['ignore', 'ignore', 'ignore'], env });
     if (r.status !== 0) throw new Error(`${argv.join(' ')} exited with ${r.status}`);
     const [u, s] = readFileSync(out, 'utf8').trim().split(/\s+/).map(Number);
     best = Math.min(best, (u! + s!) * 1000);
@@ -205,7 +207,11 @@ export async function tableF(dir: string): Promise<Startup> {
     rmSync(a, { force: true });
     rmSync(b, { force: true });
   }
-  return { versionCpuMs: cpuOf([BIN, '--version'], dir), serverCpuMs: cpuOf([BIN, 'server'], dir), nodeCpuMs: cpuOf([process.execPath, '-e', '0'], dir), sessionServerCpuMs };
+  const { NODE_EXTRA_CA_CERTS: ca, ...noCa } = process.env;
+  return {
+    versionCpuMs: cpuOf([BIN, '--version'], dir), serverCpuMs: cpuOf([BIN, 'server'], dir), nodeCpuMs: cpuOf([process.execPath, '-e', '0'], dir), sessionServerCpuMs,
+    ...(ca !== undefined ? { nodeNoCaCpuMs: cpuOf([process.execPath, '-e', '0'], dir, noCa) } : {}),
+  };
 }
 
 /** Full copies in the dd table: each blkdelta full copy paired with a dd copy taken right before or after it. */

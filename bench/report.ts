@@ -147,7 +147,9 @@ export function markdownF(f: Startup): string {
   return [
     '### F. Start-up CPU (user + sys, best of five)',
     '',
-    table(['command', 'CPU'], [['node -e 0 (the floor)', s(f.nodeCpuMs)], ['blkdelta --version', s(f.versionCpuMs)], ['blkdelta server (stdin closed)', s(f.serverCpuMs)],
+    table(['command', 'CPU'], [['node -e 0 (the floor)', s(f.nodeCpuMs)],
+      ...(f.nodeNoCaCpuMs !== undefined ? [['node -e 0 without NODE_EXTRA_CA_CERTS (set here; Node parses that CA bundle at start-up, and bin/blkdelta starts Node without it)', s(f.nodeNoCaCpuMs)]] : []),
+      ['blkdelta --version', s(f.versionCpuMs)], ['blkdelta server (stdin closed)', s(f.serverCpuMs)],
       ['server of a whole local sync, 1 MiB (not a target; the probe\'s own loading included)', s(f.sessionServerCpuMs)]]),
   ].join('\n');
 }
