@@ -45,7 +45,7 @@ test('a command that needs a missing module fails, and leaves the target as it w
   const rows: [string, string[], RegExp][] = [
     ['--patch-out', ['sync', '--patch-out', join(dir, 'p.patch'), a, b], /patch\/writer\.js/],
     ['a remote target', ['sync', a, 'backup@127.0.0.1:/nonexistent.img'], /transport\/ssh\.js/],
-    ['--rsh', ['sync', '--rsh', 'ssh', a, 'h:/x.img'], /transport\/rsh\.js/],
+    ['--rsh', ['sync', '--rsh', '/bin/false', a, '127.0.0.1:/x.img'], /transport\/rsh\.js/],
   ];
   for (const [name, args, missing] of rows) {
     const r = run(args);

@@ -170,8 +170,8 @@ export class DirectIo {
   private busy = 0;
   /** The fd, once out of use (close, EINVAL) while busy: closed by the last of those to end. */
   private orphan: number | undefined;
-  /** The drop of small writes' pages under way (dropBehind), if any. */
-  private dropping: Promise<void> | undefined;
+  /** The write-back behind the caller under way, if any: small writes' (dropBehind) or, in buffered mode, every write's (writeBackBehind). */
+  private behind: Promise<void> | undefined;
   /** Bytes of small writes in the cache since the last dropWritten(). */
   private cachedBytes = 0;
   /** Buffered mode: bytes written through the cache since the last write-back behind the caller began. */
@@ -310,7 +310,7 @@ export class DirectIo {
   /** Waits until every write handed to writeAsync is on the device (its errors thrown here). */
   async drain(): Promise<void> {
     await this.drainWrites();
-    await this.dropping;
+    await this.behind;
   }
 
   // The batches behind the caller, written (not the write-back of the cached writes: drain() waits for that too).
@@ -357,9 +357,9 @@ export class DirectIo {
   private writeCached(data: Uint8Array, pos: number): void {
     writeFull(this.dev, data, pos);
     this.cachedBytes += data.length;
-    if (this.cachedBytes >= DROP_EVERY && !this.dropping) {
+    if (this.cachedBytes >= DROP_EVERY && !this.behind) {
       this.cachedBytes = 0;
-      this.dropping = handled(this.dropBehind());
+      this.behind = handled(this.dropBehind());
     }
   }
 
@@ -368,10 +368,10 @@ export class DirectIo {
   private async dropBehind(): Promise<void> {
     await this.syncBehind();
     await new Promise<void>((resolve) => childProcess().execFile('dd', dropArgv(this.dev.fd), { timeout: 60_000 }, () => resolve()));
-    this.dropping = undefined;
+    this.behind = undefined;
   }
 
-  // fdatasync on libuv's pool. Its error stays in this.dropping for drain() to throw: the kernel
+  // fdatasync on libuv's pool. Its error stays in this.behind for drain() to throw: the kernel
   // reports a failed write-back once, so the owner's own fsync after it could succeed.
   private async syncBehind(): Promise<void> {
     try {
@@ -386,9 +386,9 @@ export class DirectIo {
   // left: in a warm 4 GiB 1% sync here, the server waited 0.2 s on it while the client sat idle.
   private writeBackBehind(len: number): void {
     this.bufferedBytes += len;
-    if (this.bufferedBytes < DROP_EVERY || this.dropping) return;
+    if (this.bufferedBytes < DROP_EVERY || this.behind) return;
     this.bufferedBytes = 0;
-    this.dropping = handled(this.syncBehind().then(() => { this.dropping = undefined; }));
+    this.behind = handled(this.syncBehind().then(() => { this.behind = undefined; }));
   }
 
   /**
