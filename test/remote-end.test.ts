@@ -1,6 +1,8 @@
 // ServerEnd, Forwarder and TailBuffer on plain in-process streams standing in for a server's
 // stdio (the real thing is covered over sshd in ssh-*.test.ts).
 import test from 'ava';
+import { once } from 'node:events';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { PassThrough, Writable } from 'node:stream';
 import { BlkError, ExitCode } from '../src/errors.js';
 import { Forwarder, ServerEnd, TAIL_BYTES, TailBuffer, withTimeout } from '../src/transport/remote-end.js';
@@ -109,4 +111,24 @@ test('Forwarder with a socket below: a write calls back only once that socket ha
 test('withTimeout gives the value, or undefined after the time', async (t) => {
   t.is(await withTimeout(Promise.resolve(5), 1000), 5);
   t.is(await withTimeout(new Promise(() => {}), 20), undefined);
+});
+
+// The CI failure this guards against: a close() that waited 30 s for an exit status on a stalled
+// host returned "no status" although the status had arrived; the timer ran before the socket read.
+test('withTimeout: data that arrived while the event loop was stalled past the time wins over the timer', async (t) => {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const accepted = once(server, 'connection') as Promise<[Socket]>;
+  const client = connect((server.address() as AddressInfo).port, '127.0.0.1');
+  const [[peer]] = await Promise.all([accepted, once(client, 'connect')]);
+  try {
+    const answer = withTimeout(once(peer, 'data').then(([d]) => String(d)), 20);
+    client.write('exit 0'); // written to the kernel now: loopback has it in peer's buffer on return
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 200); // the stall: the timer is overdue
+    t.is(await answer, 'exit 0');
+  } finally {
+    client.destroy();
+    peer.destroy();
+    server.close();
+  }
 });

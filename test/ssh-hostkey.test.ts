@@ -6,6 +6,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { finished } from 'node:stream/promises';
 import { BlkError, ExitCode } from '../src/errors.js';
 import { fingerprint } from '../src/transport/knownhosts.js';
 import { SshTransport, type SshOptions } from '../src/transport/ssh.js';
@@ -143,10 +144,11 @@ test('an --identity file that does not exist is a usage error naming it', async 
 
 test('remote binary missing: the channel fails with the remote stderr and status 127', async (t) => {
   const ch = await transport({ remoteCmd: '/nonexistent/blkdelta' }).open();
-  const err = await new Promise<Error>((resolve, reject) => {
-    ch.input.on('error', resolve).on('end', () => reject(new Error('input ended without an error')));
-    ch.input.resume();
-  });
+  // finished() also sees an error raised before it was called: on a loaded host the exec reply, the
+  // exit status and the channel's close can arrive in one read, and the error is emitted before
+  // open()'s caller runs (a listener added here would miss it and wait forever).
+  ch.input.resume();
+  const err = await finished(ch.input).then(() => new Error('input ended without an error'), (e: unknown) => e as Error);
   t.is((err as BlkError).code, ExitCode.REMOTE);
   t.true(err.message.includes('status 127'), err.message);
   t.true(err.message.includes('No such file or directory'), err.message);
