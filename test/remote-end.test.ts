@@ -5,7 +5,8 @@ import { once } from 'node:events';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { PassThrough, Writable } from 'node:stream';
 import { BlkError, ExitCode } from '../src/errors.js';
-import { Forwarder, ServerEnd, TAIL_BYTES, TailBuffer, withTimeout } from '../src/transport/remote-end.js';
+import { Forwarder, ServerEnd, TAIL_BYTES, TailBuffer } from '../src/transport/remote-end.js';
+import { withTimeout } from '../src/transport/transport.js';
 
 function stdio() {
   return { stdout: new PassThrough(), stdin: new PassThrough(), stderr: new PassThrough() };

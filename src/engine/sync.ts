@@ -16,6 +16,7 @@ import { Conn, checkWelcome, historyCopyOf, welcomeLabelSeed, welcomeMountedRw, 
 import { Msg, parseJson } from '../proto/wire.js';
 import { formatAge } from '../units.js';
 import { LocalTransport } from '../transport/local.js';
+import { withTimeout } from '../transport/transport.js';
 import { grow, openSource, openTarget, shrinkTo, type Device } from '../io/device.js';
 import { askResident } from '../io/direct.js';
 import { chunkSizeFor, checkBlockSize, geometryOf, planSizes, runSourceSide } from './session.js';
@@ -240,13 +241,7 @@ async function peerErrorOr(conn: Conn, err: unknown): Promise<unknown> {
     for (let f = await conn.reader.next(); f; f = await conn.reader.next()) if (f.type === Msg.ERROR) return conn.peerError(f);
     return err;
   };
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<unknown>((resolve) => (timer = setTimeout(() => resolve(err), 5000)));
-  try {
-    return await Promise.race([find().catch(() => err), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
+  return (await withTimeout(find().catch(() => err), 5000)) ?? err;
 }
 
 /** A version 2 patch's trailer carries the content before and after (the DONE's digests). */

@@ -22,25 +22,6 @@ export function serverCommand(remoteCmd = 'blkdelta'): string {
   return `${remoteCmd} server`;
 }
 
-/**
- * p, or undefined after ms. The timer is not unref'd on purpose: a close() awaiting it must keep
- * the process alive (an empty event loop would end the process with status 0 mid-cleanup).
- * A loaded host can stall this process for longer than ms; when it runs again, timers fire before
- * pending I/O is read. So the time is up only after one more turn of the loop (setImmediate runs
- * after the poll phase): an exit status that arrived during the stall wins over the timer.
- */
-export async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  let turn: NodeJS.Immediate | undefined;
-  const late = new Promise<undefined>((r) => (timer = setTimeout(() => (turn = setImmediate(() => r(undefined))), ms)));
-  try {
-    return await Promise.race([p, late]);
-  } finally {
-    clearTimeout(timer);
-    clearImmediate(turn);
-  }
-}
-
 /** Keeps the last TAIL_BYTES of what a stream wrote; never holds more. */
 export class TailBuffer {
   private buf = Buffer.alloc(0);

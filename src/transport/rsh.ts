@@ -9,8 +9,8 @@
 // then SIGTERM, then SIGKILL 2 s later. Memory: the ServerEnd buffers.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { BlkError, ExitCode } from '../errors.js';
-import { CLOSE_TIMEOUT_MS, type Channel, type Transport } from './transport.js';
-import { ServerEnd, serverCommand, withTimeout } from './remote-end.js';
+import { CLOSE_TIMEOUT_MS, withTimeout, type Channel, type Transport } from './transport.js';
+import { ServerEnd, serverCommand } from './remote-end.js';
 import { throttleChannel } from './throttle.js';
 
 export interface RshOptions {

@@ -14,10 +14,10 @@ import { homedir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { BlkError, ExitCode } from '../errors.js';
 import { log } from '../log.js';
-import { CLOSE_TIMEOUT_MS, type Channel, type Transport } from './transport.js';
+import { CLOSE_TIMEOUT_MS, withTimeout, type Channel, type Transport } from './transport.js';
 import { hostKeyAlgorithms, hostVerifier, type HostCheck } from './ssh-hostkey.js';
 import { authMethods, describeAuth, type AuthMethod } from './ssh-auth.js';
-import { ServerEnd, serverCommand, withTimeout } from './remote-end.js';
+import { ServerEnd, serverCommand } from './remote-end.js';
 import { throttleChannel } from './throttle.js';
 
 // ssh2 (CommonJS) is loaded on first use: a local sync never pays its ~10 MiB of resident memory.

@@ -11,6 +11,25 @@ import type { Readable, Writable } from 'node:stream';
  */
 export const CLOSE_TIMEOUT_MS = 30_000;
 
+/**
+ * p, or undefined after ms. The timer is not unref'd on purpose: a close() awaiting it must keep
+ * the process alive (an empty event loop would end the process with status 0 mid-cleanup).
+ * A loaded host can stall this process for longer than ms; when it runs again, timers fire before
+ * pending I/O is read. So the time is up only after one more turn of the loop (setImmediate runs
+ * after the poll phase): an exit status that arrived during the stall wins over the timer.
+ */
+export async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  let turn: NodeJS.Immediate | undefined;
+  const late = new Promise<undefined>((r) => (timer = setTimeout(() => (turn = setImmediate(() => r(undefined))), ms)));
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+    clearImmediate(turn);
+  }
+}
+
 export interface Channel {
   /** Bytes from the server (its stdout). Ends when the server exits or the connection drops. */
   readonly input: Readable;
