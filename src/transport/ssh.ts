@@ -88,7 +88,7 @@ export class SshTransport implements Transport {
       host: this.opts.host,
       port: this.port,
       username: this.user,
-      readyTimeout: this.opts.connectTimeoutMs ?? 30_000,
+      readyTimeout: 0, // connect() keeps the deadline: ssh2's timer would win over a handshake read after a stall
       keepaliveInterval: this.opts.keepaliveIntervalMs ?? 15_000,
       keepaliveCountMax: this.opts.keepaliveCountMax ?? 4,
       hostVerifier: hostVerifier(check),
@@ -98,8 +98,16 @@ export class SshTransport implements Transport {
     };
   }
 
-  // Resolves on 'ready'; maps every failure before it to HOST_KEY, AUTH or REMOTE.
-  private connect(client: Client, cfg: ConnectConfig, check: HostCheck, auths: AuthMethod[], signal?: AbortSignal): Promise<void> {
+  // Resolves on 'ready'; maps every failure before it to HOST_KEY, AUTH or REMOTE, and no
+  // 'ready' within connectTimeoutMs (withTimeout: a stalled process reads what arrived first) to REMOTE.
+  private async connect(client: Client, cfg: ConnectConfig, check: HostCheck, auths: AuthMethod[], signal?: AbortSignal): Promise<void> {
+    const ms = this.opts.connectTimeoutMs ?? 30_000;
+    if (await withTimeout(this.handshake(client, cfg, check, auths, signal), ms)) return;
+    client.destroy();
+    throw new BlkError(ExitCode.REMOTE, `cannot connect to ${this.where()}: no ssh handshake within ${ms / 1000} s`);
+  }
+
+  private handshake(client: Client, cfg: ConnectConfig, check: HostCheck, auths: AuthMethod[], signal?: AbortSignal): Promise<true> {
     client.on('error', () => {}); // later errors reach the channel through 'close'
     return new Promise((resolve, reject) => {
       const onAbort = () => settle(signal!.reason);
@@ -108,7 +116,7 @@ export class SshTransport implements Transport {
       const settle = (err?: unknown) => {
         signal?.removeEventListener('abort', onAbort);
         client.off('error', onError).off('close', onClose).off('ready', onReady);
-        if (err === undefined) return resolve();
+        if (err === undefined) return resolve(true);
         client.destroy();
         reject(err);
       };
@@ -124,9 +132,6 @@ export class SshTransport implements Transport {
     const where = this.where();
     if (err.level === 'client-authentication') {
       return new BlkError(ExitCode.AUTH, `ssh authentication to ${where} failed (the server accepted none of: ${describeAuth(auths)})`, { cause: err });
-    }
-    if (err.level === 'client-timeout') {
-      return new BlkError(ExitCode.REMOTE, `cannot connect to ${where}: no ssh handshake within ${(this.opts.connectTimeoutMs ?? 30_000) / 1000} s`, { cause: err });
     }
     const code = (err as NodeJS.ErrnoException).code;
     return new BlkError(ExitCode.REMOTE, `cannot connect to ${where}: ${code ? code + ', ' : ''}${err.message}`, { cause: err });
