@@ -51,6 +51,7 @@ export function vmLane(script: string, o: { disks?: string; timeoutS: number; sc
     const f = r.facts.get(scenario);
     if (!f) t.fail(`scenario ${scenario} printed nothing; stderr:\n${r.stderr.slice(-4000)}`);
     t.log(`${scenario}: ${f?.get('seconds') ?? '-'} s of guest time; whole VM run ${(r.seconds ?? 0).toFixed(0)} s`);
+    for (const kick of r.stderr.split('\n').filter((l) => /^run-vm: vd[a-z]+: /.test(l))) t.log(kick); // run-vm.sh's disk watchdog acted
     return (k: string) => f?.get(k) ?? `<no ${k}>`;
   };
 }

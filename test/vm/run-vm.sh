@@ -117,6 +117,25 @@ export DM_DISABLE_UDEV=1
 . /run/vm/io/env
 sh=/bin/sh; [ -x /bin/bash ] && sh=/bin/bash
 cut -d' ' -f1 /proc/uptime > /run/vm/io/boot-time
+# Lost virtio-blk completions: a few CI runs under TCG hung with the disk's requests "in flight"
+# in the guest (/sys/block/vda/inflight > 0), qemu idle with no I/O pending, every reader of the
+# disk waiting, no dm device suspended. When a disk has requests in flight and has completed none
+# for 60 s, one fresh O_DIRECT read of it makes the driver and qemu look at the queue again.
+# Harmless when the disk is only slow; each one is logged (io/disk-kicks) and shown by the host.
+( while :; do
+    for b in /sys/block/vd*; do
+      d=${b##*/}; read r w < $b/inflight; set -- $(cat $b/stat)
+      eval "last=\${done_$d:-}; still=\${still_$d:-0}"
+      if [ $((r + w)) -gt 0 ] && [ "$1 $5" = "$last" ]; then still=$((still + 5)); else still=0; fi
+      if [ $still -ge 60 ]; then
+        echo "run-vm: $d: $r reads and $w writes in flight, none completed for $still s (guest uptime $(cut -d' ' -f1 /proc/uptime) s): one fresh read to wake its queue" >> /run/vm/io/disk-kicks
+        dd if=/dev/$d of=/dev/null bs=4096 count=1 iflag=direct status=none 2>/dev/null &
+        still=0
+      fi
+      eval "done_$d='$1 $5'; still_$d=$still"
+    done
+    /run/vm/busybox sleep 5
+  done ) &
 # stall report: when the host asks (io/dump appears shortly before its timeout), write what every
 # process waits on, the device-mapper state (a suspended device hangs its readers in a killable
 # wait, which the hung-task detector does not report) and the kernel's blocked-task dump
@@ -134,6 +153,8 @@ cut -d' ' -f1 /proc/uptime > /run/vm/io/boot-time
     done
     # I/O handed to each block device and not yet completed: "reads writes" (vda: the virtual disk)
     echo "== inflight"; for b in /sys/block/*; do echo "${b##*/} $(cat $b/inflight) $(cat $b/dm/name 2>/dev/null)"; done
+    echo "== disk kicks"; cat /run/vm/io/disk-kicks 2>/dev/null
+    echo "== interrupts"; cat /proc/interrupts
     echo "== dmsetup info -c"; dmsetup info -c 2>&1
     echo "== dmsetup table"; dmsetup table 2>&1
     echo w > /proc/sysrq-trigger; echo "== dmesg"; dmesg 2>/dev/null | tail -n 150
@@ -183,6 +204,7 @@ set -e
 [ -s "$RUN/io/boot-time" ] && log "guest ready after $(cat "$RUN/io/boot-time") s ($accel)"
 [ -f "$RUN/io/stdout" ] && cat "$RUN/io/stdout"
 [ -f "$RUN/io/stderr" ] && cat "$RUN/io/stderr" >&2
+[ -s "$RUN/io/disk-kicks" ] && cat "$RUN/io/disk-kicks" >&2
 [ -s "$RUN/io/rc" ] && exit "$(cat "$RUN/io/rc")"
 log "VM failed (qemu exit $qrc); qemu + console output:"
 cat "$RUN/qemu.log" >&2; tail -n 40 "$RUN/console.log" >&2
