@@ -68,6 +68,14 @@ test('unknown key in an inline ssh table', configError, `${GOOD}ssh = { port = 2
   ['blkdelta.toml:7:22: jobs.tools.ssh.identty: unknown key (did you mean identity?)']);
 test('ssh port out of range', configError, `${GOOD}[jobs.tools.ssh]\nport = 70000\n`,
   ['blkdelta.toml:8:1: jobs.tools.ssh.port: 70000 is above the maximum 65535']);
+test('ssh connect_timeout zero', configError, `${GOOD}[jobs.tools.ssh]\nconnect_timeout = 0\n`,
+  ['blkdelta.toml:8:1: jobs.tools.ssh.connect_timeout: 0 is below the minimum 1']);
+test('ssh connect_timeout negative', configError, `${GOOD}[jobs.tools.ssh]\nconnect_timeout = -30\n`,
+  ['blkdelta.toml:8:1: jobs.tools.ssh.connect_timeout: "-30" is not a duration (must be >= 0 seconds)']);
+test('ssh connect_timeout huge', configError, `${GOOD}[jobs.tools.ssh]\nconnect_timeout = "2d"\n`,
+  ['blkdelta.toml:8:1: jobs.tools.ssh.connect_timeout: 172800 is above the maximum 3600']);
+test('ssh connect_timeout wrong type', configError, `${GOOD}[jobs.tools.ssh]\nconnect_timeout = true\n`,
+  ['blkdelta.toml:8:1: jobs.tools.ssh.connect_timeout: expected a duration (seconds, or a string like "36h"), got boolean true']);
 test('both ends remote', configError, GOOD.replace('"/dev/vg0/tools"', '"a@b:/dev/x"'),
   ['blkdelta.toml:6:1: jobs.tools.target: source and target are both remote: one end must be local']);
 test('snapshot true needs /dev/VG/LV', configError, `[jobs.img]\nsource = "/srv/a.img"\ntarget = "/b"\nsnapshot = true\n`,

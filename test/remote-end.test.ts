@@ -114,8 +114,9 @@ test('withTimeout gives the value, or undefined after the time', async (t) => {
   t.is(await withTimeout(new Promise(() => {}), 20), undefined);
 });
 
-// The CI failure this guards against: a close() that waited 30 s for an exit status on a stalled
-// host returned "no status" although the status had arrived; the timer ran before the socket read.
+// The likely cause of a CI failure (not reproduced whole): a close() that waited 30 s for an exit
+// status on a stalled host could return "no status" although the status had arrived, because the
+// timer ran before the socket read.
 test('withTimeout: data that arrived while the event loop was stalled past the time wins over the timer', async (t) => {
   const server = createServer();
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));

@@ -50,7 +50,7 @@ export const SSH_KEYS: Record<string, KeySpec> = {
   identity: { kind: 'path' },
   known_hosts: { kind: 'path' },
   remote_cmd: { kind: 'string' },
-  connect_timeout: { kind: 'duration' },
+  connect_timeout: { kind: 'duration', min: 1, max: 3600 }, // 0 refused, as --connect-timeout 0 is
 };
 
 export const GLOBAL_KEYS: Record<string, KeySpec> = {
