@@ -18,7 +18,7 @@ test('a pull through `blkdelta server`: the server keeps the base, the client th
   t.regex(first('record'), /"base":\{"name":"pl_src-blkdelta-base-vg0-pl_src-\d{8}T\d{6}Z","uuid":"[\w-]+","thinId":\d+\}/, 'the client recorded it');
   const f = await facts(t, 'pl_incr');
   t.is(f('rc'), '0', f('err'));
-  t.is(f('same'), 'yes', 'target byte-identical to the origin (sha256)');
+  t.is(f('same'), 'yes', 'target byte-identical to the origin (XXH64 digests)');
   t.is(f('bases'), '1');
   t.is(f('sources'), '0', 'the server removed its snapshot');
   t.is(f('incremental.kind'), 'incremental', f('incremental.reason'));

@@ -18,7 +18,7 @@ test('first run sets the base (full compare, reason: no base); 64 scattered 4 Ki
   t.regex(first('reason'), /no base recorded .*first incremental run of job vg0-b_src/);
   const f = await facts(t, 'b_incr');
   t.is(f('rc'), '0', f('err'));
-  t.is(f('same'), 'yes', 'target byte-identical to the origin (sha256)');
+  t.is(f('same'), 'yes', 'target byte-identical to the origin (XXH64 digests)');
   t.is(f('bases'), '1');
   t.is(f('incremental.kind'), 'incremental');
   t.not(f('incremental.base'), f('incremental.newBase'));

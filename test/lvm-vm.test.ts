@@ -92,7 +92,7 @@ test('COW snapshot: created, synced from, removed; target byte-identical (the ru
   t.true(report.fillPct >= 0 && report.fillPct < 100);
   t.is(json(f('out')).source, report.device, 'the sync read the snapshot');
   t.regex(f('err'), /created cow snapshot vg0\/k_src-blkdelta-.*removed snapshot vg0\/k_src-blkdelta-/);
-  t.is(f('same'), 'yes', 'target byte-identical to the origin (sha256)');
+  t.is(f('same'), 'yes', 'target byte-identical to the origin (XXH64 digests)');
 });
 
 test('thin origin: thin snapshot without a size; thin target snapshot kept (--keep 1) and rolled back with lvconvert --merge', async (t) => {

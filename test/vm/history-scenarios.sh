@@ -9,14 +9,14 @@ BD="node bin/blkdelta"
 W=/tmp/bdh && mkdir -p $W/state
 CFG=$W/blkdelta.toml
 
-. test/vm/lib.sh   # R q lv sha bdk (blkdelta runs recorded under a key prefix)
+. test/vm/lib.sh   # R q lv digest bdk (blkdelta runs recorded under a key prefix)
 thinlv() { q lvcreate -y -V "$2" -T "vg0/$3" -n "$1"; }
 rnd() { q dd if=/dev/urandom of=/dev/vg0/$1 bs=1M count=$2 seek=${3:-0} oflag=direct status=none; }
-# sha of a kept copy, read through a read-only activation that is undone after (if it was inactive)
-copysha() {
+# digest of a kept copy, read through a read-only activation that is undone after (if it was inactive)
+copydigest() {
   local was; was=$(lvs --noheadings -o lv_active vg0/$1 | tr -d ' ')
   [ "$was" = active ] || { q lvchange -ay -K vg0/$1; q blockdev --setro /dev/vg0/$1; }
-  sha $1
+  digest $1
   [ "$was" = active ] || q lvchange -an vg0/$1
 }
 # the job's copies (tagged blkdelta-job:$1), oldest first
@@ -61,27 +61,27 @@ TOML
 
 thin() {   # thin target: runs, copies, restore of each point, a rollback by merge, verify of a damaged copy
   lv h_src 8M; q lvcreate -y -L 128M -T vg0/tp; thinlv h_dst 8M tp; lv h_r1 8M; lv h_r2 8M
-  rnd h_src 8; R thin d1 "$(sha h_src)"; bdk thin 1 run hthin --config $CFG
-  rnd h_src 2 3; R thin d2 "$(sha h_src)"; bdk thin 2 run hthin --config $CFG
-  rnd h_src 2 5; R thin d3 "$(sha h_src)"; bdk thin 3 run hthin --config $CFG
+  rnd h_src 8; R thin d1 "$(digest h_src)"; bdk thin 1 run hthin --config $CFG
+  rnd h_src 2 3; R thin d2 "$(digest h_src)"; bdk thin 2 run hthin --config $CFG
+  rnd h_src 2 5; R thin d3 "$(digest h_src)"; bdk thin 3 run hthin --config $CFG
   R thin copies3 "$(copies hthin)"
   bdk thin list history list hthin --json --config $CFG
   R thin record "$(cat $W/state/hthin.json)"
   local c; c=($(copies hthin))   # oldest first: the copy taken before run 2 (d1), before run 3 (d2)
   R thin c1 "${c[0]}"; R thin c2 "${c[1]}"
-  bdk thin r1 history restore hthin "${c[0]}" /dev/vg0/h_r1 --config $CFG; R thin r1sha "$(sha h_r1)"
-  bdk thin r2 history restore hthin "${c[1]}" /dev/vg0/h_r2 --config $CFG; R thin r2sha "$(sha h_r2)"
-  R thin c1after "$(copysha ${c[0]})"; R thin c2after "$(copysha ${c[1]})"
+  bdk thin r1 history restore hthin "${c[0]}" /dev/vg0/h_r1 --config $CFG; R thin r1sha "$(digest h_r1)"
+  bdk thin r2 history restore hthin "${c[1]}" /dev/vg0/h_r2 --config $CFG; R thin r2sha "$(digest h_r2)"
+  R thin c1after "$(copydigest ${c[0]})"; R thin c2after "$(copydigest ${c[1]})"
   R thin active_after "$(lvs --noheadings -o lv_active vg0/${c[0]} | tr -d ' ')"
   R thin copies_after_restore "$(copies hthin)"
   # rollback: merge the d1 copy into the target (the documented way); the d2 copy loses its origin
   q lvconvert -y --merge vg0/${c[0]}
-  R thin rolled "$(sha h_dst)"
+  R thin rolled "$(digest h_dst)"
   R thin orphan_origin "$(lvs --noheadings -o origin vg0/${c[1]} | tr -d ' ')"
-  rnd h_src 2 1; R thin d4 "$(sha h_src)"; bdk thin 4 run hthin --config $CFG
-  rnd h_src 2 6; R thin d5 "$(sha h_src)"; bdk thin 5 run hthin --config $CFG
+  rnd h_src 2 1; R thin d4 "$(digest h_src)"; bdk thin 4 run hthin --config $CFG
+  rnd h_src 2 6; R thin d5 "$(digest h_src)"; bdk thin 5 run hthin --config $CFG
   R thin copies5 "$(copies hthin)"
-  R thin live_same "$([ "$(sha h_src)" = "$(sha h_dst)" ] && echo yes || echo no)"
+  R thin live_same "$([ "$(digest h_src)" = "$(digest h_dst)" ] && echo yes || echo no)"
   bdk thin v1 history verify hthin --config $CFG
   c=($(copies hthin)); R thin damaged "${c[1]}"
   q lvchange -ay -K vg0/${c[1]}; q dd if=/dev/urandom of=/dev/vg0/${c[1]} bs=4k count=1 seek=100 oflag=direct status=none; q lvchange -an vg0/${c[1]}
@@ -92,12 +92,12 @@ thin() {   # thin target: runs, copies, restore of each point, a rollback by mer
 cow() {   # COW target (not thin): copies are COW snapshots; a listed point restores to its run's data
   lv c_src 8M; lv c_dst 8M; lv c_r 8M
   rnd c_src 8; bdk cow 1 run hcow --config $CFG
-  rnd c_src 2 2; R cow d2 "$(sha c_src)"; bdk cow 2 run hcow --config $CFG
+  rnd c_src 2 2; R cow d2 "$(digest c_src)"; bdk cow 2 run hcow --config $CFG
   rnd c_src 2 4; bdk cow 3 run hcow --config $CFG
   R cow copies "$(copies hcow)"
   bdk cow list history list hcow --json --config $CFG
   local c; c=($(copies hcow)); R cow newest "${c[-1]}"
-  bdk cow r history restore hcow "${c[-1]}" /dev/vg0/c_r --config $CFG; R cow rsha "$(sha c_r)"; R cow after "$(sha ${c[-1]})"
+  bdk cow r history restore hcow "${c[-1]}" /dev/vg0/c_r --config $CFG; R cow rsha "$(digest c_r)"; R cow after "$(digest ${c[-1]})"
 }
 
 pool() {   # pool_max_fill: extra copies kept as space allows, pruned while over; a full pool refused
@@ -106,9 +106,9 @@ pool() {   # pool_max_fill: extra copies kept as space allows, pruned while over
   rnd p_src 8; bdk pool 2 run hpool --config $CFG; R pool fill2 "$(poolfill pp)"; R pool copies2 "$(copies hpool)"
   rnd p_src 8 8; bdk pool 3 run hpool --config $CFG; R pool fill3 "$(poolfill pp)"; R pool copies3 "$(copies hpool)"
   bdk pool dry history prune hpool --dry-run --config $CFG
-  local before; before=$(sha p_dst); rnd p_src 1
+  local before; before=$(digest p_dst); rnd p_src 1
   bdk pool full run hfull --config $CFG
-  R pool full_same "$([ "$before" = "$(sha p_dst)" ] && echo yes || echo no)"; R pool full_copies "$(ncopies hfull)"
+  R pool full_same "$([ "$before" = "$(digest p_dst)" ] && echo yes || echo no)"; R pool full_copies "$(ncopies hfull)"
 }
 
 remote() {   # a remote target: its copies are made, listed, verified, restored and pruned by its server's policy
@@ -122,20 +122,20 @@ remote() {   # a remote target: its copies are made, listed, verified, restored 
   printf '[server]\n%s\n%s\nkeep_last = 2\npool_max_fill = 1\n' "$allow" "$ts" > $W/rs_two.toml
   rsh() { printf '%s' "sh -c 'shift 2; exec sh -c \"\$1 --config $W/$1.toml\"' rsh"; }
   local via=(--config $CFG --rsh "$(rsh rs)" --remote-cmd "$BD")
-  rnd rm_src 8; R remote d1 "$(sha rm_src)"
+  rnd rm_src 8; R remote d1 "$(digest rm_src)"
   bdk remote 1 sync --no-progress --rsh "$(rsh rs)" --remote-cmd "$BD" --target-snapshot --job hremote /dev/vg0/rm_src localhost:/dev/vg0/rm_dst
-  rnd rm_src 2 3; R remote d2 "$(sha rm_src)"
+  rnd rm_src 2 3; R remote d2 "$(digest rm_src)"
   bdk remote 2 sync --no-progress --rsh "$(rsh rs)" --remote-cmd "$BD" --target-snapshot --job hremote /dev/vg0/rm_src localhost:/dev/vg0/rm_dst
-  rnd rm_src 2 5; R remote d3 "$(sha rm_src)"
+  rnd rm_src 2 5; R remote d3 "$(digest rm_src)"
   bdk remote 3 sync --no-progress --rsh "$(rsh rs)" --remote-cmd "$BD" --target-snapshot --job hremote /dev/vg0/rm_src localhost:/dev/vg0/rm_dst
   R remote copies3 "$(copies hremote)"
   bdk remote list history list hremote --json "${via[@]}"
   bdk remote listt history list hremote "${via[@]}"
   local c; c=($(copies hremote))   # oldest first; the newest two were taken before run 2 (d1) and run 3 (d2)
   local c1=${c[-2]} c2=${c[-1]}; R remote c1 "$c1"; R remote c2 "$c2"
-  bdk remote r1 history restore hremote "$c1" $W/rm_r1.img "${via[@]}"; R remote r1sha "$(sha256sum < $W/rm_r1.img | cut -d' ' -f1)"
-  bdk remote r2 history restore hremote "$c2" localhost:/dev/vg0/rm_r2 "${via[@]}"; R remote r2sha "$(sha rm_r2)"
-  R remote c1after "$(copysha $c1)"; R remote c2after "$(copysha $c2)"
+  bdk remote r1 history restore hremote "$c1" $W/rm_r1.img "${via[@]}"; R remote r1sha "$(xxhsum -H1 < $W/rm_r1.img | cut -d' ' -f1)"
+  bdk remote r2 history restore hremote "$c2" localhost:/dev/vg0/rm_r2 "${via[@]}"; R remote r2sha "$(digest rm_r2)"
+  R remote c1after "$(copydigest $c1)"; R remote c2after "$(copydigest $c2)"
   R remote active_after "$(lvs --noheadings -o lv_active vg0/$c1 | tr -d ' ')"
   R remote copies_after_restore "$(copies hremote)"
   bdk remote v1 history verify hremote "${via[@]}"

@@ -8,7 +8,7 @@ BD="node bin/blkdelta"
 W=/tmp/bd && mkdir -p $W
 ST=$W/state
 
-. test/vm/lib.sh   # R q lv fill zero sha same tagged wait_written bd make_rsh
+. test/vm/lib.sh   # R q lv fill zero digest same tagged wait_written bd make_rsh
 bases() { tagged blkdelta-base; }
 INC="sync --no-progress --json --incremental --state-dir $ST"
 # 64 scattered 4 KiB writes (a fixed spread over the LV: one in each 4 MiB)
@@ -131,14 +131,14 @@ tsnap() {   # a push with --target-snapshot and --incremental: the server snapsh
     --rsh "sh -c 'shift 2; exec sh -c \"\$1 --config $W/ts.toml\"' rsh" --remote-cmd "$BD" localhost:/dev/vg0/ts_dst)
   bd ts_first "${push[@]}"
   R ts_first same "$(same ts_src ts_dst)"; R ts_first kind "$(field incremental.kind ts_first)"
-  local before; before=$(sha ts_dst)
+  local before; before=$(digest ts_dst)
   scatter_small ts_src
   bd ts_incr "${push[@]}"
   R ts_incr same "$(same ts_src ts_dst)"; R ts_incr kind "$(field incremental.kind ts_incr)"; R ts_incr read "$(field bytesReadTarget ts_incr)"
   R ts_incr copies "$(tagged blkdelta-target)"; R ts_incr pending "$(tagged blkdelta-pending)"
   local newest; newest=$(lvs --noheadings -O -lv_time -o lv_name,lv_tags vg0 | awk '/blkdelta-target/ { print $1; exit }')
   if [ -n "$newest" ]; then
-    q lvchange -ay -K vg0/$newest; R ts_incr copy_is_before "$([ "$(sha $newest)" = "$before" ] && echo yes || echo no)"; q lvchange -an vg0/$newest
+    q lvchange -ay -K vg0/$newest; R ts_incr copy_is_before "$([ "$(digest $newest)" = "$before" ] && echo yes || echo no)"; q lvchange -an vg0/$newest
   fi
   scatter_small ts_src
   q dd if=/dev/urandom of=/dev/vg0/ts_dst bs=1M seek=20 count=7 oflag=direct conv=notrunc status=none

@@ -7,7 +7,7 @@ BD="node bin/blkdelta"
 W=/tmp/bdj && mkdir -p $W/state
 CFG=$W/blkdelta.toml
 
-. test/vm/lib.sh   # R q lv fill sha same tagged bdk (wait_written is redefined below)
+. test/vm/lib.sh   # R q lv fill digest same tagged bdk (wait_written is redefined below)
 # waits (up to 10 min: the VM is slow, more so on a loaded host) until the source snapshot exists
 # and the first MiB of the (zeroed) target is no longer zero: the run is syncing
 wait_written() {

@@ -5,8 +5,9 @@ q() { "$@" >/dev/null 2>>$W/setup.err || { echo "setup failed: $*: $(cat $W/setu
 lv() { q lvcreate -y -L "$2" -n "$1" vg0; }
 fill() { q dd if=/dev/urandom of=/dev/vg0/$1 bs=1M count=$2 oflag=direct status=none; }
 zero() { q dd if=/dev/zero of=/dev/vg0/$1 bs=1M count=$2 oflag=direct status=none; }
-sha() { sha256sum < /dev/vg0/$1 | cut -d' ' -f1; }
-same() { [ "$(sha $1)" = "$(sha $2)" ] && echo yes || echo no; }
+# an LV's content digest: XXH64 (xxhsum), 3x faster than sha256sum in the TCG guest (2 s, not 6 s, per 256 MiB)
+digest() { xxhsum -H1 < /dev/vg0/$1 | cut -d' ' -f1; }
+same() { [ "$(digest $1)" = "$(digest $2)" ] && echo yes || echo no; }
 # how many LVs in vg0 carry exactly this tag
 tagged() { lvs --noheadings -o lv_tags vg0 2>/dev/null | awk -v t="$1" '{ n = split($1, a, ","); for (i = 1; i <= n; i++) if (a[i] == t) c++ } END { print c + 0 }'; }
 # waits until the first MiB of a (zeroed) target is no longer zero: the sync is writing

@@ -8,7 +8,7 @@ export LVM_SUPPRESS_FD_WARNINGS=1
 BD="node bin/blkdelta"
 W=/tmp/bd && mkdir -p $W
 
-. test/vm/lib.sh   # R q lv fill zero sha same tagged wait_written bd
+. test/vm/lib.sh   # R q lv fill zero digest same tagged wait_written bd
 # Runs that must still be going when the test acts on them (a write into the source, the fill
 # poller's 1 s tick, a signal) are slowed with --bwlimit: a fast sync could finish first.
 
@@ -79,7 +79,7 @@ thin() {   # thin origin (thin snapshot, no size) to a thin target with --target
   q lvcreate -y -V 8M -T vg0/pool -n tg_dst
   bd thin1 sync --no-progress --json --snapshot vg0/th_src --target-snapshot --keep 1 /dev/vg0/tg_dst
   R thin same_after_1 "$(same th_src tg_dst)"
-  local a; a=$(sha tg_dst)
+  local a; a=$(digest tg_dst)
   fill th_src 8
   bd thin2 sync --no-progress --json --snapshot vg0/th_src --target-snapshot --keep 1 /dev/vg0/tg_dst
   R thin same_after_2 "$(same th_src tg_dst)"; R thin left "$(tagged blkdelta-source)"
@@ -89,7 +89,7 @@ thin() {   # thin origin (thin snapshot, no size) to a thin target with --target
   R thin snap "$snap"
   lvconvert -y --merge vg0/"$snap" > $W/merge.out 2>&1; R thin merge_rc $?; R thin merge_out "$(cat $W/merge.out)"
   lvchange -ay vg0/tg_dst >/dev/null 2>&1
-  [ "$(sha tg_dst)" = "$a" ] && R thin rolled_back yes || R thin rolled_back no
+  [ "$(digest tg_dst)" = "$a" ] && R thin rolled_back yes || R thin rolled_back no
 }
 
 srvpolicy() {   # a remote target's snapshots follow the server's [server.target_snapshot]: keep_last = 3 (the live target and two copies)

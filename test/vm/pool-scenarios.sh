@@ -9,7 +9,7 @@ export LVM_SUPPRESS_FD_WARNINGS=1
 BD="node bin/blkdelta"
 W=/tmp/bd && mkdir -p $W
 
-. test/vm/lib.sh   # R q lv fill zero sha same tagged wait_written bd make_rsh
+. test/vm/lib.sh   # R q lv fill zero digest same tagged wait_written bd make_rsh
 lvcount() { lvs --noheadings -o lv_name vg0 2>/dev/null | wc -l; }
 poolfill() { lvs --noheadings -o data_percent vg0/$1 | tr -d ' '; }
 

@@ -143,7 +143,7 @@ cut -d' ' -f1 /proc/uptime > /run/vm/io/boot-time
   { echo "== ps"; /run/vm/busybox ps | grep -v ' \[.*\]$'
     for p in /proc/[0-9]*; do
       case "$(cut -d' ' -f3 $p/stat 2>/dev/null)" in D|S) ;; *) continue ;; esac
-      grep -qE '^(sh|bash|node|sha256sum|dd|cmp|lv|vg|dmsetup|blkdelta)' $p/comm 2>/dev/null || continue
+      grep -qE '^(sh|bash|node|sha256sum|xxhsum|dd|cmp|lv|vg|dmsetup|blkdelta)' $p/comm 2>/dev/null || continue
       echo "== ${p#/proc/} $(cat $p/comm) $(tr '\0' ' ' < $p/cmdline | cut -c1-200)"; cat $p/stack 2>/dev/null
     done
     # every task in D state, kernel threads too (a dm-thin worker waiting on its disk)
