@@ -233,11 +233,11 @@ export class DeviceWriter implements TargetSink {
    * even where punching fails). Not --dig-holes: util-linux 2.38 punches one block past its range.
    */
   private async punchHoles(): Promise<void> {
-    if (this.holes.length === 0) return; // importing execa costs ~0.25 s of CPU and ~8 MiB
-    const { execa } = await import('execa');
+    if (this.holes.length === 0) return; // exec.ts (node:child_process) loads only when needed: server start-up
+    const { howEnded, runProgram } = await import('../exec.js');
     for (const [a, b] of this.holes) {
-      const r = await execa('fallocate', ['--punch-hole', '--offset', String(a), '--length', String(b - a), this.dev.path], { reject: false, timeout: 60_000 });
-      if (r.exitCode !== 0) return log.warn(`could not make zero blocks of ${this.dev.path} sparse: ${r.stderr || r.message}`);
+      const r = await runProgram('fallocate', ['--punch-hole', '--offset', String(a), '--length', String(b - a), this.dev.path], { timeoutMs: 60_000 });
+      if (!r.ok) return log.warn(`could not make zero blocks of ${this.dev.path} sparse: ${r.stderr || howEnded(r, 60_000)}`);
     }
     if (this.holes.length) fs.fsyncSync(this.dev.fd);
   }
@@ -248,8 +248,8 @@ export class DeviceWriter implements TargetSink {
    */
   private async reread(): Promise<void> {
     if (!this.direct.direct) {
-      const { execa } = await import('execa');
-      await execa('dd', [`if=${this.dev.path}`, 'iflag=nocache', 'count=0', 'status=none'], { reject: false, timeout: 60_000 });
+      const { runProgram } = await import('../exec.js');
+      await runProgram('dd', [`if=${this.dev.path}`, 'iflag=nocache', 'count=0', 'status=none'], { timeoutMs: 60_000 });
     }
     const buf = alignedBuffer(this.geometry.maxRecordLen);
     for (const [offset, length, checksum] of this.journal.entries()) {

@@ -30,7 +30,7 @@ export async function withReadableCopy<T>(c: Copy, fn: (device: string) => Promi
 
 /** blockdev --setro: the kernel refuses every write to the device until it is deactivated. */
 async function setReadOnly(path: string): Promise<void> {
-  const { execa } = await import('execa');
-  const r = await execa('blockdev', ['--setro', path], { reject: false, stdin: 'ignore', timeout: 30_000 });
-  if (r.failed) throw new BlkError(ExitCode.SNAPSHOT, `cannot make ${path} read-only (blockdev --setro): ${String(r.stderr || r.shortMessage).trim()}`);
+  const { howEnded, runProgram } = await import('../exec.js');
+  const r = await runProgram('blockdev', ['--setro', path], { timeoutMs: 30_000 });
+  if (!r.ok) throw new BlkError(ExitCode.SNAPSHOT, `cannot make ${path} read-only (blockdev --setro): ${(r.stderr || howEnded(r, 30_000)).trim()}`);
 }

@@ -50,20 +50,19 @@ export function hookEnv(name: HookName, r: RunRecord): Record<string, string> {
 
 /** Runs one hook to its end (or deadline); never throws: the result says what happened. */
 export async function runHook(name: HookName, argv: string[], rec: RunRecord, o: { timeout: number; signal?: AbortSignal }): Promise<HookRecord> {
-  const { execa } = await import('execa');
+  const { startProgram } = await import('../exec.js');
   const t0 = Date.now();
   log.info(`job ${rec.job}: ${name} hook: ${argv.join(' ')}`);
-  const sub = execa(argv[0]!, argv.slice(1), {
-    env: hookEnv(name, rec), stdin: 'ignore', all: true, buffer: false, reject: false,
-    timeout: o.timeout * 1000, forceKillAfterDelay: 5000, cancelSignal: o.signal,
+  const sub = startProgram(argv[0]!, argv.slice(1), {
+    env: hookEnv(name, rec), merged: true, timeoutMs: o.timeout * 1000, forceKillAfterMs: 5000, ...(o.signal ? { signal: o.signal } : {}),
   });
-  const output = sub.all ? logLines(sub.all, `job ${rec.job}: ${name}: `) : Promise.resolve('');
-  const r = await sub;
+  const output = logLines(sub.output!, `job ${rec.job}: ${name}: `);
+  const r = await sub.done;
   const last = await output;
-  const h: HookRecord = { name, argv, timedOut: !!r.timedOut, durationS: (Date.now() - t0) / 1000 };
+  const h: HookRecord = { name, argv, timedOut: r.timedOut, durationS: (Date.now() - t0) / 1000 };
   if (r.exitCode !== undefined) h.exitCode = r.exitCode;
   if (r.signal) h.signal = r.signal;
-  const why = hookProblem(h, o.timeout, r.failed ? r.originalMessage ?? r.shortMessage : undefined, !!r.isCanceled);
+  const why = hookProblem(h, o.timeout, r.spawnError?.message, r.canceled);
   if (why) h.error = `${name} hook ${argv[0]} ${why}${last ? ` (last output: ${last})` : ''}`;
   return h;
 }

@@ -1,6 +1,6 @@
-// The only place that runs lvm. Each call: execa with stdin ignored (no TTY: lvm never waits on a
+// The only place that runs lvm. Each call: runProgram (exec.ts) with stdin ignored (no TTY: lvm never waits on a
 // prompt; builders pass -y), LVM_SUPPRESS_FD_WARNINGS=1, DM_DISABLE_UDEV kept when the caller set
-// it, reject:false. Output is small (one JSON report).
+// it. Output is small (one JSON report).
 // Timeouts (LVM can hang waiting for a VG lock): a report (lvs, dmsetup status) is killed, harmlessly. A command
 // that changes the VG (lvcreate, lvremove, lvchange, lvconvert) is only sent SIGINT, which lvm
 // honours where giving up is safe (a lock wait) and holds back inside its critical sections; it
@@ -43,35 +43,31 @@ export async function runLvm(argv: readonly string[], timeoutMs = DEFAULT_LVM_TI
   const shown = argv.join(' ');
   log.debug(`running ${shown}`);
   const t0 = Date.now();
-  const { execa } = await import('execa'); // loaded on first use: a sync without LVM stays small
+  const { howEnded, runProgram } = await import('../exec.js'); // loaded on first use: a sync without LVM stays small
   const report = isReport(argv);
-  const r = await execa(cmd, args, {
-    reject: false,
-    stdin: 'ignore',
-    timeout: timeoutMs,
+  const r = await runProgram(cmd, args, {
+    timeoutMs,
     killSignal: report ? 'SIGTERM' : 'SIGINT',
-    forceKillAfterDelay: report ? 5_000 : false,
+    forceKillAfterMs: report ? 5_000 : false,
     env: { LVM_SUPPRESS_FD_WARNINGS: '1', LC_ALL: 'C' },
-    extendEnv: true,
-    stripFinalNewline: true,
   });
-  const stderr = String(r.stderr ?? '').trim();
+  const stderr = r.stderr.trim();
   log.debug(`${cmd} ended after ${Date.now() - t0} ms`);
   if (r.timedOut && !report && r.exitCode === 0) {
     log.warn(`${shown} took over ${timeoutMs / 1000} s; asked to give up (SIGINT), it finished its change instead, which stands`);
-    return { stdout: String(r.stdout ?? ''), stderr };
+    return { stdout: r.stdout, stderr };
   }
   if (r.timedOut) {
     const how = report ? '' : ', and gave up when asked (SIGINT)';
     throw new LvmError(argv, `${shown} did not finish within ${timeoutMs / 1000} s${how} (LVM may be waiting for a VG lock)${stderr ? `: ${stderr}` : ''}`, stderr);
   }
-  if (r.failed) {
-    const why = r.exitCode !== undefined ? `exit ${r.exitCode}` : (r.cause as NodeJS.ErrnoException | undefined)?.code ?? r.shortMessage;
-    const hint = (r.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT' ? ' (is lvm2 installed? apt-get install lvm2)' : '';
+  if (!r.ok) {
+    const why = r.spawnError?.code ?? howEnded(r);
+    const hint = r.spawnError?.code === 'ENOENT' ? ' (is lvm2 installed? apt-get install lvm2)' : '';
     throw new LvmError(argv, `${shown} failed (${why})${hint}${stderr ? `: ${stderr}` : ''}`, stderr);
   }
   if (stderr) log.debug(`${cmd}: ${stderr}`);
-  return { stdout: String(r.stdout ?? ''), stderr };
+  return { stdout: r.stdout, stderr };
 }
 
 /** lvs for some VGs or VG/LVs (none: all), parsed into rows. */

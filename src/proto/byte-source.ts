@@ -165,7 +165,7 @@ export class OnreadSource implements ByteSource {
  * terminal; or process.stdin already made): read process.stdin then. Otherwise process.stdin is
  * this socket from now on: a second handle on fd 0 fails (EEXIST), and Node makes one on the
  * first use of process.stdin, which includes the first import of node:process (its ESM facade
- * reads every property: execa, for instance, loaded with the first lvm command).
+ * reads every property: a dependency that imports node:process, for instance).
  */
 export function openStdin(): OnreadSource | undefined {
   if (!isPipeOrSocket(0)) return undefined; // node:net is loaded only then: a bare server's start-up
