@@ -33,11 +33,12 @@ test('first run sets the base (full compare, reason: no base); 64 scattered 4 Ki
   t.is(none('sources'), '0');
 });
 
-for (const [s, where] of [['k_snap', 'after the snapshot, before the metadata query'], ['k_copy', 'during the copy'], ['k_rotate', 'during the rotation']] as const) {
+for (const [s, where] of [['k_snap', 'after the snapshot, before the metadata query'], ['k_copy', 'during the copy'], ['k_rotate', 'during the rotation (the new base made, the record not yet naming it)']] as const) {
   test(`kill -9 ${where}: the rerun converges and exactly one base remains`, async (t) => {
     const f = await facts(t, s);
     t.is(f('hit'), 'yes', `the kill point was reached (${s})`);
     t.is(f('rc'), '137');
+    if (s === 'k_rotate') t.is(f('bases_after_kill'), '2', 'the old base and the new one, which no record names');
     convergedWithOneBase(t, await facts(t, `${s}_rerun`), f);
   });
 }

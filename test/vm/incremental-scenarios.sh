@@ -36,10 +36,22 @@ basic() {   # first run sets the base (full); 64 scattered writes; the increment
   R b_none bases "$(bases)"; R b_none sources "$(tagged blkdelta-source)"
 }
 
+# $W/hold/lvcreate: run with PATH=$W/hold:$PATH, it runs the real lvcreate, and when that made a
+# base (tag blkdelta-base) writes its PID to $W/base-made and holds on (sleep 600, to be killed):
+# whoever ran it (a client, a server) stays between "the new base exists" and "the record names it"
+# (polling lvs for a second base raced the whole rotation once lvm commands got faster)
+hold_base() {
+  mkdir -p $W/hold; rm -f $W/base-made
+  printf '#!/bin/sh\n%s "$@" || exit $?\ncase " $* " in *" blkdelta-base "*) echo $$ > %s; exec sleep 600;; esac\n' "$(command -v lvcreate)" $W/base-made > $W/hold/lvcreate
+  chmod +x $W/hold/lvcreate
+}
+
 # kill -9 of the client when $2 (a command) first succeeds, then a rerun: converges, one base
+# ($3 = hold: the client's lvcreate of the new base holds on, $2 waits for it, and it is killed too)
 kill_at() {
-  local s=$1 cond=$2
-  $BD $INC --bwlimit 2M --snapshot vg0/b_src /dev/vg0/b_dst > $W/$s.out 2> $W/$s.err &
+  local s=$1 cond=$2 path=$PATH
+  [ "${3:-}" = hold ] && { hold_base; path=$W/hold:$PATH; }
+  PATH=$path $BD $INC --bwlimit 2M --snapshot vg0/b_src /dev/vg0/b_dst > $W/$s.out 2> $W/$s.err &
   local pid=$! n=0
   local hit=no
   while :; do
@@ -47,7 +59,8 @@ kill_at() {
     kill -0 $pid 2>/dev/null && [ $n -lt 1200 ] || break
     sleep 0.05; n=$((n + 1))
   done
-  kill -KILL $pid; wait $pid; R $s rc $?; R $s hit $hit
+  kill -KILL $pid; [ "${3:-}" = hold ] && kill -KILL "$(cat $W/base-made 2>/dev/null)" 2>/dev/null
+  wait $pid; R $s rc $?; R $s hit $hit
   R $s bases_after_kill "$(bases)"
   bd ${s}_rerun $INC --snapshot vg0/b_src /dev/vg0/b_dst
   R $s same "$(same b_src b_dst)"; R $s bases "$(bases)"; R $s sources "$(tagged blkdelta-source)"
@@ -61,7 +74,7 @@ kill9() {   # kill -9 before the metadata query, during the copy, before the rot
   q dd if=/dev/urandom of=/dev/vg0/b_src bs=1M seek=40 count=24 oflag=direct conv=notrunc status=none
   kill_at k_copy 'grep -q "\"pending\":\[\[" $ST/vg0-b_src.base.json 2>/dev/null && sleep 3'
   q dd if=/dev/urandom of=/dev/vg0/b_src bs=1M seek=70 count=4 oflag=direct conv=notrunc status=none
-  kill_at k_rotate '[ "$(bases)" -ge 2 ]'   # the new base exists, the old one is not removed yet
+  kill_at k_rotate '[ -s $W/base-made ]' hold   # the new base exists, the record does not name it yet
 }
 
 behind() {   # a tenth of the target rewritten behind blkdelta's back: the sample notices, full compare repairs it
@@ -182,12 +195,14 @@ pulled() {   # a pull through `blkdelta server` on the source host: the server k
   pinc pl_rerun
   R pl_rerun same "$(same pl_src pl_dst)"; R pl_rerun bases "$(pbases)"; R pl_rerun sources "$(psources)"
   R pl_rerun kind "$(field incremental.kind pl_rerun)"; R pl_rerun reason "$(field incremental.reason pl_rerun)"
-  # kill -9 of the server once it made the new base (ROTATE make), before the client recorded it
+  # kill -9 of the server once it made the new base (ROTATE make), before the client recorded it:
+  # its lvcreate of the base holds on (hold_base), so it never answers BASE
   q dd if=/dev/urandom of=/dev/vg0/pl_src bs=1M seek=50 count=4 oflag=direct conv=notrunc status=none
-  $BD $INC --bwlimit 1M --rsh $W/rsh.sh --remote-cmd "node $PWD/bin/blkdelta" --snapshot localhost:vg0/pl_src /dev/vg0/pl_dst > $W/pl_skill.out 2> $W/pl_skill.err &
+  hold_base
+  PATH=$W/hold:$PATH $BD $INC --rsh $W/rsh.sh --remote-cmd "node $PWD/bin/blkdelta" --snapshot localhost:vg0/pl_src /dev/vg0/pl_dst > $W/pl_skill.out 2> $W/pl_skill.err &
   pid=$! n=0 hit=no
   while kill -0 $pid 2>/dev/null && [ $n -lt 2400 ]; do
-    if [ "$(pbases)" -ge 2 ]; then kill -KILL "$(cat $W/server.pid)"; hit=yes; break; fi
+    if [ -s $W/base-made ]; then kill -KILL "$(cat $W/server.pid)" "$(cat $W/base-made)"; hit=yes; break; fi
     sleep 0.05; n=$((n + 1))
   done
   wait $pid; R pl_skill rc $?; R pl_skill hit $hit; R pl_skill err "$(cat $W/pl_skill.err)"
