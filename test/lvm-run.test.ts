@@ -8,6 +8,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ExitCode } from '../src/errors.js';
+import { MAX_CAPTURE } from '../src/exec.js';
 import { LvmError, runLvm } from '../src/lvm/lvm.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'blkdelta-lvmrun-'));
@@ -71,4 +72,11 @@ test.serial('a report (lvs) that outlives the timeout is killed (SIGTERM, then S
   t.regex(err?.message ?? '', /^lvs --reportformat json did not finish within 0\.3 s \(LVM may be waiting/);
   t.deepEqual(signals(logFile), ['TERM']);
   t.false(alive('lvs'), 'killed');
+});
+
+test.serial('a report whose output is over MAX_CAPTURE: SNAPSHOT error saying so, not a half-read report', async (t) => {
+  standIn('vgs', '', `head -c ${MAX_CAPTURE + 1} /dev/zero | tr '\\0' x; exit 0`);
+  const err = await t.throwsAsync(runLvm(['vgs', '--reportformat', 'json'], 60_000), { instanceOf: LvmError });
+  t.is(err?.code, ExitCode.SNAPSHOT);
+  t.regex(err?.message ?? '', /^vgs --reportformat json: its output is over 16 MiB/);
 });

@@ -1,6 +1,6 @@
 // The only place that runs lvm. Each call: runProgram (exec.ts) with stdin ignored (no TTY: lvm never waits on a
 // prompt; builders pass -y), LVM_SUPPRESS_FD_WARNINGS=1, DM_DISABLE_UDEV kept when the caller set
-// it. Output is small (one JSON report).
+// it. Output is small (one JSON report; over exec.ts's MAX_CAPTURE, 16 MiB, the call fails).
 // Timeouts (LVM can hang waiting for a VG lock): a report (lvs, dmsetup status) is killed, harmlessly. A command
 // that changes the VG (lvcreate, lvremove, lvchange, lvconvert) is only sent SIGINT, which lvm
 // honours where giving up is safe (a lock wait) and holds back inside its critical sections; it
@@ -43,7 +43,7 @@ export async function runLvm(argv: readonly string[], timeoutMs = DEFAULT_LVM_TI
   const shown = argv.join(' ');
   log.debug(`running ${shown}`);
   const t0 = Date.now();
-  const { howEnded, runProgram } = await import('../exec.js'); // loaded on first use: a sync without LVM stays small
+  const { MAX_CAPTURE, howEnded, runProgram } = await import('../exec.js'); // loaded on first use: a sync without LVM stays small
   const report = isReport(argv);
   const r = await runProgram(cmd, args, {
     timeoutMs,
@@ -66,6 +66,7 @@ export async function runLvm(argv: readonly string[], timeoutMs = DEFAULT_LVM_TI
     const hint = r.spawnError?.code === 'ENOENT' ? ' (is lvm2 installed? apt-get install lvm2)' : '';
     throw new LvmError(argv, `${shown} failed (${why})${hint}${stderr ? `: ${stderr}` : ''}`, stderr);
   }
+  if (r.truncated) throw new LvmError(argv, `${shown}: its output is over ${MAX_CAPTURE / 2 ** 20} MiB, more than blkdelta reads`, stderr);
   if (stderr) log.debug(`${cmd}: ${stderr}`);
   return { stdout: r.stdout, stderr };
 }
