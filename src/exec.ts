@@ -1,5 +1,5 @@
 // Runs one program (no shell) to its end and says how it ended; never throws. Runs lvm and
-// dmsetup (lvm/lvm.ts), blockdev, fallocate, the re-read's dd and the jobs' hooks. (It replaced
+// dmsetup (lvm/lvm.ts), blockdev, fallocate and the jobs' hooks. (It replaced
 // execa, whose ~175 module files cost ~80 ms of CPU at the start of every LVM run on the storage
 // server, and seconds in the test VM.) io/direct.ts (fincore, dd), locks/flock.ts and the
 // transports spawn their own: synchronous calls, or children whose stdio is the channel.

@@ -236,8 +236,9 @@ export class DeviceWriter implements TargetSink {
     if (this.holes.length === 0) return; // exec.ts (node:child_process) loads only when needed: server start-up
     const { howEnded, runProgram } = await import('../exec.js');
     for (const [a, b] of this.holes) {
-      const r = await runProgram('fallocate', ['--punch-hole', '--offset', String(a), '--length', String(b - a), this.dev.path], { timeoutMs: 60_000 });
-      if (!r.ok) return log.warn(`could not make zero blocks of ${this.dev.path} sparse: ${r.stderr || howEnded(r, 60_000)}`);
+      const timeoutMs = 60_000;
+      const r = await runProgram('fallocate', ['--punch-hole', '--offset', String(a), '--length', String(b - a), this.dev.path], { timeoutMs });
+      if (!r.ok) return log.warn(`could not make zero blocks of ${this.dev.path} sparse: ${r.stderr || howEnded(r, timeoutMs)}`);
     }
     if (this.holes.length) fs.fsyncSync(this.dev.fd);
   }
@@ -247,10 +248,7 @@ export class DeviceWriter implements TargetSink {
    * disk, not the cache), else after dropping the file's pages (posix_fadvise via dd nocache).
    */
   private async reread(): Promise<void> {
-    if (!this.direct.direct) {
-      const { runProgram } = await import('../exec.js');
-      await runProgram('dd', [`if=${this.dev.path}`, 'iflag=nocache', 'count=0', 'status=none'], { timeoutMs: 60_000 });
-    }
+    if (!this.direct.direct) await this.direct.dropClean(); // so the re-read comes from the device, not the cache
     const buf = alignedBuffer(this.geometry.maxRecordLen);
     for (const [offset, length, checksum] of this.journal.entries()) {
       const data = buf.subarray(0, length);

@@ -31,6 +31,7 @@ export async function withReadableCopy<T>(c: Copy, fn: (device: string) => Promi
 /** blockdev --setro: the kernel refuses every write to the device until it is deactivated. */
 async function setReadOnly(path: string): Promise<void> {
   const { howEnded, runProgram } = await import('../exec.js');
-  const r = await runProgram('blockdev', ['--setro', path], { timeoutMs: 30_000 });
-  if (!r.ok) throw new BlkError(ExitCode.SNAPSHOT, `cannot make ${path} read-only (blockdev --setro): ${(r.stderr || howEnded(r, 30_000)).trim()}`);
+  const timeoutMs = 30_000;
+  const r = await runProgram('blockdev', ['--setro', path], { timeoutMs });
+  if (!r.ok) throw new BlkError(ExitCode.SNAPSHOT, `cannot make ${path} read-only (blockdev --setro): ${(r.stderr || howEnded(r, timeoutMs)).trim()}`);
 }

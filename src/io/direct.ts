@@ -367,8 +367,13 @@ export class DirectIo {
   // on while the disk takes the small writes (fdatasyncSync here stalled it for seconds). drain() awaits it.
   private async dropBehind(): Promise<void> {
     await this.syncBehind();
-    await new Promise<void>((resolve) => childProcess().execFile('dd', dropArgv(this.dev.fd), { timeout: 60_000 }, () => resolve()));
+    await this.dropClean();
     this.behind = undefined;
+  }
+
+  /** Drops the file's clean pages (DONTNEED over all of it, through dd: Node lacks it), off the event loop; never fails. */
+  async dropClean(): Promise<void> {
+    await new Promise<void>((resolve) => childProcess().execFile('dd', dropArgv(this.dev.fd), { timeout: 60_000 }, () => resolve()));
   }
 
   // fdatasync on libuv's pool. Its error stays in this.behind for drain() to throw: the kernel
