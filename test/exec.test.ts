@@ -2,9 +2,10 @@
 // way a program can end, the timeout's signals, cancel, the output bounds, a grandchild that
 // keeps the output open, and a timer that is overdue when the exit has already arrived.
 import test from 'ava';
-import { chmodSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { MAX_CAPTURE, howEnded, runProgram, startProgram, type ProgramOptions, type ProgramResult } from '../src/exec.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'blkdelta-exec-'));
@@ -21,11 +22,12 @@ const rows: Record<string, Row> = {
   'env: added to this process\'s environment': { ...sh('echo "$BLKDELTA_X $PATH"', { env: { BLKDELTA_X: 'a b;c' } }), want: { ok: true, stdout: `a b;c ${process.env.PATH}` }, how: /^exit 0$/ },
   'timeout: killSignal (default SIGTERM)': { ...sh('exec sleep 30', { timeoutMs: 100 }), want: { ok: false, timedOut: true, signal: 'SIGTERM' }, how: /^timed out$/ },
   'timeout, SIGINT ignored, never force-killed: it is waited for and its status kept': {
-    ...sh('trap "echo INT" INT; i=0; while [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; echo done', { timeoutMs: 100, killSignal: 'SIGINT', forceKillAfterMs: false }),
+    // the deadline leaves sh time to set its trap on a loaded machine; the loop outlasts it
+    ...sh('trap "echo INT" INT; i=0; while [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; echo done', { timeoutMs: 1500, killSignal: 'SIGINT', forceKillAfterMs: false }),
     want: { ok: false, timedOut: true, exitCode: 0, stdout: 'INT\ndone' }, how: /^timed out$/,
   },
   'timeout, SIGTERM ignored: SIGKILL forceKillAfterMs later': {
-    ...sh('trap "" TERM; while :; do sleep 0.1; done', { timeoutMs: 100, forceKillAfterMs: 300 }), want: { ok: false, timedOut: true, signal: 'SIGKILL' }, how: /^timed out$/,
+    ...sh('trap "" TERM; while :; do sleep 0.1; done', { timeoutMs: 1500, forceKillAfterMs: 300 }), want: { ok: false, timedOut: true, signal: 'SIGKILL' }, how: /^timed out$/,
   },
   'a signal aborted before the start: canceled, killed at once': {
     ...sh('exec sleep 30', { signal: AbortSignal.abort() }), want: { ok: false, canceled: true, timedOut: false, signal: 'SIGTERM' }, how: /interrupted/,
@@ -55,8 +57,10 @@ test('a program that is not executable: spawnError EACCES, said in howEnded', as
 
 test('cancel while running: canceled, stopped with killSignal, howEnded says interrupted', async (t) => {
   const ac = new AbortController();
-  const run = startProgram('/bin/sh', ['-c', 'echo started; exec sleep 30'], { signal: ac.signal });
-  setTimeout(() => ac.abort(), 100);
+  const ready = join(dir, 'started');
+  const run = startProgram('/bin/sh', ['-c', `echo started; touch ${ready}; exec sleep 30`], { signal: ac.signal });
+  while (!existsSync(ready)) await sleep(20); // aborted once it has written its line, however slow the machine
+  ac.abort();
   const r = await run.done;
   t.like(r, { ok: false, canceled: true, timedOut: false, signal: 'SIGTERM', stdout: 'started' });
   t.is(howEnded(r), 'stopped: the run was interrupted');

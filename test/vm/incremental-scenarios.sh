@@ -56,7 +56,7 @@ kill_at() {
   local hit=no
   while :; do
     if eval "$cond"; then hit=yes; break; fi
-    kill -0 $pid 2>/dev/null && [ $n -lt 1200 ] || break
+    kill -0 $pid 2>/dev/null && [ $n -lt 2400 ] || break
     sleep 0.05; n=$((n + 1))
   done
   kill -KILL $pid; [ "${3:-}" = hold ] && kill -KILL "$(cat $W/base-made 2>/dev/null)" 2>/dev/null
